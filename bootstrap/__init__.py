@@ -1,0 +1,1 @@
+"""Genesis, trust anchors and node initialisation."""

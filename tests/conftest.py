@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bootstrap.init import InitResult, init_node
+from tests.support import PASSPHRASE, NodeProcess
+
+#: A fixed clock for cores and builders (cryptography's tests do the same).
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def now() -> datetime:
+    return NOW
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def node(data_dir: Path) -> InitResult:
+    """A freshly initialised node in ``data_dir`` (real Argon2id, real keys)."""
+    return init_node(
+        data_dir, PASSPHRASE, network_name="testnet", origin="trust.example.net.",
+        now=datetime.now(UTC),
+    )
+
+
+@pytest.fixture
+def node_processes() -> Iterator[list[NodeProcess]]:
+    """Collects started node processes and kills whatever a test left running."""
+    started: list[NodeProcess] = []
+    yield started
+    for proc in started:
+        proc.kill()

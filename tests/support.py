@@ -1,0 +1,191 @@
+"""Helpers shared by the tests: running the real CLI and node as processes,
+and inspecting a data directory from the outside."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
+
+from trustchain.keystore import KeyStore
+
+PASSPHRASE = "correct horse battery staple"
+REPO = Path(__file__).resolve().parent.parent
+#: Upper bound for a node process to reach a state; a bound, not a sleep.
+PROCESS_TIMEOUT = 30.0
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTCHAIN_")}
+    env["TRUSTCHAIN_PASSPHRASE"] = PASSPHRASE
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str | Path, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``trustchain ARGS`` as a user would, without a terminal."""
+    return subprocess.run(
+        [sys.executable, "-m", "trustchain", *map(str, args)],
+        env=cli_env() if env is None else env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT * 2,
+        cwd=cwd or REPO,
+    )
+
+
+_LISTENING = re.compile(r"listening: (\w+) on \[?([0-9a-fA-F:.]+)\]?:(\d+)/(tcp|udp)")
+
+
+@dataclass
+class NodeProcess:
+    """``trustchain serve`` running as a child process, its log read line by line."""
+
+    proc: subprocess.Popen[str]
+    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    log: list[str] = field(default_factory=list)
+    listening: list[tuple[str, str, int, str]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trustchain", "serve", "--data-dir", str(data_dir), *args],
+            env=cli_env() if env is None else env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, cwd=REPO,
+        )
+        node = cls(proc)
+        threading.Thread(target=node._pump, daemon=True).start()
+        return node
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = PROCESS_TIMEOUT) -> str:
+        """Block until a log line matches ``pattern``; fail if the process ends first."""
+        regex = re.compile(pattern)
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no log line matching {pattern!r}; log so far: {self.log}")
+            if line is None:
+                raise AssertionError(
+                    f"node exited ({self.proc.wait()}) before logging {pattern!r}: {self.log}"
+                )
+            self.log.append(line)
+            if m := _LISTENING.search(line):
+                self.listening.append((m[1], m[2], int(m[3]), m[4]))
+            if regex.search(line):
+                return line
+
+    def wait_ready(self) -> NodeProcess:
+        self.wait_for(r"node ready")
+        return self
+
+    def address(self, service: str) -> tuple[str, int]:
+        for name, host, port, _proto in self.listening:
+            if name == service:
+                return host, port
+        raise AssertionError(f"node is not listening for {service}: {self.log}")
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        """Send ``signum``, read the rest of the log, return the exit status."""
+        self.proc.send_signal(signum)
+        code = self.proc.wait(timeout=PROCESS_TIMEOUT)
+        self.drain()
+        return code
+
+    def drain(self) -> None:
+        while True:
+            try:
+                line = self.lines.get(timeout=PROCESS_TIMEOUT)
+            except queue.Empty:
+                return
+            if line is None:
+                return
+            self.log.append(line)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=PROCESS_TIMEOUT)
+
+
+def snapshot_tree(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every entry under ``root`` with its mode, mtime and content hash."""
+    snap: dict[str, tuple[int, int, str]] = {}
+    for path in sorted([root, *root.rglob("*")]):
+        st = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        snap[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns, digest)
+    return snap
+
+
+def _encodings(key: object) -> list[bytes]:
+    """Byte forms in which a private key could leak."""
+    pkcs8 = key.private_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    forms = [pkcs8, base64.b64encode(pkcs8)]
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        size = (key.curve.key_size + 7) // 8
+        forms.append(key.private_numbers().private_value.to_bytes(size, "big"))
+    elif isinstance(key, (ed25519.Ed25519PrivateKey, mldsa.MLDSA65PrivateKey)):
+        forms.append(key.private_bytes_raw())
+    return forms
+
+
+_PKCS8_START = re.compile(rb"\x30(?:[\x00-\x7f]|\x81.|\x82..)\x02\x01[\x00\x01]\x30", re.S)
+
+
+def assert_no_plaintext_private_keys(data_dir: Path, passphrase: str = PASSPHRASE) -> None:
+    """Fail if any file under ``data_dir`` holds a private key in the clear.
+
+    Checks for PEM private-key blocks, for any unencrypted DER private key
+    (every place that starts like PKCS#8 or a traditional key is parsed), and
+    for the exact bytes of every key in the node's key store in its PKCS#8,
+    base64 and raw forms.
+    """
+    keystore = KeyStore.open(data_dir / "keys", passphrase)
+    secrets = [form for r in keystore.records() for form in _encodings(keystore.private_key(r.id))]
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        assert b"PRIVATE KEY-----" not in data, f"PEM private key in {path}"
+        for match in _PKCS8_START.finditer(data):
+            candidate = data[match.start():]
+            try:
+                serialization.load_der_private_key(candidate[: _der_length(candidate)], None)
+            except (ValueError, TypeError, IndexError):
+                continue
+            raise AssertionError(f"unencrypted DER private key at offset {match.start()} of {path}")
+        for secret in secrets:
+            assert secret not in data, f"private key material in {path}"
+
+
+def _der_length(der: bytes) -> int:
+    first = der[1]
+    if first < 0x80:
+        return 2 + first
+    count = first & 0x7F
+    return 2 + count + int.from_bytes(der[2 : 2 + count], "big")

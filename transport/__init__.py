@@ -1,0 +1,1 @@
+"""asyncio adapters: each feeds bytes and time to a core and sends what it returns."""

@@ -1,0 +1,69 @@
+"""Plain-HTTP listener for the ASGI application (hypercorn does the HTTP/1.1).
+
+The node binds the sockets itself (so it can report the real port when the
+configuration asks for port 0, and so binding errors surface before
+anything else starts) and hands them to hypercorn by file descriptor.
+Shutdown is driven by the node: :meth:`HttpListener.stop` stops accepting,
+lets in-flight requests finish for the grace period, then returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import hypercorn.asyncio
+import hypercorn.config
+from starlette.types import ASGIApp
+
+from transport.sockets import bind_socket, format_address
+
+log = logging.getLogger("trustchain.http")
+
+
+class HttpListener:
+    def __init__(self, app: ASGIApp, addresses: list[str], port: int, grace_seconds: float) -> None:
+        self._app = app
+        self._addresses = addresses
+        self._port = port
+        self._grace = grace_seconds
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.bound: list[tuple[str, int]] = []
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Bind and start serving; return the bound ``(address, port)`` pairs.
+
+        :raises ListenError: if an address cannot be bound.
+        """
+        fds = []
+        try:
+            for address in self._addresses:
+                sock = bind_socket(address, self._port, socket.SOCK_STREAM)
+                sock.listen(1024)  # queue connections from now on, before hypercorn runs
+                self.bound.append(sock.getsockname()[:2])
+                fds.append(sock.detach())
+        except BaseException:
+            for fd in fds:
+                socket.socket(fileno=fd).close()
+            raise
+        config = hypercorn.config.Config()
+        config.bind = [f"fd://{fd}" for fd in fds]
+        config.accesslog = None
+        server_log = logging.getLogger("trustchain.http.server")
+        server_log.setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+        config.errorlog = server_log
+        config.graceful_timeout = self._grace
+        config.include_server_header = False
+        self._task = asyncio.create_task(
+            hypercorn.asyncio.serve(self._app, config, shutdown_trigger=self._stop.wait, mode="asgi")
+        )
+        for address, port in self.bound:
+            log.info("listening: http on %s/tcp", format_address(address, port))
+        return self.bound
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task

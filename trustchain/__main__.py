@@ -1,0 +1,3 @@
+from trustchain.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""The node configuration: one pydantic model, loaded once at start.
+
+Sources, lowest priority first:
+
+1. the defaults below (development values: loopback ``::1``, unprivileged
+   ports),
+2. ``trustchain.toml`` in the data directory,
+3. ``TRUSTCHAIN_<FIELD>`` environment variables (lists comma-separated),
+4. command-line flags (``--dns-port 5353``).
+
+The result is validated as a whole; every problem is reported with the
+source that supplied the bad value.  Production values (ports 53, 853, 443,
+80; listening on ``::``) are documented in ``docs/operations.md`` and are
+never defaults.
+
+Facts that belong to the network rather than to one node's runtime (the
+network name and the zone origin) live in the genesis document; the values
+here are only the defaults that ``trustchain init`` offers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trustchain.errors import ConfigError
+
+CONFIG_FILE_NAME = "trustchain.toml"
+ENV_PREFIX = "TRUSTCHAIN_"
+
+#: Defaults for ``trustchain init``; recorded in the genesis document.
+DEFAULT_NETWORK_NAME = "hypermesh"
+DEFAULT_ORIGIN = "trust.hypermesh.online."
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class NodeConfig(BaseModel):
+    """Runtime configuration of one node.  Port 0 asks the OS for a free port."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: list[str] = Field(
+        default_factory=lambda: ["::1"],
+        min_length=1,
+        description="IP addresses to bind; '::' is dual-stack where the OS allows.",
+    )
+    dns_port: Port = Field(8053, description="DNS over UDP and TCP (production: 53).")
+    quic_port: Port = Field(8853, description="QUIC: ALPNs doq, stoq/1, h3 (production: 853).")
+    https_port: Port = Field(8443, description="REST API over HTTPS/1.1 (production: 443).")
+    http_port: Port = Field(8080, description="Plain HTTP: public reads (production: 80).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
+        5, description="How long in-flight requests may run after SIGINT/SIGTERM."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_address(item.strip().strip("[]"))))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address") from None
+        if len(set(out)) != len(out):
+            raise ValueError("addresses are listed more than once")
+        return out
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> NodeConfig:
+        for proto, names in (
+            ("TCP", ("dns_port", "https_port", "http_port")),
+            ("UDP", ("dns_port", "quic_port")),
+        ):
+            seen: dict[int, str] = {}
+            for name in names:
+                port = getattr(self, name)
+                if port and port in seen:
+                    raise ValueError(f"{name} and {seen[port]} both use {proto} port {port}")
+                seen[port] = name
+        return self
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, field in NodeConfig.model_fields.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        is_list = getattr(field.annotation, "__origin__", None) is list
+        values[name] = [part.strip() for part in raw.split(",") if part.strip()] if is_list else raw
+    return values
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_config(
+    data_dir: Path,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> NodeConfig:
+    """Load, merge and validate the configuration of the node in ``data_dir``.
+
+    :param overrides: values from command-line flags (``None`` values ignored).
+    :param environ: the environment (defaults to ``os.environ``).
+    :raises ConfigError: naming the source and field of every invalid value.
+    """
+    path = data_dir / CONFIG_FILE_NAME
+    layers = [
+        (str(path), _read_toml(path)),
+        ("environment", _from_env(os.environ if environ is None else environ)),
+        ("command line", {k: v for k, v in (overrides or {}).items() if v is not None}),
+    ]
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, values in layers:
+        for key, value in values.items():
+            merged[key] = value
+            origin[key] = source
+    try:
+        return NodeConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            where = origin.get(field, "configuration")
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{where}: unknown setting {field!r}")
+            else:
+                label = ENV_PREFIX + field.upper() if where == "environment" else field
+                problems.append(f"{where}: {label or 'settings'}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def default_config_text() -> str:
+    """The commented ``trustchain.toml`` that ``trustchain init`` writes."""
+    defaults = NodeConfig()
+    lines = [
+        "# TrustChain node configuration.",
+        "# Overridden by TRUSTCHAIN_<SETTING> environment variables and command-line flags.",
+        "# These are development defaults; see docs/operations.md for production values.",
+        "",
+    ]
+    for name, field in NodeConfig.model_fields.items():
+        value = getattr(defaults, name)
+        if field.description:
+            lines.append(f"# {field.description}")
+        if isinstance(value, list):
+            rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+        elif isinstance(value, str):
+            rendered = f'"{value}"'
+        else:
+            rendered = str(value)
+        lines.append(f"{name} = {rendered}")
+    return "\n".join(lines) + "\n"

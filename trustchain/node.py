@@ -1,0 +1,156 @@
+"""The composition root: open a node's data directory and run its services.
+
+Start-up checks run in an order that makes the failures harmless:
+
+1. the data directory exists and holds a node;
+2. the directory lock is taken (a second ``serve`` is refused here);
+3. the configuration is loaded and validated;
+4. the passphrase unlocks the key store (a wrong one stops here, before
+   anything on disk is touched);
+5. the database is opened and migrated, the genesis document is verified
+   against the pin recorded at init, and the node's consensus key is
+   decrypted and matched against the node id;
+6. the services are started, one log line per listening socket.
+
+On SIGINT or SIGTERM the listeners stop accepting, in-flight requests get
+the configured grace period, the run is recorded as cleanly stopped, and
+the database is checkpointed and closed before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bootstrap.genesis import GenesisDocument, verify_genesis
+from bootstrap.init import CONSENSUS_ED25519_PURPOSE
+from trustchain.api import create_app
+from trustchain.config import NodeConfig, load_config
+from trustchain.datadir import DataDir
+from trustchain.errors import DataDirError, GenesisError, KeyStoreError
+from trustchain.keystore import KeyStore, key_id_for
+from trustchain.storage.database import Database, open_database
+from trustchain.storage.migrations import migrate
+from trustchain.storage.node import NODE_SCHEMA, NodeIdentity, NodeStore
+from transport.http import HttpListener
+
+log = logging.getLogger("trustchain.node")
+
+#: Every schema the node applies at start; later services add theirs here.
+SCHEMAS = (NODE_SCHEMA,)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class OpenNode:
+    """Everything a running node holds, checked and unlocked."""
+
+    layout: DataDir
+    config: NodeConfig
+    keystore: KeyStore
+    db: Database
+    identity: NodeIdentity
+    genesis: GenesisDocument
+    genesis_bytes: bytes
+
+
+def open_node(
+    layout: DataDir, config: NodeConfig, passphrase: Callable[[], str]
+) -> OpenNode:
+    """Steps 4 and 5 above; the caller holds the lock."""
+    keystore = KeyStore.open(layout.keys_dir, passphrase())
+    db = open_database(layout.path)
+    try:
+        for schema in SCHEMAS:
+            migrate(db, schema)
+        identity = NodeStore(db).identity()
+        if identity is None:
+            raise DataDirError(f"{layout.database_file} holds no node identity (damaged init?)")
+        genesis_bytes = layout.genesis_file.read_bytes()
+        try:
+            genesis = verify_genesis(genesis_bytes, identity.genesis_sha256)
+        except GenesisError as exc:
+            raise DataDirError(
+                f"{layout.genesis_file} is not the genesis this node was created with: {exc}"
+            ) from None
+        consensus_key = keystore.private_key(keystore.active(CONSENSUS_ED25519_PURPOSE).id)
+        if key_id_for(consensus_key.public_key()) != identity.node_id:
+            raise KeyStoreError("the active consensus key does not match this node's id")
+        if identity.node_id not in {v.node_id for v in genesis.body.validators}:
+            log.info("node %s is not a founding validator of this network", identity.node_id)
+    except BaseException:
+        db.close()
+        raise
+    return OpenNode(layout, config, keystore, db, identity, genesis, genesis_bytes)
+
+
+async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
+    """Run the node's services until ``stop`` is set."""
+    store = NodeStore(node.db)
+    run_id, previous = store.start_run(os.getpid(), utcnow())
+    if previous is not None and previous.stopped_at is None:
+        log.warning(
+            "the previous run (pid %d, started %s) did not shut down cleanly",
+            previous.pid, previous.started_at,
+        )
+    log.info(
+        "node %s of network %s (origin %s), genesis sha256:%s",
+        node.identity.node_id, node.identity.network_name, node.identity.origin,
+        node.identity.genesis_sha256,
+    )
+    config = node.config
+    http = HttpListener(
+        create_app(genesis_bytes=node.genesis_bytes),
+        config.listen,
+        config.http_port,
+        config.shutdown_grace_seconds,
+    )
+    await http.start()
+    log.info("node ready")
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await http.stop()
+        store.stop_run(run_id, utcnow())
+    log.info("stopped cleanly")
+
+
+def run(
+    data_dir: Path,
+    passphrase: Callable[[], str],
+    overrides: Mapping[str, Any] | None = None,
+) -> None:
+    """``trustchain serve``: run the node in ``data_dir`` until SIGINT/SIGTERM."""
+    layout = DataDir(data_dir)
+    layout.require_initialised()
+    with layout.lock():
+        config = load_config(data_dir, overrides)
+        logging.getLogger("trustchain").setLevel(config.log_level.upper())
+        node = open_node(layout, config, passphrase)
+        try:
+            asyncio.run(_main(node))
+        finally:
+            node.db.close()
+
+
+async def _main(node: OpenNode) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await serve_node(node, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

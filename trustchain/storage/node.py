@@ -1,0 +1,99 @@
+"""Tables owned by the node itself: identity facts and the record of its runs.
+
+Contract: every method commits before it returns (``synchronous=FULL``), so
+what it wrote survives a crash from then on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from trustchain.storage.database import Database
+from trustchain.storage.migrations import Migration, Schema
+
+NODE_SCHEMA = Schema(
+    "node",
+    (
+        Migration(
+            1,
+            "node identity and runs",
+            """
+            CREATE TABLE node_meta (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            ) STRICT;
+            CREATE TABLE node_runs (
+                id INTEGER PRIMARY KEY,
+                pid INTEGER NOT NULL,
+                started_at TEXT NOT NULL,
+                stopped_at TEXT
+            ) STRICT;
+            """,
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """What ``init`` recorded about this node."""
+
+    genesis_sha256: str
+    node_id: str
+    network_name: str
+    origin: str
+    initialised_at: str
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    pid: int
+    started_at: str
+    stopped_at: str | None
+
+
+class NodeStore:
+    """Access to the ``node_*`` tables."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def set_identity(self, identity: NodeIdentity) -> None:
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO node_meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                list(vars(identity).items()),
+            )
+
+    def identity(self) -> NodeIdentity | None:
+        rows = dict(self.db.conn.execute("SELECT key, value FROM node_meta").fetchall())
+        try:
+            return NodeIdentity(**{f: rows[f] for f in NodeIdentity.__dataclass_fields__})
+        except KeyError:
+            return None
+
+    def start_run(self, pid: int, now: datetime) -> tuple[int, Run | None]:
+        """Record the start of a run; return its id and the previous run."""
+        with self.db.transaction() as conn:
+            previous = conn.execute(
+                "SELECT id, pid, started_at, stopped_at FROM node_runs ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            cursor = conn.execute(
+                "INSERT INTO node_runs (pid, started_at) VALUES (?, ?)", (pid, now.isoformat())
+            )
+        return int(cursor.lastrowid or 0), Run(*previous) if previous else None
+
+    def stop_run(self, run_id: int, now: datetime) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE node_runs SET stopped_at = ? WHERE id = ?", (now.isoformat(), run_id)
+            )
+
+    def last_run(self) -> Run | None:
+        row = self.db.conn.execute(
+            "SELECT id, pid, started_at, stopped_at FROM node_runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return Run(*row) if row else None
