@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -236,7 +236,9 @@ def verify_genesis(data: bytes, pin: str) -> GenesisDocument:
     expected = normalise_pin(pin)
     actual = genesis_pin(data)
     if not hmac.compare_digest(expected, actual):
-        raise PinMismatchError(f"genesis SHA-256 is {actual}, but the pin is {expected}")
+        raise PinMismatchError(
+            f"genesis document does not match the pin: its SHA-256 is {actual}, the pin {expected}"
+        )
     return parse_genesis(data)
 
 
@@ -250,7 +252,13 @@ def parse_genesis(data: bytes) -> GenesisDocument:
         raise GenesisError(f"genesis document: {exc}") from None
     except ValidationError as exc:
         raise GenesisError(_first_problem(exc)) from None
-    check_genesis(document)
+    try:
+        check_genesis(document)
+    except GenesisError as exc:
+        message = str(exc)
+        raise GenesisError(
+            message if message.startswith("genesis") else f"genesis document: {message}"
+        ) from None
     return document
 
 
@@ -259,7 +267,7 @@ def check_genesis(document: GenesisDocument) -> None:
     body = document.body
     try:
         root = document.root_certificate
-    except (ValueError, binascii.Error) as exc:
+    except (ValueError, UnsupportedAlgorithm, binascii.Error) as exc:
         raise GenesisError(f"genesis root certificate does not parse: {exc}") from None
     root_key = _check_root(root)
 
@@ -303,6 +311,14 @@ def check_genesis(document: GenesisDocument) -> None:
 
 
 def _check_root(root: x509.Certificate) -> ec.EllipticCurvePublicKey:
+    # cryptography parses certificate fields lazily: any access can raise ValueError.
+    try:
+        return _check_root_fields(root)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise GenesisError(f"genesis root certificate is malformed: {exc}") from None
+
+
+def _check_root_fields(root: x509.Certificate) -> ec.EllipticCurvePublicKey:
     key = root.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in (
         "secp256r1", "secp384r1",
@@ -329,7 +345,7 @@ def _check_root(root: x509.Certificate) -> ec.EllipticCurvePublicKey:
 def _load_key(b64: str, cls: type, validator: Validator, label: str) -> Any:
     try:
         key = load_der_public_key(base64.b64decode(b64))
-    except (ValueError, binascii.Error):
+    except (ValueError, UnsupportedAlgorithm, binascii.Error):
         key = None
     if not isinstance(key, cls):
         raise GenesisError(f"validator {validator.node_id}: invalid {label} public key")

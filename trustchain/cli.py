@@ -121,9 +121,10 @@ def cmd_genesis_show(args: argparse.Namespace) -> int:
 
 
 def cmd_genesis_verify(args: argparse.Namespace) -> int:
-    from bootstrap.genesis import verify_genesis
+    from bootstrap.genesis import normalise_pin, verify_genesis
     from trustchain.errors import GenesisError
 
+    normalise_pin(args.pin)  # a malformed pin is reported before the file is read
     try:
         data = Path(args.file).read_bytes()
     except OSError as exc:

@@ -1,0 +1,136 @@
+"""`trustchain serve` as a process: listening, refusing, stopping cleanly."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from bootstrap.init import InitResult
+from tests.support import (
+    NodeProcess,
+    assert_no_plaintext_private_keys,
+    cli_env,
+    run_cli,
+)
+
+
+def _get(host: str, port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response.status, response.getheader("content-type") or "", response.read()
+    finally:
+        conn.close()
+
+
+def _start(data_dir: Path, procs: list[NodeProcess], *args: str, **kw) -> NodeProcess:
+    proc = NodeProcess.start(data_dir, "--http-port", "0", *args, **kw)
+    procs.append(proc)
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_listens_and_stops_cleanly(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess], signum: int
+) -> None:
+    proc = _start(data_dir, node_processes).wait_ready()
+    host, port = proc.address("http")
+    assert host == "::1"  # the development default binds IPv6 loopback
+    status, ctype, body = _get(host, port, "/genesis.json")
+    assert status == 200 and ctype == "application/json"
+    assert body == (data_dir / "genesis.json").read_bytes()
+    status, _, body = _get(host, port, "/healthz")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    running = json.loads(run_cli("status", "--data-dir", data_dir, "--json").stdout)
+    assert running["running"] is True
+
+    assert proc.stop(signum) == 0
+    assert any("stopped cleanly" in line for line in proc.log), proc.log
+    after = json.loads(run_cli("status", "--data-dir", data_dir, "--json").stdout)
+    assert after["running"] is False
+    assert after["last_run"]["stopped_at"] is not None  # the shutdown write was not lost
+    assert_no_plaintext_private_keys(data_dir)
+
+
+def test_http_errors_are_problem_documents(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    proc = _start(data_dir, node_processes).wait_ready()
+    host, port = proc.address("http")
+    status, ctype, body = _get(host, port, "/no/such/thing")
+    assert (status, ctype) == (404, "application/problem+json")
+    assert json.loads(body)["status"] == 404
+    status, ctype, _ = _get(host, port, "/genesis.json", method="DELETE")
+    assert (status, ctype) == (405, "application/problem+json")
+    assert proc.stop() == 0
+
+
+def test_second_serve_is_refused(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    first = _start(data_dir, node_processes).wait_ready()
+    second = run_cli("serve", "--data-dir", data_dir, "--http-port", "0")
+    assert second.returncode == 1
+    assert "in use by another trustchain process" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.proc.poll() is None  # the running node is unaffected
+    assert first.stop() == 0
+
+
+def test_crash_is_reported_at_next_start(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    first = _start(data_dir, node_processes).wait_ready()
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    status = run_cli("status", "--data-dir", data_dir)
+    assert "did not shut down cleanly" in status.stdout
+    # The kernel released the lock with the process: no stale lock to clear by hand.
+    second = _start(data_dir, node_processes)
+    second.wait_for(r"previous run .* did not shut down cleanly")
+    second.wait_ready()
+    assert second.stop() == 0
+
+
+def test_port_in_use_is_a_clear_error(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    first = _start(data_dir, node_processes).wait_ready()
+    _, port = first.address("http")
+    assert first.stop() == 0
+    import socket
+
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as blocker:
+        blocker.bind(("::1", 0))
+        blocker.listen()
+        busy = blocker.getsockname()[1]
+        result = run_cli("serve", "--data-dir", data_dir, "--http-port", str(busy))
+    assert result.returncode == 1
+    assert f"cannot listen on [::1]:{busy}/tcp" in result.stderr
+    assert "Traceback" not in result.stderr
+    del port
+
+
+def test_tampered_genesis_on_disk_is_refused(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    path = data_dir / "genesis.json"
+    path.write_bytes(path.read_bytes().replace(b'"stake":100', b'"stake":999'))
+    result = run_cli("serve", "--data-dir", data_dir, "--http-port", "0")
+    assert result.returncode == 1
+    assert "not the genesis this node was created with" in result.stderr
+
+
+def test_environment_overrides_config(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    proc = _start(data_dir, node_processes,
+                  env=cli_env(TRUSTCHAIN_LISTEN="127.0.0.1", TRUSTCHAIN_LOG_LEVEL="debug"))
+    proc.wait_ready()
+    assert proc.address("http")[0] == "127.0.0.1"
+    assert proc.stop() == 0
