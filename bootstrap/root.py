@@ -28,7 +28,9 @@ def random_serial() -> int:
             return serial
 
 
-def signature_hash(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> hashes.HashAlgorithm:
+def signature_hash(
+    key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey,
+) -> hashes.SHA256 | hashes.SHA384:
     """The hash that goes with an ECDSA curve (SHA-256 for P-256, SHA-384 for P-384)."""
     return hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
 

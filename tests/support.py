@@ -85,7 +85,7 @@ class NodeProcess:
             try:
                 line = self.lines.get(timeout=timeout)
             except queue.Empty:
-                raise AssertionError(f"no log line matching {pattern!r}; log so far: {self.log}")
+                raise AssertionError(f"no log line matching {pattern!r}; log so far: {self.log}") from None
             if line is None:
                 raise AssertionError(
                     f"node exited ({self.proc.wait()}) before logging {pattern!r}: {self.log}"

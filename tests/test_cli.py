@@ -142,3 +142,75 @@ def test_wrong_passphrase_modifies_nothing(cli_node: Path) -> None:
     _assert_one_line_error(result, "passphrase does not unlock")
     assert snapshot_tree(cli_node) == before
     assert PASSPHRASE  # the right one still works (checked by the serve tests)
+
+
+def _run_on_terminal(args: list[str], answers: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as its controlling terminal, answering prompts."""
+    import fcntl
+    import pty
+    import select
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+
+    def make_controlling_tty() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trustchain", *args], stdin=slave, stdout=slave, stderr=slave,
+        env=env, preexec_fn=make_controlling_tty, close_fds=True,
+    )
+    os.close(slave)
+    output = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 60  # a bound on the whole exchange, not a sleep
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            if pending and output.rstrip().endswith((b"passphrase:", b"Passphrase:")):
+                os.write(master, pending.pop(0).encode() + b"\n")
+                output += b"<answered>"
+        return proc.wait(timeout=30), output.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_interactive_prompt_and_progress(tmp_path: Path) -> None:
+    env = cli_env()
+    del env["TRUSTCHAIN_PASSPHRASE"]
+    data_dir = tmp_path / "d"
+    code, out = _run_on_terminal(
+        ["init", "--data-dir", str(data_dir)], ["typed at a prompt", "typed at a prompt"], env)
+    assert code == 0, out
+    assert "TrustChain passphrase:" in out and "Repeat passphrase:" in out
+    assert "typed at a prompt" not in out  # not echoed
+    assert "deriving the key-encryption key" in out  # progress is shown on a terminal
+    from trustchain.keystore import KeyStore
+
+    KeyStore.open(data_dir / "keys", "typed at a prompt")
+
+
+def test_interactive_prompt_mismatch(tmp_path: Path) -> None:
+    env = cli_env()
+    del env["TRUSTCHAIN_PASSPHRASE"]
+    code, out = _run_on_terminal(
+        ["init", "--data-dir", str(tmp_path / "d")], ["first answer", "second answer"], env)
+    assert code == 1
+    assert "the passphrases do not match" in out

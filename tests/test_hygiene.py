@@ -81,10 +81,10 @@ def violations(source: str, relpath: Path) -> list[str]:
                 if name.split(".")[0] in {"asyncio", "socket", "selectors", "subprocess"}:
                     found.append(f"{relpath}:{node.lineno}: I/O import {name} in a pure core")
             if isinstance(node, ast.Attribute) and (
-                (isinstance(node.value, ast.Name) and (node.value.id, node.attr) in {
+                isinstance(node.value, ast.Name) and (node.value.id, node.attr) in {
                     ("time", "time"), ("time", "monotonic"), ("os", "urandom"),
                     ("datetime", "now"), ("datetime", "utcnow"), ("random", "random"),
-                })
+                }
             ):
                 found.append(f"{relpath}:{node.lineno}: ambient {node.value.id}.{node.attr} "
                              "in a pure core (pass it in)")

@@ -57,7 +57,10 @@ class HttpListener:
         config.graceful_timeout = self._grace
         config.include_server_header = False
         self._task = asyncio.create_task(
-            hypercorn.asyncio.serve(self._app, config, shutdown_trigger=self._stop.wait, mode="asgi")
+            hypercorn.asyncio.serve(
+                self._app,  # type: ignore[arg-type]  # hypercorn's ASGI types are narrower
+                config, shutdown_trigger=self._stop.wait, mode="asgi",
+            )
         )
         for address, port in self.bound:
             log.info("listening: http on %s/tcp", format_address(address, port))

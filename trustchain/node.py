@@ -31,6 +31,7 @@ from typing import Any
 
 from bootstrap.genesis import GenesisDocument, verify_genesis
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE
+from transport.http import HttpListener
 from trustchain.api import create_app
 from trustchain.config import NodeConfig, load_config
 from trustchain.datadir import DataDir
@@ -39,7 +40,6 @@ from trustchain.keystore import KeyStore, key_id_for
 from trustchain.storage.database import Database, open_database
 from trustchain.storage.migrations import migrate
 from trustchain.storage.node import NODE_SCHEMA, NodeIdentity, NodeStore
-from transport.http import HttpListener
 
 log = logging.getLogger("trustchain.node")
 

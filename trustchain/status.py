@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.genesis import genesis_pin, parse_genesis
+from transport.sockets import format_address
 from trustchain.config import load_config
 from trustchain.datadir import DataDir
 from trustchain.errors import GenesisError
@@ -15,7 +16,6 @@ from trustchain.keystore import KeyStore
 from trustchain.storage.database import open_database
 from trustchain.storage.migrations import current_version
 from trustchain.storage.node import NodeStore
-from transport.sockets import format_address
 
 
 def is_running(layout: DataDir) -> bool:

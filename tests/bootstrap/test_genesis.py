@@ -46,8 +46,9 @@ def setup() -> tuple[ec.EllipticCurvePrivateKey, list[ValidatorKeys], GenesisDoc
 
 def _resign(doc: dict, keys: tuple[ec.EllipticCurvePrivateKey, list[ValidatorKeys]]) -> bytes:
     """Re-sign a modified body with the real keys (a forger with the keys)."""
-    from bootstrap.genesis import GenesisBody, signing_input
     from cryptography.hazmat.primitives import hashes
+
+    from bootstrap.genesis import GenesisBody, signing_input
 
     body = GenesisBody.model_validate(doc["body"])
     message = signing_input(body)

@@ -16,9 +16,9 @@ from bootstrap.init import (
     init_node,
 )
 from tests.support import PASSPHRASE, assert_no_plaintext_private_keys
+from trustchain.datadir import DataDir
 from trustchain.errors import AlreadyInitialisedError, DataDirLockedError
 from trustchain.keystore import KeyStore, KeyType
-from trustchain.datadir import DataDir
 from trustchain.storage.database import open_database
 from trustchain.storage.node import NodeStore
 
