@@ -22,6 +22,7 @@ from bootstrap.genesis import (
     genesis_pin,
 )
 from bootstrap.root import build_root_certificate
+from bootstrap.transport_certs import ensure_transport_credentials
 from trustchain.config import default_config_text
 from trustchain.datadir import DataDir
 from trustchain.fsutil import ensure_private_dir, fsync_dir, write_private_file
@@ -103,9 +104,15 @@ def init_node(
         genesis_bytes = genesis.to_bytes()
         pin = genesis_pin(genesis_bytes)
 
+        progress("issuing the infrastructure intermediate and transport certificates")
         with Database(staging.database_file) as db:
             migrate(db, NODE_SCHEMA)
-            NodeStore(db).set_identity(
+            store = NodeStore(db)
+            ensure_transport_credentials(
+                keystore, store, root=root_cert, root_key_purpose=ROOT_KEY_PURPOSE,
+                network=network_name, origin=origin, node_id=founder.node_id, now=now,
+            )
+            store.set_identity(
                 NodeIdentity(
                     genesis_sha256=pin,
                     node_id=founder.node_id,

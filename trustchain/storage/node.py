@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from trustchain.storage.database import Database
 from trustchain.storage.migrations import Migration, Schema
 
@@ -29,6 +32,20 @@ NODE_SCHEMA = Schema(
                 started_at TEXT NOT NULL,
                 stopped_at TEXT
             ) STRICT;
+            """,
+        ),
+        Migration(
+            2,
+            "transport certificates",
+            """
+            CREATE TABLE node_certificates (
+                id INTEGER PRIMARY KEY,
+                purpose TEXT NOT NULL,
+                serial TEXT NOT NULL UNIQUE,
+                not_after TEXT NOT NULL,
+                der BLOB NOT NULL
+            ) STRICT;
+            CREATE INDEX node_certificates_by_purpose ON node_certificates (purpose, id);
             """,
         ),
     ),
@@ -97,3 +114,23 @@ class NodeStore:
             "SELECT id, pid, started_at, stopped_at FROM node_runs ORDER BY id DESC LIMIT 1"
         ).fetchone()
         return Run(*row) if row else None
+
+    def add_certificate(self, purpose: str, certificate: x509.Certificate) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO node_certificates (purpose, serial, not_after, der) VALUES (?, ?, ?, ?)",
+                (
+                    purpose,
+                    format(certificate.serial_number, "x"),
+                    certificate.not_valid_after_utc.isoformat(),
+                    certificate.public_bytes(Encoding.DER),
+                ),
+            )
+
+    def latest_certificate(self, purpose: str) -> x509.Certificate | None:
+        """The most recently stored certificate for ``purpose``."""
+        row = self.db.conn.execute(
+            "SELECT der FROM node_certificates WHERE purpose = ? ORDER BY id DESC LIMIT 1",
+            (purpose,),
+        ).fetchone()
+        return x509.load_der_x509_certificate(row[0]) if row else None
