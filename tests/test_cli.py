@@ -69,7 +69,8 @@ def test_status(cli_node: Path) -> None:
     info = json.loads(run_cli("status", "--data-dir", cli_node, "--json").stdout)
     assert info["genesis"] == "valid" and info["running"] is False
     assert sorted(k["purpose"] for k in info["keys"]) == [
-        "consensus-ed25519", "consensus-ml-dsa-65", "genesis-root",
+        "admin-tls", "consensus-ed25519", "consensus-ml-dsa-65", "genesis-root",
+        "infrastructure-ca", "node-tls",
     ]
 
 
