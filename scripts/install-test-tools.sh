@@ -7,6 +7,7 @@ set -euo pipefail
 # command  debian-package
 tools=(
   "openssl openssl"
+  "kdig knot-dnsutils"
 )
 
 missing=()

@@ -30,6 +30,9 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTCHAIN_")}
     env["TRUSTCHAIN_PASSPHRASE"] = PASSPHRASE
     env["PYTHONUNBUFFERED"] = "1"
+    # Every server a test starts binds ephemeral ports (its log says which).
+    for setting in ("DNS_PORT", "QUIC_PORT", "HTTPS_PORT", "HTTP_PORT"):
+        env[f"TRUSTCHAIN_{setting}"] = "0"
     env.update(extra)
     return env
 

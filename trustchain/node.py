@@ -30,13 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.genesis import GenesisDocument, verify_genesis
-from bootstrap.init import CONSENSUS_ED25519_PURPOSE
+from bootstrap.init import CONSENSUS_ED25519_PURPOSE, ROOT_KEY_PURPOSE
+from bootstrap.transport_certs import TransportCredentials, ensure_transport_credentials
 from transport.http import HttpListener
+from transport.quic import QuicEndpoint, QuicServices
 from trustchain.api import create_app
+from trustchain.canonical import canonical_json
 from trustchain.config import NodeConfig, load_config
 from trustchain.datadir import DataDir
+from trustchain.dns.handler import DnsHandler, QueryContext, answer_without_zones
 from trustchain.errors import DataDirError, GenesisError, KeyStoreError
 from trustchain.keystore import KeyStore, key_id_for
+from trustchain.stoq.permissions import Peer
+from trustchain.stoq.router import BadRequest, Router
 from trustchain.storage.database import Database, open_database
 from trustchain.storage.migrations import migrate
 from trustchain.storage.node import NODE_SCHEMA, NodeIdentity, NodeStore
@@ -62,6 +68,7 @@ class OpenNode:
     identity: NodeIdentity
     genesis: GenesisDocument
     genesis_bytes: bytes
+    credentials: TransportCredentials
 
 
 def open_node(
@@ -88,10 +95,41 @@ def open_node(
             raise KeyStoreError("the active consensus key does not match this node's id")
         if identity.node_id not in {v.node_id for v in genesis.body.validators}:
             log.info("node %s is not a founding validator of this network", identity.node_id)
+        credentials = ensure_transport_credentials(
+            keystore, NodeStore(db), root=genesis.root_certificate,
+            root_key_purpose=ROOT_KEY_PURPOSE, network=identity.network_name,
+            origin=identity.origin, node_id=identity.node_id, now=utcnow(),
+        )
     except BaseException:
         db.close()
         raise
-    return OpenNode(layout, config, keystore, db, identity, genesis, genesis_bytes)
+    return OpenNode(layout, config, keystore, db, identity, genesis, genesis_bytes, credentials)
+
+
+def build_router(node: OpenNode, dns_handler: DnsHandler) -> Router:
+    """The stoq/1 methods this node serves (permissions: trustchain.stoq.permissions)."""
+    from trustchain.status import node_status
+
+    router = Router()
+
+    def dns_query(message: bytes, peer: Peer | None) -> bytes:
+        response = dns_handler(message, QueryContext("stoq"))
+        if response is None:
+            raise BadRequest("not a DNS query")
+        return response
+
+    def validators(message: bytes, peer: Peer | None) -> bytes:
+        return canonical_json(
+            [v.model_dump(mode="json") for v in node.genesis.body.validators]
+        )
+
+    def status(message: bytes, peer: Peer | None) -> bytes:
+        return canonical_json(node_status(node.layout.path))
+
+    router.register("dns", "query", dns_query)
+    router.register("consensus", "validators", validators)
+    router.register("admin", "status", status)
+    return router
 
 
 async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
@@ -115,12 +153,27 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         config.http_port,
         config.shutdown_grace_seconds,
     )
-    await http.start()
-    log.info("node ready")
+    dns_handler: DnsHandler = answer_without_zones
+    quic = QuicEndpoint(
+        QuicServices(
+            dns=dns_handler,
+            router=build_router(node, dns_handler),
+            root=node.credentials.root,
+            network=node.identity.network_name,
+            clock=utcnow,
+        ),
+        node.credentials.node,
+        config.listen,
+        config.quic_port,
+    )
     try:
+        await http.start()
+        await quic.start()
+        log.info("node ready")
         await stop.wait()
         log.info("shutting down")
     finally:
+        await quic.stop()
         await http.stop()
         store.stop_run(run_id, utcnow())
     log.info("stopped cleanly")

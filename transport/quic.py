@@ -1,0 +1,204 @@
+"""The node's QUIC endpoint: one UDP socket per listen address, ALPN picks the protocol.
+
+An asyncio adapter in the style of aioquic's ``asyncio/protocol.py``: each
+connection's :class:`NodeQuicProtocol` feeds QUIC events to the sans-I/O
+core chosen by ALPN (:class:`~trustchain.stoq.doq.DoqServer` for ``doq``,
+:class:`~trustchain.stoq.connection.StoqServer` for ``stoq/1``), calls the
+DNS handler or the router for what comes out, and transmits.
+
+Authentication: the server presents its node certificate (chaining to the
+genesis root) and asks every client for a certificate, which is optional.
+A presented certificate must chain to the genesis root and name an identity
+of this network, or the connection is closed with the TLS ``bad_certificate``
+alert code; without one the client is anonymous and may use only public
+methods (see ``trustchain.stoq.permissions``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import HandshakeCompleted, ProtocolNegotiated, QuicEvent
+from aioquic.quic.packet import QuicErrorCode
+from cryptography import x509
+
+from bootstrap.transport_certs import TlsIdentity
+from transport.sockets import bind_socket, format_address
+from transport.tls import peer_certificates, request_client_certificates, server_configuration
+from trustchain.dns.handler import DnsHandler, QueryContext
+from trustchain.stoq import doq
+from trustchain.stoq.connection import RequestReceived, StoqServer, StreamRejected
+from trustchain.stoq.framing import ALPN as STOQ_ALPN
+from trustchain.stoq.framing import DEFAULT_MAX_MESSAGE, ErrorCode
+from trustchain.stoq.identity import PeerCertificateError, identify_peer
+from trustchain.stoq.permissions import Peer
+from trustchain.stoq.router import Router
+
+log = logging.getLogger("trustchain.quic")
+
+#: ALPNs served.  (h3 arrives with the HTTP/3 work of the transport issue.)
+ALPN_PROTOCOLS = [doq.ALPN, STOQ_ALPN]
+#: TLS alert bad_certificate (42) as a QUIC CRYPTO_ERROR (RFC 9001 section 4.8).
+BAD_CERTIFICATE = QuicErrorCode.CRYPTO_ERROR + 42
+
+
+@dataclass
+class QuicServices:
+    """What a connection needs from the node."""
+
+    dns: DnsHandler
+    router: Router
+    root: x509.Certificate
+    network: str
+    clock: Callable[[], datetime]
+    max_message: int = DEFAULT_MAX_MESSAGE
+    max_queries_in_flight: int = 100
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class NodeQuicProtocol(QuicConnectionProtocol):
+    def __init__(self, quic: QuicConnection, *, services: QuicServices, **kwargs: Any) -> None:
+        super().__init__(quic, **kwargs)
+        request_client_certificates(quic)
+        self._services = services
+        self._doq: doq.DoqServer | None = None
+        self._stoq: StoqServer | None = None
+        self.peer: Peer | None = None
+        self._client: tuple[str, int] | None = None
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        if self._client is None:
+            self._client = (str(addr[0]), int(addr[1]))
+        super().datagram_received(data, addr)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ProtocolNegotiated):
+            if event.alpn_protocol == doq.ALPN:
+                self._doq = doq.DoqServer(
+                    self._quic, max_streams_in_flight=self._services.max_queries_in_flight
+                )
+            elif event.alpn_protocol == STOQ_ALPN:
+                self._stoq = StoqServer(self._quic, max_message=self._services.max_message)
+        elif isinstance(event, HandshakeCompleted):
+            self._authenticate()
+        if self._doq is not None:
+            for query in self._doq.handle_event(event):
+                self._answer_dns(query)
+        elif self._stoq is not None:
+            for received in self._stoq.handle_event(event):
+                if isinstance(received, RequestReceived):
+                    self._dispatch(received)
+                elif isinstance(received, StreamRejected):
+                    log.debug("stoq stream %d reset: %s", received.stream_id, received.reason)
+
+    def _authenticate(self) -> None:
+        leaf, chain = peer_certificates(self._quic)
+        if leaf is None:
+            return
+        try:
+            self.peer = identify_peer(
+                leaf, chain, root=self._services.root, network=self._services.network,
+                now=self._services.clock(),
+            )
+        except PeerCertificateError as exc:
+            log.info("refused client %s: %s", self._client, exc)
+            # A transport-level close (frame type given): a CRYPTO_ERROR, as TLS would send.
+            self._quic.close(error_code=BAD_CERTIFICATE, frame_type=0, reason_phrase=str(exc))
+            if self._stoq is not None:
+                self._stoq.closed = True
+            if self._doq is not None:
+                self._doq.closed = True
+
+    def _answer_dns(self, query: doq.QueryReceived) -> None:
+        assert self._doq is not None
+        try:
+            response = self._services.dns(query.query, QueryContext("doq", self._client))
+        except Exception:  # a handler bug must not take the connection down
+            log.exception("DNS handler failed")
+            self._doq.cancel(query.stream_id, doq.DoqErrorCode.INTERNAL_ERROR)
+            return
+        if response is None:
+            self._doq.cancel(query.stream_id, doq.DoqErrorCode.PROTOCOL_ERROR)
+        else:
+            self._doq.send_response(query.stream_id, response)
+
+    def _dispatch(self, received: RequestReceived) -> None:
+        assert self._stoq is not None
+        stoq = self._stoq
+        try:
+            outcome = self._services.router.dispatch(received.request, self.peer)
+        except Exception:
+            log.exception("stoq handler %s.%s failed", received.request.service,
+                          received.request.method)
+            stoq.abort(received.stream_id, ErrorCode.INTERNAL_ERROR)
+            return
+        if isinstance(outcome, tuple):
+            stoq.send_response(received.stream_id, *outcome)
+            return
+
+        async def finish() -> None:
+            try:
+                status, message = await outcome
+            except Exception:
+                log.exception("stoq handler failed")
+                stoq.abort(received.stream_id, ErrorCode.INTERNAL_ERROR)
+            else:
+                stoq.send_response(received.stream_id, status, message)
+            self.transmit()
+
+        task = asyncio.ensure_future(finish())
+        self._services.tasks.add(task)
+        task.add_done_callback(self._services.tasks.discard)
+
+
+class QuicEndpoint:
+    """The node's QUIC listeners (one per listen address)."""
+
+    def __init__(
+        self, services: QuicServices, identity: TlsIdentity, addresses: list[str], port: int,
+        *, idle_timeout: float = 60.0,
+    ) -> None:
+        self._services = services
+        self._configuration = server_configuration(
+            identity, root=services.root, alpn_protocols=ALPN_PROTOCOLS, idle_timeout=idle_timeout,
+        )
+        self._addresses = addresses
+        self._port = port
+        self._servers: list[QuicServer] = []
+        self.bound: list[tuple[str, int]] = []
+
+    async def start(self) -> list[tuple[str, int]]:
+        loop = asyncio.get_running_loop()
+        for address in self._addresses:
+            sock = bind_socket(address, self._port, socket.SOCK_DGRAM)
+            _, server = await loop.create_datagram_endpoint(
+                partial(
+                    QuicServer,
+                    configuration=self._configuration,
+                    create_protocol=partial(NodeQuicProtocol, services=self._services),
+                ),
+                sock=sock,
+            )
+            self._servers.append(server)
+            bound = sock.getsockname()[:2]
+            self.bound.append(bound)
+            log.info("listening: quic on %s/udp (%s)", format_address(*bound),
+                     ", ".join(ALPN_PROTOCOLS))
+        return self.bound
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        pending = list(self._services.tasks)
+        if pending:
+            await asyncio.wait(pending, timeout=5)

@@ -1,0 +1,86 @@
+"""TLS settings for QUIC, and the two places where aioquic needs help.
+
+aioquic 1.x validates the *server* chain on the client side (against the
+``cadata`` we give it: the genesis root only, never the system store), but
+on the server side it
+
+1. has no setting to ask clients for a certificate (its TLS context has a
+   ``_request_client_certificate`` flag "for test purposes"), and
+2. checks the client's proof of key possession (CertificateVerify) but not
+   the client's chain.
+
+:func:`request_client_certificates` sets the flag when aioquic creates the
+TLS context; :func:`peer_certificates` reads what the client presented, and
+``trustchain.stoq.identity`` validates it.  Both touch private attributes,
+so they live here, in one place, and the mutual-TLS tests fail loudly if an
+aioquic upgrade changes them.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from bootstrap.transport_certs import TlsIdentity
+
+
+def pem(*certificates: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(Encoding.PEM) for c in certificates)
+
+
+def server_configuration(
+    identity: TlsIdentity, *, root: x509.Certificate, alpn_protocols: list[str],
+    idle_timeout: float, max_datagram_frame_size: int | None = None,
+) -> QuicConfiguration:
+    config = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=alpn_protocols,
+        idle_timeout=idle_timeout,
+        max_datagram_frame_size=max_datagram_frame_size,
+    )
+    config.certificate = identity.certificate
+    config.certificate_chain = list(identity.chain)
+    config.private_key = identity.private_key
+    # Client certificates are checked by trustchain.stoq.identity, not by aioquic.
+    config.verify_mode = ssl.CERT_NONE
+    config.cadata = pem(root)
+    return config
+
+
+def client_configuration(
+    *, root: x509.Certificate, server_name: str, alpn: str,
+    identity: TlsIdentity | None = None, idle_timeout: float = 30.0,
+) -> QuicConfiguration:
+    """Verify the server against ``root`` only, and present ``identity`` if given."""
+    config = QuicConfiguration(
+        is_client=True, alpn_protocols=[alpn], server_name=server_name, idle_timeout=idle_timeout,
+    )
+    config.verify_mode = ssl.CERT_REQUIRED
+    config.cadata = pem(root)
+    if identity is not None:
+        config.certificate = identity.certificate
+        config.certificate_chain = list(identity.chain)
+        config.private_key = identity.private_key
+    return config
+
+
+def request_client_certificates(quic: QuicConnection) -> None:
+    """Make a server-side connection send a CertificateRequest (optional for the client)."""
+    original: Any = quic._initialize
+
+    def initialize(peer_cid: bytes) -> None:
+        original(peer_cid)
+        quic.tls._request_client_certificate = True
+
+    quic._initialize = initialize  # type: ignore[method-assign]
+
+
+def peer_certificates(quic: QuicConnection) -> tuple[x509.Certificate | None, list[x509.Certificate]]:
+    """The certificate and chain the peer presented (``None`` if it presented none)."""
+    tls = quic.tls
+    return tls._peer_certificate, list(tls._peer_certificate_chain or [])

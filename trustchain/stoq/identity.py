@@ -1,0 +1,40 @@
+"""Turning a client certificate chain into a :class:`Peer`, or refusing it.
+
+aioquic checks that the client holds the private key of the certificate it
+presents (the TLS CertificateVerify) but does not validate the chain; this
+module does, with ``cryptography``'s X.509 verifier, against the genesis root
+only (never the system store), at the time passed in.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+from trustchain.errors import RemoteError
+from trustchain.stoq.permissions import Peer, Role
+
+
+class PeerCertificateError(RemoteError):
+    """The client certificate was not issued for this network."""
+
+
+def identify_peer(
+    leaf: x509.Certificate, chain: list[x509.Certificate], *, root: x509.Certificate,
+    network: str, now: datetime,
+) -> Peer:
+    """:raises PeerCertificateError: naming why the certificate is refused."""
+    verifier = PolicyBuilder().store(Store([root])).time(now).build_client_verifier()
+    try:
+        verified = verifier.verify(leaf, chain)
+    except VerificationError as exc:
+        raise PeerCertificateError(f"client certificate does not verify: {exc}") from None
+    prefix = f"trustchain://{network}/"
+    for name in verified.subjects or []:
+        if isinstance(name, x509.UniformResourceIdentifier) and name.value.startswith(prefix):
+            kind, _, ident = name.value[len(prefix):].partition("/")
+            if kind in ("node", "admin") and ident and "/" not in ident:
+                return Peer(Role(kind), ident, network)
+    raise PeerCertificateError("client certificate names no TrustChain identity of this network")

@@ -1,0 +1,56 @@
+"""Who may call what: the one permission table of the stoq/1 protocol.
+
+Every method a node serves over ``stoq/1`` is listed here with the access it
+requires; a handler cannot be registered for a method that is not listed
+(:class:`trustchain.stoq.router.Router` checks), and a method not listed is
+answered 404.  Access levels:
+
+``PUBLIC``  anyone, including anonymous clients (no client certificate):
+            DNS queries, CT reads, revocation status, ACME.
+``NODE``    peers holding a TrustChain node certificate of this network (and
+            the local operator's admin certificate).
+``ADMIN``   only an admin certificate of this network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Access(Enum):
+    PUBLIC = "public"
+    NODE = "node"
+    ADMIN = "admin"
+
+
+class Role(Enum):
+    NODE = "node"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a connection, as proven by its client certificate."""
+
+    role: Role
+    name: str  # node id, or admin name
+    network: str
+
+
+#: (service, method) -> access.  Later issues add their methods here.
+PERMISSIONS: dict[tuple[str, str], Access] = {
+    ("dns", "query"): Access.PUBLIC,
+    ("consensus", "validators"): Access.NODE,
+    ("admin", "status"): Access.ADMIN,
+}
+
+
+def allowed(access: Access, peer: Peer | None) -> bool:
+    if access is Access.PUBLIC:
+        return True
+    if peer is None:
+        return False
+    if access is Access.NODE:
+        return peer.role in (Role.NODE, Role.ADMIN)
+    return peer.role is Role.ADMIN

@@ -1,0 +1,71 @@
+"""Dispatching stoq/1 requests to service handlers, after the permission check.
+
+Pure: a handler takes the request message and the peer and returns the
+response message (or raises :class:`BadRequest`); the router turns that into
+a status and a message.  Errors are problem documents (RFC 9457) in canonical
+JSON.  Handlers may be coroutines; :meth:`Router.dispatch` then returns an
+awaitable that the adapter awaits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from trustchain.canonical import canonical_json
+from trustchain.errors import RemoteError
+from trustchain.stoq.framing import Request, Status
+from trustchain.stoq.permissions import PERMISSIONS, Access, Peer, allowed
+
+Handler = Callable[[bytes, Peer | None], bytes | Awaitable[bytes]]
+
+
+class BadRequest(RemoteError):
+    """The request message is not valid for this method."""
+
+
+def problem(status: Status, title: str, detail: str) -> bytes:
+    return canonical_json({"status": int(status), "title": title, "detail": detail})
+
+
+class Router:
+    def __init__(self) -> None:
+        self._handlers: dict[tuple[str, str], Handler] = {}
+
+    def register(self, service: str, method: str, handler: Handler) -> None:
+        if (service, method) not in PERMISSIONS:
+            raise ValueError(f"{service}.{method} has no entry in the permission table")
+        self._handlers[(service, method)] = handler
+
+    def dispatch(
+        self, request: Request, peer: Peer | None
+    ) -> tuple[int, bytes] | Awaitable[tuple[int, bytes]]:
+        key = (request.service, request.method)
+        access = PERMISSIONS.get(key)
+        handler = self._handlers.get(key)
+        if access is None or handler is None:
+            return Status.NOT_FOUND, problem(
+                Status.NOT_FOUND, "unknown method", f"{request.service}.{request.method}"
+            )
+        if not allowed(access, peer):
+            need = "an admin" if access is Access.ADMIN else "a node or admin"
+            return Status.FORBIDDEN, problem(
+                Status.FORBIDDEN, "forbidden",
+                f"{request.service}.{request.method} requires {need} client certificate "
+                "of this network",
+            )
+        try:
+            result: Any = handler(request.message, peer)
+        except BadRequest as exc:
+            return Status.BAD_REQUEST, problem(Status.BAD_REQUEST, "bad request", str(exc))
+        if inspect.isawaitable(result):
+            return self._finish(result)
+        return Status.OK, result
+
+    @staticmethod
+    async def _finish(pending: Awaitable[bytes]) -> tuple[int, bytes]:
+        try:
+            return Status.OK, await pending
+        except BadRequest as exc:
+            return Status.BAD_REQUEST, problem(Status.BAD_REQUEST, "bad request", str(exc))
