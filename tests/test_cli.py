@@ -61,6 +61,17 @@ def test_genesis_show_json(cli_node: Path) -> None:
     assert info["pin"] == run_cli("genesis", "show", "--data-dir", cli_node).stdout.strip()
 
 
+def test_genesis_show_root_pem(cli_node: Path, tmp_path: Path) -> None:
+    result = run_cli("genesis", "show", "--data-dir", cli_node, "--root-pem")
+    assert result.stdout.startswith("-----BEGIN CERTIFICATE-----")
+    (tmp_path / "root.pem").write_text(result.stdout)
+    import subprocess
+
+    text = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", tmp_path / "root.pem"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "testnet TrustChain Genesis Root" in text
+
+
 def test_status(cli_node: Path) -> None:
     result = run_cli("status", "--data-dir", cli_node)
     assert result.returncode == 0, result.stderr

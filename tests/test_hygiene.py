@@ -21,7 +21,9 @@ PRODUCT_PACKAGES = ("trustchain", "transport", "bootstrap", "simulations")
 #: The one module allowed to name loopback: the development defaults.
 LOOPBACK_ALLOWED = {Path("trustchain/config.py")}
 #: Pure cores: no I/O, no wall clock, no ambient randomness (design.md).
-PURE_CORES = ("trustchain/dns", "trustchain/ca", "trustchain/ct", "trustchain/consensus")
+PURE_CORES = (
+    "trustchain/dns", "trustchain/ca", "trustchain/ct", "trustchain/consensus", "trustchain/stoq",
+)
 
 _BYPASS_WORDS = re.compile(r"default_for_testing|for_testing\(|skip_verif|insecure_skip|accept_all",
                            re.I)

@@ -134,3 +134,38 @@ def test_environment_overrides_config(
     proc.wait_ready()
     assert proc.address("http")[0] == "127.0.0.1"
     assert proc.stop() == 0
+
+
+@pytest.mark.parametrize("via", ["doq", "stoq"])
+def test_query_a_running_node_over_quic(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess], via: str
+) -> None:
+    """The whole path: CLI client, pinned genesis root, QUIC, the node's DNS handler.
+
+    The node holds no zones yet, so the honest answer is REFUSED.
+    """
+    proc = _start(data_dir, node_processes).wait_ready()
+    host, port = proc.address("quic")
+    result = run_cli("query", "www.trust.example.net", "AAAA", "--server", f"[{host}]:{port}",
+                     "--via", via, "--data-dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "rcode REFUSED" in result.stdout
+    assert "www.trust.example.net. IN AAAA" in result.stdout
+    assert proc.stop() == 0
+
+
+def test_query_with_another_networks_pin_fails(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    assert run_cli("init", "--data-dir", other).returncode == 0
+    pin = run_cli("genesis", "show", "--data-dir", other).stdout.strip()
+    proc = _start(data_dir, node_processes).wait_ready()
+    host, port = proc.address("quic")
+    result = run_cli("query", "www.trust.example.net", "--server", f"[{host}]:{port}",
+                     "--genesis", other / "genesis.json", "--pin", pin,
+                     "--server-name", "trust.example.net")
+    assert result.returncode == 1
+    assert "cannot connect" in result.stderr and "certificate" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert proc.stop() == 0

@@ -98,6 +98,12 @@ def cmd_genesis_show(args: argparse.Namespace) -> int:
     layout.require_initialised()
     data = layout.genesis_file.read_bytes()
     pin = genesis_pin(data)
+    if args.root_pem:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        root = parse_genesis(data).root_certificate
+        sys.stdout.write(root.public_bytes(Encoding.PEM).decode())
+        return 0
     if not args.json:
         print(pin)
         return 0
@@ -140,6 +146,109 @@ def cmd_genesis_verify(args: argparse.Namespace) -> int:
             f"{len(body.validators)} validator(s), all signatures valid"
         )
     return 0
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``[ADDR]:PORT``, ``ADDR:PORT`` (IPv4 or name) -> (host, port)."""
+    from trustchain.errors import LocalError
+
+    host, sep, port = text.rpartition(":")
+    if text.startswith("[") and "]:" in text:
+        host, _, port = text[1:].partition("]:")
+    elif ":" in host or not sep:
+        raise LocalError(f"--server {text!r}: write [ADDR]:PORT (IPv6 in brackets)")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise LocalError(f"--server {text!r}: invalid port")
+    return host, int(port)
+
+
+def _trust_anchor(args: argparse.Namespace) -> tuple[Any, str]:
+    """The pinned genesis root and zone origin a client checks the server against."""
+    from bootstrap.genesis import verify_genesis
+    from trustchain.datadir import DataDir
+    from trustchain.errors import GenesisError, LocalError
+    from trustchain.storage.database import open_database
+    from trustchain.storage.node import NodeStore
+
+    if args.genesis is not None:
+        if args.pin is None:
+            raise LocalError("--genesis needs --pin SHA256 (the network's trust anchor)")
+        try:
+            data = Path(args.genesis).read_bytes()
+        except OSError as exc:
+            raise GenesisError(f"cannot read {args.genesis}: {exc.strerror}") from None
+        document = verify_genesis(data, args.pin)
+    else:
+        layout = DataDir(args.data_dir)
+        layout.require_initialised()
+        with open_database(layout.path, readonly=True) as db:
+            identity = NodeStore(db).identity()
+        if identity is None:
+            raise LocalError(f"{layout.path} holds no node identity")
+        document = verify_genesis(layout.genesis_file.read_bytes(), identity.genesis_sha256)
+    return document.root_certificate, document.body.origin.rstrip(".")
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import dns.exception
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    from trustchain.errors import LocalError, RemoteError
+
+    host, port = parse_server(args.server)
+    try:
+        query = dns.message.make_query(args.name, args.type)
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise LocalError(f"cannot build a query for {args.name} {args.type}: {exc}") from None
+    try:
+        if args.via == "udp":
+            response = dns.query.udp(query, host, port=port, timeout=args.timeout)
+        elif args.via == "tcp":
+            response = dns.query.tcp(query, host, port=port, timeout=args.timeout)
+        else:
+            root, origin = _trust_anchor(args)
+            wire = asyncio.run(_quic_query(args, host, port, root, args.server_name or origin, query))
+            response = dns.message.from_wire(wire)
+    except dns.exception.Timeout:
+        raise RemoteError(f"no answer from {args.server} over {args.via} in {args.timeout}s") from None
+    except (OSError, dns.exception.DNSException) as exc:
+        raise RemoteError(f"query over {args.via} to {args.server} failed: {exc}") from None
+    print(response.to_text())
+    return 0
+
+
+async def _quic_query(args: argparse.Namespace, host: str, port: int, root: Any,
+                      server_name: str, query: Any) -> bytes:
+    from transport.client import connect
+    from trustchain.errors import RemoteError
+    from trustchain.stoq.doq import ALPN as DOQ_ALPN
+    from trustchain.stoq.framing import Status
+
+    alpn = DOQ_ALPN if args.via == "doq" else "stoq/1"
+    async with connect(host, port, root=root, server_name=server_name, alpn=alpn,
+                       timeout=args.timeout) as client:
+        if args.via == "doq":
+            query.id = 0
+            return await asyncio_wait(client.doq_query(query.to_wire()), args.timeout)
+        response = await asyncio_wait(client.request("dns", "query", query.to_wire()), args.timeout)
+        if response.status != Status.OK:
+            raise RemoteError(f"server answered {response.status}: {response.message.decode()}")
+        return response.message
+
+
+async def asyncio_wait(awaitable: Any, timeout: float) -> Any:
+    import asyncio
+
+    from trustchain.errors import RemoteError
+
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        raise RemoteError(f"no answer in {timeout}s") from None
 
 
 # --- parser -----------------------------------------------------------------
@@ -200,11 +309,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
+    p = commands.add_parser("query", help="ask a DNS server (udp, tcp, doq or stoq)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("type", metavar="TYPE", nargs="?", default="A")
+    p.add_argument("--server", required=True, metavar="[ADDR]:PORT")
+    p.add_argument("--via", choices=["udp", "tcp", "doq", "stoq"], default="doq")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds (default: 5)")
+    anchor = p.add_argument_group(
+        "trust anchor for doq/stoq (default: the node in --data-dir)")
+    _add_data_dir(anchor)
+    anchor.add_argument("--genesis", metavar="FILE", help="a genesis document to pin instead")
+    anchor.add_argument("--pin", metavar="SHA256", help="the SHA-256 pin of --genesis")
+    anchor.add_argument("--server-name", metavar="NAME",
+                        help="name the server certificate must carry (default: the zone origin)")
+    p.set_defaults(func=cmd_query)
+
     genesis = commands.add_parser("genesis", help="the genesis document and its pin")
     sub = genesis.add_subparsers(dest="genesis_command", required=True, metavar="COMMAND")
     p = sub.add_parser("show", help="print the genesis SHA-256 pin (--json: and its content)")
     _add_data_dir(p)
     p.add_argument("--json", action="store_true", help="machine-readable details")
+    p.add_argument("--root-pem", action="store_true",
+                   help="print the genesis root certificate (PEM), e.g. as a CA file for kdig")
     p.set_defaults(func=cmd_genesis_show)
     p = sub.add_parser("verify", help="verify a genesis document against a pin")
     p.add_argument("file", metavar="FILE")
