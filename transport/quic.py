@@ -27,9 +27,11 @@ from typing import Any
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
+from aioquic.buffer import Buffer
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import HandshakeCompleted, ProtocolNegotiated, QuicEvent
-from aioquic.quic.packet import QuicErrorCode
+from aioquic.quic.packet import QuicErrorCode, QuicPacketType, pull_quic_header
 from cryptography import x509
 
 from bootstrap.transport_certs import TlsIdentity
@@ -37,6 +39,7 @@ from transport.sockets import bind_socket, format_address
 from transport.tls import peer_certificates, request_client_certificates, server_configuration
 from trustchain.dns.handler import DnsHandler, QueryContext
 from trustchain.stoq import doq
+from trustchain.stoq.admission import Admission, Decision
 from trustchain.stoq.connection import RequestReceived, StoqServer, StreamRejected
 from trustchain.stoq.framing import ALPN as STOQ_ALPN
 from trustchain.stoq.framing import DEFAULT_MAX_MESSAGE, ErrorCode
@@ -75,6 +78,10 @@ class NodeQuicProtocol(QuicConnectionProtocol):
         self._stoq: StoqServer | None = None
         self.peer: Peer | None = None
         self._client: tuple[str, int] | None = None
+
+    @property
+    def client_host(self) -> str | None:
+        return self._client[0] if self._client else None
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         if self._client is None:
@@ -161,20 +168,72 @@ class NodeQuicProtocol(QuicConnectionProtocol):
         task.add_done_callback(self._services.tasks.discard)
 
 
+class GuardedQuicServer(QuicServer):
+    """aioquic's server, with :class:`~trustchain.stoq.admission.Admission` in front.
+
+    aioquic's Retry is all-or-nothing; here it is switched on per Initial
+    packet by the admission policy, and connections beyond the per-address
+    cap are dropped before any handshake work.
+    """
+
+    def __init__(self, *, admission: Admission, **kwargs: Any) -> None:
+        super().__init__(retry=True, **kwargs)
+        self._retry_tokens = self._retry
+        self._admission = admission
+        self.retries = 0
+        self.refused = 0
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        data = bytes(data) if not isinstance(data, bytes) else data
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=self._configuration.connection_id_length
+            )
+        except ValueError:
+            return
+        if (
+            header.destination_cid not in self._protocols
+            and header.packet_type == QuicPacketType.INITIAL
+            and header.version in self._configuration.supported_versions
+            and len(data) >= SMALLEST_MAX_DATAGRAM_SIZE
+        ):
+            host = addr[0]
+            live = sum(
+                1 for p in set(self._protocols.values())
+                if isinstance(p, NodeQuicProtocol) and p.client_host == host
+            )
+            decision = self._admission.decide(
+                now=self._loop.time(), has_token=bool(header.token), connections_from_address=live
+            )
+            if decision is Decision.REFUSE:
+                self.refused += 1
+                log.debug("refused a connection from %s: %d already open", host, live)
+                return
+            self._retry = self._retry_tokens if decision is Decision.RETRY else None
+            if decision is Decision.RETRY and not header.token:
+                self.retries += 1
+        super().datagram_received(data, addr)
+
+
 class QuicEndpoint:
     """The node's QUIC listeners (one per listen address)."""
 
     def __init__(
         self, services: QuicServices, identity: TlsIdentity, addresses: list[str], port: int,
-        *, idle_timeout: float = 60.0,
+        *, idle_timeout: float = 60.0, retry_above_per_second: int = 100,
+        max_connections_per_address: int = 64,
     ) -> None:
         self._services = services
+        self._admission = Admission(
+            retry_above_per_second=retry_above_per_second,
+            max_per_address=max_connections_per_address,
+        )
         self._configuration = server_configuration(
             identity, root=services.root, alpn_protocols=ALPN_PROTOCOLS, idle_timeout=idle_timeout,
         )
         self._addresses = addresses
         self._port = port
-        self._servers: list[QuicServer] = []
+        self._servers: list[GuardedQuicServer] = []
         self.bound: list[tuple[str, int]] = []
 
     async def start(self) -> list[tuple[str, int]]:
@@ -183,7 +242,8 @@ class QuicEndpoint:
             sock = bind_socket(address, self._port, socket.SOCK_DGRAM)
             _, server = await loop.create_datagram_endpoint(
                 partial(
-                    QuicServer,
+                    GuardedQuicServer,
+                    admission=self._admission,
                     configuration=self._configuration,
                     create_protocol=partial(NodeQuicProtocol, services=self._services),
                 ),

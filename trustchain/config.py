@@ -55,6 +55,19 @@ class NodeConfig(BaseModel):
     quic_port: Port = Field(8853, description="QUIC: ALPNs doq, stoq/1, h3 (production: 853).")
     https_port: Port = Field(8443, description="REST API over HTTPS/1.1 (production: 443).")
     http_port: Port = Field(8080, description="Plain HTTP: public reads (production: 80).")
+    quic_idle_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
+        60, description="QUIC connections idle this long are closed."
+    )
+    quic_max_connections_per_address: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        64, description="Open QUIC connections allowed from one client address."
+    )
+    quic_retry_above_per_second: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        100, description="New QUIC connections per second above which clients must pass "
+        "a stateless Retry (address validation); 0 validates every client.",
+    )
+    stoq_max_message_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
+        1024 * 1024, description="Largest stoq/1 message accepted on one stream."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
         5, description="How long in-flight requests may run after SIGINT/SIGTERM."

@@ -161,10 +161,14 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
             root=node.credentials.root,
             network=node.identity.network_name,
             clock=utcnow,
+            max_message=config.stoq_max_message_bytes,
         ),
         node.credentials.node,
         config.listen,
         config.quic_port,
+        idle_timeout=config.quic_idle_timeout_seconds,
+        retry_above_per_second=config.quic_retry_above_per_second,
+        max_connections_per_address=config.quic_max_connections_per_address,
     )
     try:
         await http.start()

@@ -190,3 +190,45 @@ async def test_malformed_stream_is_reset_and_the_connection_lives_on(
         assert info.value.error_code == code
         response = await client.request("dns", "query", q.to_wire())
         assert response.status == Status.OK
+
+
+async def _endpoint(quic_server: RunningServer, **limits):
+    from transport.quic import QuicEndpoint, QuicServices
+    from trustchain.node import build_router
+
+    services = QuicServices(
+        dns=lambda q, c: q, router=build_router(quic_server.node, lambda q, c: q),
+        root=quic_server.credentials.root, network="testnet", clock=lambda: datetime.now(UTC),
+    )
+    endpoint = QuicEndpoint(services, quic_server.credentials.node, ["::1"], 0, **limits)
+    ((_, port),) = await endpoint.start()
+    return endpoint, port
+
+
+async def test_retry_validates_addresses_above_the_threshold(quic_server: RunningServer) -> None:
+    endpoint, port = await _endpoint(quic_server, retry_above_per_second=0)
+    try:
+        for _ in range(2):
+            async with connect("::1", port, root=quic_server.credentials.root,
+                               server_name=ORIGIN) as client:
+                response = await client.request("consensus", "validators")
+                assert response.status == Status.FORBIDDEN  # reached the router: handshake done
+        assert endpoint._servers[0].retries == 2
+    finally:
+        await endpoint.stop()
+
+
+async def test_connections_per_address_are_capped(quic_server: RunningServer) -> None:
+    endpoint, port = await _endpoint(quic_server, max_connections_per_address=1)
+    try:
+        async with connect("::1", port, root=quic_server.credentials.root,
+                           server_name=ORIGIN) as first:
+            with pytest.raises(ConnectError, match="no answer"):
+                async with connect("::1", port, root=quic_server.credentials.root,
+                                   server_name=ORIGIN, timeout=1.5):
+                    pass
+            assert endpoint._servers[0].refused >= 1
+            response = await first.request("dns", "query", b"\x00" * 12)
+            assert response.status == Status.OK  # the first connection is unaffected
+    finally:
+        await endpoint.stop()
