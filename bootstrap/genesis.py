@@ -267,7 +267,7 @@ def check_genesis(document: GenesisDocument) -> None:
     body = document.body
     try:
         root = document.root_certificate
-    except (ValueError, UnsupportedAlgorithm, binascii.Error) as exc:
+    except (ValueError, UnsupportedAlgorithm, binascii.Error, x509.InvalidVersion) as exc:
         raise GenesisError(f"genesis root certificate does not parse: {exc}") from None
     root_key = _check_root(root)
 

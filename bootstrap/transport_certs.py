@@ -29,13 +29,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bootstrap.root import random_serial, signature_hash
-from trustchain.errors import KeyNotFoundError
+from trustchain.errors import KeyNotFoundError, KeyStoreError
 from trustchain.keystore import KeyStore, KeyType
 from trustchain.storage.node import NodeStore
 
 INFRA_CA_PURPOSE = "infrastructure-ca"
 NODE_TLS_PURPOSE = "node-tls"
 ADMIN_TLS_PURPOSE = "admin-tls"
+#: A joined node's certificate is issued by another node's intermediate, stored under this.
+NODE_TLS_ISSUER_PURPOSE = "node-tls-issuer"
 
 INTERMEDIATE_VALIDITY = timedelta(days=5 * 365)
 LEAF_VALIDITY = timedelta(days=90)
@@ -145,7 +147,10 @@ class TlsIdentity:
 class TransportCredentials:
     root: x509.Certificate
     node: TlsIdentity
-    admin: TlsIdentity
+    #: The local operator's client identity (founding nodes; joined nodes have none yet).
+    admin: TlsIdentity | None
+    #: The intermediate's key and certificate, on nodes that hold one.
+    issuer: TlsIdentity | None
 
 
 def _needs_renewal(cert: x509.Certificate | None, now: datetime) -> bool:
@@ -172,8 +177,14 @@ def ensure_transport_credentials(
     """Return valid transport credentials, issuing or renewing what is needed.
 
     The genesis root key is used only when the intermediate itself must be
-    (re)issued, i.e. at init and every few years.
+    (re)issued, i.e. at init and every few years.  A node that joined an
+    existing network holds no root key: it uses the certificate its
+    enrolment obtained (see :func:`joined_credentials`).
     """
+    try:
+        keystore.active(root_key_purpose)
+    except KeyNotFoundError:
+        return joined_credentials(keystore, store, root=root, now=now)
     infra_key = _key(keystore, INFRA_CA_PURPOSE, now)
     intermediate = store.latest_certificate(INFRA_CA_PURPOSE)
     if (
@@ -208,4 +219,30 @@ def ensure_transport_credentials(
             )
             store.add_certificate(purpose, cert)
         identities[purpose] = TlsIdentity(cert, [intermediate], key)
-    return TransportCredentials(root, identities[NODE_TLS_PURPOSE], identities[ADMIN_TLS_PURPOSE])
+    return TransportCredentials(
+        root, identities[NODE_TLS_PURPOSE], identities[ADMIN_TLS_PURPOSE],
+        TlsIdentity(intermediate, [], infra_key),
+    )
+
+
+def joined_credentials(
+    keystore: KeyStore, store: NodeStore, *, root: x509.Certificate, now: datetime
+) -> TransportCredentials:
+    """Credentials of a node that joined by enrolment (no root key, no intermediate).
+
+    :raises KeyStoreError: if the node has not completed enrolment.
+    """
+    cert = store.latest_certificate(NODE_TLS_PURPOSE)
+    issuer = store.latest_certificate(NODE_TLS_ISSUER_PURPOSE)
+    if cert is None or issuer is None:
+        raise KeyStoreError("this node holds no node certificate: complete `trustchain join`")
+    key = keystore.private_key(keystore.active(NODE_TLS_PURPOSE).id)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    if cert.public_key() != key.public_key():
+        raise KeyStoreError("the stored node certificate does not match the node's TLS key")
+    if cert.not_valid_after_utc <= now:
+        raise KeyStoreError(
+            "the node certificate has expired; renewal through the network arrives with the "
+            "federation work: enrol again with `trustchain join`"
+        )
+    return TransportCredentials(root, TlsIdentity(cert, [issuer], key), None, None)

@@ -62,18 +62,30 @@ class NodeProcess:
     lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
     log: list[str] = field(default_factory=list)
     listening: list[tuple[str, str, int, str]] = field(default_factory=list)
+    stdout: list[str] = field(default_factory=list)
 
     @classmethod
     def start(cls, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
+        return cls.spawn("serve", "--data-dir", str(data_dir), *args, env=env)
+
+    @classmethod
+    def spawn(cls, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
+        """Run any ``trustchain`` command in the background, reading its stderr."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trustchain", "serve", "--data-dir", str(data_dir), *args],
+            [sys.executable, "-m", "trustchain", *args],
             env=cli_env() if env is None else env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, cwd=REPO,
         )
         node = cls(proc)
         threading.Thread(target=node._pump, daemon=True).start()
+        threading.Thread(target=node._collect_stdout, daemon=True).start()
         return node
+
+    def _collect_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.stdout.append(line.rstrip("\n"))
 
     def _pump(self) -> None:
         assert self.proc.stderr is not None

@@ -32,6 +32,7 @@ from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import HandshakeCompleted, ProtocolNegotiated, QuicEvent
 from aioquic.quic.packet import QuicErrorCode, QuicPacketType, pull_quic_header
+from aioquic.quic.retry import QuicRetryTokenHandler
 from cryptography import x509
 
 from bootstrap.transport_certs import TlsIdentity
@@ -178,13 +179,13 @@ class GuardedQuicServer(QuicServer):
 
     def __init__(self, *, admission: Admission, **kwargs: Any) -> None:
         super().__init__(retry=True, **kwargs)
-        self._retry_tokens = self._retry
+        self._retry_tokens: QuicRetryTokenHandler | None = self._retry
         self._admission = admission
         self.retries = 0
         self.refused = 0
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        data = bytes(data) if not isinstance(data, bytes) else data
+        data = data.encode() if isinstance(data, str) else data
         try:
             header = pull_quic_header(
                 Buffer(data=data), host_cid_length=self._configuration.connection_id_length
@@ -209,7 +210,9 @@ class GuardedQuicServer(QuicServer):
                 self.refused += 1
                 log.debug("refused a connection from %s: %d already open", host, live)
                 return
-            self._retry = self._retry_tokens if decision is Decision.RETRY else None
+            self._retry = (  # type: ignore[assignment]  # aioquic allows None here
+                self._retry_tokens if decision is Decision.RETRY else None
+            )
             if decision is Decision.RETRY and not header.token:
                 self.retries += 1
         super().datagram_received(data, addr)

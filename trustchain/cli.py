@@ -251,10 +251,97 @@ async def asyncio_wait(awaitable: Any, timeout: float) -> Any:
         raise RemoteError(f"no answer in {timeout}s") from None
 
 
+def cmd_join(args: argparse.Namespace) -> int:
+    from bootstrap.join import join_network
+    from trustchain.errors import GenesisError
+    from trustchain.keystore import check_passphrase_strength
+
+    try:
+        genesis_bytes = Path(args.genesis).read_bytes()
+    except OSError as exc:
+        raise GenesisError(f"cannot read {args.genesis}: {exc.strerror}") from None
+    passphrase = _passphrase(args, confirm=True)()
+    check_passphrase_strength(passphrase)
+    result = join_network(
+        args.data_dir, passphrase, genesis_bytes=genesis_bytes, pin=args.pin,
+        peer=parse_server(args.peer), server_name=args.server_name,
+        now=lambda: datetime.now(UTC), wait_seconds=args.wait,
+        # The approval hint must reach the operator even without a terminal.
+        progress=lambda m: print(f"… {m}", file=sys.stderr, flush=True),
+    )
+    print(f"joined network {result.network_name} as node {result.node_id} in {args.data_dir}")
+    print(f"node certificate valid until {result.certificate.not_valid_after_utc.isoformat()}; "
+          "mutual TLS with the peer verified")
+    return 0
+
+
+def _admin_call(args: argparse.Namespace, method: str, message: bytes) -> Any:
+    """Call an admin method on the node in --data-dir with its admin certificate."""
+    import asyncio
+
+    from bootstrap.transport_certs import ADMIN_TLS_PURPOSE, INFRA_CA_PURPOSE, TlsIdentity
+    from transport.client import connect
+    from trustchain.config import load_config
+    from trustchain.datadir import DataDir
+    from trustchain.errors import LocalError, RemoteError
+    from trustchain.keystore import KeyStore
+    from trustchain.storage.database import open_database
+    from trustchain.storage.node import NodeStore
+
+    layout = DataDir(args.data_dir)
+    layout.require_initialised()
+    root, origin = _trust_anchor(argparse.Namespace(genesis=None, pin=None, data_dir=args.data_dir))
+    keystore = KeyStore.open(layout.keys_dir, _passphrase(args)())
+    with open_database(layout.path, readonly=True) as db:
+        store = NodeStore(db)
+        cert = store.latest_certificate(ADMIN_TLS_PURPOSE)
+        issuer = store.latest_certificate(INFRA_CA_PURPOSE)
+    if cert is None or issuer is None:
+        raise LocalError("this node holds no admin certificate (only founding nodes do, so far)")
+    key = keystore.private_key(keystore.active(ADMIN_TLS_PURPOSE).id)
+    identity = TlsIdentity(cert, [issuer], key)  # type: ignore[arg-type]
+    if args.server:
+        host, port = parse_server(args.server)
+    else:
+        config = load_config(layout.path)
+        host, port = config.local_address(), config.quic_port
+        if port == 0:
+            raise LocalError("the node's QUIC port is 0 (chosen at start): pass --server")
+
+    async def call() -> Any:
+        async with connect(host, port, root=root, server_name=origin, identity=identity) as node:
+            return await node.request("admin", method, message)
+
+    response = asyncio.run(call())
+    if response.status != 200:
+        raise RemoteError(json.loads(response.message).get("detail", response.message.decode()))
+    return json.loads(response.message)
+
+
+def cmd_node_list(args: argparse.Namespace) -> int:
+    rows = _admin_call(args, "enrolments", b"")
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no enrolments")
+    for row in rows:
+        print(f"{row['node_id']}  {row['status']:<8}  requested {row['requested_at']}"
+              + (f"  decided {row['decided_at']}" if row["decided_at"] else ""))
+    return 0
+
+
+def cmd_node_decide(args: argparse.Namespace) -> int:
+    method = "approve" if args.node_command == "approve" else "reject"
+    state = _admin_call(args, method, json.dumps({"node_id": args.node_id}).encode())
+    print(f"node {state['node_id']}: {state['status']}")
+    return 0
+
+
 # --- parser -----------------------------------------------------------------
 
 
-def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+def _add_data_dir(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=_default_data_dir(),
         help="node data directory (default: $TRUSTCHAIN_DATA_DIR or ./data)",
@@ -308,6 +395,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
+
+    p = commands.add_parser("join", help="enrol this machine as a node of an existing network")
+    _add_data_dir(p)
+    _add_passphrase(p)
+    p.add_argument("--genesis", required=True, metavar="FILE", help="the network's genesis document")
+    p.add_argument("--pin", required=True, metavar="SHA256", help="its SHA-256 pin")
+    p.add_argument("--peer", required=True, metavar="[ADDR]:PORT", help="a node's QUIC address")
+    p.add_argument("--server-name", metavar="NAME",
+                   help="name the peer's certificate must carry (default: the zone origin)")
+    p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                   help="how long to wait for approval (default: 600); run again to resume")
+    p.set_defaults(func=cmd_join)
+
+    node = commands.add_parser("node", help="enrolments of joining nodes (admin)")
+    sub = node.add_subparsers(dest="node_command", required=True, metavar="COMMAND")
+    for name, func, help_text in (
+        ("list", cmd_node_list, "list enrolment requests"),
+        ("approve", cmd_node_decide, "admit a node: issue its certificate"),
+        ("reject", cmd_node_decide, "refuse a node's enrolment"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        if name != "list":
+            p.add_argument("node_id", metavar="NODE_ID")
+        _add_data_dir(p)
+        _add_passphrase(p)
+        p.add_argument("--server", metavar="[ADDR]:PORT",
+                       help="the node's QUIC address (default: from its configuration)")
+        if name == "list":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
 
     p = commands.add_parser("query", help="ask a DNS server (udp, tcp, doq or stoq)")
     p.add_argument("name", metavar="NAME")

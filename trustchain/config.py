@@ -86,6 +86,13 @@ class NodeConfig(BaseModel):
             raise ValueError("addresses are listed more than once")
         return out
 
+    def local_address(self) -> str:
+        """An address on which a client on this machine reaches the node."""
+        first = ipaddress.ip_address(self.listen[0])
+        if first.is_unspecified:
+            return "::1" if first.version == 6 else "127.0.0.1"
+        return str(first)
+
     @model_validator(mode="after")
     def _distinct_ports(self) -> NodeConfig:
         for proto, names in (

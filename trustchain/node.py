@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bootstrap.enrolment import EnrolmentService
 from bootstrap.genesis import GenesisDocument, verify_genesis
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE, ROOT_KEY_PURPOSE
 from bootstrap.transport_certs import TransportCredentials, ensure_transport_credentials
@@ -126,9 +128,19 @@ def build_router(node: OpenNode, dns_handler: DnsHandler) -> Router:
     def status(message: bytes, peer: Peer | None) -> bytes:
         return canonical_json(node_status(node.layout.path))
 
+    enrolment = EnrolmentService(
+        NodeStore(node.db), network=node.identity.network_name, origin=node.identity.origin,
+        issuer=node.credentials.issuer, now=utcnow, random_bytes=secrets.token_bytes,
+    )
     router.register("dns", "query", dns_query)
     router.register("consensus", "validators", validators)
     router.register("admin", "status", status)
+    router.register("ca", "enrol-challenge", enrolment.challenge)
+    router.register("ca", "enrol-request", enrolment.request)
+    router.register("ca", "enrol-status", enrolment.status)
+    router.register("admin", "enrolments", enrolment.list)
+    router.register("admin", "approve", enrolment.approve)
+    router.register("admin", "reject", enrolment.reject)
     return router
 
 

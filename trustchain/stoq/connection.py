@@ -73,6 +73,10 @@ class RequestFailed:
     reason: str
 
 
+ServerEvent = RequestReceived | PushReceived | StreamRejected
+ClientEvent = ResponseReceived | RequestFailed
+
+
 class _Streams:
     def __init__(self, quic: QuicConnection, max_message: int) -> None:
         self._quic = quic
@@ -106,7 +110,7 @@ class StoqServer(_Streams):
         super().__init__(quic, max_message)
         self._open: set[int] = set()
 
-    def handle_event(self, event: QuicEvent) -> list[RequestReceived | PushReceived | StreamRejected]:
+    def handle_event(self, event: QuicEvent) -> list[ServerEvent]:
         if self.closed:
             return []
         if isinstance(event, StreamDataReceived):
@@ -136,7 +140,7 @@ class StoqServer(_Streams):
             self.closed = True
         return []
 
-    def _reject(self, stream_id: int, exc: StoqError) -> list[StreamRejected]:
+    def _reject(self, stream_id: int, exc: StoqError) -> list[ServerEvent]:
         self._open.discard(stream_id)
         self._reset(stream_id, exc.error_code)
         return [StreamRejected(stream_id, exc.error_code, str(exc))]
@@ -176,7 +180,7 @@ class StoqClient(_Streams):
         )
         return stream_id
 
-    def handle_event(self, event: QuicEvent) -> list[ResponseReceived | RequestFailed]:
+    def handle_event(self, event: QuicEvent) -> list[ClientEvent]:
         if isinstance(event, StreamDataReceived) and event.stream_id in self._waiting:
             sid = event.stream_id
             try:
@@ -199,7 +203,7 @@ class StoqClient(_Streams):
             return [RequestFailed(event.stream_id, event.error_code, "stream reset by server")]
         if isinstance(event, ConnectionTerminated):
             self.closed = True
-            failed = [
+            failed: list[ClientEvent] = [
                 RequestFailed(sid, event.error_code, event.reason_phrase or "connection closed")
                 for sid in sorted(self._waiting)
             ]

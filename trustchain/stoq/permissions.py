@@ -41,8 +41,17 @@ class Peer:
 #: (service, method) -> access.  Later issues add their methods here.
 PERMISSIONS: dict[tuple[str, str], Access] = {
     ("dns", "query"): Access.PUBLIC,
+    # Enrolment: a joining machine has no certificate yet, so these are public;
+    # requests are bound to a fresh challenge and wait for approval
+    # (bootstrap/enrolment.py).
+    ("ca", "enrol-challenge"): Access.PUBLIC,
+    ("ca", "enrol-request"): Access.PUBLIC,
+    ("ca", "enrol-status"): Access.PUBLIC,
     ("consensus", "validators"): Access.NODE,
     ("admin", "status"): Access.ADMIN,
+    ("admin", "enrolments"): Access.ADMIN,
+    ("admin", "approve"): Access.ADMIN,
+    ("admin", "reject"): Access.ADMIN,
 }
 
 

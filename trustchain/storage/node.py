@@ -6,6 +6,8 @@ what it wrote survives a crash from then on.
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -48,6 +50,22 @@ NODE_SCHEMA = Schema(
             CREATE INDEX node_certificates_by_purpose ON node_certificates (purpose, id);
             """,
         ),
+        Migration(
+            3,
+            "enrolment of joining nodes",
+            """
+            CREATE TABLE node_enrolments (
+                node_id TEXT PRIMARY KEY,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected')),
+                csr_der BLOB NOT NULL,
+                ed25519_spki BLOB NOT NULL,
+                ml_dsa_65_spki BLOB NOT NULL,
+                requested_at TEXT NOT NULL,
+                decided_at TEXT,
+                chain_json TEXT NOT NULL DEFAULT '[]'
+            ) STRICT;
+            """,
+        ),
     ),
 )
 
@@ -61,6 +79,20 @@ class NodeIdentity:
     network_name: str
     origin: str
     initialised_at: str
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A joining node's request, and the certificate chain once approved."""
+
+    node_id: str
+    status: str
+    csr_der: bytes
+    ed25519_spki: bytes
+    ml_dsa_65_spki: bytes
+    requested_at: str
+    decided_at: str | None
+    chain_der: list[bytes]
 
 
 @dataclass(frozen=True)
@@ -134,3 +166,44 @@ class NodeStore:
             (purpose,),
         ).fetchone()
         return x509.load_der_x509_certificate(row[0]) if row else None
+
+    def put_enrolment(self, enrolment: Enrolment) -> None:
+        """Insert or replace the enrolment of ``enrolment.node_id``."""
+        chain = json.dumps([base64.b64encode(d).decode() for d in enrolment.chain_der])
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO node_enrolments (node_id, status, csr_der, ed25519_spki, "
+                "ml_dsa_65_spki, requested_at, decided_at, chain_json) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET "
+                "status = excluded.status, csr_der = excluded.csr_der, "
+                "ed25519_spki = excluded.ed25519_spki, ml_dsa_65_spki = excluded.ml_dsa_65_spki, "
+                "requested_at = excluded.requested_at, decided_at = excluded.decided_at, "
+                "chain_json = excluded.chain_json",
+                (enrolment.node_id, enrolment.status, enrolment.csr_der, enrolment.ed25519_spki,
+                 enrolment.ml_dsa_65_spki, enrolment.requested_at, enrolment.decided_at, chain),
+            )
+
+    def enrolment(self, node_id: str) -> Enrolment | None:
+        row = self.db.conn.execute(
+            "SELECT * FROM node_enrolments WHERE node_id = ?", (node_id,)
+        ).fetchone()
+        return self._enrolment(row) if row else None
+
+    def enrolments(self) -> list[Enrolment]:
+        rows = self.db.conn.execute("SELECT * FROM node_enrolments ORDER BY requested_at")
+        return [self._enrolment(row) for row in rows]
+
+    def count_enrolments(self, status: str) -> int:
+        return int(self.db.conn.execute(
+            "SELECT count(*) FROM node_enrolments WHERE status = ?", (status,)
+        ).fetchone()[0])
+
+    @staticmethod
+    def _enrolment(row: object) -> Enrolment:
+        r = dict(row)  # type: ignore[call-overload]
+        return Enrolment(
+            node_id=r["node_id"], status=r["status"], csr_der=r["csr_der"],
+            ed25519_spki=r["ed25519_spki"], ml_dsa_65_spki=r["ml_dsa_65_spki"],
+            requested_at=r["requested_at"], decided_at=r["decided_at"],
+            chain_der=[base64.b64decode(d) for d in json.loads(r["chain_json"])],
+        )
