@@ -210,9 +210,9 @@ class GuardedQuicServer(QuicServer):
                 self.refused += 1
                 log.debug("refused a connection from %s: %d already open", host, live)
                 return
-            self._retry = (  # type: ignore[assignment]  # aioquic allows None here
-                self._retry_tokens if decision is Decision.RETRY else None
-            )
+            # aioquic's own __init__ stores None here when Retry is off.
+            retry = self._retry_tokens if decision is Decision.RETRY else None
+            self._retry = retry  # type: ignore[assignment]
             if decision is Decision.RETRY and not header.token:
                 self.retries += 1
         super().datagram_received(data, addr)
