@@ -8,6 +8,7 @@ set -euo pipefail
 tools=(
   "openssl openssl"
   "kdig knot-dnsutils"
+  "curl curl"
 )
 
 missing=()

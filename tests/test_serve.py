@@ -169,3 +169,49 @@ def test_query_with_another_networks_pin_fails(
     assert "cannot connect" in result.stderr and "certificate" in result.stderr
     assert "Traceback" not in result.stderr
     assert proc.stop() == 0
+
+
+def test_https_serves_the_same_api_with_the_node_certificate(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    import subprocess
+
+    proc = _start(data_dir, node_processes).wait_ready()
+    host, port = proc.address("https")
+    root = tmp_path / "root.pem"
+    root.write_text(run_cli("genesis", "show", "--data-dir", data_dir, "--root-pem").stdout)
+    result = subprocess.run(
+        ["curl", "--silent", "--show-error", "--fail", "--cacert", str(root),
+         "--connect-to", f"trust.example.net:443:[{host}]:{port}",
+         "https://trust.example.net/genesis.json"],
+        capture_output=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (data_dir / "genesis.json").read_bytes()
+    wrong = subprocess.run(
+        ["curl", "--silent", "--cacert", str(root),
+         "--connect-to", f"elsewhere.example:443:[{host}]:{port}", "https://elsewhere.example/"],
+        capture_output=True, timeout=30,
+    )
+    assert wrong.returncode == 60  # curl: peer certificate cannot be authenticated
+    assert proc.stop() == 0
+
+
+def test_http3_serves_the_same_api(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    import asyncio
+
+    from tests.h3client import h3_get
+
+    proc = _start(data_dir, node_processes).wait_ready()
+    host, port = proc.address("quic")
+    status, headers, body = asyncio.run(h3_get(
+        host, port, "/genesis.json", root=node.genesis.root_certificate,
+        authority="trust.example.net"))
+    assert status == 200 and headers[b"content-type"] == b"application/json"
+    assert body == (data_dir / "genesis.json").read_bytes()
+    status, headers, body = asyncio.run(h3_get(
+        host, port, "/nope", root=node.genesis.root_certificate, authority="trust.example.net"))
+    assert status == 404 and headers[b"content-type"] == b"application/problem+json"
+    assert proc.stop() == 0

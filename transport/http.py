@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 
 import hypercorn.asyncio
 import hypercorn.config
@@ -22,9 +23,29 @@ from transport.sockets import bind_socket, format_address
 log = logging.getLogger("trustchain.http")
 
 
+class _TlsConfig(hypercorn.config.Config):
+    """hypercorn reads certificates from files; ours come as a ready SSLContext."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__()
+        self._context = context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return True
+
+    def create_ssl_context(self) -> ssl.SSLContext:
+        return self._context
+
+
 class HttpListener:
-    def __init__(self, app: ASGIApp, addresses: list[str], port: int, grace_seconds: float) -> None:
+    def __init__(
+        self, app: ASGIApp, addresses: list[str], port: int, grace_seconds: float,
+        *, tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._app = app
+        self._tls = tls
+        self._scheme = "https" if tls else "http"
         self._addresses = addresses
         self._port = port
         self._grace = grace_seconds
@@ -48,7 +69,7 @@ class HttpListener:
             for fd in fds:
                 socket.socket(fileno=fd).close()
             raise
-        config = hypercorn.config.Config()
+        config = _TlsConfig(self._tls) if self._tls else hypercorn.config.Config()
         config.bind = [f"fd://{fd}" for fd in fds]
         config.accesslog = None
         server_log = logging.getLogger("trustchain.http.server")
@@ -63,7 +84,7 @@ class HttpListener:
             )
         )
         for address, port in self.bound:
-            log.info("listening: http on %s/tcp", format_address(address, port))
+            log.info("listening: %s on %s/tcp", self._scheme, format_address(address, port))
         return self.bound
 
     async def stop(self) -> None:

@@ -36,6 +36,7 @@ from aioquic.quic.retry import QuicRetryTokenHandler
 from cryptography import x509
 
 from bootstrap.transport_certs import TlsIdentity
+from transport import h3
 from transport.sockets import bind_socket, format_address
 from transport.tls import peer_certificates, request_client_certificates, server_configuration
 from trustchain.dns.handler import DnsHandler, QueryContext
@@ -50,8 +51,8 @@ from trustchain.stoq.router import Router
 
 log = logging.getLogger("trustchain.quic")
 
-#: ALPNs served.  (h3 arrives with the HTTP/3 work of the transport issue.)
-ALPN_PROTOCOLS = [doq.ALPN, STOQ_ALPN]
+#: ALPNs served (h3 when the node gives the endpoint its ASGI application).
+ALPN_PROTOCOLS = [doq.ALPN, STOQ_ALPN, h3.ALPN]
 #: TLS alert bad_certificate (42) as a QUIC CRYPTO_ERROR (RFC 9001 section 4.8).
 BAD_CERTIFICATE = QuicErrorCode.CRYPTO_ERROR + 42
 
@@ -67,6 +68,8 @@ class QuicServices:
     clock: Callable[[], datetime]
     max_message: int = DEFAULT_MAX_MESSAGE
     max_queries_in_flight: int = 100
+    #: The REST API, served over HTTP/3 (ALPN h3) when given.
+    app: h3.ASGIApp | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
@@ -77,6 +80,7 @@ class NodeQuicProtocol(QuicConnectionProtocol):
         self._services = services
         self._doq: doq.DoqServer | None = None
         self._stoq: StoqServer | None = None
+        self._h3: h3.H3Server | None = None
         self.peer: Peer | None = None
         self._client: tuple[str, int] | None = None
 
@@ -97,11 +101,17 @@ class NodeQuicProtocol(QuicConnectionProtocol):
                 )
             elif event.alpn_protocol == STOQ_ALPN:
                 self._stoq = StoqServer(self._quic, max_message=self._services.max_message)
+            elif event.alpn_protocol == h3.ALPN and self._services.app is not None:
+                self._h3 = h3.H3Server(
+                    self._quic, self._services.app, transmit=self.transmit, client=self._client,
+                )
         elif isinstance(event, HandshakeCompleted):
             self._authenticate()
         if self._doq is not None:
             for query in self._doq.handle_event(event):
                 self._answer_dns(query)
+        elif self._h3 is not None:
+            self._h3.handle_event(event)
         elif self._stoq is not None:
             for received in self._stoq.handle_event(event):
                 if isinstance(received, RequestReceived):
@@ -231,8 +241,9 @@ class QuicEndpoint:
             retry_above_per_second=retry_above_per_second,
             max_per_address=max_connections_per_address,
         )
+        self._alpns = [a for a in ALPN_PROTOCOLS if a != h3.ALPN or services.app is not None]
         self._configuration = server_configuration(
-            identity, root=services.root, alpn_protocols=ALPN_PROTOCOLS, idle_timeout=idle_timeout,
+            identity, root=services.root, alpn_protocols=self._alpns, idle_timeout=idle_timeout,
         )
         self._addresses = addresses
         self._port = port
@@ -256,7 +267,7 @@ class QuicEndpoint:
             bound = sock.getsockname()[:2]
             self.bound.append(bound)
             log.info("listening: quic on %s/udp (%s)", format_address(*bound),
-                     ", ".join(ALPN_PROTOCOLS))
+                     ", ".join(self._alpns))
         return self.bound
 
     async def stop(self) -> None:

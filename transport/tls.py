@@ -18,13 +18,14 @@ aioquic upgrade changes them.
 
 from __future__ import annotations
 
+import os
 import ssl
 from typing import Any
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from bootstrap.transport_certs import TlsIdentity
 
@@ -67,6 +68,32 @@ def client_configuration(
         config.certificate_chain = list(identity.chain)
         config.private_key = identity.private_key
     return config
+
+
+def https_context(identity: TlsIdentity) -> ssl.SSLContext:
+    """A TLS server context for HTTPS/1.1 (and h2) from a key held only in memory.
+
+    ``ssl.SSLContext.load_cert_chain`` reads files; the key is handed to it
+    through anonymous memory files (``memfd``), so the decrypted key never
+    touches a disk.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    key_pem = identity.private_key.private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+    )
+    fds = []
+    try:
+        for content in (pem(identity.certificate, *identity.chain), key_pem):
+            fd = os.memfd_create("trustchain-tls", os.MFD_CLOEXEC)
+            fds.append(fd)
+            os.write(fd, content)
+        context.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return context
 
 
 def request_client_certificates(quic: QuicConnection) -> None:

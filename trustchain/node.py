@@ -36,6 +36,7 @@ from bootstrap.init import CONSENSUS_ED25519_PURPOSE, ROOT_KEY_PURPOSE
 from bootstrap.transport_certs import TransportCredentials, ensure_transport_credentials
 from transport.http import HttpListener
 from transport.quic import QuicEndpoint, QuicServices
+from transport.tls import https_context
 from trustchain.api import create_app
 from trustchain.canonical import canonical_json
 from trustchain.config import NodeConfig, load_config
@@ -159,11 +160,11 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         node.identity.genesis_sha256,
     )
     config = node.config
-    http = HttpListener(
-        create_app(genesis_bytes=node.genesis_bytes),
-        config.listen,
-        config.http_port,
-        config.shutdown_grace_seconds,
+    app = create_app(genesis_bytes=node.genesis_bytes)
+    http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds)
+    https = HttpListener(
+        app, config.listen, config.https_port, config.shutdown_grace_seconds,
+        tls=https_context(node.credentials.node),
     )
     dns_handler: DnsHandler = answer_without_zones
     quic = QuicEndpoint(
@@ -174,6 +175,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
             network=node.identity.network_name,
             clock=utcnow,
             max_message=config.stoq_max_message_bytes,
+            app=app,
         ),
         node.credentials.node,
         config.listen,
@@ -184,12 +186,14 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     )
     try:
         await http.start()
+        await https.start()
         await quic.start()
         log.info("node ready")
         await stop.wait()
         log.info("shutting down")
     finally:
         await quic.stop()
+        await https.stop()
         await http.stop()
         store.stop_run(run_id, utcnow())
     log.info("stopped cleanly")

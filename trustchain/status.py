@@ -71,8 +71,16 @@ def node_status(data_dir: Path) -> dict[str, Any]:
             }
             for r in KeyStore.list_records(layout.keys_dir)
         ],
-        # Only the services that exist so far; DNS, QUIC and HTTPS arrive with their issues.
-        "listeners": [f"http {format_address(a, config.http_port)}/tcp" for a in config.listen],
+        # The services that exist so far (DNS over UDP/TCP arrives with the DNS issue).
+        "listeners": [
+            listener
+            for a in config.listen
+            for listener in (
+                f"http {format_address(a, config.http_port)}/tcp",
+                f"https {format_address(a, config.https_port)}/tcp",
+                f"quic {format_address(a, config.quic_port)}/udp (doq, stoq/1, h3)",
+            )
+        ],
     }
 
 
