@@ -100,7 +100,10 @@ class NodeQuicProtocol(QuicConnectionProtocol):
                     self._quic, max_streams_in_flight=self._services.max_queries_in_flight
                 )
             elif event.alpn_protocol == STOQ_ALPN:
-                self._stoq = StoqServer(self._quic, max_message=self._services.max_message)
+                self._stoq = StoqServer(
+                    self._quic, max_message=self._services.max_message,
+                    max_in_flight=self._services.max_queries_in_flight,
+                )
             elif event.alpn_protocol == h3.ALPN and self._services.app is not None:
                 self._h3 = h3.H3Server(
                     self._quic, self._services.app, transmit=self.transmit, client=self._client,

@@ -65,6 +65,10 @@ class NodeConfig(BaseModel):
         100, description="New QUIC connections per second above which clients must pass "
         "a stateless Retry (address validation); 0 validates every client.",
     )
+    quic_max_streams_in_flight: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        100, description="Requests (DoQ queries, stoq/1 requests) one connection may have "
+        "in flight; more are refused (DOQ_EXCESSIVE_LOAD, stoq/1 status 429).",
+    )
     stoq_max_message_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
         1024 * 1024, description="Largest stoq/1 message accepted on one stream."
     )

@@ -175,6 +175,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
             network=node.identity.network_name,
             clock=utcnow,
             max_message=config.stoq_max_message_bytes,
+            max_queries_in_flight=config.quic_max_streams_in_flight,
             app=app,
         ),
         node.credentials.node,

@@ -20,6 +20,7 @@ from aioquic.quic.connection import (
 )
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
 
+from trustchain.canonical import canonical_json
 from trustchain.stoq.framing import (
     DEFAULT_MAX_MESSAGE,
     ErrorCode,
@@ -27,6 +28,7 @@ from trustchain.stoq.framing import (
     MessageReader,
     Request,
     Response,
+    Status,
     StoqError,
     encode_request,
     encode_response,
@@ -73,6 +75,11 @@ class RequestFailed:
     reason: str
 
 
+def problem(status: Status, title: str, detail: str) -> bytes:
+    """An RFC 9457-style problem document in canonical JSON."""
+    return canonical_json({"status": int(status), "title": title, "detail": detail})
+
+
 ServerEvent = RequestReceived | PushReceived | StreamRejected
 ClientEvent = ResponseReceived | RequestFailed
 
@@ -106,9 +113,13 @@ class _Streams:
 class StoqServer(_Streams):
     """The server end: requests in, responses out."""
 
-    def __init__(self, quic: QuicConnection, *, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+    def __init__(
+        self, quic: QuicConnection, *, max_message: int = DEFAULT_MAX_MESSAGE,
+        max_in_flight: int = 100,
+    ) -> None:
         super().__init__(quic, max_message)
         self._open: set[int] = set()
+        self._max_in_flight = max_in_flight
 
     def handle_event(self, event: QuicEvent) -> list[ServerEvent]:
         if self.closed:
@@ -131,6 +142,13 @@ class StoqServer(_Streams):
             assert isinstance(result, Request)
             if stream_is_unidirectional(sid):
                 return [PushReceived(sid, result)]
+            if len(self._open) >= self._max_in_flight:
+                self._quic.send_stream_data(sid, encode_response(
+                    Status.TOO_MANY_REQUESTS, problem(
+                        Status.TOO_MANY_REQUESTS, "too many requests",
+                        f"more than {self._max_in_flight} requests in flight on this connection",
+                    )), end_stream=True)
+                return []
             self._open.add(sid)
             return [RequestReceived(sid, result)]
         if isinstance(event, StreamReset):

@@ -13,8 +13,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from trustchain.canonical import canonical_json
 from trustchain.errors import RemoteError
+from trustchain.stoq.connection import problem
 from trustchain.stoq.framing import Request, Status
 from trustchain.stoq.permissions import PERMISSIONS, Access, Peer, allowed
 
@@ -23,10 +23,6 @@ Handler = Callable[[bytes, Peer | None], bytes | Awaitable[bytes]]
 
 class BadRequest(RemoteError):
     """The request message is not valid for this method."""
-
-
-def problem(status: Status, title: str, detail: str) -> bytes:
-    return canonical_json({"status": int(status), "title": title, "detail": detail})
 
 
 class Router:

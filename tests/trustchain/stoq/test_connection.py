@@ -208,3 +208,22 @@ def test_doq_unidirectional_stream_is_a_protocol_error(pki) -> None:
     pair.roundtrip()
     assert [q for e in pair.take("server") for q in server.handle_event(e)] == []
     assert server.closed
+
+
+def test_stoq_requests_in_flight_are_capped(pki) -> None:
+    pair = make_pair(pki, "stoq/1")
+    server, client = StoqServer(pair.server, max_in_flight=1), StoqClient(pair.client)
+    first = client.send_request("dns", "query", b"1")
+    pair.roundtrip()
+    second = client.send_request("dns", "query", b"2")
+    pair.roundtrip()
+    received = [r for e in pair.take("server") for r in server.handle_event(e)]
+    assert [r.stream_id for r in received] == [first]
+    pair.roundtrip()
+    done = [r for e in pair.take("client") for r in client.handle_event(e)]
+    assert len(done) == 1 and done[0].stream_id == second
+    assert done[0].response.status == 429
+    server.send_response(first, 200, b"ok")  # the first one is still answered
+    pair.roundtrip()
+    done = [r for e in pair.take("client") for r in client.handle_event(e)]
+    assert done == [ResponseReceived(first, Response(200, b"ok"))]
