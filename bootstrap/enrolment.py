@@ -201,12 +201,16 @@ class EnrolmentService:
         return canonical_json(EnrolmentState(node_id=node_id, status="pending").model_dump())
 
     def status(self, message: bytes, peer: Peer | None) -> bytes:
+        return self._state(self._lookup(message))
+
+    def _lookup(self, message: bytes) -> Enrolment:
+        """The enrolment named by a ``{"node_id": ...}`` message."""
         req = _parse(NodeIdRequest, message)
         assert isinstance(req, NodeIdRequest)
         enrolment = self._store.enrolment(req.node_id)
         if enrolment is None:
             raise BadRequest(f"no enrolment for node {req.node_id}")
-        return self._state(enrolment)
+        return enrolment
 
     # --- admin methods -------------------------------------------------------
 
@@ -218,11 +222,8 @@ class EnrolmentService:
         ])
 
     def approve(self, message: bytes, peer: Peer | None) -> bytes:
-        req = _parse(NodeIdRequest, message)
-        assert isinstance(req, NodeIdRequest)
-        enrolment = self._store.enrolment(req.node_id)
-        if enrolment is None:
-            raise BadRequest(f"no enrolment for node {req.node_id}")
+        enrolment = self._lookup(message)
+        node_id = enrolment.node_id
         if enrolment.status == "approved":
             return self._state(enrolment)
         if self._issuer is None:
@@ -232,9 +233,9 @@ class EnrolmentService:
         assert isinstance(public_key, ec.EllipticCurvePublicKey)
         leaf = build_leaf(
             self._issuer.private_key, self._issuer.certificate, public_key,
-            common_name=f"node {req.node_id}", network=self._network,
-            uri=node_uri(self._network, req.node_id),
-            dns_names=node_dns_names(self._origin, req.node_id), server=True, now=self._now(),
+            common_name=f"node {node_id}", network=self._network,
+            uri=node_uri(self._network, node_id),
+            dns_names=node_dns_names(self._origin, node_id), server=True, now=self._now(),
         )
         approved = Enrolment(
             **{**enrolment.__dict__, "status": "approved", "decided_at": self._now().isoformat(),
@@ -245,11 +246,7 @@ class EnrolmentService:
         return self._state(approved)
 
     def reject(self, message: bytes, peer: Peer | None) -> bytes:
-        req = _parse(NodeIdRequest, message)
-        assert isinstance(req, NodeIdRequest)
-        enrolment = self._store.enrolment(req.node_id)
-        if enrolment is None:
-            raise BadRequest(f"no enrolment for node {req.node_id}")
+        enrolment = self._lookup(message)
         if enrolment.status == "approved":
             raise BadRequest("already approved (revocation arrives with the CA issue)")
         rejected = Enrolment(**{**enrolment.__dict__, "status": "rejected",
