@@ -5,6 +5,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Timing is not what these properties are about: on a loaded 2-core CI machine a slow
+# example must not fail a run (no deadline, no too_slow health check).
+settings.register_profile(
+    "trustchain", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("trustchain")
 
 from bootstrap.init import InitResult, init_node
 from tests.support import PASSPHRASE, NodeProcess
