@@ -128,7 +128,7 @@ def test_approve_unknown_node(setup) -> None:
         service.approve(json.dumps({"node_id": "0" * 32}).encode(), None)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.one_of(
     st.binary(max_size=300),
     st.dictionaries(st.sampled_from(["challenge", "csr", "ed25519_public_key",
@@ -146,7 +146,7 @@ def test_arbitrary_input_is_a_bad_request_never_a_crash(setup, data: bytes) -> N
             pass
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(blobs=st.lists(st.binary(max_size=200), min_size=5, max_size=5), keep=st.integers(0, 31))
 def test_garbage_behind_a_valid_challenge_is_a_bad_request(setup, blobs, keep: int) -> None:
     """Past the challenge check, every field may still be garbage (or real, per `keep` bits)."""

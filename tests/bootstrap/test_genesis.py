@@ -88,7 +88,7 @@ def genesis_bytes(setup) -> bytes:
     return setup[2].to_bytes()
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_flipping_any_byte_fails(genesis_bytes: bytes, data) -> None:
     original = genesis_bytes
