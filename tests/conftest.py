@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from bootstrap.init import InitResult, init_node
+from tests.support import PASSPHRASE, NodeProcess
+
 # Timing is not what these properties are about: on a loaded 2-core CI machine a slow
 # example must not fail a run (no deadline, no too_slow health check).
 settings.register_profile(
     "trustchain", deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("trustchain")
-
-from bootstrap.init import InitResult, init_node
-from tests.support import PASSPHRASE, NodeProcess
 
 #: A fixed clock for cores and builders (cryptography's tests do the same).
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
