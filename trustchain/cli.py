@@ -318,6 +318,82 @@ def _admin_call(args: argparse.Namespace, method: str, message: bytes) -> Any:
     return json.loads(response.message)
 
 
+def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in columns}
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
+
+
+def cmd_zone(args: argparse.Namespace) -> int:
+    command = args.zone_command
+    if command == "list":
+        rows = _admin_call(args, "zone-list", b"")
+        if args.json:
+            _print_json(rows)
+        elif not rows:
+            print("no zones")
+        else:
+            _print_rows(rows, ["zone", "serial", "rrsets"])
+        return 0
+    if command == "create":
+        body = {"zone": args.zone, "ns": args.ns or [], "addresses": args.address or []}
+        if args.email:
+            body["email"] = args.email
+        result = _admin_call(args, "zone-create", json.dumps(body).encode())
+        print(f"zone {result['zone']} created, serial {result['serial']}")
+        return 0
+    if command == "delete":
+        result = _admin_call(args, "zone-delete", json.dumps({"zone": args.zone}).encode())
+        print(f"zone {result['zone']} deleted")
+        return 0
+    if command == "import":
+        from trustchain.errors import LocalError
+
+        try:
+            text = Path(args.file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LocalError(f"cannot read {args.file}: {exc}") from None
+        body = {"text": text, "replace": args.replace}
+        if args.origin:
+            body["origin"] = args.origin
+        result = _admin_call(args, "zone-import", json.dumps(body).encode())
+        print(f"zone {result['zone']} imported, serial {result['serial']}")
+        return 0
+    result = _admin_call(args, "zone-export", json.dumps({"zone": args.zone}).encode())
+    if command == "show" and args.json:
+        _print_json(result)
+    elif command == "show":
+        print(f"zone {result['zone']}  serial {result['serial']}")
+        sys.stdout.write(result["text"])
+    else:
+        sys.stdout.write(result["text"])
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    command = args.record_command
+    if command == "list":
+        rows = _admin_call(args, "records-list", json.dumps({"zone": args.zone}).encode())
+        if args.json:
+            _print_json(rows)
+        else:
+            _print_rows(rows, ["name", "ttl", "type", "data"])
+        return 0
+    if command == "add":
+        change = {"add": [{"name": args.name, "type": args.type, "ttl": args.ttl,
+                           "data": " ".join(args.value)}]}
+    else:
+        selector: dict[str, str] = {"name": args.name}
+        if args.type:
+            selector["type"] = args.type
+        if args.value:
+            selector["data"] = " ".join(args.value)
+        change = {"delete": [selector]}
+    result = _admin_call(args, "records-change", json.dumps(change).encode())
+    print(f"zone {result['zone']} now at serial {result['serial']}")
+    return 0
+
+
 def cmd_node_list(args: argparse.Namespace) -> int:
     rows = _admin_call(args, "enrolments", b"")
     if args.json:
@@ -426,6 +502,60 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
 
+    def admin_options(p: argparse.ArgumentParser, *, json_output: bool = False) -> None:
+        _add_data_dir(p)
+        _add_passphrase(p)
+        p.add_argument("--server", metavar="[ADDR]:PORT",
+                       help="the node's QUIC address (default: from its configuration)")
+        if json_output:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    zone = commands.add_parser("zone", help="zones this node serves (admin)")
+    sub = zone.add_subparsers(dest="zone_command", required=True, metavar="COMMAND")
+    p = sub.add_parser("create", help="create a zone (SOA and NS filled in)")
+    p.add_argument("zone", metavar="ZONE")
+    p.add_argument("--ns", action="append", metavar="NAME",
+                   help="name server (repeatable; default: this node's name)")
+    p.add_argument("--address", action="append", metavar="IP",
+                   help="address of in-zone name servers (repeatable)")
+    p.add_argument("--email", help="SOA contact (default: hostmaster@ZONE)")
+    admin_options(p)
+    p = sub.add_parser("delete", help="delete a zone and its records")
+    p.add_argument("zone", metavar="ZONE")
+    admin_options(p)
+    p = sub.add_parser("list", help="list zones")
+    admin_options(p, json_output=True)
+    p = sub.add_parser("show", help="a zone's serial and records")
+    p.add_argument("zone", metavar="ZONE")
+    admin_options(p, json_output=True)
+    p = sub.add_parser("export", help="the zone as an RFC 1035 file on stdout")
+    p.add_argument("zone", metavar="ZONE")
+    admin_options(p)
+    p = sub.add_parser("import", help="load an RFC 1035 zone file")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--origin", metavar="ZONE", help="origin, if the file has no $ORIGIN")
+    p.add_argument("--replace", action="store_true", help="replace an existing zone")
+    admin_options(p)
+    zone.set_defaults(func=cmd_zone)
+
+    record = commands.add_parser("record", help="records in the zones (admin)")
+    sub = record.add_subparsers(dest="record_command", required=True, metavar="COMMAND")
+    p = sub.add_parser("add", help="add a record (the zone is found from NAME)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("type", metavar="TYPE")
+    p.add_argument("value", metavar="VALUE", nargs="+")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds (default: 3600)")
+    admin_options(p)
+    p = sub.add_parser("delete", help="delete records at NAME (all, of TYPE, or that VALUE)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("type", metavar="TYPE", nargs="?")
+    p.add_argument("value", metavar="VALUE", nargs="*")
+    admin_options(p)
+    p = sub.add_parser("list", help="list the records of a zone")
+    p.add_argument("zone", metavar="ZONE")
+    admin_options(p, json_output=True)
+    record.set_defaults(func=cmd_record)
+
     p = commands.add_parser("query", help="ask a DNS server (udp, tcp, doq or stoq)")
     p.add_argument("name", metavar="NAME")
     p.add_argument("type", metavar="TYPE", nargs="?", default="A")
@@ -464,6 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's per-connection chatter
     try:
         return int(args.func(args))
     except TrustchainError as exc:

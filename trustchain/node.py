@@ -30,10 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import dns.name
+
 from bootstrap.enrolment import EnrolmentService
 from bootstrap.genesis import GenesisDocument, verify_genesis
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE, ROOT_KEY_PURPOSE
 from bootstrap.transport_certs import TransportCredentials, ensure_transport_credentials
+from transport.dns import DnsListener
 from transport.http import HttpListener
 from transport.quic import QuicEndpoint, QuicServices
 from transport.tls import https_context
@@ -41,19 +44,21 @@ from trustchain.api import create_app
 from trustchain.canonical import canonical_json
 from trustchain.config import NodeConfig, load_config
 from trustchain.datadir import DataDir
-from trustchain.dns.handler import DnsHandler, QueryContext, answer_without_zones
+from trustchain.dns.handler import DnsHandler, QueryContext
+from trustchain.dns.service import DnsService
 from trustchain.errors import DataDirError, GenesisError, KeyStoreError
 from trustchain.keystore import KeyStore, key_id_for
 from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import BadRequest, Router
 from trustchain.storage.database import Database, open_database
+from trustchain.storage.dns import DNS_SCHEMA, SqliteZoneStore
 from trustchain.storage.migrations import migrate
 from trustchain.storage.node import NODE_SCHEMA, NodeIdentity, NodeStore
 
 log = logging.getLogger("trustchain.node")
 
 #: Every schema the node applies at start; later services add theirs here.
-SCHEMAS = (NODE_SCHEMA,)
+SCHEMAS = (NODE_SCHEMA, DNS_SCHEMA)
 
 
 def utcnow() -> datetime:
@@ -109,7 +114,17 @@ def open_node(
     return OpenNode(layout, config, keystore, db, identity, genesis, genesis_bytes, credentials)
 
 
-def build_router(node: OpenNode, dns_handler: DnsHandler) -> Router:
+def build_dns(node: OpenNode) -> DnsService:
+    origin = dns.name.from_text(node.identity.origin)
+    return DnsService(
+        SqliteZoneStore(node.db), now=utcnow,
+        default_ns=dns.name.from_text(f"{node.identity.node_id}.nodes", origin),
+    )
+
+
+def build_router(
+    node: OpenNode, dns_handler: DnsHandler, dns_service: DnsService | None = None
+) -> Router:
     """The stoq/1 methods this node serves (permissions: trustchain.stoq.permissions)."""
     from trustchain.status import node_status
 
@@ -142,6 +157,17 @@ def build_router(node: OpenNode, dns_handler: DnsHandler) -> Router:
     router.register("admin", "enrolments", enrolment.list)
     router.register("admin", "approve", enrolment.approve)
     router.register("admin", "reject", enrolment.reject)
+    if dns_service is not None:
+        for method, handler in (
+            ("zone-create", dns_service.zone_create),
+            ("zone-delete", dns_service.zone_delete),
+            ("zone-list", dns_service.zone_list),
+            ("zone-export", dns_service.zone_export),
+            ("zone-import", dns_service.zone_import),
+            ("records-list", dns_service.records_list),
+            ("records-change", dns_service.records_change),
+        ):
+            router.register("admin", method, handler)
     return router
 
 
@@ -166,11 +192,13 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         app, config.listen, config.https_port, config.shutdown_grace_seconds,
         tls=https_context(node.credentials.node),
     )
-    dns_handler: DnsHandler = answer_without_zones
+    dns_service = build_dns(node)
+    dns_handler: DnsHandler = dns_service.handle
+    dns_listener = DnsListener(dns_handler, config.listen, config.dns_port)
     quic = QuicEndpoint(
         QuicServices(
             dns=dns_handler,
-            router=build_router(node, dns_handler),
+            router=build_router(node, dns_handler, dns_service),
             root=node.credentials.root,
             network=node.identity.network_name,
             clock=utcnow,
@@ -186,6 +214,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         max_connections_per_address=config.quic_max_connections_per_address,
     )
     try:
+        await dns_listener.start()
         await http.start()
         await https.start()
         await quic.start()
@@ -196,6 +225,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         await quic.stop()
         await https.stop()
         await http.stop()
+        await dns_listener.stop()
         store.stop_run(run_id, utcnow())
     log.info("stopped cleanly")
 

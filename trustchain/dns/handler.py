@@ -5,8 +5,7 @@ and a :class:`QueryContext` to one :data:`DnsHandler` and sends back the wire
 bytes it returns (``None`` means: send nothing).  Handlers are synchronous
 and pure, so they run inside the adapters' event handlers.
 
-Until zones exist (the DNS issue), the node answers as an authoritative
-server that holds no zones: :func:`answer_without_zones`.
+The node's handler is :meth:`trustchain.dns.service.DnsService.handle`.
 """
 
 from __future__ import annotations
@@ -15,11 +14,6 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
-
-import dns.exception
-import dns.message
-import dns.opcode
-import dns.rcode
 
 Transport = Literal["udp", "tcp", "doq", "stoq"]
 
@@ -50,27 +44,3 @@ def header_only_response(query: bytes, rcode: int) -> bytes | None:
         return None
     opcode_and_rd = flags & 0x7900  # keep opcode and RD
     return _HEADER.pack(ident, _QR | opcode_and_rd | (rcode & 0xF), 0, 0, 0, 0)
-
-
-def answer_without_zones(query: bytes, context: QueryContext) -> bytes | None:
-    """The answer of an authoritative server that holds no zones.
-
-    FORMERR for a malformed query, NOTIMP for an opcode other than QUERY,
-    REFUSED for every query (no zone is ours), with the EDNS version echoed.
-    """
-    try:
-        message = dns.message.from_wire(query)
-    except dns.message.BadEDNS:
-        return header_only_response(query, dns.rcode.FORMERR)
-    except (dns.exception.DNSException, ValueError, struct.error):
-        return header_only_response(query, dns.rcode.FORMERR)
-    if message.flags & _QR:
-        return None
-    response = dns.message.make_response(message)
-    if message.opcode() != dns.opcode.QUERY:
-        response.set_rcode(dns.rcode.NOTIMP)
-    elif message.edns > 0:
-        response.set_rcode(dns.rcode.BADVERS)
-    else:
-        response.set_rcode(dns.rcode.REFUSED)
-    return response.to_wire()

@@ -52,6 +52,14 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("admin", "enrolments"): Access.ADMIN,
     ("admin", "approve"): Access.ADMIN,
     ("admin", "reject"): Access.ADMIN,
+    # Zone management (trustchain/dns/service.py).
+    ("admin", "zone-create"): Access.ADMIN,
+    ("admin", "zone-delete"): Access.ADMIN,
+    ("admin", "zone-list"): Access.ADMIN,
+    ("admin", "zone-export"): Access.ADMIN,
+    ("admin", "zone-import"): Access.ADMIN,
+    ("admin", "records-list"): Access.ADMIN,
+    ("admin", "records-change"): Access.ADMIN,
 }
 
 

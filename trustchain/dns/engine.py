@@ -1,0 +1,210 @@
+"""The authoritative query engine: query wire in, response wire out.
+
+Pure and synchronous: ``answer(query, zones, context)`` reads an immutable
+:class:`ZoneSet` and returns the response bytes, or ``None`` when nothing must
+be sent (a response, or bytes too short to answer).  The algorithm is RFC
+1034 section 4.3.2 with RFC 4592 wildcards, RFC 2308 negative answers,
+RFC 6891 EDNS, RFC 8482 for ANY and RFC 8914 extended errors:
+
+* not our zone: REFUSED (EDE 20, not authoritative);
+* below a delegation: referral, AA clear, NS in authority, glue in additional;
+* the name exists: its RRset, or a CNAME followed through the zones we
+  serve (at most 8 links), or NODATA with the SOA;
+* it does not exist: a wildcard answer synthesised for the query name, or
+  NXDOMAIN with the SOA;
+* malformed: FORMERR; other opcodes: NOTIMP; EDNS version > 0: BADVERS;
+* over UDP an answer larger than the client's buffer (512 without EDNS) is
+  sent truncated (TC) so the client retries over TCP.
+
+Responses are minimal: no NS set or addresses beyond what the answer needs
+(glue for referrals).  The question section echoes the query's case, and so
+does the owner name of the first answer record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from trustchain.dns.handler import QueryContext, header_only_response
+from trustchain.dns.zone import CNAME, NS, SOA, Zone
+
+#: The UDP payload size we advertise and never exceed (DNS Flag Day 2020).
+EDNS_PAYLOAD = 1232
+MAX_CNAME_CHAIN = 8
+_STREAM_LIMIT = 65535
+_AUTHORITATIVE = dns.flags.AA
+
+
+@dataclass(frozen=True)
+class ZoneSet:
+    """The zones a node serves, by origin.  Immutable: replaced whole on every change."""
+
+    zones: Mapping[dns.name.Name, Zone]
+    version: int = 0
+
+    def find(self, name: dns.name.Name) -> Zone | None:
+        """The zone with the longest origin that encloses ``name``."""
+        while True:
+            zone = self.zones.get(name)
+            if zone is not None:
+                return zone
+            if name == dns.name.root or len(name) <= 1:
+                return None
+            name = name.parent()
+
+
+def answer(query: bytes, zones: ZoneSet, context: QueryContext) -> bytes | None:
+    try:
+        message = dns.message.from_wire(query)
+    except dns.message.ShortHeader:
+        return None
+    except Exception:  # every parse failure of untrusted bytes is FORMERR (dnspython raises widely)
+        return header_only_response(query, dns.rcode.FORMERR)
+    if message.flags & dns.flags.QR:
+        return None
+    if message.opcode() != dns.opcode.QUERY:
+        return _render(_error(message, dns.rcode.NOTIMP, dns.edns.EDECode.NOT_SUPPORTED), message,
+                       context)
+    if len(message.question) != 1:
+        return _render(_error(message, dns.rcode.FORMERR), message, context)
+    if message.edns > 0:
+        return _render(_error(message, dns.rcode.BADVERS), message, context)
+    question = message.question[0]
+    if question.rdclass != dns.rdataclass.IN or question.rdtype in (
+        dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.OPT,
+    ):
+        code = dns.rcode.REFUSED if question.rdclass != dns.rdataclass.IN else dns.rcode.NOTIMP
+        return _render(_error(message, code, dns.edns.EDECode.NOT_SUPPORTED), message, context)
+    zone = zones.find(question.name)
+    if zone is None:
+        return _render(
+            _error(message, dns.rcode.REFUSED, dns.edns.EDECode.NOT_AUTHORITATIVE), message, context
+        )
+    response = _response(message)
+    response.flags |= _AUTHORITATIVE
+    _resolve(response, zones, zone, question.name, question.rdtype)
+    return _render(response, message, context)
+
+
+def _response(query: dns.message.Message) -> dns.message.Message:
+    response = dns.message.make_response(query, our_payload=EDNS_PAYLOAD)
+    if query.edns >= 0 and query.ednsflags & dns.flags.DO:
+        response.ednsflags |= dns.flags.DO
+    return response
+
+
+def _error(query: dns.message.Message, rcode: dns.rcode.Rcode,
+           ede: dns.edns.EDECode | None = None) -> dns.message.Message:
+    response = _response(query)
+    if rcode == dns.rcode.BADVERS:
+        response.use_edns(0, 0, EDNS_PAYLOAD)
+    response.set_rcode(rcode)
+    if ede is not None and response.edns >= 0:
+        response.use_edns(0, response.ednsflags, EDNS_PAYLOAD,
+                          options=[dns.edns.EDEOption(ede)])
+    return response
+
+
+def _owned(rrset: dns.rrset.RRset, name: dns.name.Name) -> dns.rrset.RRset:
+    """``rrset`` with ``name`` as owner (its case, or a wildcard's expansion)."""
+    if rrset.name.to_wire() == name.to_wire():
+        return rrset
+    copy = dns.rrset.RRset(name, rrset.rdclass, rrset.rdtype)
+    copy.update(rrset)
+    copy.ttl = rrset.ttl
+    return copy
+
+
+def _resolve(response: dns.message.Message, zones: ZoneSet, zone: Zone,
+             qname: dns.name.Name, qtype: int) -> None:
+    name = qname
+    for _ in range(MAX_CNAME_CHAIN + 1):
+        cut = zone.cut_above(name)
+        if cut is not None and not (qtype == dns.rdatatype.DS and name == cut):
+            _referral(response, zone, cut)
+            return
+        owner = name if name in zone.names else _wildcard(zone, name)
+        if owner is None:
+            _negative(response, zone, nxdomain=True)
+            return
+        if qtype == dns.rdatatype.ANY:
+            # RFC 8482: a minimal, non-empty answer instead of everything at the name.
+            response.answer.append(dns.rrset.from_text(
+                name, zone.soa[0].minimum, "IN", "HINFO", '"RFC8482" ""'))
+            return
+        rrset = zone.get(owner, qtype)
+        if rrset is not None:
+            response.answer.append(_owned(rrset, name))
+            return
+        cname = zone.get(owner, CNAME)
+        if cname is None:
+            _negative(response, zone, nxdomain=False)
+            return
+        response.answer.append(_owned(cname, name))
+        name = cname[0].target
+        next_zone = zones.find(name)
+        if next_zone is None:
+            return  # the target is not ours: the resolver follows it
+        zone = next_zone
+
+
+def _wildcard(zone: Zone, name: dns.name.Name) -> dns.name.Name | None:
+    """The source of synthesis for a name that does not exist (RFC 4592), if any."""
+    encloser = name
+    while encloser not in zone.names:
+        encloser = encloser.parent()
+    source = dns.name.Name((b"*", *encloser.labels))
+    return source if source in zone.names and zone.types_at(source) else None
+
+
+def _referral(response: dns.message.Message, zone: Zone, cut: dns.name.Name) -> None:
+    ns = zone.get(cut, NS)
+    assert ns is not None
+    if not response.answer:
+        response.flags &= ~_AUTHORITATIVE
+    response.authority.append(ns)
+    for rdata in ns:
+        for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            glue = zone.get(rdata.target, rdtype)
+            if glue is not None and glue not in response.additional:
+                response.additional.append(glue)
+
+
+def _negative(response: dns.message.Message, zone: Zone, *, nxdomain: bool) -> None:
+    soa = zone.soa
+    negative_ttl = min(soa.ttl, soa[0].minimum)
+    authority = dns.rrset.RRset(soa.name, soa.rdclass, SOA)
+    authority.update(soa)
+    authority.ttl = negative_ttl
+    response.authority.append(authority)
+    if nxdomain:
+        response.set_rcode(dns.rcode.NXDOMAIN)
+
+
+def _render(response: dns.message.Message, query: dns.message.Message,
+            context: QueryContext) -> bytes:
+    if context.transport == "udp":
+        limit = max(512, min(query.payload, EDNS_PAYLOAD)) if query.edns >= 0 else 512
+    else:
+        limit = _STREAM_LIMIT
+    try:
+        return response.to_wire(max_size=limit)
+    except dns.exception.TooBig:
+        response.answer.clear()
+        response.authority.clear()
+        response.additional.clear()
+        response.flags |= dns.flags.TC
+        return response.to_wire(max_size=limit)

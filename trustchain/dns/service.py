@@ -1,0 +1,311 @@
+"""The DNS service of a node: the current zones, queries, and the management API.
+
+Queries go to :func:`trustchain.dns.engine.answer` over the current
+:class:`~trustchain.dns.engine.ZoneSet`, which is replaced whole after every
+accepted change (readers never see a half-applied change).  Management
+methods take and return canonical JSON (they sit behind admin-only stoq/1
+methods).  Every change is a change set: all of it is checked as the zone it
+would produce, then stored in one transaction with a new SOA serial, or
+refused as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Annotated, Protocol
+
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from trustchain.canonical import canonical_json
+from trustchain.dns.engine import ZoneSet, answer
+from trustchain.dns.handler import QueryContext
+from trustchain.dns.zone import SOA, Zone, ZoneError, from_text, next_serial, serial_newer
+from trustchain.errors import StorageError
+from trustchain.stoq.permissions import Peer
+from trustchain.stoq.router import BadRequest
+
+DEFAULT_TTL = 3600
+#: SOA timers for new zones: refresh, retry, expire, negative-caching TTL.
+SOA_TIMERS = (7200, 3600, 1209600, 300)
+
+Ttl = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class ZoneStore(Protocol):
+    """Durable zones.  Every write has committed when it returns."""
+
+    def zones(self) -> list[Zone]: ...
+    def create(self, zone: Zone, now: datetime) -> None: ...
+    def replace(self, old: Zone, new: Zone, now: datetime) -> None: ...
+    def delete(self, origin: dns.name.Name) -> None: ...
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ZoneName(_Msg):
+    zone: str = Field(min_length=1, max_length=255)
+
+
+class ZoneCreate(_Msg):
+    zone: str = Field(min_length=1, max_length=255)
+    ns: list[str] = Field(default_factory=list, max_length=13)
+    addresses: list[str] = Field(default_factory=list, max_length=16)
+    email: str | None = Field(default=None, max_length=255)
+    ttl: Ttl = DEFAULT_TTL
+
+
+class ZoneImport(_Msg):
+    text: str = Field(max_length=16 * 1024 * 1024)
+    origin: str | None = Field(default=None, max_length=255)
+    replace: bool = False
+
+
+class Record(_Msg):
+    name: str = Field(min_length=1, max_length=255)
+    type: str = Field(min_length=1, max_length=16)
+    ttl: Ttl = DEFAULT_TTL
+    data: str = Field(min_length=1, max_length=65535)
+
+
+class RecordSelector(_Msg):
+    name: str = Field(min_length=1, max_length=255)
+    type: str | None = Field(default=None, max_length=16)
+    data: str | None = Field(default=None, max_length=65535)
+
+
+class ChangeSet(_Msg):
+    add: list[Record] = Field(default_factory=list, max_length=10_000)
+    delete: list[RecordSelector] = Field(default_factory=list, max_length=10_000)
+
+
+def _parse(model: type[_Msg], message: bytes) -> _Msg:
+    try:
+        return model.model_validate_json(message)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise BadRequest(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def _name(text: str) -> dns.name.Name:
+    try:
+        return dns.name.from_text(text)
+    except dns.exception.DNSException as exc:
+        raise BadRequest(f"{text!r} is not a domain name: {exc}") from None
+
+
+def _rdtype(text: str) -> dns.rdatatype.RdataType:
+    try:
+        rdtype = dns.rdatatype.from_text(text)
+    except dns.exception.DNSException:
+        raise BadRequest(f"unknown record type {text!r}") from None
+    if dns.rdatatype.is_metatype(rdtype) or rdtype in (dns.rdatatype.OPT,):
+        raise BadRequest(f"{text} is not a record type that can be stored")
+    return rdtype
+
+
+class DnsService:
+    def __init__(
+        self, store: ZoneStore, *, now: Callable[[], datetime], default_ns: dns.name.Name,
+    ) -> None:
+        self._store = store
+        self._now = now
+        self._default_ns = default_ns
+        self.zoneset = ZoneSet({z.origin: z for z in store.zones()})
+
+    # --- queries ------------------------------------------------------------
+
+    def handle(self, query: bytes, context: QueryContext) -> bytes | None:
+        return answer(query, self.zoneset, context)
+
+    # --- management ---------------------------------------------------------
+
+    def _publish(self, zones: dict[dns.name.Name, Zone]) -> None:
+        self.zoneset = ZoneSet(zones, self.zoneset.version + 1)
+
+    def _zone(self, text: str) -> Zone:
+        origin = _name(text)
+        zone = self.zoneset.zones.get(origin)
+        if zone is None:
+            raise BadRequest(f"no zone {origin}")
+        return zone
+
+    def zone_create(self, message: bytes, peer: Peer | None) -> bytes:
+        req = _parse(ZoneCreate, message)
+        assert isinstance(req, ZoneCreate)
+        origin = _name(req.zone)
+        if origin in self.zoneset.zones:
+            raise BadRequest(f"zone {origin} already exists")
+        ns_names = [_name(n) for n in req.ns] or [self._default_ns]
+        email = _name(req.email.replace("@", ".")) if req.email else dns.name.Name(
+            (b"hostmaster", *origin.labels))
+        refresh, retry, expire, minimum = SOA_TIMERS
+        serial = next_serial(0, int(self._now().strftime("%Y%m%d")))
+        rrsets = [
+            dns.rrset.from_text(origin, req.ttl, "IN", "SOA",
+                                f"{ns_names[0]} {email} {serial} {refresh} {retry} {expire} {minimum}"),
+            dns.rrset.from_text_list(origin, req.ttl, "IN", "NS", [n.to_text() for n in ns_names]),
+        ]
+        for address in req.addresses:
+            rdtype = "AAAA" if ":" in address else "A"
+            for ns in ns_names:
+                if ns.is_subdomain(origin):
+                    rrsets.append(self._rrset(ns, rdtype, req.ttl, address, origin))
+        return self._create(_build(origin, rrsets))
+
+    def zone_import(self, message: bytes, peer: Peer | None) -> bytes:
+        req = _parse(ZoneImport, message)
+        assert isinstance(req, ZoneImport)
+        try:
+            zone = from_text(req.text, _name(req.origin) if req.origin else None)
+        except ZoneError as exc:
+            raise BadRequest(str(exc)) from None
+        old = self.zoneset.zones.get(zone.origin)
+        if old is None:
+            return self._create(zone)
+        if not req.replace:
+            raise BadRequest(f"zone {zone.origin} exists: pass replace to overwrite it")
+        serial = zone.serial
+        if not serial_newer(serial, old.serial):
+            zone = zone.with_serial(next_serial(old.serial, int(self._now().strftime("%Y%m%d"))))
+        return self._replace(old, zone)
+
+    def zone_delete(self, message: bytes, peer: Peer | None) -> bytes:
+        req = _parse(ZoneName, message)
+        assert isinstance(req, ZoneName)
+        zone = self._zone(req.zone)
+        self._store.delete(zone.origin)
+        zones = dict(self.zoneset.zones)
+        del zones[zone.origin]
+        self._publish(zones)
+        return canonical_json({"zone": zone.origin.to_text(), "deleted": True})
+
+    def zone_list(self, message: bytes, peer: Peer | None) -> bytes:
+        return canonical_json([
+            {"zone": z.origin.to_text(), "serial": z.serial, "rrsets": len(z.rrsets)}
+            for z in sorted(self.zoneset.zones.values(), key=lambda z: z.origin)
+        ])
+
+    def zone_export(self, message: bytes, peer: Peer | None) -> bytes:
+        req = _parse(ZoneName, message)
+        assert isinstance(req, ZoneName)
+        zone = self._zone(req.zone)
+        return canonical_json({"zone": zone.origin.to_text(), "serial": zone.serial,
+                               "text": zone.to_text()})
+
+    def records_list(self, message: bytes, peer: Peer | None) -> bytes:
+        req = _parse(ZoneName, message)
+        assert isinstance(req, ZoneName)
+        zone = self._zone(req.zone)
+        return canonical_json([
+            {"name": r.name.to_text(), "type": dns.rdatatype.to_text(r.rdtype), "ttl": r.ttl,
+             "data": rdata.to_text()}
+            for r in zone.sorted_rrsets() for rdata in r
+        ])
+
+    def records_change(self, message: bytes, peer: Peer | None) -> bytes:
+        """Apply a change set (deletions, then additions) to the one zone it touches."""
+        req = _parse(ChangeSet, message)
+        assert isinstance(req, ChangeSet)
+        names = [_name(r.name) for r in req.add] + [_name(s.name) for s in req.delete]
+        if not names:
+            raise BadRequest("the change set is empty")
+        found = [self.zoneset.find(n) for n in names]
+        if any(z is None for z in found):
+            raise BadRequest("a record is outside every zone of this node")
+        if len({z.origin for z in found if z is not None}) != 1:
+            raise BadRequest("a change set must stay within one zone")
+        old = found[0]
+        assert old is not None
+        rrsets = dict(old.rrsets)
+        for selector in req.delete:
+            self._delete(rrsets, old, selector)
+        for record in req.add:
+            name, rdtype = _name(record.name), _rdtype(record.type)
+            if rdtype == SOA:
+                raise BadRequest("the SOA is managed by the node (its serial moves on every change)")
+            new = self._rrset(name, record.type, record.ttl, record.data, old.origin)
+            existing = rrsets.get((name, rdtype))
+            if existing is not None and dns.rdatatype.is_singleton(rdtype) and existing != new:
+                raise BadRequest(f"{name} already has a {record.type.upper()} record; "
+                                 "delete it first (nothing applied)")
+            if existing is not None:
+                merged = dns.rrset.RRset(existing.name, existing.rdclass, existing.rdtype)
+                merged.update(existing)
+                merged.update(new)
+                merged.ttl = record.ttl
+                new = merged
+            rrsets[(name, rdtype)] = new
+        candidate = _build(old.origin, rrsets.values(), "change refused, nothing applied: ")
+        today = int(self._now().strftime("%Y%m%d"))
+        return self._replace(old, candidate.with_serial(next_serial(old.serial, today)))
+
+    def _delete(self, rrsets: dict, zone: Zone, selector: RecordSelector) -> None:
+        name = _name(selector.name)
+        rdtype = _rdtype(selector.type) if selector.type else None
+        if rdtype == SOA:
+            raise BadRequest("the SOA cannot be deleted (delete the zone instead)")
+        keys = [k for k in rrsets if k[0] == name and (rdtype is None or k[1] == rdtype)
+                and k[1] != SOA]
+        if not keys:
+            raise BadRequest(f"nothing to delete at {name}"
+                             + (f" {dns.rdatatype.to_text(rdtype)}" if rdtype else ""))
+        for key in keys:
+            if selector.data is None:
+                del rrsets[key]
+                continue
+            target = self._rrset(name, dns.rdatatype.to_text(key[1]), 0, selector.data,
+                                 zone.origin)
+            remaining = dns.rrset.RRset(name, dns.rdataclass.IN, key[1])
+            for rdata in rrsets[key]:
+                if rdata not in target:
+                    remaining.add(rdata)
+            if len(remaining) == len(rrsets[key]):
+                raise BadRequest(f"no {dns.rdatatype.to_text(key[1])} {selector.data} at {name}")
+            remaining.ttl = rrsets[key].ttl
+            if remaining:
+                rrsets[key] = remaining
+            else:
+                del rrsets[key]
+
+    @staticmethod
+    def _rrset(name: dns.name.Name, rdtype: str, ttl: int, data: str,
+               origin: dns.name.Name) -> dns.rrset.RRset:
+        """One record; relative names in ``data`` are relative to ``origin``, as in zone files."""
+        try:
+            return dns.rrset.from_text_list(name, ttl, "IN", _rdtype(rdtype).name, [data],
+                                            origin=origin, relativize=False)
+        except dns.exception.DNSException as exc:
+            raise BadRequest(f"{name} {rdtype} {data!r}: {exc}") from None
+
+    def _create(self, zone: Zone) -> bytes:
+        try:
+            self._store.create(zone, self._now())
+        except StorageError as exc:
+            raise BadRequest(str(exc)) from None
+        zones = dict(self.zoneset.zones)
+        zones[zone.origin] = zone
+        self._publish(zones)
+        return canonical_json({"zone": zone.origin.to_text(), "serial": zone.serial})
+
+    def _replace(self, old: Zone, new: Zone) -> bytes:
+        self._store.replace(old, new, self._now())
+        zones = dict(self.zoneset.zones)
+        zones[new.origin] = new
+        self._publish(zones)
+        return canonical_json({"zone": new.origin.to_text(), "serial": new.serial})
+
+
+def _build(origin: dns.name.Name, rrsets: Iterable[dns.rrset.RRset], prefix: str = "") -> Zone:
+    try:
+        return Zone.build(origin, rrsets)
+    except ZoneError as exc:
+        raise BadRequest(f"{prefix}{exc}") from None

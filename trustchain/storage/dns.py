@@ -1,0 +1,155 @@
+"""Tables owned by the DNS service: zones, their RRsets, and the change journal.
+
+Contract: every write method commits before it returns (``synchronous=FULL``),
+so a change acknowledged to a client survives a crash.  A change is applied
+as one transaction: the RRsets that differ, the new serial and the journal
+entry (kept for IXFR) are written together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from trustchain.dns.zone import Key, Zone
+from trustchain.errors import StorageError
+from trustchain.storage.database import Database
+from trustchain.storage.migrations import Migration, Schema
+
+DNS_SCHEMA = Schema(
+    "dns",
+    (
+        Migration(
+            1,
+            "zones, RRsets and the change journal",
+            """
+            CREATE TABLE dns_zones (
+                origin TEXT PRIMARY KEY,
+                serial INTEGER NOT NULL,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            ) STRICT;
+            CREATE TABLE dns_rrsets (
+                zone TEXT NOT NULL REFERENCES dns_zones (origin) ON DELETE CASCADE,
+                owner_key TEXT NOT NULL,
+                rdtype INTEGER NOT NULL,
+                owner TEXT NOT NULL,
+                ttl INTEGER NOT NULL,
+                rdatas TEXT NOT NULL,
+                PRIMARY KEY (zone, owner_key, rdtype)
+            ) STRICT;
+            CREATE TABLE dns_journal (
+                id INTEGER PRIMARY KEY,
+                zone TEXT NOT NULL REFERENCES dns_zones (origin) ON DELETE CASCADE,
+                serial_from INTEGER NOT NULL,
+                serial_to INTEGER NOT NULL,
+                changed_at TEXT NOT NULL,
+                removed TEXT NOT NULL,
+                added TEXT NOT NULL
+            ) STRICT;
+            CREATE INDEX dns_journal_by_zone ON dns_journal (zone, id);
+            """,
+        ),
+    ),
+)
+
+
+def _key(origin: dns.name.Name) -> str:
+    return origin.to_text().lower()
+
+
+def _row(zone_key: str, rrset: dns.rrset.RRset) -> tuple[str, str, int, str, int, str]:
+    return (
+        zone_key, rrset.name.to_text().lower(), rrset.rdtype, rrset.name.to_text(), rrset.ttl,
+        json.dumps(sorted(r.to_text() for r in rrset)),
+    )
+
+
+class SqliteZoneStore:
+    """The zone store of a node (see :class:`trustchain.dns.service.ZoneStore`)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def zones(self) -> list[Zone]:
+        rows = self.db.conn.execute(
+            "SELECT zone, owner, rdtype, ttl, rdatas FROM dns_rrsets ORDER BY zone"
+        ).fetchall()
+        grouped: dict[str, list[dns.rrset.RRset]] = {}
+        for zone_key, owner, rdtype, ttl, rdatas in rows:
+            grouped.setdefault(zone_key, []).append(dns.rrset.from_text_list(
+                owner, ttl, dns.rdataclass.IN, dns.rdatatype.RdataType(rdtype), json.loads(rdatas)
+            ))
+        return [Zone.build(dns.name.from_text(k), rrsets) for k, rrsets in sorted(grouped.items())]
+
+    def create(self, zone: Zone, now: datetime) -> None:
+        key = _key(zone.origin)
+        with self.db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM dns_zones WHERE origin = ?", (key,)).fetchone():
+                raise StorageError(f"zone {zone.origin} already exists")
+            conn.execute(
+                "INSERT INTO dns_zones (origin, serial, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                (key, zone.serial, now.isoformat(), now.isoformat()),
+            )
+            conn.executemany(
+                "INSERT INTO dns_rrsets (zone, owner_key, rdtype, owner, ttl, rdatas) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [_row(key, r) for r in zone.rrsets.values()],
+            )
+
+    def replace(self, old: Zone, new: Zone, now: datetime) -> None:
+        """Store ``new`` in place of ``old`` (which must be what is stored)."""
+        key = _key(old.origin)
+        removed: list[str] = []
+        added: list[str] = []
+        keys: set[Key] = set(old.rrsets) | set(new.rrsets)
+        with self.db.transaction() as conn:
+            stored = conn.execute("SELECT serial FROM dns_zones WHERE origin = ?", (key,)).fetchone()
+            if stored is None or stored[0] != old.serial:
+                raise StorageError(f"zone {old.origin} changed meanwhile; retry")
+            for name, rdtype in keys:
+                before, after = old.rrsets.get((name, rdtype)), new.rrsets.get((name, rdtype))
+                if before is not None and after is not None and before.ttl == after.ttl \
+                        and before == after:
+                    continue
+                if before is not None:
+                    removed.extend(before.to_text().splitlines())
+                    conn.execute(
+                        "DELETE FROM dns_rrsets WHERE zone = ? AND owner_key = ? AND rdtype = ?",
+                        (key, name.to_text().lower(), rdtype),
+                    )
+                if after is not None:
+                    added.extend(after.to_text().splitlines())
+                    conn.execute(
+                        "INSERT INTO dns_rrsets (zone, owner_key, rdtype, owner, ttl, rdatas) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", _row(key, after),
+                    )
+            conn.execute(
+                "UPDATE dns_zones SET serial = ?, updated_at = ? WHERE origin = ?",
+                (new.serial, now.isoformat(), key),
+            )
+            conn.execute(
+                "INSERT INTO dns_journal (zone, serial_from, serial_to, changed_at, removed, added) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (key, old.serial, new.serial, now.isoformat(), json.dumps(removed),
+                 json.dumps(added)),
+            )
+
+    def delete(self, origin: dns.name.Name) -> None:
+        with self.db.transaction() as conn:
+            deleted = conn.execute("DELETE FROM dns_zones WHERE origin = ?", (_key(origin),))
+            if deleted.rowcount == 0:
+                raise StorageError(f"no zone {origin}")
+
+    def journal(self, origin: dns.name.Name) -> list[tuple[int, int, list[str], list[str]]]:
+        """(serial_from, serial_to, removed, added) for every change, oldest first."""
+        rows = self.db.conn.execute(
+            "SELECT serial_from, serial_to, removed, added FROM dns_journal WHERE zone = ? "
+            "ORDER BY id", (_key(origin),),
+        ).fetchall()
+        return [(a, b, json.loads(r), json.loads(d)) for a, b, r, d in rows]
