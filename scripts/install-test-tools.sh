@@ -9,6 +9,8 @@ tools=(
   "openssl openssl"
   "kdig knot-dnsutils"
   "curl curl"
+  "dig bind9-dnsutils"
+  "named-checkzone bind9-utils"
 )
 
 missing=()

@@ -1,0 +1,175 @@
+"""The node as an authoritative server, asked by dig, kdig and dnspython over UDP, TCP
+and DoQ, managed through the CLI (admin API over mutual TLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import dns.asyncquery
+import dns.message
+import dns.rcode
+import pytest
+
+from bootstrap.init import InitResult
+from tests.support import NodeProcess, run_cli
+from tests.trustchain.dns.zonedata import EXAMPLE
+
+
+@pytest.fixture
+def served(node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path):
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    zone_file = tmp_path / "example.net.zone"
+    zone_file.write_text(EXAMPLE)
+    admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
+    result = run_cli("zone", "import", zone_file, *admin)
+    assert result.returncode == 0, result.stderr
+    return proc, admin
+
+
+def dig(proc: NodeProcess, *args: str) -> str:
+    host, port = proc.address("dns")
+    out = subprocess.run(["dig", f"@{host}", "-p", str(port), "+norec", "+time=5", "+tries=1",
+                          *args], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_dig_udp_and_tcp(served) -> None:
+    proc, _ = served
+    for transport in ("+notcp", "+tcp"):
+        assert dig(proc, "www.example.net", "AAAA", "+short", transport).split() == ["2001:db8::10"]
+        out = dig(proc, "chain.example.net", "A", transport)
+        assert "status: NOERROR" in out and "flags: qr aa" in out
+        assert "www.example.net.\t300\tIN\tA\t192.0.2.10" in out
+    assert "status: NXDOMAIN" in dig(proc, "nope.example.net", "A")
+    out = dig(proc, "www.example.net", "MX")
+    assert "status: NOERROR" in out and "ANSWER: 0" in out and "SOA" in out
+    out = dig(proc, "x.wild.example.net", "TXT", "+short")
+    assert out.strip() == '"wildcard"'
+    out = dig(proc, "www.example.org", "A")
+    assert "status: REFUSED" in out
+
+
+def test_dig_referral_badvers_and_truncation(served) -> None:
+    proc, _ = served
+    out = dig(proc, "host.sub.example.net", "A")
+    assert "flags: qr;" in out and "AUTHORITY: 1" in out and "ns.sub.example.net.\t300\tIN\tA" in out
+    assert "status: BADVERS" in dig(proc, "www.example.net", "A", "+edns=1", "+noednsneg")
+    out = dig(proc, "big.example.net", "TXT", "+bufsize=512", "+ignore")
+    assert "flags: qr aa tc" in out
+    out = dig(proc, "big.example.net", "TXT", "+bufsize=512")  # dig retries over TCP itself
+    assert "flags: qr aa;" in out and "ANSWER: 1" in out
+
+
+def test_kdig_udp_tcp_and_doq(served, node: InitResult, data_dir: Path, tmp_path: Path) -> None:
+    proc, _ = served
+    host, port = proc.address("dns")
+    for mode in ("+notcp", "+tcp"):
+        out = subprocess.run(["kdig", f"@{host}", "-p", str(port), mode, "www.example.net", "A",
+                              "+short"], capture_output=True, text=True, timeout=30)
+        assert out.stdout.split() == ["192.0.2.10"], out.stderr
+    root = tmp_path / "root.pem"
+    root.write_text(run_cli("genesis", "show", "--data-dir", data_dir, "--root-pem").stdout)
+    qhost, qport = proc.address("quic")
+    out = subprocess.run(["kdig", f"@{qhost}", "-p", str(qport), f"+tls-ca={root}",
+                          "+tls-hostname=trust.example.net", "+quic", "www.example.net", "AAAA",
+                          "+short"], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["2001:db8::10"], out.stderr
+
+
+def test_dnspython_doq_against_the_node(served, data_dir: Path, tmp_path: Path) -> None:
+    proc, _ = served
+    root = tmp_path / "root.pem"
+    root.write_text(run_cli("genesis", "show", "--data-dir", data_dir, "--root-pem").stdout)
+    host, port = proc.address("quic")
+    response = asyncio.run(dns.asyncquery.quic(
+        dns.message.make_query("alias.example.net", "A"), host, port=port, timeout=10,
+        verify=str(root), server_hostname="trust.example.net"))
+    assert response.rcode() == dns.rcode.NOERROR and len(response.answer) == 2
+
+
+def test_garbage_gets_formerr_and_the_server_lives_on(served) -> None:
+    proc, _ = served
+    host, port = proc.address("dns")
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07garbage", (host, port))
+        reply, _ = sock.recvfrom(512)
+    parsed = dns.message.from_wire(reply)
+    assert parsed.id == 0xABCD and parsed.rcode() == dns.rcode.FORMERR
+    assert dig(proc, "www.example.net", "A", "+short").split() == ["192.0.2.10"]
+
+
+def test_export_passes_named_checkzone_and_round_trips(served, tmp_path: Path) -> None:
+    _, admin = served
+    exported = run_cli("zone", "export", "example.net", *admin)
+    assert exported.returncode == 0, exported.stderr
+    path = tmp_path / "exported.zone"
+    path.write_text(exported.stdout)
+    check = subprocess.run(["named-checkzone", "example.net", str(path)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "loaded serial 2026112500" in check.stdout
+    again = run_cli("zone", "import", path, "--replace", *admin)
+    assert again.returncode == 0
+    second = run_cli("zone", "export", "example.net", *admin).stdout
+
+    def without_soa(text: str) -> list[str]:
+        return [line for line in text.splitlines() if " SOA " not in line]
+
+    assert without_soa(second) == without_soa(exported.stdout)
+
+
+def test_records_through_the_cli(served) -> None:
+    proc, admin = served
+    add = run_cli("record", "add", "api.example.net", "AAAA", "2001:db8::42", "--ttl", "120",
+                  *admin)
+    assert add.returncode == 0, add.stderr
+    assert dig(proc, "api.example.net", "AAAA", "+short").split() == ["2001:db8::42"]
+    bad = run_cli("record", "add", "www.example.net", "CNAME", "alias", *admin)
+    assert bad.returncode == 1 and "nothing applied" in bad.stderr
+    listing = json.loads(run_cli("record", "list", "example.net", "--json", *admin).stdout)
+    assert {"name": "api.example.net.", "type": "AAAA", "ttl": 120,
+            "data": "2001:db8::42"} in listing
+    gone = run_cli("record", "delete", "api.example.net", "AAAA", *admin)
+    assert gone.returncode == 0
+    assert "status: NXDOMAIN" in dig(proc, "api.example.net", "AAAA")
+    (zone,) = json.loads(run_cli("zone", "list", "--json", *admin).stdout)
+    assert zone["zone"] == "example.net." and zone["rrsets"] == 19
+    assert zone["serial"] > 2026112500  # two changes, each moved it on (date-based)
+
+
+def test_change_survives_kill_9_right_after_the_answer(
+    served, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    proc, admin = served
+    assert run_cli("record", "add", "durable.example.net", "A", "192.0.2.99", *admin).returncode == 0
+    proc.proc.send_signal(signal.SIGKILL)
+    proc.proc.wait()
+    again = NodeProcess.start(data_dir)
+    node_processes.append(again)
+    again.wait_ready()
+    assert dig(again, "durable.example.net", "A", "+short").split() == ["192.0.2.99"]
+
+
+def test_management_needs_the_admin_certificate(served, node: InitResult) -> None:
+    proc, _ = served
+    from transport.client import connect
+
+    host, port = proc.address("quic")
+
+    async def anonymous() -> int:
+        async with connect(host, port, root=node.genesis.root_certificate,
+                           server_name="trust.example.net") as client:
+            body = b'{"add":[{"name":"evil.example.net","type":"A","data":"192.0.2.66"}]}'
+            return (await client.request("admin", "records-change", body)).status
+
+    assert asyncio.run(anonymous()) == 403
+    assert "NXDOMAIN" in dig(proc, "evil.example.net", "A")
