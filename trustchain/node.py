@@ -243,9 +243,19 @@ def run(
         logging.getLogger("trustchain").setLevel(config.log_level.upper())
         node = open_node(layout, config, passphrase)
         try:
-            asyncio.run(_main(node))
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(_main(node))
         finally:
             node.db.close()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where installed (Linux), else asyncio's default."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _main(node: OpenNode) -> None:

@@ -32,6 +32,10 @@ from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import BadRequest
 
 DEFAULT_TTL = 3600
+#: Pre-rendered answers kept per zone version (the cache is emptied when full).
+ANSWER_CACHE_SIZE = 100_000
+#: Queries longer than this are answered but not cached (keys stay small).
+ANSWER_CACHE_MAX_QUERY = 512
 #: SOA timers for new zones: refresh, retry, expire, negative-caching TTL.
 SOA_TIMERS = (7200, 3600, 1209600, 300)
 
@@ -120,16 +124,40 @@ class DnsService:
         self._now = now
         self._default_ns = default_ns
         self.zoneset = ZoneSet({z.origin: z for z in store.zones()})
+        self._cache: dict[tuple[bool, bytes], bytes | None] = {}
 
     # --- queries ------------------------------------------------------------
 
     def handle(self, query: bytes, context: QueryContext) -> bytes | None:
-        return answer(query, self.zoneset, context)
+        """Answer ``query``; the hot path never re-encodes.
+
+        The engine's answer is a function of the query bytes after the
+        message ID, the zone version and whether the transport is UDP
+        (truncation), so rendered answers are cached under exactly that
+        key and only the ID is patched in.  The cache is replaced with
+        every zone change.  (The question keeps the client's letter case,
+        so 0x20-randomised queries are answered right, just less often
+        from the cache.)
+        """
+        key = (context.transport == "udp", query[2:])
+        try:
+            cached = self._cache[key]
+        except KeyError:
+            pass
+        else:
+            return None if cached is None else query[:2] + cached[2:]
+        response = answer(query, self.zoneset, context)
+        if len(query) <= ANSWER_CACHE_MAX_QUERY and len(query) >= 2:
+            if len(self._cache) >= ANSWER_CACHE_SIZE:
+                self._cache = {}
+            self._cache[key] = response
+        return response
 
     # --- management ---------------------------------------------------------
 
     def _publish(self, zones: dict[dns.name.Name, Zone]) -> None:
         self.zoneset = ZoneSet(zones, self.zoneset.version + 1)
+        self._cache = {}
 
     def _zone(self, text: str) -> Zone:
         origin = _name(text)

@@ -135,3 +135,24 @@ def test_delete_zone(store) -> None:
     assert service(store).zoneset.zones == {}
     with pytest.raises(BadRequest, match="no zone"):
         call(svc.zone_delete, {"zone": "example.net"})
+
+
+def test_cached_answers_patch_the_id_and_follow_changes(store) -> None:
+    svc = service(store)
+    call(svc.zone_import, {"text": EXAMPLE})
+    q1 = dns.message.make_query("www.example.net", "A")
+    q2 = dns.message.make_query("www.example.net", "A")
+    q2.id = (q1.id + 1) % 65536
+    first = svc.handle(q1.to_wire(), QueryContext("udp"))
+    second = svc.handle(q2.to_wire(), QueryContext("udp"))
+    assert dns.message.from_wire(second).id == q2.id
+    assert first[2:] == second[2:]
+    call(svc.records_change, {"delete": [{"name": "www.example.net", "type": "A"}],
+                              "add": [{"name": "www.example.net", "type": "A",
+                                       "data": "192.0.2.222"}]})
+    third = dns.message.from_wire(svc.handle(q2.to_wire(), QueryContext("udp")))
+    assert third.answer[0][0].to_text() == "192.0.2.222"
+    # UDP and TCP answers differ (truncation), so they are cached apart.
+    big = dns.message.make_query("big.example.net", "TXT")
+    assert dns.message.from_wire(svc.handle(big.to_wire(), QueryContext("udp"))).flags & 0x200
+    assert not dns.message.from_wire(svc.handle(big.to_wire(), QueryContext("tcp"))).flags & 0x200
