@@ -11,6 +11,7 @@ tools=(
   "curl curl"
   "dig bind9-dnsutils"
   "named-checkzone bind9-utils"
+  "nsd nsd"
 )
 
 missing=()

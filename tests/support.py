@@ -128,6 +128,17 @@ class NodeProcess:
         self.drain()
         return code
 
+    def drain_available(self) -> None:
+        """Move the log lines already read into ``log`` without waiting for more."""
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            if line is None:
+                return
+            self.log.append(line)
+
     def drain(self) -> None:
         while True:
             try:
@@ -181,7 +192,13 @@ def assert_no_plaintext_private_keys(data_dir: Path, passphrase: str = PASSPHRAS
     base64 and raw forms.
     """
     keystore = KeyStore.open(data_dir / "keys", passphrase)
-    secrets = [form for r in keystore.records() for form in _encodings(keystore.private_key(r.id))]
+    secrets = [
+        form for r in keystore.records()
+        for form in (
+            [keystore.secret(r.id), base64.b64encode(keystore.secret(r.id))]
+            if r.type == "hmac-sha256" else _encodings(keystore.private_key(r.id))
+        )
+    ]
     files = [p for p in data_dir.rglob("*") if p.is_file()]
     assert files
     for path in files:

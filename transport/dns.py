@@ -13,10 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import dns.tsig
 
 from transport.sockets import bind_socket, format_address
 from trustchain.dns.handler import DnsHandler, QueryContext
+from trustchain.dns.zone import Secondary, Zone
 
 log = logging.getLogger("trustchain.dns")
 
@@ -30,6 +42,8 @@ class UdpDnsProtocol(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("udp query from %s: %s", addr[:2], data.hex())
         try:
             response = self._handler(data, QueryContext("udp", (str(addr[0]), int(addr[1]))))
         except Exception:  # a handler bug must not stop the server
@@ -42,8 +56,12 @@ class UdpDnsProtocol(asyncio.DatagramProtocol):
         log.debug("UDP error: %s", exc)
 
 
+#: On streams a query may have several response messages (zone transfers).
+StreamDnsHandler = Callable[[bytes, QueryContext], list[bytes]]
+
+
 class TcpDnsProtocol(asyncio.Protocol):
-    def __init__(self, handler: DnsHandler, idle_timeout: float) -> None:
+    def __init__(self, handler: StreamDnsHandler, idle_timeout: float) -> None:
         self._handler = handler
         self._idle_timeout = idle_timeout
         self._buffer = bytearray()
@@ -80,16 +98,16 @@ class TcpDnsProtocol(asyncio.Protocol):
             del self._buffer[: 2 + size]
             self._arm()
             try:
-                response = self._handler(query, QueryContext("tcp", self._client))
+                responses = self._handler(query, QueryContext("tcp", self._client))
             except Exception:
                 log.exception("DNS handler failed on a TCP query")
                 self._idle()
                 return
-            if response is None:
+            if not responses:
                 self._idle()  # nothing sensible to say: close, as NSD does
                 return
             assert self._transport is not None
-            self._transport.write(len(response).to_bytes(2, "big") + response)
+            self._transport.write(b"".join(len(r).to_bytes(2, "big") + r for r in responses))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -99,9 +117,10 @@ class TcpDnsProtocol(asyncio.Protocol):
 class DnsListener:
     """UDP and TCP on the same port for every listen address."""
 
-    def __init__(self, handler: DnsHandler, addresses: list[str], port: int, *,
-                 idle_timeout: float = 10.0) -> None:
+    def __init__(self, handler: DnsHandler, stream_handler: StreamDnsHandler,
+                 addresses: list[str], port: int, *, idle_timeout: float = 10.0) -> None:
         self._handler = handler
+        self._stream_handler = stream_handler
         self._addresses = addresses
         self._port = port
         self._idle_timeout = idle_timeout
@@ -117,7 +136,8 @@ class DnsListener:
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: UdpDnsProtocol(self._handler), sock=udp)
             server = await loop.create_server(
-                lambda: TcpDnsProtocol(self._handler, self._idle_timeout), sock=tcp, backlog=1024)
+                lambda: TcpDnsProtocol(self._stream_handler, self._idle_timeout), sock=tcp,
+                backlog=1024)
             self._closers += [transport, server]
             for proto in ("udp", "tcp"):
                 log.info("listening: dns on %s/%s", format_address(address, port), proto)
@@ -127,3 +147,50 @@ class DnsListener:
     async def stop(self) -> None:
         for closer in self._closers:
             closer.close()
+
+
+class Notifier:
+    """Sends NOTIFY (RFC 1996) to secondaries after a change, TSIG-signed, with retries."""
+
+    def __init__(self, *, attempts: int = 3, timeout: float = 2.0) -> None:
+        self._attempts = attempts
+        self._timeout = timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, zone: Zone, secondaries: list[Secondary],
+                 keyring: Mapping[dns.name.Name, dns.tsig.Key]) -> None:
+        for secondary in secondaries:
+            task = asyncio.ensure_future(self._notify(zone, secondary, keyring))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _notify(self, zone: Zone, secondary: Secondary,
+                      keyring: Mapping[dns.name.Name, dns.tsig.Key]) -> None:
+        message = dns.message.make_query(zone.origin, dns.rdatatype.SOA)
+        message.flags = dns.flags.AA  # (the opcode lives in the flags: set it after them)
+        message.set_opcode(dns.opcode.NOTIFY)
+        message.answer.append(zone.soa)  # the new serial, so the secondary can skip its SOA query
+        key_name = dns.name.from_text(secondary.key_name)
+        if key_name in keyring:
+            message.use_tsig(keyring, keyname=key_name, algorithm=dns.tsig.HMAC_SHA256)
+        for attempt in range(1, self._attempts + 1):
+            try:
+                reply = await dns.asyncquery.udp(message, secondary.address, port=secondary.port,
+                                                 timeout=self._timeout, ignore_unexpected=True)
+            except (dns.exception.DNSException, OSError) as exc:
+                log.info("NOTIFY %s to %s port %d, attempt %d: %s", zone.origin,
+                         secondary.address, secondary.port, attempt, exc)
+                continue
+            if reply.rcode() != dns.rcode.NOERROR:
+                log.warning("NOTIFY %s refused by %s port %d: %s", zone.origin,
+                            secondary.address, secondary.port, dns.rcode.to_text(reply.rcode()))
+                return
+            log.info("NOTIFY %s serial %d acknowledged by %s port %d", zone.origin, zone.serial,
+                     secondary.address, secondary.port)
+            return
+        log.warning("NOTIFY %s to %s port %d: no answer after %d attempts", zone.origin,
+                    secondary.address, secondary.port, self._attempts)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()

@@ -370,6 +370,37 @@ def cmd_zone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secondary(args: argparse.Namespace) -> int:
+    command = args.secondary_command
+    if command == "list":
+        rows = _admin_call(args, "secondary-list", b"")
+        if args.json:
+            _print_json(rows)
+        elif not rows:
+            print("no secondaries")
+        else:
+            _print_rows(rows, ["zone", "address", "port", "key"])
+        return 0
+    host, port = parse_server(args.secondary)
+    body: dict[str, Any] = {"zone": args.zone, "address": host, "port": port}
+    if command == "remove":
+        _admin_call(args, "secondary-remove", json.dumps(body).encode())
+        print(f"{args.secondary} no longer transfers {args.zone}")
+        return 0
+    if args.key:
+        body["key"] = args.key
+    result = _admin_call(args, "secondary-add", json.dumps(body).encode())
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"{args.secondary} now transfers {result['zone']} and gets NOTIFY on every change.")
+    print("Its TSIG key (keep it secret; give it to the secondary's configuration):")
+    print(f"  name:      {result['key']}")
+    print(f"  algorithm: {result['algorithm']}")
+    print(f"  secret:    {result['secret']}")
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     command = args.record_command
     if command == "list":
@@ -537,6 +568,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="replace an existing zone")
     admin_options(p)
     zone.set_defaults(func=cmd_zone)
+    secondary = sub.add_parser("secondary", help="secondaries: NOTIFY and TSIG-authorised transfers")
+    secondary_sub = secondary.add_subparsers(dest="secondary_command", required=True,
+                                             metavar="COMMAND")
+    p = secondary_sub.add_parser("add", help="let a secondary transfer ZONE (prints its TSIG key)")
+    p.add_argument("zone", metavar="ZONE")
+    p.add_argument("secondary", metavar="[ADDR]:PORT")
+    p.add_argument("--key", metavar="NAME", help="TSIG key name (default: xfr.ZONE; created if new)")
+    admin_options(p, json_output=True)
+    p.set_defaults(func=cmd_secondary)
+    p = secondary_sub.add_parser("remove", help="stop serving a secondary")
+    p.add_argument("zone", metavar="ZONE")
+    p.add_argument("secondary", metavar="[ADDR]:PORT")
+    admin_options(p)
+    p.set_defaults(func=cmd_secondary)
+    p = secondary_sub.add_parser("list", help="list secondaries")
+    admin_options(p, json_output=True)
+    p.set_defaults(func=cmd_secondary)
 
     record = commands.add_parser("record", help="records in the zones (admin)")
     sub = record.add_subparsers(dest="record_command", required=True, metavar="COMMAND")

@@ -69,6 +69,8 @@ class KeyType(StrEnum):
     ECDSA_P384 = "ecdsa-p384"
     ED25519 = "ed25519"
     ML_DSA_65 = "ml-dsa-65"
+    #: A shared secret (TSIG); it has no public half.
+    HMAC_SHA256 = "hmac-sha256"
 
 
 class KeyStatus(StrEnum):
@@ -306,6 +308,32 @@ class KeyStore:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+        return self._store(record, plaintext)
+
+    def add_secret(self, secret: bytes, purpose: str, now: datetime) -> KeyRecord:
+        """Store a shared secret (HMAC-SHA256, e.g. a TSIG key) under ``purpose``.
+
+        Its id is derived from the purpose, so one purpose holds one secret.
+        """
+        if len(secret) < 16:
+            raise KeyStoreError("a shared secret must have at least 128 bits")
+        record = KeyRecord(
+            id=hashlib.sha256(b"trustchain secret\0" + purpose.encode()).hexdigest()[:32],
+            type=KeyType.HMAC_SHA256, purpose=purpose, status=KeyStatus.ACTIVE,
+            created_at=now, public_key="",
+        )
+        return self._store(record, secret)
+
+    def secret(self, key_id: str) -> bytes:
+        """Decrypt a shared secret stored with :meth:`add_secret`."""
+        path = self._path(key_id)
+        key_file = self._read(path)
+        if key_file.record.type is not KeyType.HMAC_SHA256:
+            raise KeyStoreError(f"key {key_id} is not a shared secret")
+        return self._decrypt(path, key_file)
+
+    def _store(self, record: KeyRecord, plaintext: bytes) -> KeyRecord:
+        key_type = record.type
         data_key = AESGCM.generate_key(bit_length=256)
         key_file = _KeyFile(
             format=_KEY_FORMAT,
@@ -331,17 +359,23 @@ class KeyStore:
         path = self._path(key_id)
         key_file = self._read(path)
         record = key_file.record
-        if record.id != key_id:
-            raise CorruptKeyError(f"{path}: holds key {record.id}, not {key_id}")
-        try:
-            data_key = key_file.wrapped_data_key.open(self._kek, _wrap_aad(record.id))
-            der = key_file.private_key.open(data_key, _payload_aad(record.id, record.type))
-        except InvalidTag:
-            raise CorruptKeyError(f"{path}: failed authentication (tampered or damaged)") from None
+        if record.type is KeyType.HMAC_SHA256:
+            raise KeyStoreError(f"key {key_id} is a shared secret, not a private key")
+        der = self._decrypt(path, key_file)
         key = serialization.load_der_private_key(der, password=None)
         if spki_der(key.public_key()) != base64.b64decode(record.public_key):  # type: ignore[arg-type]
             raise CorruptKeyError(f"{path}: public key does not match the private key")
         return key  # type: ignore[return-value]
+
+    def _decrypt(self, path: Path, key_file: _KeyFile) -> bytes:
+        record = key_file.record
+        if record.id != path.stem:
+            raise CorruptKeyError(f"{path}: holds key {record.id}, not {path.stem}")
+        try:
+            data_key = key_file.wrapped_data_key.open(self._kek, _wrap_aad(record.id))
+            return key_file.private_key.open(data_key, _payload_aad(record.id, record.type))
+        except InvalidTag:
+            raise CorruptKeyError(f"{path}: failed authentication (tampered or damaged)") from None
 
     def retire(self, key_id: str, now: datetime) -> KeyRecord:
         """Mark a key retired (kept for verifying old signatures, not used for new ones)."""

@@ -36,7 +36,7 @@ from bootstrap.enrolment import EnrolmentService
 from bootstrap.genesis import GenesisDocument, verify_genesis
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE, ROOT_KEY_PURPOSE
 from bootstrap.transport_certs import TransportCredentials, ensure_transport_credentials
-from transport.dns import DnsListener
+from transport.dns import DnsListener, Notifier
 from transport.http import HttpListener
 from transport.quic import QuicEndpoint, QuicServices
 from transport.tls import https_context
@@ -46,7 +46,7 @@ from trustchain.config import NodeConfig, load_config
 from trustchain.datadir import DataDir
 from trustchain.dns.handler import DnsHandler, QueryContext
 from trustchain.dns.service import DnsService
-from trustchain.errors import DataDirError, GenesisError, KeyStoreError
+from trustchain.errors import DataDirError, GenesisError, KeyNotFoundError, KeyStoreError
 from trustchain.keystore import KeyStore, key_id_for
 from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import BadRequest, Router
@@ -114,11 +114,30 @@ def open_node(
     return OpenNode(layout, config, keystore, db, identity, genesis, genesis_bytes, credentials)
 
 
-def build_dns(node: OpenNode) -> DnsService:
+class KeystoreSecrets:
+    """TSIG secrets in the node's key store (purpose ``tsig:<name>``)."""
+
+    def __init__(self, keystore: KeyStore) -> None:
+        self._keystore = keystore
+
+    def secret(self, name: str) -> bytes | None:
+        try:
+            return self._keystore.secret(self._keystore.active(f"tsig:{name}").id)
+        except KeyNotFoundError:
+            return None
+
+    def create_secret(self, name: str) -> bytes:
+        secret = secrets.token_bytes(32)
+        self._keystore.add_secret(secret, f"tsig:{name}", utcnow())
+        return secret
+
+
+def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
     origin = dns.name.from_text(node.identity.origin)
     return DnsService(
         SqliteZoneStore(node.db), now=utcnow,
         default_ns=dns.name.from_text(f"{node.identity.node_id}.nodes", origin),
+        secrets=KeystoreSecrets(node.keystore), notifier=notifier,
     )
 
 
@@ -166,6 +185,9 @@ def build_router(
             ("zone-import", dns_service.zone_import),
             ("records-list", dns_service.records_list),
             ("records-change", dns_service.records_change),
+            ("secondary-add", dns_service.secondary_add),
+            ("secondary-list", dns_service.secondary_list),
+            ("secondary-remove", dns_service.secondary_remove),
         ):
             router.register("admin", method, handler)
     return router
@@ -192,9 +214,11 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         app, config.listen, config.https_port, config.shutdown_grace_seconds,
         tls=https_context(node.credentials.node),
     )
-    dns_service = build_dns(node)
+    notifier = Notifier()
+    dns_service = build_dns(node, notifier)
     dns_handler: DnsHandler = dns_service.handle
-    dns_listener = DnsListener(dns_handler, config.listen, config.dns_port)
+    dns_listener = DnsListener(dns_handler, dns_service.handle_stream, config.listen,
+                               config.dns_port)
     quic = QuicEndpoint(
         QuicServices(
             dns=dns_handler,
@@ -226,6 +250,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         await https.stop()
         await http.stop()
         await dns_listener.stop()
+        await notifier.stop()
         store.stop_run(run_id, utcnow())
     log.info("stopped cleanly")
 

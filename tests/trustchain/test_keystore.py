@@ -26,7 +26,10 @@ def store(tmp_path: Path) -> KeyStore:
     return KeyStore.create(tmp_path / "keys", PASSPHRASE)
 
 
-@pytest.mark.parametrize("key_type", list(KeyType))
+ASYMMETRIC = [t for t in KeyType if t is not KeyType.HMAC_SHA256]
+
+
+@pytest.mark.parametrize("key_type", ASYMMETRIC)
 def test_generate_and_reload_every_type(
     store: KeyStore, tmp_path: Path, now: datetime, key_type: KeyType
 ) -> None:
@@ -44,8 +47,9 @@ def test_generate_and_reload_every_type(
 
 
 def test_files_are_private_and_hold_no_plaintext(store: KeyStore, tmp_path: Path, now: datetime) -> None:
-    for key_type in KeyType:
+    for key_type in ASYMMETRIC:
         store.generate(key_type, "test", now)
+    store.add_secret(b"s" * 32, "tsig:xfr", now)
     directory = tmp_path / "keys"
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     for path in directory.iterdir():
@@ -158,3 +162,17 @@ def test_unknown_or_malformed_ids(store: KeyStore, key_id: str) -> None:
 def test_metadata_readable_without_passphrase(store: KeyStore, now: datetime) -> None:
     record = store.generate(KeyType.ML_DSA_65, "consensus", now)
     assert KeyStore.list_records(store.directory) == [record]
+
+
+def test_shared_secrets(store: KeyStore, tmp_path: Path, now: datetime) -> None:
+    record = store.add_secret(b"0123456789abcdef" * 2, "tsig:xfr", now)
+    assert record.type is KeyType.HMAC_SHA256 and store.active("tsig:xfr").id == record.id
+    assert KeyStore.open(tmp_path / "keys", PASSPHRASE).secret(record.id) == b"0123456789abcdef" * 2
+    with pytest.raises(KeyStoreError, match="shared secret"):
+        store.private_key(record.id)
+    with pytest.raises(KeyStoreError, match="128 bits"):
+        store.add_secret(b"short", "tsig:y", now)
+    _edit(store.directory / f"{record.id}.json",
+          lambda d: d["private_key"].update(ciphertext=_flip_b64(d["private_key"]["ciphertext"])))
+    with pytest.raises(CorruptKeyError):
+        store.secret(record.id)

@@ -37,6 +37,7 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import dns.tsig
 
 from trustchain.dns.handler import QueryContext, header_only_response
 from trustchain.dns.zone import CNAME, NS, SOA, Zone
@@ -46,6 +47,9 @@ EDNS_PAYLOAD = 1232
 MAX_CNAME_CHAIN = 8
 _STREAM_LIMIT = 65535
 _AUTHORITATIVE = dns.flags.AA
+#: Failures to verify a TSIG-signed message: answered NOTAUTH (RFC 8945 section 5.2).
+TSIG_ERRORS = (dns.message.UnknownTSIGKey, dns.tsig.BadSignature, dns.tsig.BadTime,
+               dns.tsig.BadAlgorithm, dns.tsig.BadKey, dns.tsig.PeerError)
 
 
 @dataclass(frozen=True)
@@ -66,13 +70,32 @@ class ZoneSet:
             name = name.parent()
 
 
-def answer(query: bytes, zones: ZoneSet, context: QueryContext) -> bytes | None:
+def answer(query: bytes, zones: ZoneSet, context: QueryContext,
+           keyring: Mapping[dns.name.Name, dns.tsig.Key] | None = None) -> bytes | None:
+    """The response to ``query`` (``None``: send nothing).
+
+    :param keyring: TSIG keys; a signed query is verified with them and its
+        response signed (RFC 8945), an unverifiable one gets NOTAUTH.
+    """
+    return respond(query, zones, context, keyring)[0]
+
+
+def respond(query: bytes, zones: ZoneSet, context: QueryContext,
+            keyring: Mapping[dns.name.Name, dns.tsig.Key] | None = None
+            ) -> tuple[bytes | None, bool]:
+    """Like :func:`answer`, and whether the answer may be cached (not for signed queries)."""
     try:
-        message = dns.message.from_wire(query)
+        message = dns.message.from_wire(query, keyring=keyring or None)
     except dns.message.ShortHeader:
-        return None
+        return None, True
+    except TSIG_ERRORS:
+        return header_only_response(query, dns.rcode.NOTAUTH), False
     except Exception:  # every parse failure of untrusted bytes is FORMERR (dnspython raises widely)
-        return header_only_response(query, dns.rcode.FORMERR)
+        return header_only_response(query, dns.rcode.FORMERR), True
+    return _answer(message, zones, context), not message.had_tsig
+
+
+def _answer(message: dns.message.Message, zones: ZoneSet, context: QueryContext) -> bytes | None:
     if message.flags & dns.flags.QR:
         return None
     if message.opcode() != dns.opcode.QUERY:
@@ -83,6 +106,13 @@ def answer(query: bytes, zones: ZoneSet, context: QueryContext) -> bytes | None:
     if message.edns > 0:
         return _render(_error(message, dns.rcode.BADVERS), message, context)
     question = message.question[0]
+    if question.rdtype == dns.rdatatype.IXFR and context.transport == "udp":
+        zone = zones.zones.get(question.name)
+        if zone is not None:  # RFC 1995 section 2: "use TCP" is said with the current SOA
+            response = _response(message)
+            response.flags |= _AUTHORITATIVE
+            response.answer.append(zone.soa)
+            return _render(response, message, context)
     if question.rdclass != dns.rdataclass.IN or question.rdtype in (
         dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.OPT,
     ):
@@ -97,6 +127,22 @@ def answer(query: bytes, zones: ZoneSet, context: QueryContext) -> bytes | None:
     response.flags |= _AUTHORITATIVE
     _resolve(response, zones, zone, question.name, question.rdtype)
     return _render(response, message, context)
+
+
+def question_type(query: bytes) -> int | None:
+    """The QTYPE of a one-question query, read without a full parse (None if unclear)."""
+    if len(query) < 17 or query[4:6] != b"\x00\x01":
+        return None
+    offset = 12
+    while offset < len(query):
+        length = query[offset]
+        if length == 0:
+            return int.from_bytes(query[offset + 1 : offset + 3], "big") if offset + 3 <= len(
+                query) else None
+        if length & 0xC0:
+            return None
+        offset += 1 + length
+    return None
 
 
 def _response(query: dns.message.Message) -> dns.message.Message:

@@ -11,25 +11,43 @@ refused as a whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import base64
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Annotated, Protocol
 
+import dns.edns
 import dns.exception
+import dns.message
 import dns.name
+import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import dns.tsig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trustchain.canonical import canonical_json
-from trustchain.dns.engine import ZoneSet, answer
-from trustchain.dns.handler import QueryContext
-from trustchain.dns.zone import SOA, Zone, ZoneError, from_text, next_serial, serial_newer
+from trustchain.dns.engine import EDNS_PAYLOAD, TSIG_ERRORS, ZoneSet, question_type, respond
+from trustchain.dns.handler import QueryContext, header_only_response
+from trustchain.dns.xfr import transfer
+from trustchain.dns.zone import (
+    SOA,
+    Secondary,
+    Zone,
+    ZoneError,
+    from_text,
+    next_serial,
+    serial_newer,
+)
 from trustchain.errors import StorageError
 from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import BadRequest
+
+log = logging.getLogger("trustchain.dns")
 
 DEFAULT_TTL = 3600
 #: Pre-rendered answers kept per zone version (the cache is emptied when full).
@@ -49,6 +67,21 @@ class ZoneStore(Protocol):
     def create(self, zone: Zone, now: datetime) -> None: ...
     def replace(self, old: Zone, new: Zone, now: datetime) -> None: ...
     def delete(self, origin: dns.name.Name) -> None: ...
+    def journal(self, origin: dns.name.Name) -> list[tuple[int, int, list[str], list[str]]]: ...
+    def add_secondary(self, secondary: Secondary) -> None: ...
+    def remove_secondary(self, zone: dns.name.Name, address: str, port: int) -> bool: ...
+    def secondaries(self) -> list[Secondary]: ...
+
+
+class SecretStore(Protocol):
+    """TSIG secrets, kept encrypted in the node's key store."""
+
+    def secret(self, name: str) -> bytes | None: ...
+    def create_secret(self, name: str) -> bytes: ...
+
+
+#: Called after a zone changed (or gained a secondary): send NOTIFY to these.
+Notifier = Callable[[Zone, list[Secondary], Mapping[dns.name.Name, dns.tsig.Key]], None]
 
 
 class _Msg(BaseModel):
@@ -65,6 +98,13 @@ class ZoneCreate(_Msg):
     addresses: list[str] = Field(default_factory=list, max_length=16)
     email: str | None = Field(default=None, max_length=255)
     ttl: Ttl = DEFAULT_TTL
+
+
+class SecondaryRequest(_Msg):
+    zone: str = Field(min_length=1, max_length=255)
+    address: str = Field(min_length=2, max_length=64)
+    port: int = Field(53, ge=1, le=65535)
+    key: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")
 
 
 class ZoneImport(_Msg):
@@ -119,12 +159,31 @@ def _rdtype(text: str) -> dns.rdatatype.RdataType:
 class DnsService:
     def __init__(
         self, store: ZoneStore, *, now: Callable[[], datetime], default_ns: dns.name.Name,
+        secrets: SecretStore | None = None, notifier: Notifier | None = None,
     ) -> None:
         self._store = store
         self._now = now
         self._default_ns = default_ns
+        self._secrets = secrets
+        self.notifier = notifier
         self.zoneset = ZoneSet({z.origin: z for z in store.zones()})
         self._cache: dict[tuple[bool, bytes], bytes | None] = {}
+        self._secondaries = store.secondaries()
+        self._keyring: dict[dns.name.Name, dns.tsig.Key] = {}
+        for secondary in self._secondaries:
+            self._load_key(secondary.key_name)
+
+    def _load_key(self, name: str, create: bool = False) -> bytes:
+        if self._secrets is None:
+            raise BadRequest("this node has no key store for TSIG secrets")
+        secret = self._secrets.secret(name)
+        if secret is None:
+            if not create:
+                raise BadRequest(f"no TSIG key {name}")
+            secret = self._secrets.create_secret(name)
+        key_name = dns.name.from_text(name)
+        self._keyring[key_name] = dns.tsig.Key(key_name, secret, dns.tsig.HMAC_SHA256)
+        return secret
 
     # --- queries ------------------------------------------------------------
 
@@ -146,18 +205,96 @@ class DnsService:
             pass
         else:
             return None if cached is None else query[:2] + cached[2:]
-        response = answer(query, self.zoneset, context)
-        if len(query) <= ANSWER_CACHE_MAX_QUERY and len(query) >= 2:
+        response, cacheable = respond(query, self.zoneset, context, self._keyring)
+        if cacheable and len(query) <= ANSWER_CACHE_MAX_QUERY and len(query) >= 2:
             if len(self._cache) >= ANSWER_CACHE_SIZE:
                 self._cache = {}
             self._cache[key] = response
         return response
 
+    def handle_stream(self, query: bytes, context: QueryContext) -> list[bytes]:
+        """Answer a query on a stream (TCP): zone transfers give several messages.
+
+        AXFR and IXFR need a TSIG signature by a key of one of the zone's
+        secondaries; anything else is refused (EDE 18, prohibited).
+        """
+        if question_type(query) not in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+            response = self.handle(query, context)
+            return [] if response is None else [response]
+        try:
+            message = dns.message.from_wire(query, keyring=self._keyring or None)
+        except TSIG_ERRORS:
+            refusal = header_only_response(query, dns.rcode.NOTAUTH)
+            return [refusal] if refusal else []
+        except Exception:  # malformed: FORMERR, as for any query
+            refusal = header_only_response(query, dns.rcode.FORMERR)
+            return [refusal] if refusal else []
+        zone = self.zoneset.zones.get(message.question[0].name)
+        allowed = {dns.name.from_text(s.key_name) for s in self._secondaries
+                   if zone is not None and s.zone == zone.origin}
+        if zone is None or not message.had_tsig or message.keyname not in allowed:
+            refused = dns.message.make_response(message)
+            refused.set_rcode(dns.rcode.NOTAUTH if zone is None else dns.rcode.REFUSED)
+            if refused.edns >= 0:
+                refused.use_edns(0, 0, EDNS_PAYLOAD,
+                                 options=[dns.edns.EDEOption(dns.edns.EDECode.PROHIBITED)])
+            return [refused.to_wire()]
+        messages = transfer(message, zone, self._store.journal(zone.origin))
+        log.info("%s of %s (serial %d) to %s with key %s: %d messages",
+                 dns.rdatatype.to_text(message.question[0].rdtype), zone.origin, zone.serial,
+                 context.client, message.keyname, len(messages))
+        return messages
+
     # --- management ---------------------------------------------------------
 
-    def _publish(self, zones: dict[dns.name.Name, Zone]) -> None:
+    def _publish(self, zones: dict[dns.name.Name, Zone], changed: Zone | None = None) -> None:
         self.zoneset = ZoneSet(zones, self.zoneset.version + 1)
         self._cache = {}
+        if changed is not None:
+            self._notify(changed)
+
+    def _notify(self, zone: Zone, only: list[Secondary] | None = None) -> None:
+        targets = only if only is not None else [
+            s for s in self._secondaries if s.zone == zone.origin]
+        if targets and self.notifier is not None:
+            self.notifier(zone, targets, dict(self._keyring))
+
+    def secondary_add(self, message: bytes, peer: Peer | None) -> bytes:
+        req = _parse(SecondaryRequest, message)
+        assert isinstance(req, SecondaryRequest)
+        zone = self._zone(req.zone)
+        try:
+            address = str(ipaddress.ip_address(req.address.strip("[]")))
+        except ValueError:
+            raise BadRequest(f"{req.address!r} is not an IP address") from None
+        key_name = req.key or f"xfr.{zone.origin.to_text().rstrip('.')}"
+        secret = self._load_key(key_name, create=True)
+        secondary = Secondary(zone.origin, address, req.port, key_name)
+        self._store.add_secondary(secondary)
+        self._secondaries = self._store.secondaries()
+        self._notify(zone, [secondary])
+        return canonical_json({
+            "zone": zone.origin.to_text(), "address": address, "port": req.port,
+            "key": key_name, "algorithm": "hmac-sha256",
+            "secret": base64.b64encode(secret).decode(),
+        })
+
+    def secondary_list(self, message: bytes, peer: Peer | None) -> bytes:
+        return canonical_json([
+            {"zone": s.zone.to_text(), "address": s.address, "port": s.port, "key": s.key_name}
+            for s in self._secondaries
+        ])
+
+    def secondary_remove(self, message: bytes, peer: Peer | None) -> bytes:
+        req = _parse(SecondaryRequest, message)
+        assert isinstance(req, SecondaryRequest)
+        zone = self._zone(req.zone)
+        address = req.address.strip("[]")
+        if not self._store.remove_secondary(zone.origin, address, req.port):
+            raise BadRequest(f"{address} port {req.port} is not a secondary of {zone.origin}")
+        self._secondaries = self._store.secondaries()
+        return canonical_json({"zone": zone.origin.to_text(), "address": address,
+                               "port": req.port, "removed": True})
 
     def _zone(self, text: str) -> Zone:
         origin = _name(text)
@@ -214,6 +351,7 @@ class DnsService:
         zones = dict(self.zoneset.zones)
         del zones[zone.origin]
         self._publish(zones)
+        self._secondaries = self._store.secondaries()
         return canonical_json({"zone": zone.origin.to_text(), "deleted": True})
 
     def zone_list(self, message: bytes, peer: Peer | None) -> bytes:
@@ -328,7 +466,7 @@ class DnsService:
         self._store.replace(old, new, self._now())
         zones = dict(self.zoneset.zones)
         zones[new.origin] = new
-        self._publish(zones)
+        self._publish(zones, changed=new)
         return canonical_json({"zone": new.origin.to_text(), "serial": new.serial})
 
 

@@ -54,6 +54,16 @@ Key = tuple[dns.name.Name, int]
 
 
 @dataclass(frozen=True)
+class Secondary:
+    """A server that transfers ``zone`` from us, authenticated by the TSIG key ``key_name``."""
+
+    zone: dns.name.Name
+    address: str
+    port: int
+    key_name: str
+
+
+@dataclass(frozen=True)
 class Zone:
     """One version of a zone.  Names compare case-insensitively (dnspython)."""
 

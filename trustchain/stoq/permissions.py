@@ -60,6 +60,9 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("admin", "zone-import"): Access.ADMIN,
     ("admin", "records-list"): Access.ADMIN,
     ("admin", "records-change"): Access.ADMIN,
+    ("admin", "secondary-add"): Access.ADMIN,
+    ("admin", "secondary-list"): Access.ADMIN,
+    ("admin", "secondary-remove"): Access.ADMIN,
 }
 
 

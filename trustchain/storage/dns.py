@@ -16,7 +16,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from trustchain.dns.zone import Key, Zone
+from trustchain.dns.zone import Key, Secondary, Zone
 from trustchain.errors import StorageError
 from trustchain.storage.database import Database
 from trustchain.storage.migrations import Migration, Schema
@@ -55,8 +55,22 @@ DNS_SCHEMA = Schema(
             CREATE INDEX dns_journal_by_zone ON dns_journal (zone, id);
             """,
         ),
+        Migration(
+            2,
+            "secondaries: who gets NOTIFY and may transfer, with which TSIG key",
+            """
+            CREATE TABLE dns_secondaries (
+                zone TEXT NOT NULL REFERENCES dns_zones (origin) ON DELETE CASCADE,
+                address TEXT NOT NULL,
+                port INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+                key_name TEXT NOT NULL,
+                PRIMARY KEY (zone, address, port)
+            ) STRICT;
+            """,
+        ),
     ),
 )
+
 
 
 def _key(origin: dns.name.Name) -> str:
@@ -153,3 +167,25 @@ class SqliteZoneStore:
             "ORDER BY id", (_key(origin),),
         ).fetchall()
         return [(a, b, json.loads(r), json.loads(d)) for a, b, r, d in rows]
+
+    def add_secondary(self, secondary: Secondary) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO dns_secondaries (zone, address, port, key_name) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (zone, address, port) DO UPDATE SET key_name = excluded.key_name",
+                (_key(secondary.zone), secondary.address, secondary.port, secondary.key_name),
+            )
+
+    def remove_secondary(self, zone: dns.name.Name, address: str, port: int) -> bool:
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM dns_secondaries WHERE zone = ? AND address = ? AND port = ?",
+                (_key(zone), address, port),
+            )
+        return cursor.rowcount > 0
+
+    def secondaries(self) -> list[Secondary]:
+        rows = self.db.conn.execute(
+            "SELECT zone, address, port, key_name FROM dns_secondaries ORDER BY zone, address, port"
+        ).fetchall()
+        return [Secondary(dns.name.from_text(z), a, p, k) for z, a, p, k in rows]
