@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import dns.asyncquery
+import dns.flags
 import dns.message
 import dns.rcode
 import pytest
@@ -173,3 +174,37 @@ def test_management_needs_the_admin_certificate(served, node: InitResult) -> Non
 
     assert asyncio.run(anonymous()) == 403
     assert "NXDOMAIN" in dig(proc, "evil.example.net", "A")
+
+
+def test_response_rate_limiting_over_udp(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    from tests.support import cli_env
+
+    proc = NodeProcess.start(data_dir, env=cli_env(TRUSTCHAIN_DNS_RATE_LIMIT="3",
+                                                   TRUSTCHAIN_DNS_RATE_LIMIT_SLIP="2"))
+    node_processes.append(proc)
+    proc.wait_ready()
+    zone_file = tmp_path / "z.zone"
+    zone_file.write_text(EXAMPLE)
+    admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
+    assert run_cli("zone", "import", zone_file, *admin).returncode == 0
+    host, port = proc.address("dns")
+    query = dns.message.make_query("www.example.net", "A")
+    answers, truncated = 0, 0
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.5)
+        for _ in range(20):
+            sock.sendto(query.to_wire(), (host, port))
+        for _ in range(20):
+            try:
+                reply = dns.message.from_wire(sock.recvfrom(4096)[0])
+            except TimeoutError:
+                break
+            if reply.flags & dns.flags.TC:
+                truncated += 1
+            else:
+                answers += 1
+    assert answers <= 4  # the burst (3), maybe one refilled token
+    assert truncated >= 5  # half of the rest slip, so a real client falls back to TCP
+    assert dig(proc, "www.example.net", "A", "+tcp", "+short").split() == ["192.0.2.10"]

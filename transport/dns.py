@@ -28,14 +28,16 @@ import dns.tsig
 
 from transport.sockets import bind_socket, format_address
 from trustchain.dns.handler import DnsHandler, QueryContext
+from trustchain.dns.rrl import Action, ResponseRateLimiter, truncated
 from trustchain.dns.zone import Secondary, Zone
 
 log = logging.getLogger("trustchain.dns")
 
 
 class UdpDnsProtocol(asyncio.DatagramProtocol):
-    def __init__(self, handler: DnsHandler) -> None:
+    def __init__(self, handler: DnsHandler, limiter: ResponseRateLimiter | None = None) -> None:
         self._handler = handler
+        self._limiter = limiter
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -49,8 +51,19 @@ class UdpDnsProtocol(asyncio.DatagramProtocol):
         except Exception:  # a handler bug must not stop the server
             log.exception("DNS handler failed on a UDP query")
             return
-        if response is not None and self._transport is not None:
-            self._transport.sendto(response, addr)
+        if response is None or self._transport is None:
+            return
+        if self._limiter is not None:
+            action = self._limiter.decide(addr[0], data, response,
+                                          asyncio.get_running_loop().time())
+            if action is Action.DROP:
+                return
+            if action is Action.SLIP:
+                slipped = truncated(data)
+                if slipped is None:
+                    return
+                response = slipped
+        self._transport.sendto(response, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)
@@ -118,8 +131,11 @@ class DnsListener:
     """UDP and TCP on the same port for every listen address."""
 
     def __init__(self, handler: DnsHandler, stream_handler: StreamDnsHandler,
-                 addresses: list[str], port: int, *, idle_timeout: float = 10.0) -> None:
+                 addresses: list[str], port: int, *, idle_timeout: float = 10.0,
+                 rate_limit: int = 0, slip: int = 2) -> None:
         self._handler = handler
+        self._limiter = (ResponseRateLimiter(responses_per_second=rate_limit, slip=slip)
+                         if rate_limit else None)
         self._stream_handler = stream_handler
         self._addresses = addresses
         self._port = port
@@ -134,7 +150,7 @@ class DnsListener:
             port = udp.getsockname()[1]  # with port 0, TCP takes the port UDP got
             tcp = bind_socket(address, port, socket.SOCK_STREAM)
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: UdpDnsProtocol(self._handler), sock=udp)
+                lambda: UdpDnsProtocol(self._handler, self._limiter), sock=udp)
             server = await loop.create_server(
                 lambda: TcpDnsProtocol(self._stream_handler, self._idle_timeout), sock=tcp,
                 backlog=1024)

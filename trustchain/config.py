@@ -69,6 +69,14 @@ class NodeConfig(BaseModel):
         100, description="Requests (DoQ queries, stoq/1 requests) one connection may have "
         "in flight; more are refused (DOQ_EXCESSIVE_LOAD, stoq/1 status 429).",
     )
+    dns_rate_limit: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        0, description="Response rate limiting over UDP: responses per second per client "
+        "prefix and response class (0: off; production: 20).",
+    )
+    dns_rate_limit_slip: Annotated[int, Field(ge=0, le=10)] = Field(
+        2, description="Over the limit, every Nth response is sent truncated (TC) instead "
+        "of dropped, so real clients retry over TCP (0: drop all).",
+    )
     stoq_max_message_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
         1024 * 1024, description="Largest stoq/1 message accepted on one stream."
     )

@@ -217,8 +217,10 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     notifier = Notifier()
     dns_service = build_dns(node, notifier)
     dns_handler: DnsHandler = dns_service.handle
-    dns_listener = DnsListener(dns_handler, dns_service.handle_stream, config.listen,
-                               config.dns_port)
+    dns_listener = DnsListener(
+        dns_handler, dns_service.handle_stream, config.listen, config.dns_port,
+        rate_limit=config.dns_rate_limit, slip=config.dns_rate_limit_slip,
+    )
     quic = QuicEndpoint(
         QuicServices(
             dns=dns_handler,
