@@ -208,3 +208,36 @@ def test_response_rate_limiting_over_udp(
     assert answers <= 4  # the burst (3), maybe one refilled token
     assert truncated >= 5  # half of the rest slip, so a real client falls back to TCP
     assert dig(proc, "www.example.net", "A", "+tcp", "+short").split() == ["192.0.2.10"]
+
+
+def test_network_register_hosted_and_delegated(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
+    refused = run_cli("network", "register", "alpha", *admin)
+    assert refused.returncode == 1 and "create it first" in refused.stderr
+    assert run_cli("zone", "create", "trust.example.net", "--address", "2001:db8::53",
+                   *admin).returncode == 0
+    hosted = run_cli("network", "register", "alpha", *admin)
+    assert hosted.returncode == 0, hosted.stderr
+    assert "alpha.trust.example.net. (hosted)" in hosted.stdout
+    soa = dig(proc, "alpha.trust.example.net", "SOA")
+    assert "flags: qr aa;" in soa and "ANSWER: 1" in soa
+    assert "status: NXDOMAIN" in dig(proc, "www.alpha.trust.example.net", "A")
+    delegated = run_cli("network", "register", "beta", "--delegate",
+                        "ns1.beta.trust.example.net=2001:db8::99", "--ds",
+                        "12345 13 2 " + "AB" * 32, *admin)
+    assert delegated.returncode == 0, delegated.stderr
+    referral = dig(proc, "host.beta.trust.example.net", "AAAA")
+    assert "flags: qr;" in referral
+    assert "beta.trust.example.net.\t3600\tIN\tNS\tns1.beta.trust.example.net." in referral
+    assert "ns1.beta.trust.example.net. 3600 IN\tAAAA\t2001:db8::99" in referral.replace(
+        ".\t3600\tIN", ". 3600 IN")
+    assert "12345 13 2" in dig(proc, "beta.trust.example.net", "DS", "+short")
+    again = run_cli("network", "register", "beta", *admin)
+    assert again.returncode == 1 and "already registered" in again.stderr
+    listing = json.loads(run_cli("network", "list", "--json", *admin).stdout)
+    assert [(n["name"], n["mode"]) for n in listing] == [("alpha", "hosted"), ("beta", "delegated")]

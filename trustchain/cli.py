@@ -401,6 +401,29 @@ def cmd_secondary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_network(args: argparse.Namespace) -> int:
+    if args.network_command == "register":
+        body = {"name": args.name, "delegate": args.delegate or [], "ds": args.ds or []}
+        result = _admin_call(args, "network-register", json.dumps(body).encode())
+        print(f"network {result['name']}: zone {result['zone']} ({result['mode']}), "
+              f"name servers {', '.join(result['name_servers'])}")
+        return 0
+    rows = _admin_call(args, "network-list", b"")
+    if args.network_command == "show":
+        rows = [r for r in rows if r["name"] == args.name]
+        if not rows:
+            from trustchain.errors import LocalError
+
+            raise LocalError(f"no network {args.name}")
+    if args.json:
+        _print_json(rows if args.network_command == "list" else rows[0])
+    elif not rows:
+        print("no networks")
+    else:
+        _print_rows(rows, ["name", "zone", "mode", "registered_at"])
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     command = args.record_command
     if command == "list":
@@ -603,6 +626,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("zone", metavar="ZONE")
     admin_options(p, json_output=True)
     record.set_defaults(func=cmd_record)
+
+    network = commands.add_parser("network", help="federated networks under the origin (admin)")
+    sub = network.add_subparsers(dest="network_command", required=True, metavar="COMMAND")
+    p = sub.add_parser("register", help="give a network its zone NAME.<origin>")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--delegate", action="append", metavar="NS[=ADDR,...]",
+                   help="delegate to this name server (repeatable; addresses become glue); "
+                   "default: host the zone on this node")
+    p.add_argument("--ds", action="append", metavar="DS",
+                   help="a DS record for the delegated zone (repeatable)")
+    admin_options(p)
+    p = sub.add_parser("list", help="list registered networks")
+    admin_options(p, json_output=True)
+    p = sub.add_parser("show", help="one registered network")
+    p.add_argument("name", metavar="NAME")
+    admin_options(p, json_output=True)
+    network.set_defaults(func=cmd_network)
 
     p = commands.add_parser("query", help="ask a DNS server (udp, tcp, doq or stoq)")
     p.add_argument("name", metavar="NAME")

@@ -137,7 +137,7 @@ def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
     return DnsService(
         SqliteZoneStore(node.db), now=utcnow,
         default_ns=dns.name.from_text(f"{node.identity.node_id}.nodes", origin),
-        secrets=KeystoreSecrets(node.keystore), notifier=notifier,
+        secrets=KeystoreSecrets(node.keystore), notifier=notifier, origin=origin,
     )
 
 
@@ -188,6 +188,8 @@ def build_router(
             ("secondary-add", dns_service.secondary_add),
             ("secondary-list", dns_service.secondary_list),
             ("secondary-remove", dns_service.secondary_remove),
+            ("network-register", dns_service.network_register),
+            ("network-list", dns_service.network_list),
         ):
             router.register("admin", method, handler)
     return router

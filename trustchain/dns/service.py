@@ -69,6 +69,8 @@ class ZoneStore(Protocol):
     def delete(self, origin: dns.name.Name) -> None: ...
     def journal(self, origin: dns.name.Name) -> list[tuple[int, int, list[str], list[str]]]: ...
     def add_secondary(self, secondary: Secondary) -> None: ...
+    def add_network(self, name: str, zone: dns.name.Name, mode: str, now: datetime) -> None: ...
+    def networks(self) -> list[dict[str, str]]: ...
     def remove_secondary(self, zone: dns.name.Name, address: str, port: int) -> bool: ...
     def secondaries(self) -> list[Secondary]: ...
 
@@ -105,6 +107,13 @@ class SecondaryRequest(_Msg):
     address: str = Field(min_length=2, max_length=64)
     port: int = Field(53, ge=1, le=65535)
     key: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")
+
+
+class NetworkRegister(_Msg):
+    name: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+    #: Name servers: ``NAME`` or ``NAME=ADDR[,ADDR...]`` (addresses: glue for names inside).
+    delegate: list[str] = Field(default_factory=list, max_length=13)
+    ds: list[str] = Field(default_factory=list, max_length=8)
 
 
 class ZoneImport(_Msg):
@@ -160,8 +169,10 @@ class DnsService:
     def __init__(
         self, store: ZoneStore, *, now: Callable[[], datetime], default_ns: dns.name.Name,
         secrets: SecretStore | None = None, notifier: Notifier | None = None,
+        origin: dns.name.Name | None = None,
     ) -> None:
         self._store = store
+        self._origin = origin
         self._now = now
         self._default_ns = default_ns
         self._secrets = secrets
@@ -278,6 +289,66 @@ class DnsService:
             "key": key_name, "algorithm": "hmac-sha256",
             "secret": base64.b64encode(secret).decode(),
         })
+
+    def network_register(self, message: bytes, peer: Peer | None) -> bytes:
+        """Give a federated network its zone ``NAME.<origin>``: hosted here, or delegated.
+
+        Hosted: a child zone on this node (SOA and NS naming this node) plus the
+        delegation in the origin zone.  Delegated: NS records (with glue for
+        name servers inside the child) and optional DS records in the origin
+        zone.  Both land as one change of the origin zone.
+        """
+        req = _parse(NetworkRegister, message)
+        assert isinstance(req, NetworkRegister)
+        if self._origin is None or self._origin not in self.zoneset.zones:
+            raise BadRequest(f"this node does not serve the origin zone {self._origin}: "
+                             "create it first (trustchain zone create)")
+        parent = self.zoneset.zones[self._origin]
+        child = dns.name.Name((req.name.encode(), *self._origin.labels))
+        if any(n["name"] == req.name for n in self._store.networks()) or child in parent.names \
+                or child in self.zoneset.zones:
+            raise BadRequest(f"{child} is already registered or in use")
+        ttl = parent.soa.ttl
+        rrsets = dict(parent.rrsets)
+        ns_names: list[dns.name.Name] = []
+        for item in req.delegate or [self._default_ns.to_text()]:
+            host, _, addresses = item.partition("=")
+            ns = _name(host if host.endswith(".") else host + ".")
+            ns_names.append(ns)
+            for address in filter(None, addresses.split(",")):
+                rdtype = "AAAA" if ":" in address else "A"
+                glue = self._rrset(ns, rdtype, ttl, address, self._origin)
+                rrsets[(ns, glue.rdtype)] = _merged(rrsets.get((ns, glue.rdtype)), glue)
+        rrsets[(child, dns.rdatatype.NS)] = dns.rrset.from_text_list(
+            child, ttl, "IN", "NS", [n.to_text() for n in ns_names])
+        if req.ds:
+            rrsets[(child, dns.rdatatype.DS)] = dns.rrset.from_text_list(
+                child, ttl, "IN", "DS", req.ds)
+        hosted = not req.delegate
+        today = int(self._now().strftime("%Y%m%d"))
+        new_parent = _build(self._origin, rrsets.values(), "registration refused: ")
+        if hosted:
+            refresh, retry, expire, minimum = SOA_TIMERS
+            child_zone = _build(child, [
+                dns.rrset.from_text(child, ttl, "IN", "SOA",
+                                    f"{ns_names[0]} hostmaster.{child} {today * 100} {refresh} "
+                                    f"{retry} {expire} {minimum}"),
+                dns.rrset.from_text_list(child, ttl, "IN", "NS", [n.to_text() for n in ns_names]),
+            ])
+            self._create(child_zone)
+        try:
+            self._replace(parent, new_parent.with_serial(next_serial(parent.serial, today)))
+        except Exception:
+            if hosted:
+                self.zone_delete(canonical_json({"zone": child.to_text()}), peer)
+            raise
+        self._store.add_network(req.name, child, "hosted" if hosted else "delegated", self._now())
+        return canonical_json({"name": req.name, "zone": child.to_text(),
+                               "mode": "hosted" if hosted else "delegated",
+                               "name_servers": [n.to_text() for n in ns_names]})
+
+    def network_list(self, message: bytes, peer: Peer | None) -> bytes:
+        return canonical_json(self._store.networks())
 
     def secondary_list(self, message: bytes, peer: Peer | None) -> bytes:
         return canonical_json([
@@ -468,6 +539,15 @@ class DnsService:
         zones[new.origin] = new
         self._publish(zones, changed=new)
         return canonical_json({"zone": new.origin.to_text(), "serial": new.serial})
+
+
+def _merged(existing: dns.rrset.RRset | None, new: dns.rrset.RRset) -> dns.rrset.RRset:
+    if existing is None:
+        return new
+    merged = dns.rrset.RRset(existing.name, existing.rdclass, existing.rdtype)
+    merged.update(existing)
+    merged.update(new)
+    return merged
 
 
 def _build(origin: dns.name.Name, rrsets: Iterable[dns.rrset.RRset], prefix: str = "") -> Zone:

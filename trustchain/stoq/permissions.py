@@ -63,6 +63,8 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("admin", "secondary-add"): Access.ADMIN,
     ("admin", "secondary-list"): Access.ADMIN,
     ("admin", "secondary-remove"): Access.ADMIN,
+    ("admin", "network-register"): Access.ADMIN,
+    ("admin", "network-list"): Access.ADMIN,
 }
 
 

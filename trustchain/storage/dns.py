@@ -68,6 +68,18 @@ DNS_SCHEMA = Schema(
             ) STRICT;
             """,
         ),
+        Migration(
+            3,
+            "federated networks registered under the origin",
+            """
+            CREATE TABLE dns_networks (
+                name TEXT PRIMARY KEY,
+                zone TEXT NOT NULL,
+                mode TEXT NOT NULL CHECK (mode IN ('hosted', 'delegated')),
+                registered_at TEXT NOT NULL
+            ) STRICT;
+            """,
+        ),
     ),
 )
 
@@ -189,3 +201,16 @@ class SqliteZoneStore:
             "SELECT zone, address, port, key_name FROM dns_secondaries ORDER BY zone, address, port"
         ).fetchall()
         return [Secondary(dns.name.from_text(z), a, p, k) for z, a, p, k in rows]
+
+    def add_network(self, name: str, zone: dns.name.Name, mode: str, now: datetime) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO dns_networks (name, zone, mode, registered_at) VALUES (?, ?, ?, ?)",
+                (name, _key(zone), mode, now.isoformat()),
+            )
+
+    def networks(self) -> list[dict[str, str]]:
+        rows = self.db.conn.execute(
+            "SELECT name, zone, mode, registered_at FROM dns_networks ORDER BY name"
+        ).fetchall()
+        return [{"name": n, "zone": z, "mode": m, "registered_at": t} for n, z, m, t in rows]
