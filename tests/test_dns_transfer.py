@@ -124,3 +124,21 @@ zone:
     finally:
         nsd.send_signal(signal.SIGTERM)
         nsd.wait(timeout=30)
+
+
+def test_axfr_over_doq_with_kdig(primary, data_dir: Path, tmp_path: Path) -> None:
+    """RFC 9250 allows zone transfers over DoQ: several responses on one stream."""
+    import json
+
+    proc, admin = primary
+    key = json.loads(run_cli("zone", "secondary", "add", "example.net", "[::1]:5399", "--json",
+                             *admin).stdout)
+    root = tmp_path / "root.pem"
+    root.write_text(run_cli("genesis", "show", "--data-dir", data_dir, "--root-pem").stdout)
+    host, port = proc.address("quic")
+    out = subprocess.run(
+        ["kdig", f"@{host}", "-p", str(port), f"+tls-ca={root}", "+tls-hostname=trust.example.net",
+         "+quic", "-y", f"hmac-sha256:{key['key']}:{key['secret']}", "example.net", "AXFR"],
+        capture_output=True, text=True, timeout=30)
+    assert "192.0.2.10" in out.stdout, out.stdout + out.stderr
+    assert out.stdout.count("\tSOA\t") == 2

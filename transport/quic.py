@@ -68,6 +68,8 @@ class QuicServices:
     clock: Callable[[], datetime]
     max_message: int = DEFAULT_MAX_MESSAGE
     max_queries_in_flight: int = 100
+    #: Answers with several messages (zone transfers); DoQ uses it when given (RFC 9250 4.2).
+    dns_stream: Callable[[bytes, QueryContext], list[bytes]] | None = None
     #: The REST API, served over HTTP/3 (ALPN h3) when given.
     app: h3.ASGIApp | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -142,16 +144,21 @@ class NodeQuicProtocol(QuicConnectionProtocol):
 
     def _answer_dns(self, query: doq.QueryReceived) -> None:
         assert self._doq is not None
+        context = QueryContext("doq", self._client)
         try:
-            response = self._services.dns(query.query, QueryContext("doq", self._client))
+            if self._services.dns_stream is not None:
+                responses = self._services.dns_stream(query.query, context)
+            else:
+                single = self._services.dns(query.query, context)
+                responses = [] if single is None else [single]
         except Exception:  # a handler bug must not take the connection down
             log.exception("DNS handler failed")
             self._doq.cancel(query.stream_id, doq.DoqErrorCode.INTERNAL_ERROR)
             return
-        if response is None:
+        if not responses:
             self._doq.cancel(query.stream_id, doq.DoqErrorCode.PROTOCOL_ERROR)
         else:
-            self._doq.send_response(query.stream_id, response)
+            self._doq.send_responses(query.stream_id, responses)
 
     def _dispatch(self, received: RequestReceived) -> None:
         assert self._stoq is not None

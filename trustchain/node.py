@@ -226,6 +226,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     quic = QuicEndpoint(
         QuicServices(
             dns=dns_handler,
+            dns_stream=dns_service.handle_stream,
             router=build_router(node, dns_handler, dns_service),
             root=node.credentials.root,
             network=node.identity.network_name,

@@ -227,7 +227,8 @@ class DnsService:
         """Answer a query on a stream (TCP): zone transfers give several messages.
 
         AXFR and IXFR need a TSIG signature by a key of one of the zone's
-        secondaries; anything else is refused (EDE 18, prohibited).
+        secondaries; anything else is refused (EDE 18, prohibited).  Over DoQ
+        the message IDs are 0, so signatures made here stay valid there.
         """
         if question_type(query) not in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
             response = self.handle(query, context)

@@ -108,14 +108,18 @@ class DoqServer:
 
     def send_response(self, stream_id: int, response: bytes) -> None:
         """Send ``response`` (its ID forced to 0) on ``stream_id`` and end the stream."""
+        self.send_responses(stream_id, [response])
+
+    def send_responses(self, stream_id: int, responses: list[bytes]) -> None:
+        """Send one or more responses (zone transfers send several), then FIN."""
         if self.closed or stream_id not in self._answering:
             return
         self._answering.discard(stream_id)
-        if len(response) < DNS_HEADER_SIZE or len(response) > 0xFFFF:
+        if not responses or any(len(r) < DNS_HEADER_SIZE or len(r) > 0xFFFF for r in responses):
             self._quic.reset_stream(stream_id, DoqErrorCode.INTERNAL_ERROR)
             return
-        body = b"\0\0" + response[2:]
-        self._quic.send_stream_data(stream_id, len(body).to_bytes(2, "big") + body, end_stream=True)
+        data = b"".join(len(r).to_bytes(2, "big") + b"\0\0" + r[2:] for r in responses)
+        self._quic.send_stream_data(stream_id, data, end_stream=True)
 
     def cancel(self, stream_id: int, code: DoqErrorCode = DoqErrorCode.INTERNAL_ERROR) -> None:
         """Abandon a query (the handler failed or chose not to answer)."""
