@@ -241,3 +241,44 @@ def test_network_register_hosted_and_delegated(
     assert again.returncode == 1 and "already registered" in again.stderr
     listing = json.loads(run_cli("network", "list", "--json", *admin).stdout)
     assert [(n["name"], n["mode"]) for n in listing] == [("alpha", "hosted"), ("beta", "delegated")]
+
+
+def test_dnspython_udp_tcp_soa_and_ns(served) -> None:
+    import dns.query
+
+    proc, _ = served
+    host, port = proc.address("dns")
+    for send in (dns.query.udp, dns.query.tcp):
+        soa = send(dns.message.make_query("example.net", "SOA"), host, port=port, timeout=5)
+        assert soa.answer[0][0].serial == 2026112500 and soa.flags & dns.flags.AA
+        ns = send(dns.message.make_query("example.net", "NS"), host, port=port, timeout=5)
+        assert sorted(r.target.to_text() for r in ns.answer[0]) == [
+            "ns1.example.net.", "ns2.elsewhere.org."]
+
+
+def test_tcp_pipelining_and_idle_timeout(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    from tests.support import cli_env
+
+    proc = NodeProcess.start(data_dir, env=cli_env(TRUSTCHAIN_DNS_TCP_IDLE_TIMEOUT_SECONDS="1"))
+    node_processes.append(proc)
+    proc.wait_ready()
+    zone_file = tmp_path / "z.zone"
+    zone_file.write_text(EXAMPLE)
+    admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
+    assert run_cli("zone", "import", zone_file, *admin).returncode == 0
+    host, port = proc.address("dns")
+    queries = [dns.message.make_query(n, "A") for n in ("www.example.net", "nope.example.net",
+                                                        "alias.example.net")]
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(b"".join(len(w).to_bytes(2, "big") + w
+                              for w in (q.to_wire() for q in queries)))  # one write, 3 queries
+        stream = conn.makefile("rb")
+        answers = []
+        for _ in queries:
+            size = int.from_bytes(stream.read(2), "big")
+            answers.append(dns.message.from_wire(stream.read(size)))
+        assert [a.id for a in answers] == [q.id for q in queries]
+        assert [a.rcode() for a in answers] == [0, 3, 0]
+        assert stream.read(1) == b""  # closed by the server after 1 s without a query

@@ -69,6 +69,9 @@ class NodeConfig(BaseModel):
         100, description="Requests (DoQ queries, stoq/1 requests) one connection may have "
         "in flight; more are refused (DOQ_EXCESSIVE_LOAD, stoq/1 status 429).",
     )
+    dns_tcp_idle_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
+        10, description="DNS over TCP connections idle this long are closed."
+    )
     dns_rate_limit: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
         0, description="Response rate limiting over UDP: responses per second per client "
         "prefix and response class (0: off; production: 20).",

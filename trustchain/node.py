@@ -222,6 +222,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     dns_listener = DnsListener(
         dns_handler, dns_service.handle_stream, config.listen, config.dns_port,
         rate_limit=config.dns_rate_limit, slip=config.dns_rate_limit_slip,
+        idle_timeout=config.dns_tcp_idle_timeout_seconds,
     )
     quic = QuicEndpoint(
         QuicServices(
