@@ -35,13 +35,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bootstrap.transport_certs import TlsIdentity, build_leaf, node_dns_names, node_uri
 from trustchain.canonical import canonical_json
 from trustchain.keystore import key_id_for, spki_der
 from trustchain.stoq.permissions import Peer
-from trustchain.stoq.router import BadRequest
+from trustchain.stoq.router import BadRequest, parse_message
 from trustchain.storage.node import Enrolment, NodeStore
 
 SIGNING_PREFIX = b"TrustChain enrolment v1\0"
@@ -107,13 +107,6 @@ def build_request(
     )
 
 
-def _parse(model: type[BaseModel], message: bytes) -> BaseModel:
-    try:
-        return model.model_validate_json(message)
-    except ValidationError as exc:
-        raise BadRequest(f"invalid message: {exc.errors()[0]['msg']}") from None
-
-
 class EnrolmentService:
     """The admitting node's side, behind the ``enrol.*`` and ``admin.*`` methods.
 
@@ -148,8 +141,7 @@ class EnrolmentService:
             challenge=_b64(challenge), expires_at=expires.isoformat()).model_dump())
 
     def request(self, message: bytes, peer: Peer | None) -> bytes:
-        req = _parse(EnrolmentRequest, message)
-        assert isinstance(req, EnrolmentRequest)
+        req = parse_message(EnrolmentRequest, message)
         try:
             challenge = base64.b64decode(req.challenge)
             csr_der = base64.b64decode(req.csr)
@@ -205,8 +197,7 @@ class EnrolmentService:
 
     def _lookup(self, message: bytes) -> Enrolment:
         """The enrolment named by a ``{"node_id": ...}`` message."""
-        req = _parse(NodeIdRequest, message)
-        assert isinstance(req, NodeIdRequest)
+        req = parse_message(NodeIdRequest, message)
         enrolment = self._store.enrolment(req.node_id)
         if enrolment is None:
             raise BadRequest(f"no enrolment for node {req.node_id}")

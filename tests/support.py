@@ -221,3 +221,18 @@ def _der_length(der: bytes) -> int:
         return 2 + first
     count = first & 0x7F
     return 2 + count + int.from_bytes(der[2 : 2 + count], "big")
+
+
+def serve_zone(data_dir: Path, procs: list[NodeProcess], zone_text: str,
+               env: dict[str, str] | None = None) -> tuple[NodeProcess, list[str]]:
+    """Start the node in ``data_dir``, import ``zone_text``; return it and the admin options."""
+    proc = NodeProcess.start(data_dir, env=env)
+    procs.append(proc)
+    proc.wait_ready()
+    zone_file = data_dir.parent / "imported.zone"
+    zone_file.write_text(zone_text)
+    host, port = proc.address("quic")
+    admin = ["--data-dir", str(data_dir), "--server", f"[{host}]:{port}"]
+    result = run_cli("zone", "import", zone_file, *admin)
+    assert result.returncode == 0, result.stderr
+    return proc, admin

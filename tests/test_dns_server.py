@@ -17,21 +17,13 @@ import dns.rcode
 import pytest
 
 from bootstrap.init import InitResult
-from tests.support import NodeProcess, run_cli
+from tests.support import NodeProcess, run_cli, serve_zone
 from tests.trustchain.dns.zonedata import EXAMPLE
 
 
 @pytest.fixture
-def served(node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path):
-    proc = NodeProcess.start(data_dir)
-    node_processes.append(proc)
-    proc.wait_ready()
-    zone_file = tmp_path / "example.net.zone"
-    zone_file.write_text(EXAMPLE)
-    admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
-    result = run_cli("zone", "import", zone_file, *admin)
-    assert result.returncode == 0, result.stderr
-    return proc, admin
+def served(node: InitResult, data_dir: Path, node_processes: list[NodeProcess]):
+    return serve_zone(data_dir, node_processes, EXAMPLE)
 
 
 def dig(proc: NodeProcess, *args: str) -> str:
@@ -181,14 +173,8 @@ def test_response_rate_limiting_over_udp(
 ) -> None:
     from tests.support import cli_env
 
-    proc = NodeProcess.start(data_dir, env=cli_env(TRUSTCHAIN_DNS_RATE_LIMIT="3",
-                                                   TRUSTCHAIN_DNS_RATE_LIMIT_SLIP="2"))
-    node_processes.append(proc)
-    proc.wait_ready()
-    zone_file = tmp_path / "z.zone"
-    zone_file.write_text(EXAMPLE)
-    admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
-    assert run_cli("zone", "import", zone_file, *admin).returncode == 0
+    proc, _ = serve_zone(data_dir, node_processes, EXAMPLE, env=cli_env(
+        TRUSTCHAIN_DNS_RATE_LIMIT="3", TRUSTCHAIN_DNS_RATE_LIMIT_SLIP="2"))
     host, port = proc.address("dns")
     query = dns.message.make_query("www.example.net", "A")
     answers, truncated = 0, 0
@@ -261,13 +247,8 @@ def test_tcp_pipelining_and_idle_timeout(
 ) -> None:
     from tests.support import cli_env
 
-    proc = NodeProcess.start(data_dir, env=cli_env(TRUSTCHAIN_DNS_TCP_IDLE_TIMEOUT_SECONDS="1"))
-    node_processes.append(proc)
-    proc.wait_ready()
-    zone_file = tmp_path / "z.zone"
-    zone_file.write_text(EXAMPLE)
-    admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
-    assert run_cli("zone", "import", zone_file, *admin).returncode == 0
+    proc, _ = serve_zone(data_dir, node_processes, EXAMPLE,
+                         env=cli_env(TRUSTCHAIN_DNS_TCP_IDLE_TIMEOUT_SECONDS="1"))
     host, port = proc.address("dns")
     queries = [dns.message.make_query(n, "A") for n in ("www.example.net", "nope.example.net",
                                                         "alias.example.net")]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.init import InitResult
-from tests.support import NodeProcess, run_cli
+from tests.support import NodeProcess, run_cli, serve_zone
 from tests.trustchain.dns.zonedata import EXAMPLE
 
 
@@ -36,15 +36,8 @@ def eventually(check: Callable[[], bool], what: str, limit: float = 30.0) -> Non
 
 
 @pytest.fixture
-def primary(node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path):
-    proc = NodeProcess.start(data_dir)
-    node_processes.append(proc)
-    proc.wait_ready()
-    zone = tmp_path / "example.zone"
-    zone.write_text(EXAMPLE)
-    admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
-    assert run_cli("zone", "import", zone, *admin).returncode == 0
-    return proc, admin
+def primary(node: InitResult, data_dir: Path, node_processes: list[NodeProcess]):
+    return serve_zone(data_dir, node_processes, EXAMPLE)
 
 
 def test_transfer_without_the_key_is_refused(primary) -> None:

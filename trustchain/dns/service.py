@@ -28,7 +28,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.tsig
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from trustchain.canonical import canonical_json
 from trustchain.dns.engine import EDNS_PAYLOAD, TSIG_ERRORS, ZoneSet, question_type, respond
@@ -45,7 +45,7 @@ from trustchain.dns.zone import (
 )
 from trustchain.errors import StorageError
 from trustchain.stoq.permissions import Peer
-from trustchain.stoq.router import BadRequest
+from trustchain.stoq.router import BadRequest, parse_message
 
 log = logging.getLogger("trustchain.dns")
 
@@ -138,14 +138,6 @@ class RecordSelector(_Msg):
 class ChangeSet(_Msg):
     add: list[Record] = Field(default_factory=list, max_length=10_000)
     delete: list[RecordSelector] = Field(default_factory=list, max_length=10_000)
-
-
-def _parse(model: type[_Msg], message: bytes) -> _Msg:
-    try:
-        return model.model_validate_json(message)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise BadRequest(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
 def _name(text: str) -> dns.name.Name:
@@ -272,8 +264,7 @@ class DnsService:
             self.notifier(zone, targets, dict(self._keyring))
 
     def secondary_add(self, message: bytes, peer: Peer | None) -> bytes:
-        req = _parse(SecondaryRequest, message)
-        assert isinstance(req, SecondaryRequest)
+        req = parse_message(SecondaryRequest, message)
         zone = self._zone(req.zone)
         try:
             address = str(ipaddress.ip_address(req.address.strip("[]")))
@@ -299,8 +290,7 @@ class DnsService:
         name servers inside the child) and optional DS records in the origin
         zone.  Both land as one change of the origin zone.
         """
-        req = _parse(NetworkRegister, message)
-        assert isinstance(req, NetworkRegister)
+        req = parse_message(NetworkRegister, message)
         if self._origin is None or self._origin not in self.zoneset.zones:
             raise BadRequest(f"this node does not serve the origin zone {self._origin}: "
                              "create it first (trustchain zone create)")
@@ -358,8 +348,7 @@ class DnsService:
         ])
 
     def secondary_remove(self, message: bytes, peer: Peer | None) -> bytes:
-        req = _parse(SecondaryRequest, message)
-        assert isinstance(req, SecondaryRequest)
+        req = parse_message(SecondaryRequest, message)
         zone = self._zone(req.zone)
         address = req.address.strip("[]")
         if not self._store.remove_secondary(zone.origin, address, req.port):
@@ -376,8 +365,7 @@ class DnsService:
         return zone
 
     def zone_create(self, message: bytes, peer: Peer | None) -> bytes:
-        req = _parse(ZoneCreate, message)
-        assert isinstance(req, ZoneCreate)
+        req = parse_message(ZoneCreate, message)
         origin = _name(req.zone)
         if origin in self.zoneset.zones:
             raise BadRequest(f"zone {origin} already exists")
@@ -399,8 +387,7 @@ class DnsService:
         return self._create(_build(origin, rrsets))
 
     def zone_import(self, message: bytes, peer: Peer | None) -> bytes:
-        req = _parse(ZoneImport, message)
-        assert isinstance(req, ZoneImport)
+        req = parse_message(ZoneImport, message)
         try:
             zone = from_text(req.text, _name(req.origin) if req.origin else None)
         except ZoneError as exc:
@@ -416,8 +403,7 @@ class DnsService:
         return self._replace(old, zone)
 
     def zone_delete(self, message: bytes, peer: Peer | None) -> bytes:
-        req = _parse(ZoneName, message)
-        assert isinstance(req, ZoneName)
+        req = parse_message(ZoneName, message)
         zone = self._zone(req.zone)
         self._store.delete(zone.origin)
         zones = dict(self.zoneset.zones)
@@ -433,15 +419,13 @@ class DnsService:
         ])
 
     def zone_export(self, message: bytes, peer: Peer | None) -> bytes:
-        req = _parse(ZoneName, message)
-        assert isinstance(req, ZoneName)
+        req = parse_message(ZoneName, message)
         zone = self._zone(req.zone)
         return canonical_json({"zone": zone.origin.to_text(), "serial": zone.serial,
                                "text": zone.to_text()})
 
     def records_list(self, message: bytes, peer: Peer | None) -> bytes:
-        req = _parse(ZoneName, message)
-        assert isinstance(req, ZoneName)
+        req = parse_message(ZoneName, message)
         zone = self._zone(req.zone)
         return canonical_json([
             {"name": r.name.to_text(), "type": dns.rdatatype.to_text(r.rdtype), "ttl": r.ttl,
@@ -451,8 +435,7 @@ class DnsService:
 
     def records_change(self, message: bytes, peer: Peer | None) -> bytes:
         """Apply a change set (deletions, then additions) to the one zone it touches."""
-        req = _parse(ChangeSet, message)
-        assert isinstance(req, ChangeSet)
+        req = parse_message(ChangeSet, message)
         names = [_name(r.name) for r in req.add] + [_name(s.name) for s in req.delete]
         if not names:
             raise BadRequest("the change set is empty")

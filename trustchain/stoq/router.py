@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from trustchain.errors import RemoteError
 from trustchain.stoq.connection import problem
@@ -23,6 +25,22 @@ Handler = Callable[[bytes, Peer | None], bytes | Awaitable[bytes]]
 
 class BadRequest(RemoteError):
     """The request message is not valid for this method."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_message(model: type[M], message: bytes) -> M:
+    """Validate a JSON request message against ``model``.
+
+    :raises BadRequest: naming the first field that is wrong.
+    """
+    try:
+        return model.model_validate_json(message)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        raise BadRequest(f"{where + ': ' if where else ''}{err['msg']}") from None
 
 
 class Router:
