@@ -1,0 +1,207 @@
+"""DNSSEC signing of a zone version, pure: zone + keys + time in, signed data out.
+
+Signing happens when a zone changes (and when signatures near expiry), never
+per query: :func:`sign_zone` produces a :class:`SignedZone` holding
+
+* the DNSKEY RRset (at the apex, signed by the key-signing keys),
+* the NSEC chain (RFC 4034 section 4) over every authoritative name and
+  delegation point, in canonical order, so denial of existence is a lookup,
+  never a per-query signature ("white lies" are not used),
+* an RRSIG for every authoritative RRset (at delegation points only DS and
+  NSEC are signed; glue is not), by the zone-signing keys.
+
+Signatures are reused from the previous version when the RRset and key are
+unchanged and the signature is not within ``refresh`` of its expiry, so a
+change to one record costs a few signatures, not a whole zone.  Validity:
+inception one hour in the past (clock skew), expiry ``validity`` ahead plus
+a per-name jitter of up to ``jitter`` (so expiries spread out).
+
+The cryptography is dnspython's ``dns.dnssec.sign`` (over ``cryptography``);
+algorithm 13 (ECDSA P-256 SHA-256) by default, 15 (Ed25519) as an option.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+import dns.dnssec
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.NSEC
+import dns.rrset
+
+from trustchain.dns.zone import NS, Zone
+
+ALGORITHMS = {13: dns.dnssec.Algorithm.ECDSAP256SHA256, 15: dns.dnssec.Algorithm.ED25519}
+DAY = 86400
+
+
+class Role(Enum):
+    KSK = "ksk"  # signs the DNSKEY RRset; its DS goes to the parent (flags 257)
+    ZSK = "zsk"  # signs everything else (flags 256)
+    CSK = "csk"  # both (flags 257)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    role: Role
+    private_key: object  # a cryptography private key of the algorithm
+    dnskey: dns.rdata.Rdata
+    #: Published keys appear in the DNSKEY RRset; active keys also sign.
+    active: bool = True
+
+    @property
+    def tag(self) -> int:
+        return dns.dnssec.key_id(self.dnskey)
+
+    @property
+    def signs_keys(self) -> bool:
+        return self.role in (Role.KSK, Role.CSK)
+
+    @property
+    def signs_zone(self) -> bool:
+        return self.role in (Role.ZSK, Role.CSK)
+
+
+def make_dnskey(private_key: object, algorithm: int, role: Role) -> dns.rdata.Rdata:
+    flags = 257 if role in (Role.KSK, Role.CSK) else 256
+    return dns.dnssec.make_dnskey(private_key.public_key(), ALGORITHMS[algorithm],  # type: ignore[attr-defined]
+                                  flags=flags)
+
+
+@dataclass(frozen=True)
+class Policy:
+    validity: int = 14 * DAY
+    jitter: int = DAY
+    #: Re-sign when less than this is left before expiry.
+    refresh: int = 4 * DAY
+    #: Signatures start this much before the signing time (clock skew).
+    backdate: int = 3600
+
+
+Key = tuple[dns.name.Name, int]
+
+
+@dataclass(frozen=True)
+class SignedZone:
+    """The DNSSEC data that goes with one zone version."""
+
+    zone: Zone
+    dnskey: dns.rrset.RRset
+    #: RRSIGs by (owner, covered type).
+    rrsigs: Mapping[Key, dns.rrset.RRset]
+    #: NSEC records by owner, and the owners in canonical order.
+    nsec: Mapping[dns.name.Name, dns.rrset.RRset]
+    chain: tuple[dns.name.Name, ...] = field(repr=False)
+    #: When the earliest signature must be refreshed (seconds since the epoch).
+    refresh_at: int = 0
+
+    def covering(self, name: dns.name.Name) -> dns.name.Name:
+        """The NSEC owner whose interval covers ``name`` (which does not exist)."""
+        low, high = 0, len(self.chain)
+        while low < high:  # the last owner <= name in canonical order
+            mid = (low + high) // 2
+            if self.chain[mid] <= name:
+                low = mid + 1
+            else:
+                high = mid
+        return self.chain[low - 1] if low else self.chain[-1]
+
+    def rrsig(self, name: dns.name.Name, rdtype: int) -> dns.rrset.RRset | None:
+        return self.rrsigs.get((name, rdtype))
+
+
+def authoritative_names(zone: Zone) -> list[dns.name.Name]:
+    """Owner names that get NSEC records: everything but what lies below a delegation."""
+    names = {name for name, _ in zone.rrsets}
+    return sorted(n for n in names if (cut := zone.cut_above(n)) is None or cut == n)
+
+
+def _jitter(name: dns.name.Name, rdtype: int, span: int) -> int:
+    digest = hashlib.sha256(name.to_digestable() + rdtype.to_bytes(2, "big")).digest()
+    return int.from_bytes(digest[:4], "big") % (span + 1)
+
+
+def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int, policy: Policy = Policy(),
+              previous: SignedZone | None = None) -> SignedZone:
+    """Sign ``zone`` at time ``now`` (seconds since the epoch)."""
+    keys = list(keys)
+    ksks = [k for k in keys if k.signs_keys and k.active]
+    zsks = [k for k in keys if k.signs_zone and k.active]
+    if not ksks or not zsks:
+        raise ValueError("signing needs an active key-signing and zone-signing key (or a CSK)")
+    origin = zone.origin
+    ttl = zone.soa.ttl
+    dnskey = dns.rrset.from_rdata_list(origin, ttl, [k.dnskey for k in keys])
+    negative_ttl = min(zone.soa.ttl, zone.soa[0].minimum)
+
+    names = authoritative_names(zone)
+    nsec: dict[dns.name.Name, dns.rrset.RRset] = {}
+    for index, name in enumerate(names):
+        types = {t for (n, t) in zone.rrsets if n == name}
+        if name == origin:
+            types.add(dns.rdatatype.DNSKEY)
+        types |= {dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
+        if name in zone.cuts:  # only what the parent side owns (RFC 4035 2.3)
+            types &= {NS, dns.rdatatype.DS, dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
+        following = names[(index + 1) % len(names)]
+        windows = dns.rdtypes.ANY.NSEC.Bitmap.from_rdtypes(sorted(types))
+        rdata = dns.rdtypes.ANY.NSEC.NSEC(dns.rdataclass.IN, dns.rdatatype.NSEC, following,
+                                          windows)
+        nsec[name] = dns.rrset.from_rdata(name, negative_ttl, rdata)
+
+    to_sign: list[tuple[dns.rrset.RRset, list[SigningKey]]] = [(dnskey, ksks)]
+    for (name, rdtype), rrset in zone.rrsets.items():
+        cut = zone.cut_above(name)
+        if cut is not None and not (name == cut and rdtype == dns.rdatatype.DS):
+            continue  # delegation NS and glue are not signed
+        to_sign.append((rrset, zsks))
+    to_sign += [(r, zsks) for r in nsec.values()]
+
+    rrsigs: dict[Key, dns.rrset.RRset] = {}
+    refresh_at = now + policy.validity
+    for rrset, signers in to_sign:
+        sigs = []
+        for key in signers:
+            sig = _reuse(previous, rrset, key, now, policy) or dns.dnssec.sign(
+                rrset, key.private_key, origin, key.dnskey,  # type: ignore[arg-type]
+                inception=now - policy.backdate,
+                expiration=now + policy.validity + _jitter(rrset.name, rrset.rdtype,
+                                                           policy.jitter),
+            )
+            sigs.append(sig)
+            refresh_at = min(refresh_at, sig.expiration - policy.refresh)
+        rrsigs[(rrset.name, rrset.rdtype)] = dns.rrset.from_rdata_list(
+            rrset.name, rrset.ttl, sigs)
+    return SignedZone(zone, dnskey, rrsigs, nsec, tuple(names), refresh_at)
+
+
+def _reuse(previous: SignedZone | None, rrset: dns.rrset.RRset, key: SigningKey, now: int,
+           policy: Policy) -> dns.rdata.Rdata | None:
+    if previous is None:
+        return None
+    if rrset.rdtype == dns.rdatatype.DNSKEY:
+        old_rrset = previous.dnskey
+    elif rrset.rdtype == dns.rdatatype.NSEC:
+        old_rrset = previous.nsec.get(rrset.name)
+    else:
+        old_rrset = previous.zone.rrsets.get((rrset.name, rrset.rdtype))
+    old_sigs = previous.rrsigs.get((rrset.name, rrset.rdtype))
+    if old_rrset is None or old_sigs is None or old_rrset != rrset or old_rrset.ttl != rrset.ttl:
+        return None
+    for sig in old_sigs:
+        if sig.key_tag == key.tag and sig.algorithm == key.dnskey.algorithm \
+                and sig.expiration - policy.refresh > now:
+            return sig
+    return None
+
+
+def ds_records(origin: dns.name.Name, keys: Iterable[SigningKey], ttl: int) -> dns.rrset.RRset:
+    """The DS set for the parent (SHA-256 digests of the key-signing keys)."""
+    return dns.rrset.from_rdata_list(origin, ttl, [
+        dns.dnssec.make_ds(origin, k.dnskey, "SHA256") for k in keys if k.signs_keys])
