@@ -34,6 +34,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.NSEC
 import dns.rrset
+from dns.rdtypes.ANY.DNSKEY import DNSKEY
+from dns.rdtypes.ANY.RRSIG import RRSIG
 
 from trustchain.dns.zone import NS, Zone
 
@@ -51,7 +53,7 @@ class Role(Enum):
 class SigningKey:
     role: Role
     private_key: object  # a cryptography private key of the algorithm
-    dnskey: dns.rdata.Rdata
+    dnskey: DNSKEY
     #: Published keys appear in the DNSKEY RRset; active keys also sign.
     active: bool = True
 
@@ -68,7 +70,7 @@ class SigningKey:
         return self.role in (Role.ZSK, Role.CSK)
 
 
-def make_dnskey(private_key: object, algorithm: int, role: Role) -> dns.rdata.Rdata:
+def make_dnskey(private_key: object, algorithm: int, role: Role) -> DNSKEY:
     flags = 257 if role in (Role.KSK, Role.CSK) else 256
     return dns.dnssec.make_dnskey(private_key.public_key(), ALGORITHMS[algorithm],  # type: ignore[attr-defined]
                                   flags=flags)
@@ -150,7 +152,8 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int, policy: Policy =
         if name in zone.cuts:  # only what the parent side owns (RFC 4035 2.3)
             types &= {NS, dns.rdatatype.DS, dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
         following = names[(index + 1) % len(names)]
-        windows = dns.rdtypes.ANY.NSEC.Bitmap.from_rdtypes(sorted(types))
+        windows = dns.rdtypes.ANY.NSEC.Bitmap.from_rdtypes(
+            [dns.rdatatype.RdataType.make(t) for t in sorted(types)])
         rdata = dns.rdtypes.ANY.NSEC.NSEC(dns.rdataclass.IN, dns.rdatatype.NSEC, following,
                                           windows)
         nsec[name] = dns.rrset.from_rdata(name, negative_ttl, rdata)
@@ -166,7 +169,7 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int, policy: Policy =
     rrsigs: dict[Key, dns.rrset.RRset] = {}
     refresh_at = now + policy.validity
     for rrset, signers in to_sign:
-        sigs = []
+        sigs: list[RRSIG] = []
         for key in signers:
             sig = _reuse(previous, rrset, key, now, policy) or dns.dnssec.sign(
                 rrset, key.private_key, origin, key.dnskey,  # type: ignore[arg-type]
@@ -182,9 +185,10 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int, policy: Policy =
 
 
 def _reuse(previous: SignedZone | None, rrset: dns.rrset.RRset, key: SigningKey, now: int,
-           policy: Policy) -> dns.rdata.Rdata | None:
+           policy: Policy) -> RRSIG | None:
     if previous is None:
         return None
+    old_rrset: dns.rrset.RRset | None
     if rrset.rdtype == dns.rdatatype.DNSKEY:
         old_rrset = previous.dnskey
     elif rrset.rdtype == dns.rdatatype.NSEC:
