@@ -24,7 +24,7 @@ does the owner name of the first answer record.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.edns
 import dns.exception
@@ -39,6 +39,7 @@ import dns.rdatatype
 import dns.rrset
 import dns.tsig
 
+from trustchain.dns.dnssec import SignedZone
 from trustchain.dns.handler import QueryContext, header_only_response
 from trustchain.dns.zone import CNAME, NS, SOA, Zone
 
@@ -58,6 +59,8 @@ class ZoneSet:
 
     zones: Mapping[dns.name.Name, Zone]
     version: int = 0
+    #: The DNSSEC data of the signed zones, by origin.
+    signed: Mapping[dns.name.Name, SignedZone] = field(default_factory=dict)
 
     def find(self, name: dns.name.Name) -> Zone | None:
         """The zone with the longest origin that encloses ``name``."""
@@ -174,32 +177,81 @@ def _owned(rrset: dns.rrset.RRset, name: dns.name.Name) -> dns.rrset.RRset:
     return copy
 
 
+class _Signer:
+    """Adds DNSSEC records to a response when the client set DO and the zone is signed."""
+
+    def __init__(self, response: dns.message.Message, signed: SignedZone | None, wanted: bool):
+        self.response = response
+        self.signed = signed if wanted else None
+
+    def rrsig(self, section: list[dns.rrset.RRset], owner: dns.name.Name, rdtype: int,
+              name: dns.name.Name | None = None) -> None:
+        if self.signed is None:
+            return
+        sigs = self.signed.rrsig(owner, rdtype)
+        if sigs is not None:
+            section.append(_owned(sigs, name or owner))
+
+    def nsec(self, owner: dns.name.Name) -> None:
+        if self.signed is None:
+            return
+        record = self.signed.nsec[owner]
+        if record not in self.response.authority:
+            self.response.authority.append(record)
+            self.rrsig(self.response.authority, owner, dns.rdatatype.NSEC)
+
+    def deny(self, name: dns.name.Name) -> None:
+        """Prove ``name`` does not exist (the NSEC whose interval covers it)."""
+        if self.signed is not None:
+            self.nsec(self.signed.covering(name))
+
+    def nodata(self, name: dns.name.Name) -> None:
+        """Prove ``name`` has no record of the asked type."""
+        if self.signed is None:
+            return
+        if name in self.signed.nsec:
+            self.nsec(name)
+        else:
+            self.deny(name)  # an empty non-terminal: covered, with the names below it next
+
+
 def _resolve(response: dns.message.Message, zones: ZoneSet, zone: Zone,
              qname: dns.name.Name, qtype: int) -> None:
+    want_dnssec = bool(response.ednsflags & dns.flags.DO)
     name = qname
     for _ in range(MAX_CNAME_CHAIN + 1):
+        signed = zones.signed.get(zone.origin)
+        signer = _Signer(response, signed, want_dnssec)
         cut = zone.cut_above(name)
         if cut is not None and not (qtype == dns.rdatatype.DS and name == cut):
-            _referral(response, zone, cut)
+            _referral(response, zone, cut, signer)
             return
         owner = name if name in zone.names else _wildcard(zone, name)
         if owner is None:
-            _negative(response, zone, nxdomain=True)
+            _negative(response, zone, signer)
+            signer.deny(name)
+            signer.deny(_wildcard_source(zone, name))
+            response.set_rcode(dns.rcode.NXDOMAIN)
             return
+        if owner != name:  # a wildcard answers: prove the exact name does not exist
+            signer.deny(name)
         if qtype == dns.rdatatype.ANY:
             # RFC 8482: a minimal, non-empty answer instead of everything at the name.
             response.answer.append(dns.rrset.from_text(
                 name, zone.soa[0].minimum, "IN", "HINFO", '"RFC8482" ""'))
             return
-        rrset = zone.get(owner, qtype)
+        rrset = _lookup(zone, signed, owner, qtype)
         if rrset is not None:
             response.answer.append(_owned(rrset, name))
+            signer.rrsig(response.answer, owner, qtype, name)
             return
         cname = zone.get(owner, CNAME)
         if cname is None:
-            _negative(response, zone, nxdomain=False)
+            _negative(response, zone, signer)
+            signer.nodata(owner)
             return
         response.answer.append(_owned(cname, name))
+        signer.rrsig(response.answer, owner, CNAME, name)
         name = cname[0].target
         next_zone = zones.find(name)
         if next_zone is None:
@@ -207,21 +259,43 @@ def _resolve(response: dns.message.Message, zones: ZoneSet, zone: Zone,
         zone = next_zone
 
 
-def _wildcard(zone: Zone, name: dns.name.Name) -> dns.name.Name | None:
-    """The source of synthesis for a name that does not exist (RFC 4592), if any."""
+def _lookup(zone: Zone, signed: SignedZone | None, name: dns.name.Name,
+            rdtype: int) -> dns.rrset.RRset | None:
+    """Zone data, plus the DNSKEY and NSEC records of a signed zone."""
+    if signed is not None:
+        if rdtype == dns.rdatatype.DNSKEY and name == zone.origin:
+            return signed.dnskey
+        if rdtype == dns.rdatatype.NSEC:
+            return signed.nsec.get(name)
+    return zone.get(name, rdtype)
+
+
+def _wildcard_source(zone: Zone, name: dns.name.Name) -> dns.name.Name:
     encloser = name
     while encloser not in zone.names:
         encloser = encloser.parent()
-    source = dns.name.Name((b"*", *encloser.labels))
+    return dns.name.Name((b"*", *encloser.labels))
+
+
+def _wildcard(zone: Zone, name: dns.name.Name) -> dns.name.Name | None:
+    """The source of synthesis for a name that does not exist (RFC 4592), if any."""
+    source = _wildcard_source(zone, name)
     return source if source in zone.names and zone.types_at(source) else None
 
 
-def _referral(response: dns.message.Message, zone: Zone, cut: dns.name.Name) -> None:
+def _referral(response: dns.message.Message, zone: Zone, cut: dns.name.Name,
+              signer: _Signer) -> None:
     ns = zone.get(cut, NS)
     assert ns is not None
     if not response.answer:
         response.flags &= ~_AUTHORITATIVE
     response.authority.append(ns)
+    ds = zone.get(cut, dns.rdatatype.DS)
+    if ds is not None and signer.signed is not None:
+        response.authority.append(ds)
+        signer.rrsig(response.authority, cut, dns.rdatatype.DS)
+    else:
+        signer.nsec(cut)  # an insecure delegation: proof that there is no DS
     for rdata in ns:
         for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
             glue = zone.get(rdata.target, rdtype)
@@ -229,15 +303,20 @@ def _referral(response: dns.message.Message, zone: Zone, cut: dns.name.Name) -> 
                 response.additional.append(glue)
 
 
-def _negative(response: dns.message.Message, zone: Zone, *, nxdomain: bool) -> None:
+def _negative(response: dns.message.Message, zone: Zone, signer: _Signer) -> None:
     soa = zone.soa
     negative_ttl = min(soa.ttl, soa[0].minimum)
     authority = dns.rrset.RRset(soa.name, soa.rdclass, SOA)
     authority.update(soa)
     authority.ttl = negative_ttl
     response.authority.append(authority)
-    if nxdomain:
-        response.set_rcode(dns.rcode.NXDOMAIN)
+    if signer.signed is not None:
+        sigs = signer.signed.rrsig(zone.origin, SOA)
+        if sigs is not None:
+            copy = dns.rrset.RRset(sigs.name, sigs.rdclass, sigs.rdtype, sigs.covers)
+            copy.update(sigs)
+            copy.ttl = negative_ttl
+            response.authority.append(copy)
 
 
 def _render(response: dns.message.Message, query: dns.message.Message,
