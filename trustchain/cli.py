@@ -424,6 +424,29 @@ def cmd_network(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dnssec(args: argparse.Namespace) -> int:
+    body = json.dumps({"zone": args.zone}).encode()
+    if args.dnssec_command == "ds":
+        result = _admin_call(args, "dnssec-ds", body)
+        if args.json:
+            _print_json(result)
+        else:
+            sys.stdout.write(result["text"] + "\n")
+        return 0
+    result = _admin_call(args, "dnssec-status", body)
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"zone {result['zone']}: {'signed' if result['signed'] else 'not signed'}")
+    for key in result["keys"]:
+        state = "active" if key["active"] else "published"
+        print(f"  {key['role']}  tag {key['tag']}  algorithm {key['algorithm']}  {state}")
+    if result["signed"]:
+        print(f"  {result['signatures']} signatures, {result['nsec_names']} NSEC names; "
+              f"next re-signing at {datetime.fromtimestamp(result['resign_at'], UTC).isoformat()}")
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     command = args.record_command
     if command == "list":
@@ -643,6 +666,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     admin_options(p, json_output=True)
     network.set_defaults(func=cmd_network)
+
+    dnssec_parser = commands.add_parser("dnssec", help="DNSSEC of the zones (admin)")
+    sub = dnssec_parser.add_subparsers(dest="dnssec_command", required=True, metavar="COMMAND")
+    for name, help_text in (("ds", "the DS set for the parent zone"),
+                            ("status", "keys and signatures of a zone")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("zone", metavar="ZONE")
+        admin_options(p, json_output=True)
+    dnssec_parser.set_defaults(func=cmd_dnssec)
 
     p = commands.add_parser("query", help="ask a DNS server (udp, tcp, doq or stoq)")
     p.add_argument("name", metavar="NAME")

@@ -44,10 +44,12 @@ from trustchain.api import create_app
 from trustchain.canonical import canonical_json
 from trustchain.config import NodeConfig, load_config
 from trustchain.datadir import DataDir
+from trustchain.dns.dnssec import Role as DnssecRole
+from trustchain.dns.dnssec import SigningKey, make_dnskey
 from trustchain.dns.handler import DnsHandler, QueryContext
 from trustchain.dns.service import DnsService
 from trustchain.errors import DataDirError, GenesisError, KeyNotFoundError, KeyStoreError
-from trustchain.keystore import KeyStore, key_id_for
+from trustchain.keystore import KeyStore, KeyType, key_id_for
 from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import BadRequest, Router
 from trustchain.storage.database import Database, open_database
@@ -132,12 +134,48 @@ class KeystoreSecrets:
         return secret
 
 
+class KeystoreDnssecKeys:
+    """DNSSEC keys in the node's key store; a new zone gets a KSK and a ZSK (algorithm 13)."""
+
+    ALGORITHM = 13
+
+    def __init__(self, keystore: KeyStore, store: SqliteZoneStore) -> None:
+        self._keystore = keystore
+        self._store = store
+        self._cache: dict[str, SigningKey] = {}
+
+    def signing_keys(self, origin: dns.name.Name) -> list[SigningKey]:
+        rows = [r for r in self._store.keys(origin) if r["state"] != "removed"]
+        if not rows:
+            for role in (DnssecRole.KSK, DnssecRole.ZSK):
+                record = self._keystore.generate(
+                    KeyType.ECDSA_P256, f"dnssec:{origin.to_text()}:{role.value}", utcnow())
+                self._store.add_key(origin, record.id, role.value, self.ALGORITHM, "active",
+                                    utcnow())
+            rows = self._store.keys(origin)
+        keys = []
+        for row in rows:
+            key_id = str(row["key_id"])
+            cached = self._cache.get(key_id)
+            if cached is None:
+                role = DnssecRole(str(row["role"]))
+                private = self._keystore.private_key(key_id)
+                cached = SigningKey(role, private, make_dnskey(private, int(str(row["algorithm"])),
+                                                                role))
+                self._cache[key_id] = cached
+            keys.append(SigningKey(cached.role, cached.private_key, cached.dnskey,
+                                   active=row["state"] == "active"))
+        return keys
+
+
 def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
     origin = dns.name.from_text(node.identity.origin)
+    store = SqliteZoneStore(node.db)
     return DnsService(
-        SqliteZoneStore(node.db), now=utcnow,
+        store, now=utcnow,
         default_ns=dns.name.from_text(f"{node.identity.node_id}.nodes", origin),
         secrets=KeystoreSecrets(node.keystore), notifier=notifier, origin=origin,
+        keys=KeystoreDnssecKeys(node.keystore, store),
     )
 
 
@@ -190,6 +228,8 @@ def build_router(
             ("secondary-remove", dns_service.secondary_remove),
             ("network-register", dns_service.network_register),
             ("network-list", dns_service.network_list),
+            ("dnssec-ds", dns_service.dnssec_ds),
+            ("dnssec-status", dns_service.dnssec_status),
         ):
             router.register("admin", method, handler)
     return router
@@ -249,8 +289,10 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         await https.start()
         await quic.start()
         log.info("node ready")
+        resigner = asyncio.ensure_future(_resign_periodically(dns_service, stop))
         await stop.wait()
         log.info("shutting down")
+        await resigner
     finally:
         await quic.stop()
         await https.stop()
@@ -259,6 +301,21 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         await notifier.stop()
         store.stop_run(run_id, utcnow())
     log.info("stopped cleanly")
+
+
+#: How often the node looks for signatures nearing expiry.
+RESIGN_CHECK_SECONDS = 600.0
+
+
+async def _resign_periodically(service: DnsService, stop: asyncio.Event) -> None:
+    """Re-sign zones whose signatures near expiry, until the node stops."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), RESIGN_CHECK_SECONDS)
+        except TimeoutError:
+            count = service.resign_due()
+            if count:
+                log.info("re-signed %d zone(s) whose signatures neared expiry", count)
 
 
 def run(

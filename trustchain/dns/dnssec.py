@@ -129,8 +129,11 @@ def _jitter(name: dns.name.Name, rdtype: int, span: int) -> int:
     return int.from_bytes(digest[:4], "big") % (span + 1)
 
 
-def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int, policy: Policy = Policy(),
-              previous: SignedZone | None = None) -> SignedZone:
+DEFAULT_POLICY = Policy()
+
+
+def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
+              policy: Policy = DEFAULT_POLICY, previous: SignedZone | None = None) -> SignedZone:
     """Sign ``zone`` at time ``now`` (seconds since the epoch)."""
     keys = list(keys)
     ksks = [k for k in keys if k.signs_keys and k.active]

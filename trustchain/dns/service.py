@@ -31,6 +31,7 @@ import dns.tsig
 from pydantic import BaseModel, ConfigDict, Field
 
 from trustchain.canonical import canonical_json
+from trustchain.dns.dnssec import Policy, SignedZone, SigningKey, ds_records, sign_zone
 from trustchain.dns.engine import EDNS_PAYLOAD, TSIG_ERRORS, ZoneSet, question_type, respond
 from trustchain.dns.handler import QueryContext, header_only_response
 from trustchain.dns.xfr import transfer
@@ -73,6 +74,12 @@ class ZoneStore(Protocol):
     def networks(self) -> list[dict[str, str]]: ...
     def remove_secondary(self, zone: dns.name.Name, address: str, port: int) -> bool: ...
     def secondaries(self) -> list[Secondary]: ...
+
+
+class KeySource(Protocol):
+    """The DNSSEC keys of a zone (created on first use), from the node's key store."""
+
+    def signing_keys(self, origin: dns.name.Name) -> list[SigningKey]: ...
 
 
 class SecretStore(Protocol):
@@ -161,15 +168,20 @@ class DnsService:
     def __init__(
         self, store: ZoneStore, *, now: Callable[[], datetime], default_ns: dns.name.Name,
         secrets: SecretStore | None = None, notifier: Notifier | None = None,
-        origin: dns.name.Name | None = None,
+        origin: dns.name.Name | None = None, keys: KeySource | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self._store = store
         self._origin = origin
+        self._keys = keys
+        self._policy = policy or Policy()
         self._now = now
         self._default_ns = default_ns
         self._secrets = secrets
         self.notifier = notifier
-        self.zoneset = ZoneSet({z.origin: z for z in store.zones()})
+        zones = {z.origin: z for z in store.zones()}
+        self.zoneset = ZoneSet(zones, 0, {o: s for o, z in zones.items()
+                                          if (s := self._sign(z, None)) is not None})
         self._cache: dict[tuple[bool, bytes], bytes | None] = {}
         self._secondaries = store.secondaries()
         self._keyring: dict[dns.name.Name, dns.tsig.Key] = {}
@@ -243,19 +255,63 @@ class DnsService:
                 refused.use_edns(0, 0, EDNS_PAYLOAD,
                                  options=[dns.edns.EDEOption(dns.edns.EDECode.PROHIBITED)])
             return [refused.to_wire()]
-        messages = transfer(message, zone, self._store.journal(zone.origin))
-        log.info("%s of %s (serial %d) to %s with key %s: %d messages",
+        messages = transfer(message, zone, self._store.journal(zone.origin),
+                            self.zoneset.signed.get(zone.origin))
+        log.info("%s of %s (serial %d) to %s with key %s: %d messages%s",
                  dns.rdatatype.to_text(message.question[0].rdtype), zone.origin, zone.serial,
-                 context.client, message.keyname, len(messages))
+                 context.client, message.keyname, len(messages),
+                 " (signed zone: sent in full)" if zone.origin in self.zoneset.signed else "")
         return messages
 
     # --- management ---------------------------------------------------------
 
+    def _sign(self, zone: Zone, previous: SignedZone | None) -> SignedZone | None:
+        if self._keys is None:
+            return None
+        return sign_zone(zone, self._keys.signing_keys(zone.origin),
+                         int(self._now().timestamp()), self._policy, previous)
+
     def _publish(self, zones: dict[dns.name.Name, Zone], changed: Zone | None = None) -> None:
-        self.zoneset = ZoneSet(zones, self.zoneset.version + 1)
+        signed = {o: s for o, s in self.zoneset.signed.items() if o in zones}
+        if changed is not None:
+            new = self._sign(changed, self.zoneset.signed.get(changed.origin))
+            if new is not None:
+                signed[changed.origin] = new
+        self.zoneset = ZoneSet(zones, self.zoneset.version + 1, signed)
         self._cache = {}
         if changed is not None:
             self._notify(changed)
+
+    def resign_due(self) -> int:
+        """Re-sign zones whose earliest signature nears expiry; return how many."""
+        now = int(self._now().timestamp())
+        due = [s.zone for s in self.zoneset.signed.values() if s.refresh_at <= now]
+        for zone in due:
+            self._publish(dict(self.zoneset.zones), changed=zone)
+        return len(due)
+
+    def dnssec_ds(self, message: bytes, peer: Peer | None) -> bytes:
+        req = parse_message(ZoneName, message)
+        zone = self._zone(req.zone)
+        if self._keys is None or zone.origin not in self.zoneset.signed:
+            raise BadRequest(f"zone {zone.origin} is not signed")
+        ds = ds_records(zone.origin, self._keys.signing_keys(zone.origin), zone.soa.ttl)
+        return canonical_json({"zone": zone.origin.to_text(), "ds": [r.to_text() for r in ds],
+                               "text": ds.to_text()})
+
+    def dnssec_status(self, message: bytes, peer: Peer | None) -> bytes:
+        req = parse_message(ZoneName, message)
+        zone = self._zone(req.zone)
+        signed = self.zoneset.signed.get(zone.origin)
+        keys = [] if self._keys is None or signed is None else [
+            {"tag": k.tag, "role": k.role.value, "algorithm": int(k.dnskey.algorithm),
+             "active": k.active} for k in self._keys.signing_keys(zone.origin)]
+        return canonical_json({
+            "zone": zone.origin.to_text(), "signed": signed is not None, "keys": keys,
+            "nsec_names": len(signed.chain) if signed else 0,
+            "signatures": sum(len(r) for r in signed.rrsigs.values()) if signed else 0,
+            "resign_at": signed.refresh_at if signed else None,
+        })
 
     def _notify(self, zone: Zone, only: list[Secondary] | None = None) -> None:
         targets = only if only is not None else [

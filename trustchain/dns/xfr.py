@@ -20,6 +20,7 @@ import dns.message
 import dns.rdatatype
 import dns.rrset
 
+from trustchain.dns.dnssec import SignedZone
 from trustchain.dns.zone import SOA, Zone
 
 #: RRsets per message: small enough to stay far below 64 KiB for ordinary data.
@@ -63,8 +64,14 @@ def ixfr_sequence(zone: Zone, journal: Journal, client_serial: int) -> list[dns.
     return answer
 
 
-def transfer(query: dns.message.Message, zone: Zone, journal: Journal) -> list[bytes]:
-    """The wire messages answering an AXFR or IXFR ``query`` for ``zone``."""
+def transfer(query: dns.message.Message, zone: Zone, journal: Journal,
+             signed: SignedZone | None = None) -> list[bytes]:
+    """The wire messages answering an AXFR or IXFR ``query`` for ``zone``.
+
+    A signed zone is transferred with its DNSKEY, RRSIG and NSEC records.  Its
+    journal holds only the unsigned changes, so IXFR of a signed zone is
+    answered in full (RFC 1995 allows it) until signed changes are journalled.
+    """
     qtype = query.question[0].rdtype
     sequence: list[dns.rrset.RRset] | None = None
     if qtype == dns.rdatatype.IXFR:
@@ -73,10 +80,13 @@ def transfer(query: dns.message.Message, zone: Zone, journal: Journal) -> list[b
             serial = int(client[0][0].serial)
             if serial == zone.serial:
                 sequence = [zone.soa]
-            else:
+            elif signed is None:
                 sequence = ixfr_sequence(zone, journal, serial)
     if sequence is None:
-        sequence = [zone.soa, *[r for r in zone.sorted_rrsets() if r.rdtype != SOA], zone.soa]
+        body = [r for r in zone.sorted_rrsets() if r.rdtype != SOA]
+        if signed is not None:
+            body += [signed.dnskey, *signed.nsec.values(), *signed.rrsigs.values()]
+        sequence = [zone.soa, *body, zone.soa]
     wires = []
     context = None
     for start in range(0, len(sequence), RRSETS_PER_MESSAGE):

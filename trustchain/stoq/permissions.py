@@ -65,6 +65,8 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("admin", "secondary-remove"): Access.ADMIN,
     ("admin", "network-register"): Access.ADMIN,
     ("admin", "network-list"): Access.ADMIN,
+    ("admin", "dnssec-ds"): Access.ADMIN,
+    ("admin", "dnssec-status"): Access.ADMIN,
 }
 
 

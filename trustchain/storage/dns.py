@@ -80,6 +80,22 @@ DNS_SCHEMA = Schema(
             ) STRICT;
             """,
         ),
+        Migration(
+            4,
+            "DNSSEC keys of each zone and their states",
+            """
+            CREATE TABLE dns_keys (
+                zone TEXT NOT NULL REFERENCES dns_zones (origin) ON DELETE CASCADE,
+                key_id TEXT NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('ksk', 'zsk', 'csk')),
+                algorithm INTEGER NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('published', 'active', 'retired', 'removed')),
+                created_at TEXT NOT NULL,
+                changed_at TEXT NOT NULL,
+                PRIMARY KEY (zone, key_id)
+            ) STRICT;
+            """,
+        ),
     ),
 )
 
@@ -214,3 +230,20 @@ class SqliteZoneStore:
             "SELECT name, zone, mode, registered_at FROM dns_networks ORDER BY name"
         ).fetchall()
         return [{"name": n, "zone": z, "mode": m, "registered_at": t} for n, z, m, t in rows]
+
+    def add_key(self, zone: dns.name.Name, key_id: str, role: str, algorithm: int, state: str,
+                now: datetime) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO dns_keys (zone, key_id, role, algorithm, state, created_at, changed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_key(zone), key_id, role, algorithm, state, now.isoformat(), now.isoformat()),
+            )
+
+    def keys(self, zone: dns.name.Name) -> list[dict[str, object]]:
+        rows = self.db.conn.execute(
+            "SELECT key_id, role, algorithm, state, created_at, changed_at FROM dns_keys "
+            "WHERE zone = ? ORDER BY created_at, key_id", (_key(zone),),
+        ).fetchall()
+        return [dict(zip(("key_id", "role", "algorithm", "state", "created_at", "changed_at"),
+                         row, strict=True)) for row in rows]

@@ -96,7 +96,7 @@ def test_referrals_secure_and_insecure() -> None:
 
 
 def test_insecure_delegation_proves_no_ds() -> None:
-    text = EXAMPLE.replace("sub     DS    12345 13 2 3AB2A1D4B4E5B8D5E0C47D1AB2EE4BE2AE3B9A1FA2AFB5B3AF0D1CCE9AE4A3F0\n", "")
+    text = "\n".join(line for line in EXAMPLE.splitlines() if not line.startswith("sub     DS"))
     zone = from_text(text)
     signed = sign_zone(zone, _keys(), NOW)
     zones = ZoneSet({zone.origin: zone}, signed={zone.origin: signed})
