@@ -12,6 +12,10 @@ tools=(
   "dig bind9-dnsutils"
   "named-checkzone bind9-utils"
   "nsd nsd"
+  "delv bind9-dnsutils"
+  "dnssec-verify bind9-utils"
+  "ldns-verify-zone ldnsutils"
+  "kzonecheck knot-dnssecutils"
 )
 
 missing=()

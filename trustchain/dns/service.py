@@ -570,7 +570,7 @@ class DnsService:
             raise BadRequest(str(exc)) from None
         zones = dict(self.zoneset.zones)
         zones[zone.origin] = zone
-        self._publish(zones)
+        self._publish(zones, changed=zone)
         return canonical_json({"zone": zone.origin.to_text(), "serial": zone.serial})
 
     def _replace(self, old: Zone, new: Zone) -> bytes:
