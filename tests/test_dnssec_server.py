@@ -137,3 +137,28 @@ def test_dnskey_query_over_udp(signed) -> None:
                              host, port=port, timeout=5)
     types = [r.rdtype for r in response.answer]
     assert types == [dns.rdatatype.DNSKEY, dns.rdatatype.RRSIG]
+
+
+def test_chain_of_trust_from_the_origin_to_a_hosted_network(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
+    assert run_cli("zone", "create", "trust.example.net", "--address", "2001:db8::53",
+                   *admin).returncode == 0
+    assert run_cli("network", "register", "alpha", *admin).returncode == 0
+    assert run_cli("record", "add", "www.alpha.trust.example.net", "AAAA", "2001:db8::a",
+                   *admin).returncode == 0
+    (ds_text,) = json.loads(run_cli("dnssec", "ds", "trust.example.net", "--json",
+                                    *admin).stdout)["ds"]
+    tag, algorithm, digest_type, digest = ds_text.split(None, 3)
+    anchor = tmp_path / "origin-anchor.conf"
+    anchor.write_text(f'trust-anchors {{ trust.example.net. static-ds {tag} {algorithm} '
+                      f'{digest_type} "{digest.replace(" ", "")}"; }};\n')
+    _, port = proc.address("dns")
+    out = subprocess.run(["delv", "@::1", "-p", str(port), "-a", str(anchor),
+                          "+root=trust.example.net", "www.alpha.trust.example.net", "AAAA"],
+                         capture_output=True, text=True, timeout=30)
+    assert "; fully validated" in out.stdout + out.stderr, out.stdout + out.stderr

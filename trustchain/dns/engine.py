@@ -122,6 +122,9 @@ def _answer(message: dns.message.Message, zones: ZoneSet, context: QueryContext)
         code = dns.rcode.REFUSED if question.rdclass != dns.rdataclass.IN else dns.rcode.NOTIMP
         return _render(_error(message, code, dns.edns.EDECode.NOT_SUPPORTED), message, context)
     zone = zones.find(question.name)
+    if zone is not None and question.rdtype == dns.rdatatype.DS and question.name == zone.origin \
+            and len(zone.origin) > 1 and (parent := zones.find(zone.origin.parent())) is not None:
+        zone = parent  # DS belongs to the parent side of the cut (RFC 4035 section 3.1.4.1)
     if zone is None:
         return _render(
             _error(message, dns.rcode.REFUSED, dns.edns.EDECode.NOT_AUTHORITATIVE), message, context

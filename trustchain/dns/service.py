@@ -383,6 +383,11 @@ class DnsService:
                 dns.rrset.from_text_list(child, ttl, "IN", "NS", [n.to_text() for n in ns_names]),
             ])
             self._create(child_zone)
+            if self._keys is not None and not req.ds:
+                # The chain of trust: the parent vouches for the child's key-signing key.
+                rrsets[(child, dns.rdatatype.DS)] = ds_records(
+                    child, self._keys.signing_keys(child), ttl)
+                new_parent = _build(self._origin, rrsets.values(), "registration refused: ")
         try:
             self._replace(parent, new_parent.with_serial(next_serial(parent.serial, today)))
         except Exception:

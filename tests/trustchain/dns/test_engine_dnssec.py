@@ -112,3 +112,17 @@ def test_without_do_no_dnssec_records(name: str, rdtype: str) -> None:
     r = ask(name, rdtype, dnssec=False)
     types = {x.rdtype for s in (r.answer, r.authority) for x in s}
     assert not types & {dns.rdatatype.RRSIG, dns.rdatatype.NSEC}
+
+
+def test_ds_for_a_child_we_also_serve_comes_from_the_parent() -> None:
+    child_text = ("$ORIGIN sub.example.net.\n$TTL 300\n@ SOA ns.sub hm 1 2 3 4 5\n"
+                  "@ NS ns.sub\nns A 192.0.2.53\n")
+    child = from_text(child_text)
+    zones = ZoneSet({ZONE.origin: ZONE, child.origin: child}, signed={ZONE.origin: SIGNED})
+    query = dns.message.make_query("sub.example.net", "DS", want_dnssec=True)
+    r = dns.message.from_wire(answer(query.to_wire(), zones, QueryContext("udp")))
+    assert r.answer[0].rdtype == dns.rdatatype.DS
+    validate_section(r.answer)
+    soa = dns.message.make_query("sub.example.net", "SOA")
+    r = dns.message.from_wire(answer(soa.to_wire(), zones, QueryContext("udp")))
+    assert r.answer[0][0].mname.to_text() == "ns.sub.example.net."  # the child answers the rest
