@@ -103,6 +103,16 @@ zone:
     try:
         eventually(lambda: dig(nsd_port, "www.example.net", "A", "+short").stdout.split()
                    == ["192.0.2.10"], "NSD to load the zone by AXFR")
+        # The signed zone validates when NSD serves it, from the DS our node publishes.
+        (ds,) = json.loads(run_cli("dnssec", "ds", "example.net", "--json", *admin).stdout)["ds"]
+        tag, algorithm, digest_type, digest = ds.split(None, 3)
+        anchor = tmp_path / "anchor.conf"
+        anchor.write_text(f'trust-anchors {{ example.net. static-ds {tag} {algorithm} '
+                          f'{digest_type} "{digest.replace(" ", "")}"; }};\n')
+        delv = subprocess.run(["delv", "@::1", "-p", str(nsd_port), "-a", str(anchor),
+                               "+root=example.net", "www.example.net", "A"],
+                              capture_output=True, text=True, timeout=30)
+        assert "; fully validated" in delv.stdout + delv.stderr, delv.stdout + delv.stderr
         changed = run_cli("record", "add", "new.example.net", "AAAA", "2001:db8::77", *admin)
         assert changed.returncode == 0, changed.stderr
         eventually(lambda: dig(nsd_port, "new.example.net", "AAAA", "+short").stdout.split()
