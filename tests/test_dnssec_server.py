@@ -162,3 +162,64 @@ def test_chain_of_trust_from_the_origin_to_a_hosted_network(
                           "+root=trust.example.net", "www.alpha.trust.example.net", "AAAA"],
                          capture_output=True, text=True, timeout=30)
     assert "; fully validated" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_rollovers_started_by_hand(signed) -> None:
+    proc, admin, anchor = signed
+    _, port = proc.address("dns")
+    zsk = run_cli("dnssec", "rollover", "example.net", "--zsk", *admin)
+    assert zsk.returncode == 0, zsk.stderr
+    assert "zsk" in zsk.stdout and "published" in zsk.stdout
+    again = run_cli("dnssec", "rollover", "example.net", "--zsk", *admin)
+    assert again.returncode == 1 and "already under way" in again.stderr
+    ksk = run_cli("dnssec", "rollover", "example.net", "--ksk", *admin)
+    assert ksk.returncode == 0, ksk.stderr
+    # CDS/CDNSKEY now name the new KSK for the parent; the old DS still validates everything.
+    cds = subprocess.run(["dig", "@::1", "-p", str(port), "example.net", "CDS", "+short"],
+                         capture_output=True, text=True).stdout.split()
+    status = json.loads(run_cli("dnssec", "status", "example.net", "--json", *admin).stdout)
+    ksks = [k for k in status["keys"] if k["role"] == "ksk"]
+    assert len(ksks) == 2 and all(k["active"] for k in ksks)
+    assert int(cds[0]) in {k["tag"] for k in ksks}
+    assert "; fully validated" in delv(port, anchor, "www.example.net", "AAAA")
+    assert "; fully validated" in delv(port, anchor, "example.net", "DNSKEY")
+    published = run_cli("dnssec", "ds-published", "example.net", *admin)
+    assert published.returncode == 0, published.stderr
+    status = json.loads(run_cli("dnssec", "status", "example.net", "--json", *admin).stdout)
+    assert any(k["ds_published"] for k in status["keys"] if k["role"] == "ksk")
+
+
+def test_ksk_rollover_of_a_hosted_network_updates_the_parent_ds(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
+    assert run_cli("zone", "create", "trust.example.net", "--address", "2001:db8::53",
+                   *admin).returncode == 0
+    assert run_cli("network", "register", "alpha", *admin).returncode == 0
+    _, port = proc.address("dns")
+
+    def parent_ds() -> list[str]:
+        return subprocess.run(["dig", "@::1", "-p", str(port), "alpha.trust.example.net", "DS",
+                               "+short"], capture_output=True, text=True).stdout.splitlines()
+
+    before = parent_ds()
+    assert run_cli("dnssec", "rollover", "alpha.trust.example.net", "--ksk",
+                   *admin).returncode == 0
+    after = parent_ds()
+    assert len(after) == 1 and after != before  # the parent now vouches for the new KSK
+    status = json.loads(run_cli("dnssec", "status", "alpha.trust.example.net", "--json",
+                                *admin).stdout)
+    assert any(k["ds_published"] for k in status["keys"] if k["role"] == "ksk")
+    (ds_text,) = json.loads(run_cli("dnssec", "ds", "trust.example.net", "--json",
+                                    *admin).stdout)["ds"]
+    tag, algorithm, digest_type, digest = ds_text.split(None, 3)
+    anchor = tmp_path / "origin.conf"
+    anchor.write_text(f'trust-anchors {{ trust.example.net. static-ds {tag} {algorithm} '
+                      f'{digest_type} "{digest.replace(" ", "")}"; }};\n')
+    out = subprocess.run(["delv", "@::1", "-p", str(port), "-a", str(anchor),
+                          "+root=trust.example.net", "alpha.trust.example.net", "SOA"],
+                         capture_output=True, text=True, timeout=30)
+    assert "; fully validated" in out.stdout + out.stderr, out.stdout + out.stderr

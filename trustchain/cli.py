@@ -426,6 +426,18 @@ def cmd_network(args: argparse.Namespace) -> int:
 
 def cmd_dnssec(args: argparse.Namespace) -> int:
     body = json.dumps({"zone": args.zone}).encode()
+    if args.dnssec_command in ("rollover", "ds-published"):
+        if args.dnssec_command == "rollover":
+            role = "ksk" if args.ksk else "zsk"
+            result = _admin_call(args, "dnssec-rollover",
+                                 json.dumps({"zone": args.zone, "role": role}).encode())
+            print(f"{role.upper()} rollover of {result['zone']} started")
+        else:
+            result = _admin_call(args, "dnssec-ds-published", body)
+            print(f"new DS of {result['zone']} noted as published by the parent")
+        for key in result["keys"]:
+            print(f"  {key['role']}  tag {key['tag']}  {key['state']}")
+        return 0
     if args.dnssec_command == "ds":
         result = _admin_call(args, "dnssec-ds", body)
         if args.json:
@@ -670,10 +682,16 @@ def build_parser() -> argparse.ArgumentParser:
     dnssec_parser = commands.add_parser("dnssec", help="DNSSEC of the zones (admin)")
     sub = dnssec_parser.add_subparsers(dest="dnssec_command", required=True, metavar="COMMAND")
     for name, help_text in (("ds", "the DS set for the parent zone"),
-                            ("status", "keys and signatures of a zone")):
+                            ("status", "keys and signatures of a zone"),
+                            ("rollover", "start a key rollover (the node times the steps)"),
+                            ("ds-published", "confirm the parent publishes the new KSK's DS")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("zone", metavar="ZONE")
-        admin_options(p, json_output=True)
+        if name == "rollover":
+            which = p.add_mutually_exclusive_group(required=True)
+            which.add_argument("--ksk", action="store_true", help="key-signing key")
+            which.add_argument("--zsk", action="store_true", help="zone-signing key")
+        admin_options(p, json_output=name in ("ds", "status"))
     dnssec_parser.set_defaults(func=cmd_dnssec)
 
     p = commands.add_parser("query", help="ask a DNS server (udp, tcp, doq or stoq)")

@@ -47,6 +47,9 @@ from trustchain.datadir import DataDir
 from trustchain.dns.dnssec import Role as DnssecRole
 from trustchain.dns.dnssec import SigningKey, make_dnskey
 from trustchain.dns.handler import DnsHandler, QueryContext
+from trustchain.dns.rollover import KeyState as RolloverKey
+from trustchain.dns.rollover import State as KeyState
+from trustchain.dns.rollover import Step as RolloverStep
 from trustchain.dns.service import DnsService
 from trustchain.errors import DataDirError, GenesisError, KeyNotFoundError, KeyStoreError
 from trustchain.keystore import KeyStore, KeyType, key_id_for
@@ -135,7 +138,10 @@ class KeystoreSecrets:
 
 
 class KeystoreDnssecKeys:
-    """DNSSEC keys in the node's key store; a new zone gets a KSK and a ZSK (algorithm 13)."""
+    """DNSSEC keys in the node's key store, their states in ``dns_keys``.
+
+    A zone's first signing creates a KSK and a ZSK (algorithm 13).
+    """
 
     ALGORITHM = 13
 
@@ -144,28 +150,53 @@ class KeystoreDnssecKeys:
         self._store = store
         self._cache: dict[str, SigningKey] = {}
 
-    def signing_keys(self, origin: dns.name.Name) -> list[SigningKey]:
-        rows = [r for r in self._store.keys(origin) if r["state"] != "removed"]
+    def _rows(self, origin: dns.name.Name) -> list[dict[str, object]]:
+        rows = self._store.keys(origin)
         if not rows:
-            for role in (DnssecRole.KSK, DnssecRole.ZSK):
-                record = self._keystore.generate(
-                    KeyType.ECDSA_P256, f"dnssec:{origin.to_text()}:{role.value}", utcnow())
-                self._store.add_key(origin, record.id, role.value, self.ALGORITHM, "active",
-                                    utcnow())
+            self.apply(origin, [RolloverStep("ksk", KeyState.ACTIVE),
+                                RolloverStep("zsk", KeyState.ACTIVE)])
             rows = self._store.keys(origin)
-        keys = []
-        for row in rows:
+        return rows
+
+    def managed(self, origin: dns.name.Name) -> list[tuple[RolloverKey, SigningKey | None]]:
+        """Every key of the zone with its state, and its signing key unless removed."""
+        def seconds(value: object) -> int:
+            return int(datetime.fromisoformat(str(value)).timestamp())
+
+        out: list[tuple[RolloverKey, SigningKey | None]] = []
+        for row in self._rows(origin):
             key_id = str(row["key_id"])
+            state = RolloverKey(key_id, str(row["role"]), KeyState(str(row["state"])),
+                                seconds(row["changed_at"]),
+                                seconds(row["ds_published_at"]) if row["ds_published_at"]
+                                else None)
+            if state.state is KeyState.REMOVED:
+                out.append((state, None))
+                continue
             cached = self._cache.get(key_id)
             if cached is None:
-                role = DnssecRole(str(row["role"]))
+                role = DnssecRole(state.role)
                 private = self._keystore.private_key(key_id)
                 cached = SigningKey(role, private, make_dnskey(private, int(str(row["algorithm"])),
                                                                 role))
                 self._cache[key_id] = cached
-            keys.append(SigningKey(cached.role, cached.private_key, cached.dnskey,
-                                   active=row["state"] == "active"))
-        return keys
+            out.append((state, SigningKey(cached.role, cached.private_key, cached.dnskey,
+                                          active=state.state is KeyState.ACTIVE)))
+        return out
+
+    def apply(self, origin: dns.name.Name, steps: list[RolloverStep]) -> None:
+        now = utcnow()
+        for step in steps:
+            if step.key_id is None:
+                record = self._keystore.generate(
+                    KeyType.ECDSA_P256, f"dnssec:{origin.to_text()}:{step.role}", now)
+                self._store.add_key(origin, record.id, step.role, self.ALGORITHM,
+                                    step.state.value, now)
+            else:
+                self._store.set_key_state(origin, step.key_id, step.state.value, now)
+
+    def mark_ds_published(self, origin: dns.name.Name, key_id: str) -> None:
+        self._store.set_ds_published(origin, key_id, utcnow())
 
 
 def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
@@ -230,6 +261,8 @@ def build_router(
             ("network-list", dns_service.network_list),
             ("dnssec-ds", dns_service.dnssec_ds),
             ("dnssec-status", dns_service.dnssec_status),
+            ("dnssec-rollover", dns_service.dnssec_rollover),
+            ("dnssec-ds-published", dns_service.dnssec_ds_published),
         ):
             router.register("admin", method, handler)
     return router
@@ -316,6 +349,8 @@ async def _resign_periodically(service: DnsService, stop: asyncio.Event) -> None
             count = service.resign_due()
             if count:
                 log.info("re-signed %d zone(s) whose signatures neared expiry", count)
+            for step in service.advance_rollovers():
+                log.info("DNSSEC rollover: %s", step)
 
 
 def run(

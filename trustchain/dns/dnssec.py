@@ -102,6 +102,8 @@ class SignedZone:
     chain: tuple[dns.name.Name, ...] = field(repr=False)
     #: When the earliest signature must be refreshed (seconds since the epoch).
     refresh_at: int = 0
+    #: Records the signer adds at the apex (CDS and CDNSKEY for the parent, RFC 7344).
+    extra: Mapping[Key, dns.rrset.RRset] = field(default_factory=dict)
 
     def covering(self, name: dns.name.Name) -> dns.name.Name:
         """The NSEC owner whose interval covers ``name`` (which does not exist)."""
@@ -133,8 +135,13 @@ DEFAULT_POLICY = Policy()
 
 
 def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
-              policy: Policy = DEFAULT_POLICY, previous: SignedZone | None = None) -> SignedZone:
-    """Sign ``zone`` at time ``now`` (seconds since the epoch)."""
+              policy: Policy = DEFAULT_POLICY, previous: SignedZone | None = None,
+              cds: SigningKey | None = None) -> SignedZone:
+    """Sign ``zone`` at time ``now`` (seconds since the epoch).
+
+    :param cds: the key-signing key the parent should list (published as CDS
+        and CDNSKEY at the apex), during and after a KSK rollover.
+    """
     keys = list(keys)
     ksks = [k for k in keys if k.signs_keys and k.active]
     zsks = [k for k in keys if k.signs_zone and k.active]
@@ -144,6 +151,14 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
     ttl = zone.soa.ttl
     dnskey = dns.rrset.from_rdata_list(origin, ttl, [k.dnskey for k in keys])
     negative_ttl = min(zone.soa.ttl, zone.soa[0].minimum)
+    extra: dict[Key, dns.rrset.RRset] = {}
+    if cds is not None:
+        extra[(origin, dns.rdatatype.CDS)] = dns.rrset.from_rdata(
+            origin, ttl, dns.dnssec.make_cds(origin, cds.dnskey, "SHA256"))
+        extra[(origin, dns.rdatatype.CDNSKEY)] = dns.rrset.from_rdata(
+            origin, ttl, dns.dnssec.make_cdnskey(
+                cds.private_key.public_key(),  # type: ignore[attr-defined]
+                cds.dnskey.algorithm, flags=cds.dnskey.flags))
 
     names = authoritative_names(zone)
     nsec: dict[dns.name.Name, dns.rrset.RRset] = {}
@@ -151,6 +166,7 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
         types = {t for (n, t) in zone.rrsets if n == name}
         if name == origin:
             types.add(dns.rdatatype.DNSKEY)
+            types |= {t for (_, t) in extra}
         types |= {dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
         if name in zone.cuts:  # only what the parent side owns (RFC 4035 2.3)
             types &= {NS, dns.rdatatype.DS, dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
@@ -168,6 +184,7 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
             continue  # delegation NS and glue are not signed
         to_sign.append((rrset, zsks))
     to_sign += [(r, zsks) for r in nsec.values()]
+    to_sign += [(r, zsks) for r in extra.values()]
 
     rrsigs: dict[Key, dns.rrset.RRset] = {}
     refresh_at = now + policy.validity
@@ -184,7 +201,7 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
             refresh_at = min(refresh_at, sig.expiration - policy.refresh)
         rrsigs[(rrset.name, rrset.rdtype)] = dns.rrset.from_rdata_list(
             rrset.name, rrset.ttl, sigs)
-    return SignedZone(zone, dnskey, rrsigs, nsec, tuple(names), refresh_at)
+    return SignedZone(zone, dnskey, rrsigs, nsec, tuple(names), refresh_at, extra)
 
 
 def _reuse(previous: SignedZone | None, rrset: dns.rrset.RRset, key: SigningKey, now: int,
@@ -196,6 +213,8 @@ def _reuse(previous: SignedZone | None, rrset: dns.rrset.RRset, key: SigningKey,
         old_rrset = previous.dnskey
     elif rrset.rdtype == dns.rdatatype.NSEC:
         old_rrset = previous.nsec.get(rrset.name)
+    elif rrset.rdtype in (dns.rdatatype.CDS, dns.rdatatype.CDNSKEY):
+        old_rrset = previous.extra.get((rrset.name, rrset.rdtype))
     else:
         old_rrset = previous.zone.rrsets.get((rrset.name, rrset.rdtype))
     old_sigs = previous.rrsigs.get((rrset.name, rrset.rdtype))

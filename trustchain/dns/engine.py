@@ -270,6 +270,8 @@ def _lookup(zone: Zone, signed: SignedZone | None, name: dns.name.Name,
             return signed.dnskey
         if rdtype == dns.rdatatype.NSEC:
             return signed.nsec.get(name)
+        if (name, rdtype) in signed.extra:
+            return signed.extra[(name, rdtype)]
     return zone.get(name, rdtype)
 
 

@@ -34,6 +34,9 @@ from trustchain.canonical import canonical_json
 from trustchain.dns.dnssec import Policy, SignedZone, SigningKey, ds_records, sign_zone
 from trustchain.dns.engine import EDNS_PAYLOAD, TSIG_ERRORS, ZoneSet, question_type, respond
 from trustchain.dns.handler import QueryContext, header_only_response
+from trustchain.dns.rollover import KeyState, RolloverPolicy, Step, cds_key, next_steps
+from trustchain.dns.rollover import State as KeyStateEnum
+from trustchain.dns.rollover import start as start_rollover
 from trustchain.dns.xfr import transfer
 from trustchain.dns.zone import (
     SOA,
@@ -79,7 +82,12 @@ class ZoneStore(Protocol):
 class KeySource(Protocol):
     """The DNSSEC keys of a zone (created on first use), from the node's key store."""
 
-    def signing_keys(self, origin: dns.name.Name) -> list[SigningKey]: ...
+    def managed(self, origin: dns.name.Name) -> list[tuple[KeyState, SigningKey | None]]:
+        """Every key with its rollover state; the signing key is None once removed."""
+        ...
+
+    def apply(self, origin: dns.name.Name, steps: list[Step]) -> None: ...
+    def mark_ds_published(self, origin: dns.name.Name, key_id: str) -> None: ...
 
 
 class SecretStore(Protocol):
@@ -114,6 +122,11 @@ class SecondaryRequest(_Msg):
     address: str = Field(min_length=2, max_length=64)
     port: int = Field(53, ge=1, le=65535)
     key: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")
+
+
+class Rollover(_Msg):
+    zone: str = Field(min_length=1, max_length=255)
+    role: str = Field(pattern="^(ksk|zsk)$")
 
 
 class NetworkRegister(_Msg):
@@ -268,8 +281,91 @@ class DnsService:
     def _sign(self, zone: Zone, previous: SignedZone | None) -> SignedZone | None:
         if self._keys is None:
             return None
-        return sign_zone(zone, self._keys.signing_keys(zone.origin),
-                         int(self._now().timestamp()), self._policy, previous)
+        managed = self._keys.managed(zone.origin)
+        keys = [k for _, k in managed if k is not None]
+        cds = self._rollover_ksk(zone.origin)  # during a KSK rollover: ask for the new DS
+        return sign_zone(zone, keys, int(self._now().timestamp()), self._policy, previous,
+                         cds=cds[1] if cds else None)
+
+    def _rollover_ksk(self, origin: dns.name.Name) -> tuple[KeyState, SigningKey] | None:
+        """The new KSK of a KSK rollover under way, if any."""
+        assert self._keys is not None
+        managed = self._keys.managed(origin)
+        states = [st for st, _ in managed]
+        if len([k for k in states if k.role == "ksk" and k.state is KeyStateEnum.ACTIVE]) < 2:
+            return None
+        newest = cds_key(states)
+        return next(((st, k) for st, k in managed
+                     if newest is not None and st.key_id == newest.key_id and k is not None), None)
+
+    def _rollover_policy(self, zone: Zone) -> RolloverPolicy:
+        return RolloverPolicy(dnskey_ttl=zone.soa.ttl,
+                              max_zone_ttl=max(r.ttl for r in zone.rrsets.values()))
+
+    def _apply_steps(self, zone: Zone, steps: list[Step]) -> None:
+        assert self._keys is not None
+        self._keys.apply(zone.origin, steps)
+        if any(s.role == "ksk" and s.key_id is None for s in steps):
+            self._publish_ds_locally(zone)
+        self._publish(dict(self.zoneset.zones), changed=zone)
+
+    def _publish_ds_locally(self, zone: Zone) -> None:
+        """If this node also serves the parent zone, put the new DS set there itself."""
+        assert self._keys is not None
+        if len(zone.origin) <= 1:
+            return
+        parent = self.zoneset.find(zone.origin.parent())
+        if parent is None or zone.origin not in parent.cuts:
+            return
+        rollover = self._rollover_ksk(zone.origin)
+        if rollover is None:
+            return
+        newest, key = rollover
+        rrsets = dict(parent.rrsets)
+        rrsets[(zone.origin, dns.rdatatype.DS)] = ds_records(zone.origin, [key], parent.soa.ttl)
+        today = int(self._now().strftime("%Y%m%d"))
+        new_parent = _build(parent.origin, rrsets.values())
+        self._replace(parent, new_parent.with_serial(next_serial(parent.serial, today)))
+        self._keys.mark_ds_published(zone.origin, newest.key_id)
+
+    def dnssec_rollover(self, message: bytes, peer: Peer | None) -> bytes:
+        req = parse_message(Rollover, message)
+        zone = self._zone(req.zone)
+        if self._keys is None or zone.origin not in self.zoneset.signed:
+            raise BadRequest(f"zone {zone.origin} is not signed")
+        try:
+            steps = start_rollover([st for st, _ in self._keys.managed(zone.origin)], req.role)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        self._apply_steps(zone, steps)
+        return self.dnssec_status(canonical_json({"zone": zone.origin.to_text()}), peer)
+
+    def dnssec_ds_published(self, message: bytes, peer: Peer | None) -> bytes:
+        """The operator confirms the parent now publishes the new KSK's DS."""
+        req = parse_message(ZoneName, message)
+        zone = self._zone(req.zone)
+        if self._keys is None:
+            raise BadRequest(f"zone {zone.origin} is not signed")
+        rollover = self._rollover_ksk(zone.origin)
+        if rollover is None:
+            raise BadRequest("no KSK rollover is waiting for its DS")
+        self._keys.mark_ds_published(zone.origin, rollover[0].key_id)
+        return self.dnssec_status(canonical_json({"zone": zone.origin.to_text()}), peer)
+
+    def advance_rollovers(self) -> list[str]:
+        """Apply the rollover steps that are due (and automatic rollovers by key age)."""
+        if self._keys is None:
+            return []
+        done = []
+        now = int(self._now().timestamp())
+        for origin in list(self.zoneset.signed):
+            zone = self.zoneset.zones[origin]
+            states = [st for st, _ in self._keys.managed(origin)]
+            steps = next_steps(states, self._rollover_policy(zone), now)
+            if steps:
+                self._apply_steps(zone, steps)
+                done += [f"{origin} {s.role} {s.key_id or 'new'} -> {s.state.value}" for s in steps]
+        return done
 
     def _publish(self, zones: dict[dns.name.Name, Zone], changed: Zone | None = None) -> None:
         signed = {o: s for o, s in self.zoneset.signed.items() if o in zones}
@@ -295,7 +391,8 @@ class DnsService:
         zone = self._zone(req.zone)
         if self._keys is None or zone.origin not in self.zoneset.signed:
             raise BadRequest(f"zone {zone.origin} is not signed")
-        ds = ds_records(zone.origin, self._keys.signing_keys(zone.origin), zone.soa.ttl)
+        ds = ds_records(zone.origin, [k for st, k in self._keys.managed(zone.origin)
+                                      if k is not None and k.active], zone.soa.ttl)
         return canonical_json({"zone": zone.origin.to_text(), "ds": [r.to_text() for r in ds],
                                "text": ds.to_text()})
 
@@ -305,7 +402,9 @@ class DnsService:
         signed = self.zoneset.signed.get(zone.origin)
         keys = [] if self._keys is None or signed is None else [
             {"tag": k.tag, "role": k.role.value, "algorithm": int(k.dnskey.algorithm),
-             "active": k.active} for k in self._keys.signing_keys(zone.origin)]
+             "active": k.active, "state": st.state.value,
+             "ds_published": st.ds_published is not None}
+            for st, k in self._keys.managed(zone.origin) if k is not None]
         return canonical_json({
             "zone": zone.origin.to_text(), "signed": signed is not None, "keys": keys,
             "nsec_names": len(signed.chain) if signed else 0,
@@ -386,7 +485,7 @@ class DnsService:
             if self._keys is not None and not req.ds:
                 # The chain of trust: the parent vouches for the child's key-signing key.
                 rrsets[(child, dns.rdatatype.DS)] = ds_records(
-                    child, self._keys.signing_keys(child), ttl)
+                    child, [k for _, k in self._keys.managed(child) if k is not None], ttl)
                 new_parent = _build(self._origin, rrsets.values(), "registration refused: ")
         try:
             self._replace(parent, new_parent.with_serial(next_serial(parent.serial, today)))

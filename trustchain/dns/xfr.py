@@ -85,7 +85,8 @@ def transfer(query: dns.message.Message, zone: Zone, journal: Journal,
     if sequence is None:
         body = [r for r in zone.sorted_rrsets() if r.rdtype != SOA]
         if signed is not None:
-            body += [signed.dnskey, *signed.nsec.values(), *signed.rrsigs.values()]
+            body += [signed.dnskey, *signed.extra.values(), *signed.nsec.values(),
+                     *signed.rrsigs.values()]
         sequence = [zone.soa, *body, zone.soa]
     wires = []
     context = None

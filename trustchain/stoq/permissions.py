@@ -67,6 +67,8 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("admin", "network-list"): Access.ADMIN,
     ("admin", "dnssec-ds"): Access.ADMIN,
     ("admin", "dnssec-status"): Access.ADMIN,
+    ("admin", "dnssec-rollover"): Access.ADMIN,
+    ("admin", "dnssec-ds-published"): Access.ADMIN,
 }
 
 

@@ -96,6 +96,11 @@ DNS_SCHEMA = Schema(
             ) STRICT;
             """,
         ),
+        Migration(
+            5,
+            "when the parent was seen to publish a KSK's DS",
+            "ALTER TABLE dns_keys ADD COLUMN ds_published_at TEXT;",
+        ),
     ),
 )
 
@@ -242,8 +247,19 @@ class SqliteZoneStore:
 
     def keys(self, zone: dns.name.Name) -> list[dict[str, object]]:
         rows = self.db.conn.execute(
-            "SELECT key_id, role, algorithm, state, created_at, changed_at FROM dns_keys "
-            "WHERE zone = ? ORDER BY created_at, key_id", (_key(zone),),
+            "SELECT key_id, role, algorithm, state, created_at, changed_at, ds_published_at "
+            "FROM dns_keys WHERE zone = ? ORDER BY created_at, key_id", (_key(zone),),
         ).fetchall()
-        return [dict(zip(("key_id", "role", "algorithm", "state", "created_at", "changed_at"),
-                         row, strict=True)) for row in rows]
+        columns = ("key_id", "role", "algorithm", "state", "created_at", "changed_at",
+                   "ds_published_at")
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+    def set_key_state(self, zone: dns.name.Name, key_id: str, state: str, now: datetime) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE dns_keys SET state = ?, changed_at = ? WHERE zone = ? AND key_id = ?",
+                         (state, now.isoformat(), _key(zone), key_id))
+
+    def set_ds_published(self, zone: dns.name.Name, key_id: str, now: datetime) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE dns_keys SET ds_published_at = ? WHERE zone = ? AND key_id = ?",
+                         (now.isoformat(), _key(zone), key_id))
