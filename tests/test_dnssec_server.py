@@ -223,3 +223,47 @@ def test_ksk_rollover_of_a_hosted_network_updates_the_parent_ds(
                           "+root=trust.example.net", "alpha.trust.example.net", "SOA"],
                          capture_output=True, text=True, timeout=30)
     assert "; fully validated" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("choices", [["--nsec3"], ["--algorithm", "15", "--csk"],
+                                     ["--nsec3", "--algorithm", "15"]])
+def test_other_dnssec_choices_validate(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path,
+    choices: list[str],
+) -> None:
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
+    zone_file = tmp_path / "z.zone"
+    zone_file.write_text(EXAMPLE)
+    imported = run_cli("zone", "import", zone_file, *choices, *admin)
+    assert imported.returncode == 0, imported.stderr
+    status = json.loads(run_cli("dnssec", "status", "example.net", "--json", *admin).stdout)
+    assert status["policy"]["nsec3"] == ("--nsec3" in choices)
+    roles = sorted(k["role"] for k in status["keys"])
+    assert roles == (["csk"] if "--csk" in choices else ["ksk", "zsk"])
+    assert {k["algorithm"] for k in status["keys"]} == {15 if "15" in choices else 13}
+    (ds,) = json.loads(run_cli("dnssec", "ds", "example.net", "--json", *admin).stdout)["ds"]
+    tag, algorithm, digest_type, digest = ds.split(None, 3)
+    anchor = tmp_path / "anchor.conf"
+    anchor.write_text(f'trust-anchors {{ example.net. static-ds {tag} {algorithm} {digest_type} '
+                      f'"{digest.replace(" ", "")}"; }};\n')
+    _, port = proc.address("dns")
+    assert "; fully validated" in delv(port, anchor, "www.example.net", "AAAA")
+    assert "; fully validated" in delv(port, anchor, "x.wild.example.net", "TXT")
+    assert "; negative response, fully validated" in delv(port, anchor, "nope.example.net", "A")
+    assert "; negative response, fully validated" in delv(port, anchor, "www.example.net", "MX")
+    assert "; negative response, fully validated" in delv(port, anchor, "x.wild.example.net", "A")
+    zone = tmp_path / "axfr.zone"
+    _axfr(proc, admin, zone)
+    # A CSK carries the KSK flag and signs everything: dnssec-verify's -z says so.
+    csk = ["-z"] if "--csk" in choices else []
+    bind = subprocess.run(["dnssec-verify", *csk, "-o", "example.net", str(zone)],
+                          capture_output=True, text=True)
+    assert bind.returncode == 0, bind.stdout + bind.stderr
+    ldns = subprocess.run(["ldns-verify-zone", str(zone)], capture_output=True, text=True)
+    assert ldns.returncode == 0, ldns.stdout + ldns.stderr
+    knot = subprocess.run(["kzonecheck", "-o", "example.net", "-d", "on", str(zone)],
+                          capture_output=True, text=True)
+    assert knot.returncode == 0 and knot.stdout.strip() == "", knot.stdout + knot.stderr

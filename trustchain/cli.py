@@ -336,7 +336,8 @@ def cmd_zone(args: argparse.Namespace) -> int:
             _print_rows(rows, ["zone", "serial", "rrsets"])
         return 0
     if command == "create":
-        body = {"zone": args.zone, "ns": args.ns or [], "addresses": args.address or []}
+        body = {"zone": args.zone, "ns": args.ns or [], "addresses": args.address or [],
+                "dnssec": {"algorithm": args.algorithm, "csk": args.csk, "nsec3": args.nsec3}}
         if args.email:
             body["email"] = args.email
         result = _admin_call(args, "zone-create", json.dumps(body).encode())
@@ -353,7 +354,8 @@ def cmd_zone(args: argparse.Namespace) -> int:
             text = Path(args.file).read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise LocalError(f"cannot read {args.file}: {exc}") from None
-        body = {"text": text, "replace": args.replace}
+        body = {"text": text, "replace": args.replace,
+                "dnssec": {"algorithm": args.algorithm, "csk": args.csk, "nsec3": args.nsec3}}
         if args.origin:
             body["origin"] = args.origin
         result = _admin_call(args, "zone-import", json.dumps(body).encode())
@@ -599,6 +601,15 @@ def build_parser() -> argparse.ArgumentParser:
         if json_output:
             p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    def dnssec_choices(p: argparse.ArgumentParser) -> None:
+        group = p.add_argument_group("DNSSEC of a new zone")
+        group.add_argument("--algorithm", type=int, choices=[13, 15], default=13,
+                           help="13 ECDSA P-256 (default) or 15 Ed25519")
+        group.add_argument("--csk", action="store_true",
+                           help="one combined signing key instead of a KSK and a ZSK")
+        group.add_argument("--nsec3", action="store_true",
+                           help="NSEC3 denial (RFC 9276: no salt, no extra iterations)")
+
     zone = commands.add_parser("zone", help="zones this node serves (admin)")
     sub = zone.add_subparsers(dest="zone_command", required=True, metavar="COMMAND")
     p = sub.add_parser("create", help="create a zone (SOA and NS filled in)")
@@ -608,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", action="append", metavar="IP",
                    help="address of in-zone name servers (repeatable)")
     p.add_argument("--email", help="SOA contact (default: hostmaster@ZONE)")
+    dnssec_choices(p)
     admin_options(p)
     p = sub.add_parser("delete", help="delete a zone and its records")
     p.add_argument("zone", metavar="ZONE")
@@ -624,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--origin", metavar="ZONE", help="origin, if the file has no $ORIGIN")
     p.add_argument("--replace", action="store_true", help="replace an existing zone")
+    dnssec_choices(p)
     admin_options(p)
     zone.set_defaults(func=cmd_zone)
     secondary = sub.add_parser("secondary", help="secondaries: NOTIFY and TSIG-authorised transfers")

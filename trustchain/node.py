@@ -140,10 +140,9 @@ class KeystoreSecrets:
 class KeystoreDnssecKeys:
     """DNSSEC keys in the node's key store, their states in ``dns_keys``.
 
-    A zone's first signing creates a KSK and a ZSK (algorithm 13).
+    A zone's first signing creates its keys as its policy says: a KSK and a
+    ZSK (or one CSK), algorithm 13 (or 15).
     """
-
-    ALGORITHM = 13
 
     def __init__(self, keystore: KeyStore, store: SqliteZoneStore) -> None:
         self._keystore = keystore
@@ -153,8 +152,9 @@ class KeystoreDnssecKeys:
     def _rows(self, origin: dns.name.Name) -> list[dict[str, object]]:
         rows = self._store.keys(origin)
         if not rows:
-            self.apply(origin, [RolloverStep("ksk", KeyState.ACTIVE),
-                                RolloverStep("zsk", KeyState.ACTIVE)])
+            _, csk, _ = self._store.dnssec_policy(origin)
+            roles = ["csk"] if csk else ["ksk", "zsk"]
+            self.apply(origin, [RolloverStep(role, KeyState.ACTIVE) for role in roles])
             rows = self._store.keys(origin)
         return rows
 
@@ -186,12 +186,14 @@ class KeystoreDnssecKeys:
 
     def apply(self, origin: dns.name.Name, steps: list[RolloverStep]) -> None:
         now = utcnow()
+        algorithm, _, _ = self._store.dnssec_policy(origin)
+        key_type = KeyType.ED25519 if algorithm == 15 else KeyType.ECDSA_P256
         for step in steps:
             if step.key_id is None:
                 record = self._keystore.generate(
-                    KeyType.ECDSA_P256, f"dnssec:{origin.to_text()}:{step.role}", now)
-                self._store.add_key(origin, record.id, step.role, self.ALGORITHM,
-                                    step.state.value, now)
+                    key_type, f"dnssec:{origin.to_text()}:{step.role}", now)
+                self._store.add_key(origin, record.id, step.role, algorithm, step.state.value,
+                                    now)
             else:
                 self._store.set_key_state(origin, step.key_id, step.state.value, now)
 

@@ -102,22 +102,44 @@ class SignedZone:
     chain: tuple[dns.name.Name, ...] = field(repr=False)
     #: When the earliest signature must be refreshed (seconds since the epoch).
     refresh_at: int = 0
-    #: Records the signer adds at the apex (CDS and CDNSKEY for the parent, RFC 7344).
+    #: Records the signer adds at the apex (CDS and CDNSKEY for the parent, RFC 7344;
+    #: NSEC3PARAM).
     extra: Mapping[Key, dns.rrset.RRset] = field(default_factory=dict)
+    #: NSEC3 mode: records by hashed owner name, and those owners in canonical order.
+    nsec3: Mapping[dns.name.Name, dns.rrset.RRset] = field(default_factory=dict)
+    nsec3_chain: tuple[dns.name.Name, ...] = field(default=(), repr=False)
+
+    def hashed(self, name: dns.name.Name) -> dns.name.Name:
+        """The NSEC3 owner for ``name`` (RFC 9276: SHA-1, no extra iterations, no salt)."""
+        return dns.name.Name((nsec3_label(name).encode(), *self.zone.origin.labels))
+
+    def nsec3_covering(self, name: dns.name.Name) -> dns.name.Name:
+        """The NSEC3 owner whose interval covers (or matches) the hash of ``name``."""
+        return _last_at_or_below(self.nsec3_chain, self.hashed(name))
 
     def covering(self, name: dns.name.Name) -> dns.name.Name:
         """The NSEC owner whose interval covers ``name`` (which does not exist)."""
-        low, high = 0, len(self.chain)
-        while low < high:  # the last owner <= name in canonical order
-            mid = (low + high) // 2
-            if self.chain[mid] <= name:
-                low = mid + 1
-            else:
-                high = mid
-        return self.chain[low - 1] if low else self.chain[-1]
+        return _last_at_or_below(self.chain, name)
 
     def rrsig(self, name: dns.name.Name, rdtype: int) -> dns.rrset.RRset | None:
         return self.rrsigs.get((name, rdtype))
+
+
+def _last_at_or_below(chain: tuple[dns.name.Name, ...], name: dns.name.Name) -> dns.name.Name:
+    """The last owner <= ``name`` in canonical order (wrapping to the last one)."""
+    low, high = 0, len(chain)
+    while low < high:
+        mid = (low + high) // 2
+        if chain[mid] <= name:
+            low = mid + 1
+        else:
+            high = mid
+    return chain[low - 1] if low else chain[-1]
+
+
+def nsec3_label(name: dns.name.Name) -> str:
+    """Base32hex of SHA-1(name), RFC 5155 with RFC 9276's 0 iterations and empty salt."""
+    return dns.dnssec.nsec3_hash(name, None, 0, 1).lower()
 
 
 def authoritative_names(zone: Zone) -> list[dns.name.Name]:
@@ -136,7 +158,7 @@ DEFAULT_POLICY = Policy()
 
 def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
               policy: Policy = DEFAULT_POLICY, previous: SignedZone | None = None,
-              cds: SigningKey | None = None) -> SignedZone:
+              cds: SigningKey | None = None, nsec3: bool = False) -> SignedZone:
     """Sign ``zone`` at time ``now`` (seconds since the epoch).
 
     :param cds: the key-signing key the parent should list (published as CDS
@@ -162,6 +184,12 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
 
     names = authoritative_names(zone)
     nsec: dict[dns.name.Name, dns.rrset.RRset] = {}
+    hashed: dict[dns.name.Name, dns.rrset.RRset] = {}
+    if nsec3:
+        extra[(origin, dns.rdatatype.NSEC3PARAM)] = dns.rrset.from_text(
+            origin, 0, "IN", "NSEC3PARAM", "1 0 0 -")
+        hashed = _nsec3_chain(zone, names, extra, negative_ttl)
+        names = []
     for index, name in enumerate(names):
         types = {t for (n, t) in zone.rrsets if n == name}
         if name == origin:
@@ -184,6 +212,7 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
             continue  # delegation NS and glue are not signed
         to_sign.append((rrset, zsks))
     to_sign += [(r, zsks) for r in nsec.values()]
+    to_sign += [(r, zsks) for r in hashed.values()]
     to_sign += [(r, zsks) for r in extra.values()]
 
     rrsigs: dict[Key, dns.rrset.RRset] = {}
@@ -201,7 +230,40 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
             refresh_at = min(refresh_at, sig.expiration - policy.refresh)
         rrsigs[(rrset.name, rrset.rdtype)] = dns.rrset.from_rdata_list(
             rrset.name, rrset.ttl, sigs)
-    return SignedZone(zone, dnskey, rrsigs, nsec, tuple(names), refresh_at, extra)
+    return SignedZone(zone, dnskey, rrsigs, nsec, tuple(names), refresh_at, extra, hashed,
+                      tuple(sorted(hashed)))
+
+
+def _nsec3_chain(zone: Zone, names: list[dns.name.Name], extra: Mapping[Key, dns.rrset.RRset],
+                 ttl: int) -> dict[dns.name.Name, dns.rrset.RRset]:
+    """NSEC3 records (RFC 5155 section 7.1) for every authoritative name and empty non-terminal."""
+    origin = zone.origin
+    owners = set(names)
+    for name in names:  # empty non-terminals between the apex and each name get one too
+        parent = name
+        while parent != origin and len(parent) > len(origin):
+            parent = parent.parent()
+            owners.add(parent)
+    entries = []
+    for name in owners:
+        types = {t for (n, t) in zone.rrsets if n == name}
+        if name == origin:
+            types |= {dns.rdatatype.DNSKEY} | {t for (_, t) in extra}
+        if name in zone.cuts:
+            types &= {NS, dns.rdatatype.DS}
+        if types and (name not in zone.cuts or dns.rdatatype.DS in types):
+            types.add(dns.rdatatype.RRSIG)
+        entries.append((nsec3_label(name), sorted(types)))
+    entries.sort()
+    out: dict[dns.name.Name, dns.rrset.RRset] = {}
+    for index, (label, bitmap) in enumerate(entries):
+        following = entries[(index + 1) % len(entries)][0]
+        owner = dns.name.Name((label.encode(), *origin.labels))
+        type_names = " ".join(dns.rdatatype.to_text(dns.rdatatype.RdataType.make(t))
+                              for t in bitmap)
+        text = f"1 0 0 - {following} {type_names}"
+        out[owner] = dns.rrset.from_text(owner, ttl, "IN", "NSEC3", text.strip())
+    return out
 
 
 def _reuse(previous: SignedZone | None, rrset: dns.rrset.RRset, key: SigningKey, now: int,
@@ -213,8 +275,10 @@ def _reuse(previous: SignedZone | None, rrset: dns.rrset.RRset, key: SigningKey,
         old_rrset = previous.dnskey
     elif rrset.rdtype == dns.rdatatype.NSEC:
         old_rrset = previous.nsec.get(rrset.name)
-    elif rrset.rdtype in (dns.rdatatype.CDS, dns.rdatatype.CDNSKEY):
+    elif rrset.rdtype in (dns.rdatatype.CDS, dns.rdatatype.CDNSKEY, dns.rdatatype.NSEC3PARAM):
         old_rrset = previous.extra.get((rrset.name, rrset.rdtype))
+    elif rrset.rdtype == dns.rdatatype.NSEC3:
+        old_rrset = previous.nsec3.get(rrset.name)
     else:
         old_rrset = previous.zone.rrsets.get((rrset.name, rrset.rdtype))
     old_sigs = previous.rrsigs.get((rrset.name, rrset.rdtype))

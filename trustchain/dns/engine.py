@@ -181,7 +181,11 @@ def _owned(rrset: dns.rrset.RRset, name: dns.name.Name) -> dns.rrset.RRset:
 
 
 class _Signer:
-    """Adds DNSSEC records to a response when the client set DO and the zone is signed."""
+    """Adds DNSSEC records to a response when the client set DO and the zone is signed.
+
+    Denial of existence uses the zone's NSEC chain, or its NSEC3 chain (closest
+    encloser proofs, RFC 5155 section 7.2) when the zone is signed with NSEC3.
+    """
 
     def __init__(self, response: dns.message.Message, signed: SignedZone | None, wanted: bool):
         self.response = response
@@ -195,27 +199,71 @@ class _Signer:
         if sigs is not None:
             section.append(_owned(sigs, name or owner))
 
-    def nsec(self, owner: dns.name.Name) -> None:
-        if self.signed is None:
-            return
-        record = self.signed.nsec[owner]
+    def _add(self, record: dns.rrset.RRset) -> None:
         if record not in self.response.authority:
             self.response.authority.append(record)
-            self.rrsig(self.response.authority, owner, dns.rdatatype.NSEC)
+            self.rrsig(self.response.authority, record.name, record.rdtype)
 
-    def deny(self, name: dns.name.Name) -> None:
-        """Prove ``name`` does not exist (the NSEC whose interval covers it)."""
-        if self.signed is not None:
-            self.nsec(self.signed.covering(name))
+    def _nsec3(self, name: dns.name.Name, *, match: bool) -> None:
+        assert self.signed is not None
+        owner = self.signed.hashed(name) if match else self.signed.nsec3_covering(name)
+        record = self.signed.nsec3.get(owner)
+        if record is not None:
+            self._add(record)
 
-    def nodata(self, name: dns.name.Name) -> None:
-        """Prove ``name`` has no record of the asked type."""
+    def _closest_encloser(self, zone: Zone, name: dns.name.Name) -> None:
+        """NSEC3 matching the closest encloser, and covering the next closer name."""
+        encloser, next_closer = name, name
+        while encloser not in zone.names:
+            next_closer, encloser = encloser, encloser.parent()
+        self._nsec3(encloser, match=True)
+        self._nsec3(next_closer, match=False)
+
+    def nxdomain(self, zone: Zone, name: dns.name.Name) -> None:
+        """Prove ``name`` and the wildcard that could have matched it do not exist."""
         if self.signed is None:
             return
-        if name in self.signed.nsec:
-            self.nsec(name)
+        source = _wildcard_source(zone, name)
+        if self.signed.nsec3:
+            self._closest_encloser(zone, name)
+            self._nsec3(source, match=False)
         else:
-            self.deny(name)  # an empty non-terminal: covered, with the names below it next
+            self._add(self.signed.nsec[self.signed.covering(name)])
+            self._add(self.signed.nsec[self.signed.covering(source)])
+
+    def wildcard_answer(self, zone: Zone, name: dns.name.Name) -> None:
+        """A wildcard answered: prove the exact name does not exist."""
+        if self.signed is None:
+            return
+        if self.signed.nsec3:
+            self._closest_encloser(zone, name)
+        else:
+            self._add(self.signed.nsec[self.signed.covering(name)])
+
+    def nodata(self, zone: Zone, owner: dns.name.Name, name: dns.name.Name) -> None:
+        """Prove ``owner`` (``name`` itself, or the wildcard for it) lacks the type."""
+        if self.signed is None:
+            return
+        if self.signed.nsec3:
+            if owner != name:  # wildcard NODATA: closest encloser, then the wildcard itself
+                self._closest_encloser(zone, name)
+            self._nsec3(owner, match=True)
+            return
+        if owner != name:
+            self._add(self.signed.nsec[self.signed.covering(name)])
+        if owner in self.signed.nsec:
+            self._add(self.signed.nsec[owner])
+        else:  # an empty non-terminal: covered, with the names below it next
+            self._add(self.signed.nsec[self.signed.covering(owner)])
+
+    def insecure_delegation(self, cut: dns.name.Name) -> None:
+        """Prove there is no DS at ``cut``."""
+        if self.signed is None:
+            return
+        if self.signed.nsec3:
+            self._nsec3(cut, match=True)
+        else:
+            self._add(self.signed.nsec[cut])
 
 
 def _resolve(response: dns.message.Message, zones: ZoneSet, zone: Zone,
@@ -232,12 +280,9 @@ def _resolve(response: dns.message.Message, zones: ZoneSet, zone: Zone,
         owner = name if name in zone.names else _wildcard(zone, name)
         if owner is None:
             _negative(response, zone, signer)
-            signer.deny(name)
-            signer.deny(_wildcard_source(zone, name))
+            signer.nxdomain(zone, name)
             response.set_rcode(dns.rcode.NXDOMAIN)
             return
-        if owner != name:  # a wildcard answers: prove the exact name does not exist
-            signer.deny(name)
         if qtype == dns.rdatatype.ANY:
             # RFC 8482: a minimal, non-empty answer instead of everything at the name.
             response.answer.append(dns.rrset.from_text(
@@ -247,14 +292,18 @@ def _resolve(response: dns.message.Message, zones: ZoneSet, zone: Zone,
         if rrset is not None:
             response.answer.append(_owned(rrset, name))
             signer.rrsig(response.answer, owner, qtype, name)
+            if owner != name:
+                signer.wildcard_answer(zone, name)
             return
         cname = zone.get(owner, CNAME)
         if cname is None:
             _negative(response, zone, signer)
-            signer.nodata(owner)
+            signer.nodata(zone, owner, name)
             return
         response.answer.append(_owned(cname, name))
         signer.rrsig(response.answer, owner, CNAME, name)
+        if owner != name:
+            signer.wildcard_answer(zone, name)
         name = cname[0].target
         next_zone = zones.find(name)
         if next_zone is None:
@@ -300,7 +349,7 @@ def _referral(response: dns.message.Message, zone: Zone, cut: dns.name.Name,
         response.authority.append(ds)
         signer.rrsig(response.authority, cut, dns.rdatatype.DS)
     else:
-        signer.nsec(cut)  # an insecure delegation: proof that there is no DS
+        signer.insecure_delegation(cut)
     for rdata in ns:
         for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
             glue = zone.get(rdata.target, rdtype)

@@ -71,6 +71,9 @@ class ZoneStore(Protocol):
     def create(self, zone: Zone, now: datetime) -> None: ...
     def replace(self, old: Zone, new: Zone, now: datetime) -> None: ...
     def delete(self, origin: dns.name.Name) -> None: ...
+    def set_dnssec_policy(self, zone: dns.name.Name, algorithm: int, csk: bool,
+                          nsec3: bool) -> None: ...
+    def dnssec_policy(self, zone: dns.name.Name) -> tuple[int, bool, bool]: ...
     def journal(self, origin: dns.name.Name) -> list[tuple[int, int, list[str], list[str]]]: ...
     def add_secondary(self, secondary: Secondary) -> None: ...
     def add_network(self, name: str, zone: dns.name.Name, mode: str, now: datetime) -> None: ...
@@ -109,8 +112,15 @@ class ZoneName(_Msg):
     zone: str = Field(min_length=1, max_length=255)
 
 
+class DnssecChoices(_Msg):
+    algorithm: int = Field(13, description="13 (ECDSA P-256) or 15 (Ed25519)")
+    csk: bool = False
+    nsec3: bool = False
+
+
 class ZoneCreate(_Msg):
     zone: str = Field(min_length=1, max_length=255)
+    dnssec: DnssecChoices = Field(default_factory=DnssecChoices)
     ns: list[str] = Field(default_factory=list, max_length=13)
     addresses: list[str] = Field(default_factory=list, max_length=16)
     email: str | None = Field(default=None, max_length=255)
@@ -138,6 +148,7 @@ class NetworkRegister(_Msg):
 
 class ZoneImport(_Msg):
     text: str = Field(max_length=16 * 1024 * 1024)
+    dnssec: DnssecChoices | None = None
     origin: str | None = Field(default=None, max_length=255)
     replace: bool = False
 
@@ -284,8 +295,9 @@ class DnsService:
         managed = self._keys.managed(zone.origin)
         keys = [k for _, k in managed if k is not None]
         cds = self._rollover_ksk(zone.origin)  # during a KSK rollover: ask for the new DS
+        _, _, nsec3 = self._store.dnssec_policy(zone.origin)
         return sign_zone(zone, keys, int(self._now().timestamp()), self._policy, previous,
-                         cds=cds[1] if cds else None)
+                         cds=cds[1] if cds else None, nsec3=nsec3)
 
     def _rollover_ksk(self, origin: dns.name.Name) -> tuple[KeyState, SigningKey] | None:
         """The new KSK of a KSK rollover under way, if any."""
@@ -405,9 +417,11 @@ class DnsService:
              "active": k.active, "state": st.state.value,
              "ds_published": st.ds_published is not None}
             for st, k in self._keys.managed(zone.origin) if k is not None]
+        algorithm, csk, nsec3 = self._store.dnssec_policy(zone.origin)
         return canonical_json({
             "zone": zone.origin.to_text(), "signed": signed is not None, "keys": keys,
-            "nsec_names": len(signed.chain) if signed else 0,
+            "policy": {"algorithm": algorithm, "csk": csk, "nsec3": nsec3},
+            "nsec_names": len(signed.chain or signed.nsec3_chain) if signed else 0,
             "signatures": sum(len(r) for r in signed.rrsigs.values()) if signed else 0,
             "resign_at": signed.refresh_at if signed else None,
         })
@@ -544,7 +558,7 @@ class DnsService:
             for ns in ns_names:
                 if ns.is_subdomain(origin):
                     rrsets.append(self._rrset(ns, rdtype, req.ttl, address, origin))
-        return self._create(_build(origin, rrsets))
+        return self._create(_build(origin, rrsets), req.dnssec)
 
     def zone_import(self, message: bytes, peer: Peer | None) -> bytes:
         req = parse_message(ZoneImport, message)
@@ -554,7 +568,7 @@ class DnsService:
             raise BadRequest(str(exc)) from None
         old = self.zoneset.zones.get(zone.origin)
         if old is None:
-            return self._create(zone)
+            return self._create(zone, req.dnssec)
         if not req.replace:
             raise BadRequest(f"zone {zone.origin} exists: pass replace to overwrite it")
         serial = zone.serial
@@ -667,7 +681,11 @@ class DnsService:
         except dns.exception.DNSException as exc:
             raise BadRequest(f"{name} {rdtype} {data!r}: {exc}") from None
 
-    def _create(self, zone: Zone) -> bytes:
+    def _create(self, zone: Zone, dnssec: DnssecChoices | None = None) -> bytes:
+        if dnssec is not None:
+            if dnssec.algorithm not in (13, 15):
+                raise BadRequest("DNSSEC algorithm must be 13 (ECDSA P-256) or 15 (Ed25519)")
+            self._store.set_dnssec_policy(zone.origin, dnssec.algorithm, dnssec.csk, dnssec.nsec3)
         try:
             self._store.create(zone, self._now())
         except StorageError as exc:

@@ -86,6 +86,7 @@ def transfer(query: dns.message.Message, zone: Zone, journal: Journal,
         body = [r for r in zone.sorted_rrsets() if r.rdtype != SOA]
         if signed is not None:
             body += [signed.dnskey, *signed.extra.values(), *signed.nsec.values(),
+                     *signed.nsec3.values(),
                      *signed.rrsigs.values()]
         sequence = [zone.soa, *body, zone.soa]
     wires = []

@@ -101,6 +101,18 @@ DNS_SCHEMA = Schema(
             "when the parent was seen to publish a KSK's DS",
             "ALTER TABLE dns_keys ADD COLUMN ds_published_at TEXT;",
         ),
+        Migration(
+            6,
+            "per-zone DNSSEC choices",
+            """
+            CREATE TABLE dns_dnssec_policy (
+                zone TEXT PRIMARY KEY,
+                algorithm INTEGER NOT NULL CHECK (algorithm IN (13, 15)),
+                csk INTEGER NOT NULL CHECK (csk IN (0, 1)),
+                nsec3 INTEGER NOT NULL CHECK (nsec3 IN (0, 1))
+            ) STRICT;
+            """,
+        ),
     ),
 )
 
@@ -189,6 +201,7 @@ class SqliteZoneStore:
 
     def delete(self, origin: dns.name.Name) -> None:
         with self.db.transaction() as conn:
+            conn.execute("DELETE FROM dns_dnssec_policy WHERE zone = ?", (_key(origin),))
             deleted = conn.execute("DELETE FROM dns_zones WHERE origin = ?", (_key(origin),))
             if deleted.rowcount == 0:
                 raise StorageError(f"no zone {origin}")
@@ -263,3 +276,20 @@ class SqliteZoneStore:
         with self.db.transaction() as conn:
             conn.execute("UPDATE dns_keys SET ds_published_at = ? WHERE zone = ? AND key_id = ?",
                          (now.isoformat(), _key(zone), key_id))
+
+    def set_dnssec_policy(self, zone: dns.name.Name, algorithm: int, csk: bool,
+                          nsec3: bool) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO dns_dnssec_policy (zone, algorithm, csk, nsec3) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (zone) DO UPDATE SET algorithm = excluded.algorithm, "
+                "csk = excluded.csk, nsec3 = excluded.nsec3",
+                (_key(zone), algorithm, int(csk), int(nsec3)),
+            )
+
+    def dnssec_policy(self, zone: dns.name.Name) -> tuple[int, bool, bool]:
+        """(algorithm, CSK instead of KSK+ZSK, NSEC3 instead of NSEC); defaults 13, no, no."""
+        row = self.db.conn.execute(
+            "SELECT algorithm, csk, nsec3 FROM dns_dnssec_policy WHERE zone = ?", (_key(zone),)
+        ).fetchone()
+        return (int(row[0]), bool(row[1]), bool(row[2])) if row else (13, False, False)

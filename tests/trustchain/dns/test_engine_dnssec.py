@@ -28,14 +28,14 @@ def ask(name: str, rdtype: str, dnssec: bool = True) -> dns.message.Message:
     return dns.message.from_wire(answer(query.to_wire(), ZONES, QueryContext("tcp")))
 
 
-def validate_section(section) -> int:
+def validate_section(section, keyring=None) -> int:
     """Validate every RRset of a section against its RRSIG; return how many."""
     sigs = {(r.name, r.covers): r for r in section if r.rdtype == dns.rdatatype.RRSIG}
     count = 0
     for rrset in section:
         if rrset.rdtype == dns.rdatatype.RRSIG:
             continue
-        dns.dnssec.validate(rrset, sigs[(rrset.name, rrset.rdtype)], KEYRING, now=NOW)
+        dns.dnssec.validate(rrset, sigs[(rrset.name, rrset.rdtype)], keyring or KEYRING, now=NOW)
         count += 1
     return count
 
@@ -126,3 +126,39 @@ def test_ds_for_a_child_we_also_serve_comes_from_the_parent() -> None:
     soa = dns.message.make_query("sub.example.net", "SOA")
     r = dns.message.from_wire(answer(soa.to_wire(), zones, QueryContext("udp")))
     assert r.answer[0][0].mname.to_text() == "ns.sub.example.net."  # the child answers the rest
+
+
+NSEC3_SIGNED = sign_zone(ZONE, _keys(), NOW, nsec3=True)
+NSEC3_ZONES = ZoneSet({ZONE.origin: ZONE}, signed={ZONE.origin: NSEC3_SIGNED})
+
+
+def ask3(name: str, rdtype: str) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype, want_dnssec=True)
+    return dns.message.from_wire(answer(query.to_wire(), NSEC3_ZONES, QueryContext("tcp")))
+
+
+def test_nsec3_chain_and_param() -> None:
+    assert not NSEC3_SIGNED.nsec and NSEC3_SIGNED.nsec3
+    r = ask3("example.net", "NSEC3PARAM")
+    assert r.answer[0][0].to_text() == "1 0 0 -"
+    for owner, record in NSEC3_SIGNED.nsec3.items():
+        dns.dnssec.validate(record, NSEC3_SIGNED.rrsig(owner, dns.rdatatype.NSEC3),
+                            {ZONE.origin: NSEC3_SIGNED.dnskey}, now=NOW)
+    ent = NSEC3_SIGNED.hashed(dns.name.from_text("c.deep.example.net."))
+    assert ent in NSEC3_SIGNED.nsec3  # empty non-terminals get NSEC3 records too
+
+
+def test_nsec3_nxdomain_has_a_closest_encloser_proof() -> None:
+    r = ask3("nope.example.net", "A")
+    assert r.rcode() == dns.rcode.NXDOMAIN
+    records = [x for x in r.authority if x.rdtype == dns.rdatatype.NSEC3]
+    owners = {x.name for x in records}
+    assert NSEC3_SIGNED.hashed(ZONE.origin) in owners  # the closest encloser matches
+    assert 2 <= len(records) <= 3
+    assert validate_section(r.authority, {ZONE.origin: NSEC3_SIGNED.dnskey}) == 4
+
+
+def test_nsec3_nodata_matches_the_name() -> None:
+    r = ask3("www.example.net", "MX")
+    (record,) = [x for x in r.authority if x.rdtype == dns.rdatatype.NSEC3]
+    assert record.name == NSEC3_SIGNED.hashed(dns.name.from_text("www.example.net."))
