@@ -8,11 +8,13 @@ from pathlib import Path
 
 import dns.message
 import dns.name
+import dns.rdatatype
 import pytest
 
 from tests.trustchain.dns.zonedata import EXAMPLE
 from trustchain.dns.handler import QueryContext
 from trustchain.dns.service import DnsService
+from trustchain.dns.zone import from_text
 from trustchain.stoq.router import BadRequest
 from trustchain.storage.database import open_database
 from trustchain.storage.dns import DNS_SCHEMA, SqliteZoneStore
@@ -156,3 +158,23 @@ def test_cached_answers_patch_the_id_and_follow_changes(store) -> None:
     big = dns.message.make_query("big.example.net", "TXT")
     assert dns.message.from_wire(svc.handle(big.to_wire(), QueryContext("udp"))).flags & 0x200
     assert not dns.message.from_wire(svc.handle(big.to_wire(), QueryContext("tcp"))).flags & 0x200
+
+
+@pytest.mark.parametrize(
+    ("rdtype", "data"),
+    [("A", "192.0.2.1"), ("AAAA", "2001:db8::1"), ("TXT", '"hello world"'),
+     ("MX", "10 mail.example.net."), ("SRV", "0 5 443 www.example.net."),
+     ("CAA", '0 issue "trust.hypermesh.online"'),
+     ("TLSA", "3 1 1 " + "ab" * 32), ("HTTPS", '1 . alpn="h3,h2"'),
+     ("SVCB", "1 svc.example.net. port=8443"), ("CNAME", "www.example.net.")],
+)
+def test_every_record_type_of_the_issue(store, rdtype: str, data: str) -> None:
+    svc = service(store)
+    call(svc.zone_import, {"text": EXAMPLE})
+    call(svc.records_change, {"add": [{"name": "t.example.net", "type": rdtype, "data": data}]})
+    query = dns.message.make_query("t.example.net", rdtype)
+    response = dns.message.from_wire(svc.handle(query.to_wire(), QueryContext("tcp")))
+    assert response.answer and response.answer[0].rdtype == dns.rdatatype.from_text(rdtype)
+    exported = call(svc.zone_export, {"zone": "example.net"})["text"]
+    assert from_text(exported).get(dns.name.from_text("t.example.net."),
+                                   dns.rdatatype.from_text(rdtype)) is not None
