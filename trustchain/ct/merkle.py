@@ -141,6 +141,8 @@ def verify_consistency(old_size: int, new_size: int, proof: Sequence[bytes], old
             raise ProofError("equal sizes need an empty proof")
         if old_root != new_root:
             raise ProofError("equal sizes but different roots")
+        if old_size == 0 and old_root != EMPTY_ROOT:
+            raise ProofError("the root of the empty tree is SHA-256 of nothing")
         return
     if old_size == 0:
         if proof:
