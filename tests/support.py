@@ -236,3 +236,14 @@ def serve_zone(data_dir: Path, procs: list[NodeProcess], zone_text: str,
     result = run_cli("zone", "import", zone_file, *admin)
     assert result.returncode == 0, result.stderr
     return proc, admin
+
+
+def trust_anchor(zone: str, admin: list[str], path: Path) -> Path:
+    """Write a delv/BIND trust-anchors file holding the zone's DS, as the node reports it."""
+    import json
+
+    (ds,) = json.loads(run_cli("dnssec", "ds", zone, "--json", *admin).stdout)["ds"]
+    tag, algorithm, digest_type, digest = ds.split(None, 3)
+    path.write_text(f'trust-anchors {{ {zone.rstrip(".")}. static-ds {tag} {algorithm} '
+                    f'{digest_type} "{digest.replace(" ", "")}"; }};\n')
+    return path

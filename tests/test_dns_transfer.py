@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.init import InitResult
-from tests.support import NodeProcess, run_cli, serve_zone
+from tests.support import NodeProcess, run_cli, serve_zone, trust_anchor
 from tests.trustchain.dns.zonedata import EXAMPLE
 
 
@@ -104,11 +104,7 @@ zone:
         eventually(lambda: dig(nsd_port, "www.example.net", "A", "+short").stdout.split()
                    == ["192.0.2.10"], "NSD to load the zone by AXFR")
         # The signed zone validates when NSD serves it, from the DS our node publishes.
-        (ds,) = json.loads(run_cli("dnssec", "ds", "example.net", "--json", *admin).stdout)["ds"]
-        tag, algorithm, digest_type, digest = ds.split(None, 3)
-        anchor = tmp_path / "anchor.conf"
-        anchor.write_text(f'trust-anchors {{ example.net. static-ds {tag} {algorithm} '
-                          f'{digest_type} "{digest.replace(" ", "")}"; }};\n')
+        anchor = trust_anchor("example.net", admin, tmp_path / "anchor.conf")
         delv = subprocess.run(["delv", "@::1", "-p", str(nsd_port), "-a", str(anchor),
                                "+root=example.net", "www.example.net", "A"],
                               capture_output=True, text=True, timeout=30)

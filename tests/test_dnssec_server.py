@@ -12,21 +12,14 @@ from pathlib import Path
 import pytest
 
 from bootstrap.init import InitResult
-from tests.support import NodeProcess, run_cli, serve_zone
+from tests.support import NodeProcess, run_cli, serve_zone, trust_anchor
 from tests.trustchain.dns.zonedata import EXAMPLE
 
 
 @pytest.fixture
 def signed(node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path):
     proc, admin = serve_zone(data_dir, node_processes, EXAMPLE)
-    ds = json.loads(run_cli("dnssec", "ds", "example.net", "--json", *admin).stdout)
-    (ds_text,) = ds["ds"]
-    tag, algorithm, digest_type, digest = ds_text.split(None, 3)
-    anchor = tmp_path / "anchor.conf"
-    anchor.write_text(
-        f'trust-anchors {{ example.net. static-ds {tag} {algorithm} {digest_type} '
-        f'"{digest.replace(" ", "")}"; }};\n')
-    return proc, admin, anchor
+    return proc, admin, trust_anchor("example.net", admin, tmp_path / "anchor.conf")
 
 
 def delv(port: int, anchor: Path, *args: str) -> str:
@@ -151,12 +144,7 @@ def test_chain_of_trust_from_the_origin_to_a_hosted_network(
     assert run_cli("network", "register", "alpha", *admin).returncode == 0
     assert run_cli("record", "add", "www.alpha.trust.example.net", "AAAA", "2001:db8::a",
                    *admin).returncode == 0
-    (ds_text,) = json.loads(run_cli("dnssec", "ds", "trust.example.net", "--json",
-                                    *admin).stdout)["ds"]
-    tag, algorithm, digest_type, digest = ds_text.split(None, 3)
-    anchor = tmp_path / "origin-anchor.conf"
-    anchor.write_text(f'trust-anchors {{ trust.example.net. static-ds {tag} {algorithm} '
-                      f'{digest_type} "{digest.replace(" ", "")}"; }};\n')
+    anchor = trust_anchor("trust.example.net", admin, tmp_path / "origin-anchor.conf")
     _, port = proc.address("dns")
     out = subprocess.run(["delv", "@::1", "-p", str(port), "-a", str(anchor),
                           "+root=trust.example.net", "www.alpha.trust.example.net", "AAAA"],
@@ -213,12 +201,7 @@ def test_ksk_rollover_of_a_hosted_network_updates_the_parent_ds(
     status = json.loads(run_cli("dnssec", "status", "alpha.trust.example.net", "--json",
                                 *admin).stdout)
     assert any(k["ds_published"] for k in status["keys"] if k["role"] == "ksk")
-    (ds_text,) = json.loads(run_cli("dnssec", "ds", "trust.example.net", "--json",
-                                    *admin).stdout)["ds"]
-    tag, algorithm, digest_type, digest = ds_text.split(None, 3)
-    anchor = tmp_path / "origin.conf"
-    anchor.write_text(f'trust-anchors {{ trust.example.net. static-ds {tag} {algorithm} '
-                      f'{digest_type} "{digest.replace(" ", "")}"; }};\n')
+    anchor = trust_anchor("trust.example.net", admin, tmp_path / "origin.conf")
     out = subprocess.run(["delv", "@::1", "-p", str(port), "-a", str(anchor),
                           "+root=trust.example.net", "alpha.trust.example.net", "SOA"],
                          capture_output=True, text=True, timeout=30)
@@ -244,11 +227,7 @@ def test_other_dnssec_choices_validate(
     roles = sorted(k["role"] for k in status["keys"])
     assert roles == (["csk"] if "--csk" in choices else ["ksk", "zsk"])
     assert {k["algorithm"] for k in status["keys"]} == {15 if "15" in choices else 13}
-    (ds,) = json.loads(run_cli("dnssec", "ds", "example.net", "--json", *admin).stdout)["ds"]
-    tag, algorithm, digest_type, digest = ds.split(None, 3)
-    anchor = tmp_path / "anchor.conf"
-    anchor.write_text(f'trust-anchors {{ example.net. static-ds {tag} {algorithm} {digest_type} '
-                      f'"{digest.replace(" ", "")}"; }};\n')
+    anchor = trust_anchor("example.net", admin, tmp_path / "anchor.conf")
     _, port = proc.address("dns")
     assert "; fully validated" in delv(port, anchor, "www.example.net", "AAAA")
     assert "; fully validated" in delv(port, anchor, "x.wild.example.net", "TXT")

@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -104,8 +105,7 @@ def test_signatures_bind_the_keys_and_the_csr(setup) -> None:
     other_tls, other_csr, _, _ = _joiner()
     request = build_request(_challenge(service), csr, ed, ml)
     swapped = request.model_copy(update={"csr": base64.b64encode(
-        other_csr.public_bytes(__import__("cryptography.hazmat.primitives.serialization",
-                                          fromlist=["Encoding"]).Encoding.DER)).decode()})
+        other_csr.public_bytes(Encoding.DER)).decode()})
     with pytest.raises(BadRequest, match="signature over the challenge"):
         service.request(swapped.model_dump_json().encode(), None)
 
