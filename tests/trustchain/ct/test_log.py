@@ -1,0 +1,165 @@
+"""One log over SQLite: submissions, sequencing before SCTs, proofs that verify, restarts."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from bootstrap.root import build_root_certificate
+from bootstrap.transport_certs import build_intermediate, build_leaf
+from trustchain.ct.log import BadSubmission, Log
+from trustchain.ct.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
+from trustchain.ct.structs import Entry, EntryType, TreeHead, merkle_tree_leaf
+from trustchain.errors import StorageError
+from trustchain.storage.ct import CT_SCHEMA, SqliteLogStore
+from trustchain.storage.database import open_database
+from trustchain.storage.migrations import migrate
+
+NOW = datetime.now(UTC)
+ROOT_KEY = ec.generate_private_key(ec.SECP256R1())
+ROOT = build_root_certificate(ROOT_KEY, "testnet", NOW)
+CA_KEY = ec.generate_private_key(ec.SECP256R1())
+CA = build_intermediate(ROOT_KEY, ROOT, CA_KEY.public_key(), "testnet", "n1", NOW)
+LOG_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def leaf(name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = build_leaf(CA_KEY, CA, key.public_key(), common_name=name, network="testnet",
+                      uri=f"trustchain://testnet/node/{name}", dns_names=[f"{name}.example"],
+                      server=True, now=NOW)
+    return base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+
+
+CA_B64 = base64.b64encode(CA.public_bytes(Encoding.DER)).decode()
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    database = open_database(tmp_path)
+    migrate(database, CT_SCHEMA)
+    yield database
+    database.close()
+
+
+def new_log(db) -> Log:
+    return Log("a", LOG_KEY, SqliteLogStore(db, "a"), [ROOT])
+
+
+def test_submit_sequence_and_prove(db) -> None:
+    log = new_log(db)
+    submissions = [log.check([leaf(f"n{i}"), CA_B64]) for i in range(5)]
+    assert all(s.index is None for s in submissions) and log.pending == 5
+    assert log.get_sth()["tree_size"] == 0
+    scts = log.sequence(1_700_000_000_000)
+    assert sorted(scts) == [0, 1, 2, 3, 4]
+    sth = log.get_sth()
+    assert sth["tree_size"] == 5
+    head = TreeHead(5, sth["timestamp"], base64.b64decode(sth["sha256_root_hash"]),
+                    base64.b64decode(sth["tree_head_signature"])[4:])
+    head.verify(LOG_KEY.public_key())
+    for index, sct in scts.items():
+        assert sct.leaf_index == index
+        entry = submissions[index].entry
+        sct.verify(entry, LOG_KEY.public_key())
+        hashed = leaf_hash(merkle_tree_leaf(sct.timestamp, entry, sct.extensions))
+        proof = log.get_proof_by_hash(base64.b64encode(hashed).decode(), 5)
+        assert proof["leaf_index"] == index
+        verify_inclusion(hashed, index, 5, [base64.b64decode(p) for p in proof["audit_path"]],
+                         head.root)
+
+
+def test_duplicates_get_the_existing_sct(db) -> None:
+    log = new_log(db)
+    cert = leaf("dup")
+    log.check([cert, CA_B64])
+    first = log.sequence(1)[0]
+    again = log.check([cert, CA_B64])
+    assert again.index == 0 and log.pending == 0
+    assert log.sct(0) == first
+
+
+def test_consistency_between_heads(db) -> None:
+    log = new_log(db)
+    log.check([leaf("a1"), CA_B64])
+    log.sequence(1)
+    old = base64.b64decode(log.get_sth()["sha256_root_hash"])
+    for i in range(3):
+        log.check([leaf(f"b{i}"), CA_B64])
+    log.sequence(2)
+    new = base64.b64decode(log.get_sth()["sha256_root_hash"])
+    proof = [base64.b64decode(p) for p in log.get_sth_consistency(1, 4)["consistency"]]
+    verify_consistency(1, 4, proof, old, new)
+    with pytest.raises(ProofError):
+        verify_consistency(1, 4, proof, new, old)
+
+
+def test_restart_rebuilds_the_tree_and_refuses_rollback(db) -> None:
+    log = new_log(db)
+    for i in range(3):
+        log.check([leaf(f"r{i}"), CA_B64])
+    log.sequence(1)
+    before = log.get_sth()
+    again = new_log(db)
+    assert again.get_sth()["sha256_root_hash"] == before["sha256_root_hash"]
+    store = SqliteLogStore(db, "a")
+    with pytest.raises(StorageError, match="refusing"):
+        store.save_tree_head(TreeHead(2, 5, b"\x00" * 32, b"sig"))
+    with pytest.raises(StorageError, match="refusing"):
+        store.save_tree_head(TreeHead(3, 5, b"\x00" * 32, b"sig"))
+
+
+def test_get_entries_pages_and_carries_the_chain(db) -> None:
+    log = new_log(db)
+    for i in range(3):
+        log.check([leaf(f"e{i}"), CA_B64])
+    log.sequence(1)
+    entries = log.get_entries(1, 99)["entries"]
+    assert len(entries) == 2
+    extra = base64.b64decode(entries[0]["extra_data"])
+    assert extra[3 + 3:] == CA.public_bytes(Encoding.DER)
+
+
+@pytest.mark.parametrize(
+    ("chain", "message"),
+    [
+        ([], "1 to"),
+        (["not base64!"], "base64"),
+        ([base64.b64encode(b"junk").decode()], "does not parse"),
+        ([leaf("x")], "does not lead to a root"),
+        ([leaf("y"), leaf("z")], "not a CA|does not verify"),
+    ],
+)
+def test_bad_chains_are_refused(db, chain: list[str], message: str) -> None:
+    with pytest.raises(BadSubmission, match=message):
+        new_log(db).check(chain)
+
+
+def test_a_chain_from_another_root_is_refused(db) -> None:
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other_root = build_root_certificate(other_key, "othernet", NOW)
+    log = Log("a", LOG_KEY, SqliteLogStore(db, "a"), [other_root])
+    with pytest.raises(BadSubmission, match="does not lead to a root"):
+        log.check([leaf("w"), CA_B64])
+
+
+def test_read_arguments_are_checked(db) -> None:
+    log = new_log(db)
+    with pytest.raises(BadSubmission):
+        log.get_entries(0, 0)
+    with pytest.raises(BadSubmission):
+        log.get_sth_consistency(0, 5)
+    with pytest.raises(BadSubmission):
+        log.get_proof_by_hash("????", 1)
+
+
+def test_entry_identity_distinguishes_types() -> None:
+    from trustchain.ct.sequencer import identity
+
+    assert identity(Entry(EntryType.X509, b"a")) != identity(
+        Entry(EntryType.PRECERT, b"a", b"\x00" * 32))

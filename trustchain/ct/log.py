@@ -1,0 +1,214 @@
+"""One RFC 6962 log: chain checks, sequencing, tree heads and the read API. Pure.
+
+The log is driven from outside (the node's event loop, or a test): ``check``
+turns an ``add-chain`` request into an entry (or a 400), ``sequence(now)``
+numbers what is pending, stores it, signs the new tree head and returns the
+SCTs, in that order; reads answer from storage and the in-memory tree.
+
+Storage is reached through :class:`LogStore`, whose contract is written on
+the SQLite implementation (``trustchain.storage.ct``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from trustchain.ct.merkle import consistency_proof, root
+from trustchain.ct.sequencer import Batch, Sequenced, Sequencer, identity
+from trustchain.ct.structs import (
+    SCT,
+    Entry,
+    EntryType,
+    TreeHead,
+    log_id,
+    merkle_tree_leaf,
+    sign_sct,
+)
+from trustchain.errors import RemoteError
+
+MAX_CHAIN = 10
+MAX_CERT_BYTES = 64 * 1024
+#: get-entries answers at most this many entries (clients page).
+PAGE_LIMIT = 256
+
+
+class BadSubmission(RemoteError):
+    """The request is invalid for this log (answered with HTTP 400)."""
+
+
+class LogStore(Protocol):
+    def append(self, batch: Batch, chains: dict[int, list[bytes]],
+               scts: dict[int, bytes]) -> None: ...
+    def entries(self, start: int = 0,
+                end: int | None = None) -> list[tuple[Sequenced, list[bytes]]]: ...
+    def tree_head(self) -> TreeHead | None: ...
+    def save_tree_head(self, head: TreeHead) -> None: ...
+    def sct(self, index: int) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class Submission:
+    entry: Entry
+    chain: list[bytes]  # DER, leaf first, as submitted (for get-entries extra_data)
+    index: int | None  # already in the log
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class Log:
+    def __init__(self, name: str, key: ec.EllipticCurvePrivateKey, store: LogStore,
+                 roots: Sequence[x509.Certificate]) -> None:
+        self.name = name
+        self._key = key
+        self._store = store
+        self._roots = list(roots)
+        self.log_id = log_id(key.public_key())
+        self._sequencer = Sequencer()
+        self._chains: dict[bytes, list[bytes]] = {}
+        for sequenced, _ in store.entries():
+            self._sequencer.leaves.append(sequenced.leaf_hash)
+            self._sequencer.known[identity(sequenced.entry)] = sequenced.index
+        head = store.tree_head()
+        if head is not None and (head.size > len(self._sequencer.leaves)
+                                 or root(self._sequencer.leaves[:head.size]) != head.root):
+            raise RemoteError(f"log {name}: stored entries do not match the signed tree head")
+        self._head = head
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._key.public_key()
+
+    # --- submissions ----------------------------------------------------------
+
+    def check(self, chain_b64: Sequence[str]) -> Submission:
+        """Validate an ``add-chain`` body: the chain must lead to one of the log's roots.
+
+        :raises BadSubmission: naming what is wrong.
+        """
+        if not 1 <= len(chain_b64) <= MAX_CHAIN:
+            raise BadSubmission(f"a chain has 1 to {MAX_CHAIN} certificates")
+        try:
+            ders = [base64.b64decode(c, validate=True) for c in chain_b64]
+        except (binascii.Error, ValueError):
+            raise BadSubmission("chain entries must be base64 DER certificates") from None
+        if any(len(d) > MAX_CERT_BYTES for d in ders):
+            raise BadSubmission("a certificate is too large")
+        try:
+            certs = [x509.load_der_x509_certificate(d) for d in ders]
+        except (ValueError, x509.InvalidVersion):
+            raise BadSubmission("a chain entry does not parse as a certificate") from None
+        self._check_chain(certs)
+        entry = Entry(EntryType.X509, ders[0])
+        index = self._sequencer.submit(entry)
+        if index is None:
+            self._chains[identity(entry)] = ders[1:]
+        return Submission(entry, ders[1:], index)
+
+    def _check_chain(self, certs: list[x509.Certificate]) -> None:
+        try:
+            for child, parent in zip(certs, certs[1:], strict=False):
+                constraints = parent.extensions.get_extension_for_class(x509.BasicConstraints)
+                if not constraints.value.ca:
+                    raise BadSubmission(f"{parent.subject.rfc4514_string()} is not a CA")
+                child.verify_directly_issued_by(parent)
+            last = certs[-1]
+            for anchor in self._roots:
+                if last == anchor:
+                    return
+                try:
+                    last.verify_directly_issued_by(anchor)
+                    return
+                except (ValueError, InvalidSignature, TypeError):
+                    continue
+        except x509.ExtensionNotFound:
+            raise BadSubmission("a CA in the chain has no basicConstraints") from None
+        except (ValueError, InvalidSignature, TypeError, UnsupportedAlgorithm) as exc:
+            raise BadSubmission(f"the chain does not verify: {exc}") from None
+        raise BadSubmission("the chain does not lead to a root this log accepts")
+
+    # --- sequencing -----------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return self._sequencer.pending
+
+    def sequence(self, now_ms: int) -> dict[int, SCT]:
+        """Number the pending entries, store them, sign the new head; return their SCTs."""
+        batch = self._sequencer.step(now_ms)
+        if batch is None:
+            return {}
+        scts = {s.index: sign_sct(self._key, s.timestamp, s.entry, s.extensions)
+                for s in batch.entries}
+        chains = {s.index: self._chains.pop(identity(s.entry), []) for s in batch.entries}
+        try:
+            self._store.append(batch, chains, {i: sct.to_bytes() for i, sct in scts.items()})
+            head = TreeHead(batch.tree_size, now_ms, batch.root).sign(self._key)
+            self._store.save_tree_head(head)
+        except Exception:
+            self._sequencer.rollback(batch)
+            raise
+        self._head = head
+        return scts
+
+    def sct(self, index: int) -> SCT:
+        stored = self._store.sct(index)
+        if stored is None:
+            raise BadSubmission(f"no entry {index}")
+        return SCT.from_bytes(stored)
+
+    # --- reads (RFC 6962 section 4) --------------------------------------------
+
+    def get_sth(self) -> dict[str, object]:
+        head = self._head or TreeHead(0, 0, root([])).sign(self._key)
+        return {"tree_size": head.size, "timestamp": head.timestamp,
+                "sha256_root_hash": _b64(head.root),
+                "tree_head_signature": _b64(head.digitally_signed())}
+
+    def _size(self) -> int:
+        return self._head.size if self._head else 0
+
+    def get_sth_consistency(self, first: int, second: int) -> dict[str, object]:
+        if not 0 <= first <= second <= self._size():
+            raise BadSubmission(f"need 0 <= first <= second <= {self._size()}")
+        proof = consistency_proof(first, self._sequencer.leaves[:second])
+        return {"consistency": [_b64(p) for p in proof]}
+
+    def get_proof_by_hash(self, leaf_hash_b64: str, tree_size: int) -> dict[str, object]:
+        try:
+            wanted = base64.b64decode(leaf_hash_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadSubmission("hash must be base64") from None
+        if not 1 <= tree_size <= self._size():
+            raise BadSubmission(f"tree_size must be between 1 and {self._size()}")
+        leaves = self._sequencer.leaves
+        for index in range(tree_size):
+            if leaves[index] == wanted:
+                return {"leaf_index": index,
+                        "audit_path": [_b64(p) for p in self._sequencer.proof(index, tree_size)]}
+        raise BadSubmission("no such leaf in a tree of that size")
+
+    def get_entries(self, start: int, end: int) -> dict[str, object]:
+        if not 0 <= start <= end or start >= self._size():
+            raise BadSubmission(f"need 0 <= start <= end and start < {self._size()}")
+        end = min(end, self._size() - 1, start + PAGE_LIMIT - 1)
+        out = []
+        for sequenced, chain in self._store.entries(start, end):
+            leaf = merkle_tree_leaf(sequenced.timestamp, sequenced.entry, sequenced.extensions)
+            extra = b"".join(len(c).to_bytes(3, "big") + c for c in chain)
+            out.append({"leaf_input": _b64(leaf),
+                        "extra_data": _b64(len(extra).to_bytes(3, "big") + extra)})
+        return {"entries": out}
+
+    def get_roots(self) -> dict[str, object]:
+        return {"certificates": [_b64(r.public_bytes(Encoding.DER)) for r in self._roots]}
