@@ -1,10 +1,11 @@
 """The REST API: one ASGI application, served over HTTP/1.1 (and later HTTP/3).
 
-Only public reads exist so far:
+Routes:
 
 * ``GET /healthz`` -- liveness, ``{"status": "ok"}``;
 * ``GET /genesis.json`` -- the network's genesis document, byte for byte as
-  pinned (a joining node checks its SHA-256 against the pin it was given).
+  pinned (a joining node checks its SHA-256 against the pin it was given);
+* ``/logs/<name>/ct/v1/...`` -- the RFC 6962 API of each CT log.
 
 Errors are RFC 9457 problem documents (``application/problem+json``).  Later
 issues add the CT, CA and ACME routes here.
@@ -12,13 +13,20 @@ issues add the CT, CA and ACME routes here.
 
 from __future__ import annotations
 
+import base64
+import inspect
+from collections.abc import Callable
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from transport.ct import LogRunner
+from trustchain.ct.log import BadSubmission, Log
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -38,7 +46,84 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-def create_app(*, genesis_bytes: bytes) -> Starlette:
+def _ct_routes(logs: LogRunner) -> list[Route]:
+    """RFC 6962 section 4 under ``/logs/<name>/ct/v1/``; errors are 400 problem documents."""
+
+    def target(request: Request) -> Log:
+        found = logs.logs.get(request.path_params["log"])
+        if found is None:
+            raise HTTPException(404, f"no log {request.path_params['log']!r}")
+        return found
+
+    def number(request: Request, name: str) -> int:
+        value = request.query_params.get(name)
+        if value is None or not value.isdigit():
+            raise BadSubmission(f"parameter {name} must be a non-negative integer")
+        return int(value)
+
+    async def guarded(request: Request, work: Callable[[], Any]) -> Response:
+        try:
+            result = work()
+            if inspect.isawaitable(result):
+                result = await result
+        except BadSubmission as exc:
+            return problem(400, "bad request", str(exc))
+        return JSONResponse(result)
+
+    async def add_chain(request: Request) -> Response:
+        try:
+            body = await request.json()
+            chain = body["chain"]
+            if not isinstance(chain, list) or not all(isinstance(c, str) for c in chain):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return problem(400, "bad request", 'the body must be {"chain": [base64 DER, ...]}')
+        name = request.path_params["log"]
+        return await guarded(request, lambda: logs.add_chain(name, chain))
+
+    async def get_sth(request: Request) -> Response:
+        return await guarded(request, lambda: target(request).get_sth())
+
+    async def get_consistency(request: Request) -> Response:
+        return await guarded(request, lambda: target(request).get_sth_consistency(
+            number(request, "first"), number(request, "second")))
+
+    async def get_proof(request: Request) -> Response:
+        return await guarded(request, lambda: target(request).get_proof_by_hash(
+            request.query_params.get("hash", ""), number(request, "tree_size")))
+
+    async def get_entries(request: Request) -> Response:
+        return await guarded(request, lambda: target(request).get_entries(
+            number(request, "start"), number(request, "end")))
+
+    async def get_roots(request: Request) -> Response:
+        return await guarded(request, lambda: target(request).get_roots())
+
+    async def log_list(request: Request) -> Response:
+        """The logs of this node in the shape of Chrome's and Apple's log lists (v3)."""
+        base_url = str(request.base_url).rstrip("/")
+        return JSONResponse({"version": "1.0", "operators": [{"name": "this TrustChain node",
+            "email": [], "logs": [
+                {"description": f"TrustChain log {name}",
+                 "log_id": base64.b64encode(lg.log_id).decode(),
+                 "key": base64.b64encode(lg.public_key.public_bytes(
+                     Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).decode(),
+                 "url": f"{base_url}/logs/{name}/", "mmd": 1, "state": {"usable": {}}}
+                for name, lg in logs.logs.items()]}]})
+
+    base = "/logs/{log}/ct/v1/"
+    return [
+        Route("/logs", log_list, methods=["GET"]),
+        Route(base + "add-chain", add_chain, methods=["POST"]),
+        Route(base + "get-sth", get_sth, methods=["GET"]),
+        Route(base + "get-sth-consistency", get_consistency, methods=["GET"]),
+        Route(base + "get-proof-by-hash", get_proof, methods=["GET"]),
+        Route(base + "get-entries", get_entries, methods=["GET"]),
+        Route(base + "get-roots", get_roots, methods=["GET"]),
+    ]
+
+
+def create_app(*, genesis_bytes: bytes, logs: LogRunner | None = None) -> Starlette:
     """Build the ASGI application for a node whose genesis is ``genesis_bytes``."""
 
     async def healthz(_: Request) -> Response:
@@ -51,6 +136,7 @@ def create_app(*, genesis_bytes: bytes) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/genesis.json", genesis, methods=["GET"]),
+            *(_ct_routes(logs) if logs is not None else []),
         ],
         exception_handlers={HTTPException: _http_error},
     )

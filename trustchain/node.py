@@ -31,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import dns.name
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from bootstrap.enrolment import EnrolmentService
 from bootstrap.genesis import GenesisDocument, verify_genesis
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE, ROOT_KEY_PURPOSE
 from bootstrap.transport_certs import TransportCredentials, ensure_transport_credentials
+from transport.ct import LogRunner
 from transport.dns import DnsListener, Notifier
 from transport.http import HttpListener
 from transport.quic import QuicEndpoint, QuicServices
@@ -43,6 +45,7 @@ from transport.tls import https_context
 from trustchain.api import create_app
 from trustchain.canonical import canonical_json
 from trustchain.config import NodeConfig, load_config
+from trustchain.ct.log import Log
 from trustchain.datadir import DataDir
 from trustchain.dns.dnssec import Role as DnssecRole
 from trustchain.dns.dnssec import SigningKey, make_dnskey
@@ -55,6 +58,7 @@ from trustchain.errors import DataDirError, GenesisError, KeyNotFoundError, KeyS
 from trustchain.keystore import KeyStore, KeyType, key_id_for
 from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import BadRequest, Router
+from trustchain.storage.ct import CT_SCHEMA, SqliteLogStore
 from trustchain.storage.database import Database, open_database
 from trustchain.storage.dns import DNS_SCHEMA, SqliteZoneStore
 from trustchain.storage.migrations import migrate
@@ -63,7 +67,9 @@ from trustchain.storage.node import NODE_SCHEMA, NodeIdentity, NodeStore
 log = logging.getLogger("trustchain.node")
 
 #: Every schema the node applies at start; later services add theirs here.
-SCHEMAS = (NODE_SCHEMA, DNS_SCHEMA)
+SCHEMAS = (NODE_SCHEMA, DNS_SCHEMA, CT_SCHEMA)
+#: The CT logs every node runs (two, so a certificate can carry SCTs from two logs).
+CT_LOG_NAMES = ("a", "b")
 
 
 def utcnow() -> datetime:
@@ -201,6 +207,21 @@ class KeystoreDnssecKeys:
         self._store.set_ds_published(origin, key_id, utcnow())
 
 
+def build_ct_logs(node: OpenNode) -> list[Log]:
+    """The node's CT logs, each with its own P-256 key from the key store."""
+    logs = []
+    for name in CT_LOG_NAMES:
+        purpose = f"ct-log:{name}"
+        try:
+            record = node.keystore.active(purpose)
+        except KeyNotFoundError:
+            record = node.keystore.generate(KeyType.ECDSA_P256, purpose, utcnow())
+        key = node.keystore.private_key(record.id)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        logs.append(Log(name, key, SqliteLogStore(node.db, name), [node.genesis.root_certificate]))
+    return logs
+
+
 def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
     origin = dns.name.from_text(node.identity.origin)
     store = SqliteZoneStore(node.db)
@@ -285,7 +306,9 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         node.identity.genesis_sha256,
     )
     config = node.config
-    app = create_app(genesis_bytes=node.genesis_bytes)
+    ct = LogRunner(build_ct_logs(node))
+    ct.start()
+    app = create_app(genesis_bytes=node.genesis_bytes, logs=ct)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds)
     https = HttpListener(
         app, config.listen, config.https_port, config.shutdown_grace_seconds,
@@ -334,6 +357,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         await http.stop()
         await dns_listener.stop()
         await notifier.stop()
+        await ct.stop()
         store.stop_run(run_id, utcnow())
     log.info("stopped cleanly")
 

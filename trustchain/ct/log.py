@@ -161,6 +161,12 @@ class Log:
         self._head = head
         return scts
 
+    def entry(self, index: int) -> Entry:
+        rows = self._store.entries(index, index)
+        if not rows:
+            raise BadSubmission(f"no entry {index}")
+        return rows[0][0].entry
+
     def sct(self, index: int) -> SCT:
         stored = self._store.sct(index)
         if stored is None:

@@ -1,0 +1,104 @@
+"""The node's CT logs over HTTP: add-chain, SCTs after sequencing, proofs that verify."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
+
+from bootstrap.init import InitResult
+from tests.support import PASSPHRASE, NodeProcess
+from trustchain.ct.merkle import leaf_hash, verify_inclusion
+from trustchain.ct.structs import SCT, Entry, EntryType, TreeHead, merkle_tree_leaf
+from trustchain.keystore import KeyStore
+from trustchain.storage.database import open_database
+from trustchain.storage.node import NodeStore
+
+
+def request(host: str, port: int, method: str, path: str, body: object = None):
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.getheader("content-type"), response.read()
+    finally:
+        conn.close()
+
+
+def node_chain(data_dir: Path) -> list[str]:
+    KeyStore.open(data_dir / "keys", PASSPHRASE)
+    with open_database(data_dir, readonly=True) as db:
+        store = NodeStore(db)
+        certs = [store.latest_certificate(p) for p in ("node-tls", "infrastructure-ca")]
+    return [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in certs]
+
+
+def test_add_chain_then_prove_inclusion(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    host, port = proc.address("http")
+    status, _, body = request(host, port, "GET", "/logs")
+    logs = json.loads(body)["operators"][0]["logs"]
+    assert status == 200 and len(logs) == 2
+    keys = {entry["url"].rstrip("/").rsplit("/", 1)[1]: load_der_public_key(
+        base64.b64decode(entry["key"])) for entry in logs}
+
+    chain = node_chain(data_dir)
+    answers = {}
+    for name in ("a", "b"):
+        status, _, body = request(host, port, "POST", f"/logs/{name}/ct/v1/add-chain",
+                                  {"chain": chain})
+        assert status == 200, body
+        answer = answers[name] = json.loads(body)
+        sct = SCT(base64.b64decode(answer["id"]), answer["timestamp"],
+                  base64.b64decode(answer["extensions"]),
+                  base64.b64decode(answer["signature"])[4:])
+        entry = Entry(EntryType.X509, base64.b64decode(chain[0]))
+        sct.verify(entry, keys[name])
+        assert sct.leaf_index == 0
+        # The SCT came after sequencing: the tree head already covers it.
+        status, _, body = request(host, port, "GET", f"/logs/{name}/ct/v1/get-sth")
+        sth = json.loads(body)
+        head = TreeHead(sth["tree_size"], sth["timestamp"],
+                        base64.b64decode(sth["sha256_root_hash"]),
+                        base64.b64decode(sth["tree_head_signature"])[4:])
+        head.verify(keys[name])
+        assert head.size == 1
+        hashed = leaf_hash(merkle_tree_leaf(sct.timestamp, entry, sct.extensions))
+        query = (f"/logs/{name}/ct/v1/get-proof-by-hash?tree_size=1&hash="
+                 + base64.b64encode(hashed).decode().replace("+", "%2B").replace("/", "%2F")
+                 .replace("=", "%3D"))
+        status, _, body = request(host, port, "GET", query)
+        proof = json.loads(body)
+        verify_inclusion(hashed, proof["leaf_index"], 1,
+                         [base64.b64decode(p) for p in proof["audit_path"]], head.root)
+    # The same chain again: the existing SCT, no new entry.
+    status, _, body = request(host, port, "POST", "/logs/a/ct/v1/add-chain", {"chain": chain})
+    assert status == 200 and json.loads(body) == answers["a"]
+    status, _, body = request(host, port, "GET", "/logs/a/ct/v1/get-sth")
+    assert json.loads(body)["tree_size"] == 1
+    assert proc.stop() == 0
+
+
+def test_bad_submissions_get_problem_documents(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    host, port = proc.address("http")
+    for body in ({"chain": ["!!"]}, {"nochain": 1}, {"chain": [base64.b64encode(b"x").decode()]}):
+        status, ctype, payload = request(host, port, "POST", "/logs/a/ct/v1/add-chain", body)
+        assert (status, ctype) == (400, "application/problem+json"), payload
+    status, _, _ = request(host, port, "GET", "/logs/a/ct/v1/get-entries?start=5&end=1")
+    assert status == 400
+    status, _, _ = request(host, port, "GET", "/logs/zz/ct/v1/get-sth")
+    assert status == 404
+    assert proc.stop() == 0
