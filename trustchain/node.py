@@ -20,6 +20,7 @@ the database is checkpointed and closed before the process exits.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -45,7 +46,7 @@ from transport.tls import https_context
 from trustchain.api import create_app
 from trustchain.canonical import canonical_json
 from trustchain.config import NodeConfig, load_config
-from trustchain.ct.log import Log
+from trustchain.ct.log import BadSubmission, Log
 from trustchain.datadir import DataDir
 from trustchain.dns.dnssec import Role as DnssecRole
 from trustchain.dns.dnssec import SigningKey, make_dnskey
@@ -57,7 +58,7 @@ from trustchain.dns.service import DnsService
 from trustchain.errors import DataDirError, GenesisError, KeyNotFoundError, KeyStoreError
 from trustchain.keystore import KeyStore, KeyType, key_id_for
 from trustchain.stoq.permissions import Peer
-from trustchain.stoq.router import BadRequest, Router
+from trustchain.stoq.router import BadRequest, Handler, Router
 from trustchain.storage.ct import CT_SCHEMA, SqliteLogStore
 from trustchain.storage.database import Database, open_database
 from trustchain.storage.dns import DNS_SCHEMA, SqliteZoneStore
@@ -233,6 +234,45 @@ def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
     )
 
 
+def register_ct(router: Router, runner: LogRunner) -> None:
+    """The RFC 6962 methods on stoq/1 ``ct``: JSON ``{"log": NAME, ...}`` in, RFC 6962 JSON out."""
+
+    def request(message: bytes) -> tuple[Log, dict[str, Any]]:
+        try:
+            body = json.loads(message or b"{}")
+            target = runner.logs[body["log"]]
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest('the message must be {"log": NAME, ...} naming a log of this node') \
+                from None
+        return target, body
+
+    def read(method: Callable[[Log, dict[str, Any]], dict[str, object]]) -> Handler:
+        def handler(message: bytes, peer: Peer | None) -> bytes:
+            target, body = request(message)
+            try:
+                return canonical_json(method(target, body))
+            except (BadSubmission, KeyError, TypeError) as exc:
+                raise BadRequest(str(exc)) from None
+        return handler
+
+    async def add_chain(message: bytes, peer: Peer | None) -> bytes:
+        target, body = request(message)
+        try:
+            return canonical_json(await runner.add_chain(target.name, body.get("chain") or []))
+        except BadSubmission as exc:
+            raise BadRequest(str(exc)) from None
+
+    router.register("ct", "add-chain", add_chain)
+    router.register("ct", "get-sth", read(lambda lg, b: lg.get_sth()))
+    router.register("ct", "get-sth-consistency",
+                    read(lambda lg, b: lg.get_sth_consistency(int(b["first"]), int(b["second"]))))
+    router.register("ct", "get-proof-by-hash",
+                    read(lambda lg, b: lg.get_proof_by_hash(b["hash"], int(b["tree_size"]))))
+    router.register("ct", "get-entries",
+                    read(lambda lg, b: lg.get_entries(int(b["start"]), int(b["end"]))))
+    router.register("ct", "get-roots", read(lambda lg, b: lg.get_roots()))
+
+
 def build_router(
     node: OpenNode, dns_handler: DnsHandler, dns_service: DnsService | None = None
 ) -> Router:
@@ -307,7 +347,6 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     )
     config = node.config
     ct = LogRunner(build_ct_logs(node))
-    ct.start()
     app = create_app(genesis_bytes=node.genesis_bytes, logs=ct)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds)
     https = HttpListener(
@@ -317,6 +356,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     notifier = Notifier()
     dns_service = build_dns(node, notifier)
     dns_handler: DnsHandler = dns_service.handle
+    router = build_router(node, dns_handler, dns_service)
+    register_ct(router, ct)
     dns_listener = DnsListener(
         dns_handler, dns_service.handle_stream, config.listen, config.dns_port,
         rate_limit=config.dns_rate_limit, slip=config.dns_rate_limit_slip,
@@ -326,7 +367,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         QuicServices(
             dns=dns_handler,
             dns_stream=dns_service.handle_stream,
-            router=build_router(node, dns_handler, dns_service),
+            router=router,
             root=node.credentials.root,
             network=node.identity.network_name,
             clock=utcnow,
@@ -342,6 +383,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         max_connections_per_address=config.quic_max_connections_per_address,
     )
     try:
+        ct.start()
         await dns_listener.start()
         await http.start()
         await https.start()

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from trustchain.ct.merkle import consistency_proof, root
+from trustchain.ct.merkle import EMPTY_ROOT
 from trustchain.ct.sequencer import Batch, Sequenced, Sequencer, identity
 from trustchain.ct.structs import (
     SCT,
@@ -77,11 +77,10 @@ class Log:
         self._sequencer = Sequencer()
         self._chains: dict[bytes, list[bytes]] = {}
         for sequenced, _ in store.entries():
-            self._sequencer.leaves.append(sequenced.leaf_hash)
-            self._sequencer.known[identity(sequenced.entry)] = sequenced.index
+            self._sequencer.restore(sequenced.index, sequenced.entry, sequenced.leaf_hash)
+        tree = self._sequencer.tree
         head = store.tree_head()
-        if head is not None and (head.size > len(self._sequencer.leaves)
-                                 or root(self._sequencer.leaves[:head.size]) != head.root):
+        if head is not None and (head.size > tree.size or tree.root(head.size) != head.root):
             raise RemoteError(f"log {name}: stored entries do not match the signed tree head")
         self._head = head
 
@@ -176,7 +175,7 @@ class Log:
     # --- reads (RFC 6962 section 4) --------------------------------------------
 
     def get_sth(self) -> dict[str, object]:
-        head = self._head or TreeHead(0, 0, root([])).sign(self._key)
+        head = self._head or TreeHead(0, 0, EMPTY_ROOT).sign(self._key)
         return {"tree_size": head.size, "timestamp": head.timestamp,
                 "sha256_root_hash": _b64(head.root),
                 "tree_head_signature": _b64(head.digitally_signed())}
@@ -187,7 +186,7 @@ class Log:
     def get_sth_consistency(self, first: int, second: int) -> dict[str, object]:
         if not 0 <= first <= second <= self._size():
             raise BadSubmission(f"need 0 <= first <= second <= {self._size()}")
-        proof = consistency_proof(first, self._sequencer.leaves[:second])
+        proof = self._sequencer.tree.consistency_proof(first, second)
         return {"consistency": [_b64(p) for p in proof]}
 
     def get_proof_by_hash(self, leaf_hash_b64: str, tree_size: int) -> dict[str, object]:
@@ -197,12 +196,11 @@ class Log:
             raise BadSubmission("hash must be base64") from None
         if not 1 <= tree_size <= self._size():
             raise BadSubmission(f"tree_size must be between 1 and {self._size()}")
-        leaves = self._sequencer.leaves
-        for index in range(tree_size):
-            if leaves[index] == wanted:
-                return {"leaf_index": index,
-                        "audit_path": [_b64(p) for p in self._sequencer.proof(index, tree_size)]}
-        raise BadSubmission("no such leaf in a tree of that size")
+        index = self._sequencer.by_hash.get(wanted)
+        if index is None or index >= tree_size:
+            raise BadSubmission("no such leaf in a tree of that size")
+        proof = self._sequencer.tree.inclusion_proof(index, tree_size)
+        return {"leaf_index": index, "audit_path": [_b64(p) for p in proof]}
 
     def get_entries(self, start: int, end: int) -> dict[str, object]:
         if not 0 <= start <= end or start >= self._size():

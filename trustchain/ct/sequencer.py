@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from trustchain.ct.merkle import inclusion_proof, leaf_hash, root
+from trustchain.ct.merkle import leaf_hash
 from trustchain.ct.structs import Entry, leaf_index_extension, merkle_tree_leaf
+from trustchain.ct.tree import MerkleTree
 
 MAX_BATCH = 4096
 
@@ -45,11 +46,20 @@ class Batch:
 
 @dataclass
 class Sequencer:
-    #: Leaf hashes of the tree so far, in order (the log's state, rebuilt from storage).
-    leaves: list[bytes] = field(default_factory=list)
-    #: identity -> index of every sequenced entry.
+    #: The tree so far (the log's state, rebuilt from storage at start).
+    tree: MerkleTree = field(default_factory=MerkleTree)
+    #: identity -> index of every sequenced entry, and leaf hash -> index.
     known: dict[bytes, int] = field(default_factory=dict)
+    by_hash: dict[bytes, int] = field(default_factory=dict)
     _pending: dict[bytes, Entry] = field(default_factory=dict)
+
+    def restore(self, index: int, entry: Entry, hashed: bytes) -> None:
+        """Re-add an entry read back from storage (at start)."""
+        if index != self.tree.size:
+            raise ValueError(f"entries out of order at {index}")
+        self.tree.append(hashed)
+        self.known[identity(entry)] = index
+        self.by_hash.setdefault(hashed, index)
 
     def submit(self, entry: Entry) -> int | None:
         """Queue ``entry``; return its index if it is already in the log."""
@@ -69,25 +79,34 @@ class Sequencer:
             return None
         keys = list(self._pending)[:MAX_BATCH]
         batch = []
-        for key in keys:
-            entry = self._pending.pop(key)
-            index = len(self.leaves)
-            sequenced = Sequenced(index, now_ms, entry, b"")
-            hashed = leaf_hash(merkle_tree_leaf(now_ms, entry, sequenced.extensions))
-            sequenced = Sequenced(index, now_ms, entry, hashed)
-            self.leaves.append(hashed)
-            self.known[key] = index
-            batch.append(sequenced)
-        return Batch(batch, len(self.leaves), root(self.leaves))
+        start = self.tree.size
+        for offset, key in enumerate(keys):
+            entry = self._pending[key]
+            index = start + offset
+            extensions = leaf_index_extension(index)
+            hashed = leaf_hash(merkle_tree_leaf(now_ms, entry, extensions))
+            batch.append(Sequenced(index, now_ms, entry, hashed))
+        # Only now that every leaf is computed does the tree grow (nothing half-done).
+        for key, sequenced in zip(keys, batch, strict=True):
+            del self._pending[key]
+            self.tree.append(sequenced.leaf_hash)
+            self.known[key] = sequenced.index
+            self.by_hash.setdefault(sequenced.leaf_hash, sequenced.index)
+        return Batch(batch, self.tree.size, self.tree.root())
 
     def rollback(self, batch: Batch) -> None:
-        """Forget a batch that could not be stored (its entries go back to pending)."""
+        """Forget a batch that could not be stored (its entries go back to pending).
+
+        The tree is rebuilt from the entries before the batch (rare: storage failed).
+        """
         first = batch.entries[0].index
-        del self.leaves[first:]
+        kept = self.tree.levels[0][:first]
+        self.tree = MerkleTree()
+        for hashed in kept:
+            self.tree.append(hashed)
         for sequenced in batch.entries:
             key = identity(sequenced.entry)
             self.known.pop(key, None)
+            if self.by_hash.get(sequenced.leaf_hash) == sequenced.index:
+                del self.by_hash[sequenced.leaf_hash]
             self._pending[key] = sequenced.entry
-
-    def proof(self, index: int, tree_size: int) -> list[bytes]:
-        return inclusion_proof(index, self.leaves[:tree_size])

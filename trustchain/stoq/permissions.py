@@ -47,6 +47,13 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("ca", "enrol-challenge"): Access.PUBLIC,
     ("ca", "enrol-request"): Access.PUBLIC,
     ("ca", "enrol-status"): Access.PUBLIC,
+    # CT: reads and submissions are public, as in RFC 6962.
+    ("ct", "add-chain"): Access.PUBLIC,
+    ("ct", "get-sth"): Access.PUBLIC,
+    ("ct", "get-sth-consistency"): Access.PUBLIC,
+    ("ct", "get-proof-by-hash"): Access.PUBLIC,
+    ("ct", "get-entries"): Access.PUBLIC,
+    ("ct", "get-roots"): Access.PUBLIC,
     ("consensus", "validators"): Access.NODE,
     ("admin", "status"): Access.ADMIN,
     ("admin", "enrolments"): Access.ADMIN,
