@@ -102,3 +102,39 @@ def test_bad_submissions_get_problem_documents(
     status, _, _ = request(host, port, "GET", "/logs/zz/ct/v1/get-sth")
     assert status == 404
     assert proc.stop() == 0
+
+
+def test_ct_client_commands(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    from tests.support import run_cli
+
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    host, port = proc.address("http")
+    with open_database(data_dir, readonly=True) as db:
+        store = NodeStore(db)
+        node_cert, admin_cert, ca = (store.latest_certificate(p) for p in (
+            "node-tls", "admin-tls", "infrastructure-ca"))
+    der = [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in (node_cert, admin_cert, ca)]
+    for chain in ([der[0], der[2]], [der[1], der[2]], [der[2]]):
+        status, _, body = request(host, port, "POST", "/logs/a/ct/v1/add-chain", {"chain": chain})
+        assert status == 200, body
+    qhost, qport = proc.address("quic")
+    common = ["--server", f"[{qhost}]:{qport}", "--data-dir", data_dir]
+    listing = json.loads(run_cli("ct", "logs", *common).stdout)
+    assert len(listing["operators"][0]["logs"]) == 2
+    sth = run_cli("ct", "get-sth", "a", *common)
+    assert sth.returncode == 0 and json.loads(sth.stdout)["tree_size"] == 3
+    assert "signature verified" in sth.stderr
+    pem = tmp_path / "admin.pem"
+    pem.write_bytes(admin_cert.public_bytes(Encoding.PEM))
+    included = run_cli("ct", "verify-inclusion", pem, "--log", "a", *common)
+    assert included.returncode == 0, included.stderr
+    assert included.stdout.startswith("OK: entry 1 of log a")
+    missing = run_cli("ct", "verify-inclusion", pem, "--log", "b", *common)
+    assert missing.returncode == 1 and "not in log b" in missing.stderr
+    consistent = run_cli("ct", "verify-consistency", "a", "1", "3", *common)
+    assert consistent.returncode == 0, consistent.stderr
+    assert proc.stop() == 0

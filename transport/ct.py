@@ -13,6 +13,8 @@ import logging
 import time
 from collections.abc import Sequence
 
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from trustchain.ct.log import BadSubmission, Log
 from trustchain.ct.sequencer import identity
 from trustchain.ct.structs import SCT
@@ -37,6 +39,19 @@ class LogRunner:
         self._waiting: dict[tuple[str, bytes], list[asyncio.Future[SCT]]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Where the HTTP API is reachable, for log lists served over stoq/1.
+        self.base_url = ""
+
+    def log_list(self, base_url: str) -> dict[str, object]:
+        """The logs in the shape of Chrome's and Apple's log lists (v3)."""
+        base = base_url.rstrip("/")
+        return {"version": "1.0", "operators": [{"name": "this TrustChain node", "email": [],
+                "logs": [{"description": f"TrustChain log {name}",
+                          "log_id": base64.b64encode(lg.log_id).decode(),
+                          "key": base64.b64encode(lg.public_key.public_bytes(
+                              Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).decode(),
+                          "url": f"{base}/logs/{name}/", "mmd": 1, "state": {"usable": {}}}
+                         for name, lg in self.logs.items()]}]}
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())

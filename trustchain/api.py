@@ -13,12 +13,10 @@ issues add the CT, CA and ACME routes here.
 
 from __future__ import annotations
 
-import base64
 import inspect
 from collections.abc import Callable
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -100,16 +98,7 @@ def _ct_routes(logs: LogRunner) -> list[Route]:
         return await guarded(request, lambda: target(request).get_roots())
 
     async def log_list(request: Request) -> Response:
-        """The logs of this node in the shape of Chrome's and Apple's log lists (v3)."""
-        base_url = str(request.base_url).rstrip("/")
-        return JSONResponse({"version": "1.0", "operators": [{"name": "this TrustChain node",
-            "email": [], "logs": [
-                {"description": f"TrustChain log {name}",
-                 "log_id": base64.b64encode(lg.log_id).decode(),
-                 "key": base64.b64encode(lg.public_key.public_bytes(
-                     Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).decode(),
-                 "url": f"{base_url}/logs/{name}/", "mmd": 1, "state": {"usable": {}}}
-                for name, lg in logs.logs.items()]}]})
+        return JSONResponse(logs.log_list(str(request.base_url)))
 
     base = "/logs/{log}/ct/v1/"
     return [

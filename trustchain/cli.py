@@ -461,6 +461,141 @@ def cmd_dnssec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ct_session(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
+    """Run ``work(call)`` against the node's stoq/1 ``ct`` methods (anonymous, root-pinned)."""
+    import asyncio
+
+    from transport.client import connect
+    from trustchain.errors import RemoteError
+
+    host, port = parse_server(args.server)
+    root, origin = _trust_anchor(args)
+
+    async def session() -> Any:
+        async with connect(host, port, root=root, server_name=args.server_name or origin) as node:
+            async def call(method: str, body: dict[str, Any]) -> Any:
+                response = await node.request("ct", method, json.dumps(body).encode())
+                if response.status != 200:
+                    raise RemoteError(f"ct.{method}: {json.loads(response.message)['detail']}")
+                return json.loads(response.message)
+            return await work(call)
+
+    return asyncio.run(session())
+
+
+def _verified_sth(call: Callable[..., Any], log_name: str) -> Any:
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    from trustchain.ct.structs import TreeHead
+    from trustchain.errors import RemoteError
+
+    async def fetch() -> Any:
+        listing = await call("logs", {})
+        entries = {e["url"].rstrip("/").rsplit("/", 1)[1]: e
+                   for e in listing["operators"][0]["logs"]}
+        if log_name not in entries:
+            raise RemoteError(f"the node has no log {log_name!r} (it has {', '.join(entries)})")
+        key = load_der_public_key(base64.b64decode(entries[log_name]["key"]))
+        sth = await call("get-sth", {"log": log_name})
+        head = TreeHead(sth["tree_size"], sth["timestamp"],
+                        base64.b64decode(sth["sha256_root_hash"]),
+                        base64.b64decode(sth["tree_head_signature"])[4:])
+        head.verify(key)  # type: ignore[arg-type]
+        return head, sth
+    return fetch()
+
+
+async def _leaf_hashes(call: Callable[..., Any], log_name: str, count: int) -> list[bytes]:
+    import base64
+
+    from trustchain.ct.merkle import leaf_hash
+
+    hashes: list[bytes] = []
+    while len(hashes) < count:
+        page = await call("get-entries", {"log": log_name, "start": len(hashes),
+                                          "end": count - 1})
+        hashes += [leaf_hash(base64.b64decode(e["leaf_input"])) for e in page["entries"]]
+    return hashes
+
+
+def cmd_ct(args: argparse.Namespace) -> int:
+    import base64
+
+    from trustchain.ct import merkle
+    from trustchain.errors import LocalError, RemoteError
+
+    if args.ct_command == "logs":
+        async def logs(call: Callable[..., Any]) -> Any:
+            return await call("logs", {})
+        _print_json(_ct_session(args, logs))
+        return 0
+    if args.ct_command == "get-sth":
+        async def sth(call: Callable[..., Any]) -> Any:
+            return (await _verified_sth(call, args.log))[1]
+        _print_json(_ct_session(args, sth))
+        print("tree head signature verified with the log's key", file=sys.stderr)
+        return 0
+    if args.ct_command == "verify-consistency":
+        first, second = args.first, args.second
+
+        async def consistency(call: Callable[..., Any]) -> str:
+            head, _ = await _verified_sth(call, args.log)
+            if not 0 <= first <= second <= head.size:
+                raise LocalError(f"need 0 <= FIRST <= SECOND <= {head.size}")
+            hashes = await _leaf_hashes(call, args.log, second)
+            proof = await call("get-sth-consistency",
+                               {"log": args.log, "first": first, "second": second})
+            merkle.verify_consistency(first, second,
+                                      [base64.b64decode(p) for p in proof["consistency"]],
+                                      merkle.root(hashes[:first]), merkle.root(hashes))
+            if second == head.size and merkle.root(hashes) != head.root:
+                raise RemoteError("the entries do not match the signed tree head")
+            return f"OK: tree {first} is a prefix of tree {second} in log {args.log}"
+        print(_ct_session(args, consistency))
+        return 0
+    try:
+        raw = Path(args.cert).read_bytes()
+    except OSError as exc:
+        raise LocalError(f"cannot read {args.cert}: {exc.strerror}") from None
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        cert = (x509.load_pem_x509_certificate(raw) if b"-----BEGIN" in raw
+                else x509.load_der_x509_certificate(raw))
+    except ValueError:
+        raise LocalError(f"{args.cert} is not a certificate (PEM or DER)") from None
+    der = cert.public_bytes(Encoding.DER)
+
+    async def inclusion(call: Callable[..., Any]) -> str:
+        from trustchain.ct.structs import Entry, EntryType
+
+        head, _ = await _verified_sth(call, args.log)
+        wanted = Entry(EntryType.X509, der).signed_entry()
+        start = 0
+        while start < head.size:
+            page = await call("get-entries", {"log": args.log, "start": start,
+                                              "end": head.size - 1})
+            for offset, item in enumerate(page["entries"]):
+                leaf_input = base64.b64decode(item["leaf_input"])
+                if leaf_input[12:12 + len(wanted)] == wanted:
+                    hashed = merkle.leaf_hash(leaf_input)
+                    proof = await call("get-proof-by-hash", {
+                        "log": args.log, "hash": base64.b64encode(hashed).decode(),
+                        "tree_size": head.size})
+                    merkle.verify_inclusion(hashed, proof["leaf_index"], head.size,
+                                            [base64.b64decode(p) for p in proof["audit_path"]],
+                                            head.root)
+                    return (f"OK: entry {start + offset} of log {args.log}, included in its "
+                            f"signed tree of {head.size}")
+            start += len(page["entries"])
+        raise RemoteError(f"the certificate is not in log {args.log}")
+    print(_ct_session(args, inclusion))
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     command = args.record_command
     if command == "list":
@@ -706,6 +841,34 @@ def build_parser() -> argparse.ArgumentParser:
             which.add_argument("--zsk", action="store_true", help="zone-signing key")
         admin_options(p, json_output=name in ("ds", "status"))
     dnssec_parser.set_defaults(func=cmd_dnssec)
+
+    ct = commands.add_parser("ct", help="certificate transparency logs of a node")
+    sub = ct.add_subparsers(dest="ct_command", required=True, metavar="COMMAND")
+
+    def ct_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--server", required=True, metavar="[ADDR]:PORT",
+                       help="the node's QUIC address")
+        anchor = p.add_argument_group("trust anchor (default: the node in --data-dir)")
+        _add_data_dir(anchor)
+        anchor.add_argument("--genesis", metavar="FILE")
+        anchor.add_argument("--pin", metavar="SHA256")
+        anchor.add_argument("--server-name", metavar="NAME")
+
+    p = sub.add_parser("logs", help="the node's logs as Chrome/Apple log-list JSON")
+    ct_options(p)
+    p = sub.add_parser("get-sth", help="a log's signed tree head, its signature checked")
+    p.add_argument("log", metavar="LOG")
+    ct_options(p)
+    p = sub.add_parser("verify-inclusion", help="prove a certificate is in a log")
+    p.add_argument("cert", metavar="CERT")
+    p.add_argument("--log", default="a", help="log name (default: a)")
+    ct_options(p)
+    p = sub.add_parser("verify-consistency", help="prove tree FIRST is a prefix of tree SECOND")
+    p.add_argument("log", metavar="LOG")
+    p.add_argument("first", metavar="FIRST", type=int)
+    p.add_argument("second", metavar="SECOND", type=int)
+    ct_options(p)
+    ct.set_defaults(func=cmd_ct)
 
     p = commands.add_parser("query", help="ask a DNS server (udp, tcp, doq or stoq)")
     p.add_argument("name", metavar="NAME")

@@ -42,6 +42,7 @@ from transport.ct import LogRunner
 from transport.dns import DnsListener, Notifier
 from transport.http import HttpListener
 from transport.quic import QuicEndpoint, QuicServices
+from transport.sockets import format_address
 from transport.tls import https_context
 from trustchain.api import create_app
 from trustchain.canonical import canonical_json
@@ -262,6 +263,10 @@ def register_ct(router: Router, runner: LogRunner) -> None:
         except BadSubmission as exc:
             raise BadRequest(str(exc)) from None
 
+    def log_list(message: bytes, peer: Peer | None) -> bytes:
+        return canonical_json(runner.log_list(runner.base_url))
+
+    router.register("ct", "logs", log_list)
     router.register("ct", "add-chain", add_chain)
     router.register("ct", "get-sth", read(lambda lg, b: lg.get_sth()))
     router.register("ct", "get-sth-consistency",
@@ -347,6 +352,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     )
     config = node.config
     ct = LogRunner(build_ct_logs(node))
+    public = config.local_address()
+    ct.base_url = f"http://{format_address(public, config.http_port)}"
     app = create_app(genesis_bytes=node.genesis_bytes, logs=ct)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds)
     https = HttpListener(

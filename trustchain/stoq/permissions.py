@@ -48,6 +48,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("ca", "enrol-request"): Access.PUBLIC,
     ("ca", "enrol-status"): Access.PUBLIC,
     # CT: reads and submissions are public, as in RFC 6962.
+    ("ct", "logs"): Access.PUBLIC,
     ("ct", "add-chain"): Access.PUBLIC,
     ("ct", "get-sth"): Access.PUBLIC,
     ("ct", "get-sth-consistency"): Access.PUBLIC,
