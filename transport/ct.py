@@ -65,12 +65,13 @@ class LogRunner:
                 pass
         self._sequence_all()  # nothing acknowledged is lost; pending work is finished
 
-    async def add_chain(self, name: str, chain: Sequence[str]) -> dict[str, object]:
+    async def add_chain(self, name: str, chain: Sequence[str],
+                        precert: bool = False) -> dict[str, object]:
         """:raises BadSubmission: for an unknown log or an invalid chain."""
         target = self.logs.get(name)
         if target is None:
             raise BadSubmission(f"no log {name!r}")
-        submission = target.check(chain)
+        submission = target.check(chain, precert=precert)
         if submission.index is not None:
             return sct_json(target.sct(submission.index))
         waiter: asyncio.Future[SCT] = asyncio.get_running_loop().create_future()

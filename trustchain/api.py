@@ -69,6 +69,12 @@ def _ct_routes(logs: LogRunner) -> list[Route]:
         return JSONResponse(result)
 
     async def add_chain(request: Request) -> Response:
+        return await submit(request, precert=False)
+
+    async def add_pre_chain(request: Request) -> Response:
+        return await submit(request, precert=True)
+
+    async def submit(request: Request, *, precert: bool) -> Response:
         try:
             body = await request.json()
             chain = body["chain"]
@@ -77,7 +83,7 @@ def _ct_routes(logs: LogRunner) -> list[Route]:
         except (ValueError, KeyError, TypeError):
             return problem(400, "bad request", 'the body must be {"chain": [base64 DER, ...]}')
         name = request.path_params["log"]
-        return await guarded(request, lambda: logs.add_chain(name, chain))
+        return await guarded(request, lambda: logs.add_chain(name, chain, precert))
 
     async def get_sth(request: Request) -> Response:
         return await guarded(request, lambda: target(request).get_sth())
@@ -104,6 +110,7 @@ def _ct_routes(logs: LogRunner) -> list[Route]:
     return [
         Route("/logs", log_list, methods=["GET"]),
         Route(base + "add-chain", add_chain, methods=["POST"]),
+        Route(base + "add-pre-chain", add_pre_chain, methods=["POST"]),
         Route(base + "get-sth", get_sth, methods=["GET"]),
         Route(base + "get-sth-consistency", get_consistency, methods=["GET"]),
         Route(base + "get-proof-by-hash", get_proof, methods=["GET"]),

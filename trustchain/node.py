@@ -256,18 +256,22 @@ def register_ct(router: Router, runner: LogRunner) -> None:
                 raise BadRequest(str(exc)) from None
         return handler
 
-    async def add_chain(message: bytes, peer: Peer | None) -> bytes:
-        target, body = request(message)
-        try:
-            return canonical_json(await runner.add_chain(target.name, body.get("chain") or []))
-        except BadSubmission as exc:
-            raise BadRequest(str(exc)) from None
+    def submit(precert: bool) -> Handler:
+        async def handler(message: bytes, peer: Peer | None) -> bytes:
+            target, body = request(message)
+            try:
+                return canonical_json(
+                    await runner.add_chain(target.name, body.get("chain") or [], precert))
+            except BadSubmission as exc:
+                raise BadRequest(str(exc)) from None
+        return handler
 
     def log_list(message: bytes, peer: Peer | None) -> bytes:
         return canonical_json(runner.log_list(runner.base_url))
 
     router.register("ct", "logs", log_list)
-    router.register("ct", "add-chain", add_chain)
+    router.register("ct", "add-chain", submit(False))
+    router.register("ct", "add-pre-chain", submit(True))
     router.register("ct", "get-sth", read(lambda lg, b: lg.get_sth()))
     router.register("ct", "get-sth-consistency",
                     read(lambda lg, b: lg.get_sth_consistency(int(b["first"]), int(b["second"]))))

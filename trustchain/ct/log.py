@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,9 +21,10 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from trustchain.ct.merkle import EMPTY_ROOT
+from trustchain.ct.precert import PrecertError, remove_poison
 from trustchain.ct.sequencer import Batch, Sequenced, Sequencer, identity
 from trustchain.ct.structs import (
     SCT,
@@ -36,6 +38,8 @@ from trustchain.ct.structs import (
 from trustchain.errors import RemoteError
 
 MAX_CHAIN = 10
+#: ExtendedKeyUsage of a Precertificate Signing Certificate (RFC 6962 section 3.1).
+PRECERT_SIGNING = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.4")
 MAX_CERT_BYTES = 64 * 1024
 #: get-entries answers at most this many entries (clients page).
 PAGE_LIMIT = 256
@@ -90,8 +94,13 @@ class Log:
 
     # --- submissions ----------------------------------------------------------
 
-    def check(self, chain_b64: Sequence[str]) -> Submission:
-        """Validate an ``add-chain`` body: the chain must lead to one of the log's roots.
+    def check(self, chain_b64: Sequence[str], *, precert: bool = False) -> Submission:
+        """Validate an ``add-chain`` (or ``add-pre-chain``) body up to one of the log's roots.
+
+        A precertificate must carry the critical poison extension and be signed
+        directly by the CA whose certificate follows it (precertificate signing
+        certificates are not accepted yet); its entry is the TBSCertificate
+        without the poison and the hash of the issuer's key.
 
         :raises BadSubmission: naming what is wrong.
         """
@@ -108,11 +117,47 @@ class Log:
         except (ValueError, x509.InvalidVersion):
             raise BadSubmission("a chain entry does not parse as a certificate") from None
         self._check_chain(certs)
-        entry = Entry(EntryType.X509, ders[0])
+        if precert:
+            entry = self._precert_entry(certs)
+            extra = ders  # PrecertChainEntry: the precertificate, then its chain
+        else:
+            try:
+                certs[0].extensions.get_extension_for_class(x509.PrecertPoison)
+            except x509.ExtensionNotFound:
+                pass
+            else:
+                raise BadSubmission("a precertificate goes to add-pre-chain")
+            entry = Entry(EntryType.X509, ders[0])
+            extra = ders[1:]
         index = self._sequencer.submit(entry)
         if index is None:
-            self._chains[identity(entry)] = ders[1:]
-        return Submission(entry, ders[1:], index)
+            self._chains[identity(entry)] = extra
+        return Submission(entry, extra, index)
+
+    def _precert_entry(self, certs: list[x509.Certificate]) -> Entry:
+        try:
+            poison = certs[0].extensions.get_extension_for_class(x509.PrecertPoison)
+        except x509.ExtensionNotFound:
+            raise BadSubmission("add-pre-chain needs a precertificate (poison extension)") \
+                from None
+        if not poison.critical:
+            raise BadSubmission("the poison extension must be critical")
+        if len(certs) < 2:
+            raise BadSubmission("a precertificate needs its issuer in the chain")
+        issuer = certs[1]
+        try:
+            usage = issuer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            usage = None
+        if usage is not None and PRECERT_SIGNING in usage:
+            raise BadSubmission("precertificate signing certificates are not accepted yet: "
+                                "sign the precertificate with the issuing CA")
+        try:
+            tbs = remove_poison(certs[0].tbs_certificate_bytes)
+        except PrecertError as exc:
+            raise BadSubmission(str(exc)) from None
+        spki = issuer.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return Entry(EntryType.PRECERT, tbs, hashlib.sha256(spki).digest())
 
     def _check_chain(self, certs: list[x509.Certificate]) -> None:
         try:
@@ -209,9 +254,15 @@ class Log:
         out = []
         for sequenced, chain in self._store.entries(start, end):
             leaf = merkle_tree_leaf(sequenced.timestamp, sequenced.entry, sequenced.extensions)
-            extra = b"".join(len(c).to_bytes(3, "big") + c for c in chain)
-            out.append({"leaf_input": _b64(leaf),
-                        "extra_data": _b64(len(extra).to_bytes(3, "big") + extra)})
+            if sequenced.entry.entry_type is EntryType.PRECERT:  # PrecertChainEntry
+                head, rest = chain[0], chain[1:]
+                listed = b"".join(len(c).to_bytes(3, "big") + c for c in rest)
+                extra = (len(head).to_bytes(3, "big") + head + len(listed).to_bytes(3, "big")
+                         + listed)
+            else:  # X509ChainEntry's certificate_chain
+                listed = b"".join(len(c).to_bytes(3, "big") + c for c in chain)
+                extra = len(listed).to_bytes(3, "big") + listed
+            out.append({"leaf_input": _b64(leaf), "extra_data": _b64(extra)})
         return {"entries": out}
 
     def get_roots(self) -> dict[str, object]:

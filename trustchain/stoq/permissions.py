@@ -50,6 +50,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     # CT: reads and submissions are public, as in RFC 6962.
     ("ct", "logs"): Access.PUBLIC,
     ("ct", "add-chain"): Access.PUBLIC,
+    ("ct", "add-pre-chain"): Access.PUBLIC,
     ("ct", "get-sth"): Access.PUBLIC,
     ("ct", "get-sth-consistency"): Access.PUBLIC,
     ("ct", "get-proof-by-hash"): Access.PUBLIC,

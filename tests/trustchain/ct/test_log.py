@@ -163,3 +163,51 @@ def test_entry_identity_distinguishes_types() -> None:
 
     assert identity(Entry(EntryType.X509, b"a")) != identity(
         Entry(EntryType.PRECERT, b"a", b"\x00" * 32))
+
+
+def _precert(poison: bool = True) -> str:
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pre")]))
+               .issuer_name(CA.subject).public_key(key.public_key()).serial_number(77)
+               .not_valid_before(NOW).not_valid_after(NOW + timedelta(days=30))
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName("pre.example")]),
+                              critical=False))
+    if poison:
+        builder = builder.add_extension(x509.PrecertPoison(), critical=True)
+    cert = builder.sign(CA_KEY, hashes.SHA256())
+    return base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+
+
+def test_precertificate_entries(db) -> None:
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import PublicFormat
+
+    from trustchain.ct.precert import remove_poison
+
+    log = new_log(db)
+    pre = _precert()
+    submission = log.check([pre, CA_B64], precert=True)
+    cert = x509.load_der_x509_certificate(base64.b64decode(pre))
+    assert submission.entry.entry_type is EntryType.PRECERT
+    assert submission.entry.body == remove_poison(cert.tbs_certificate_bytes)
+    assert submission.entry.issuer_key_hash == hashlib.sha256(CA.public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).digest()
+    sct = log.sequence(5)[0]
+    sct.verify(submission.entry, LOG_KEY.public_key())
+    extra = base64.b64decode(log.get_entries(0, 0)["entries"][0]["extra_data"])
+    assert extra[3 : 3 + int.from_bytes(extra[:3], "big")] == base64.b64decode(pre)
+    with pytest.raises(BadSubmission, match="add-pre-chain"):
+        log.check([pre, CA_B64])
+    with pytest.raises(BadSubmission, match="poison"):
+        log.check([_precert(poison=False), CA_B64], precert=True)
+    with pytest.raises(BadSubmission, match="root|issuer"):
+        log.check([pre], precert=True)
