@@ -79,6 +79,10 @@ def test_add_chain_then_prove_inclusion(
         proof = json.loads(body)
         verify_inclusion(hashed, proof["leaf_index"], 1,
                          [base64.b64decode(p) for p in proof["audit_path"]], head.root)
+        status, _, body = request(host, port, "GET",
+                                  f"/logs/{name}/ct/v1/get-entry-and-proof?leaf_index=0&tree_size=1")
+        assert status == 200 and json.loads(body)["audit_path"] == []
+        assert leaf_hash(base64.b64decode(json.loads(body)["leaf_input"])) == hashed
     # The same chain again: the existing SCT, no new entry.
     status, _, body = request(host, port, "POST", "/logs/a/ct/v1/add-chain", {"chain": chain})
     assert status == 200 and json.loads(body) == answers["a"]
@@ -98,6 +102,9 @@ def test_bad_submissions_get_problem_documents(
         status, ctype, payload = request(host, port, "POST", "/logs/a/ct/v1/add-chain", body)
         assert (status, ctype) == (400, "application/problem+json"), payload
     status, _, _ = request(host, port, "GET", "/logs/a/ct/v1/get-entries?start=5&end=1")
+    assert status == 400
+    status, _, _ = request(host, port, "GET",
+                           "/logs/a/ct/v1/get-entry-and-proof?leaf_index=0&tree_size=0")
     assert status == 400
     status, _, _ = request(host, port, "GET", "/logs/zz/ct/v1/get-sth")
     assert status == 404

@@ -100,6 +100,10 @@ def _ct_routes(logs: LogRunner) -> list[Route]:
         return await guarded(request, lambda: target(request).get_entries(
             number(request, "start"), number(request, "end")))
 
+    async def get_entry_and_proof(request: Request) -> Response:
+        return await guarded(request, lambda: target(request).get_entry_and_proof(
+            number(request, "leaf_index"), number(request, "tree_size")))
+
     async def get_roots(request: Request) -> Response:
         return await guarded(request, lambda: target(request).get_roots())
 
@@ -115,6 +119,7 @@ def _ct_routes(logs: LogRunner) -> list[Route]:
         Route(base + "get-sth-consistency", get_consistency, methods=["GET"]),
         Route(base + "get-proof-by-hash", get_proof, methods=["GET"]),
         Route(base + "get-entries", get_entries, methods=["GET"]),
+        Route(base + "get-entry-and-proof", get_entry_and_proof, methods=["GET"]),
         Route(base + "get-roots", get_roots, methods=["GET"]),
     ]
 

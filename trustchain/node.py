@@ -279,6 +279,8 @@ def register_ct(router: Router, runner: LogRunner) -> None:
                     read(lambda lg, b: lg.get_proof_by_hash(b["hash"], int(b["tree_size"]))))
     router.register("ct", "get-entries",
                     read(lambda lg, b: lg.get_entries(int(b["start"]), int(b["end"]))))
+    router.register("ct", "get-entry-and-proof", read(
+        lambda lg, b: lg.get_entry_and_proof(int(b["leaf_index"]), int(b["tree_size"]))))
     router.register("ct", "get-roots", read(lambda lg, b: lg.get_roots()))
 
 

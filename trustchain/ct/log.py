@@ -251,19 +251,28 @@ class Log:
         if not 0 <= start <= end or start >= self._size():
             raise BadSubmission(f"need 0 <= start <= end and start < {self._size()}")
         end = min(end, self._size() - 1, start + PAGE_LIMIT - 1)
-        out = []
-        for sequenced, chain in self._store.entries(start, end):
-            leaf = merkle_tree_leaf(sequenced.timestamp, sequenced.entry, sequenced.extensions)
-            if sequenced.entry.entry_type is EntryType.PRECERT:  # PrecertChainEntry
-                head, rest = chain[0], chain[1:]
-                listed = b"".join(len(c).to_bytes(3, "big") + c for c in rest)
-                extra = (len(head).to_bytes(3, "big") + head + len(listed).to_bytes(3, "big")
-                         + listed)
-            else:  # X509ChainEntry's certificate_chain
-                listed = b"".join(len(c).to_bytes(3, "big") + c for c in chain)
-                extra = len(listed).to_bytes(3, "big") + listed
-            out.append({"leaf_input": _b64(leaf), "extra_data": _b64(extra)})
-        return {"entries": out}
+        return {"entries": [_entry_json(sequenced, chain)
+                            for sequenced, chain in self._store.entries(start, end)]}
+
+    def get_entry_and_proof(self, leaf_index: int, tree_size: int) -> dict[str, object]:
+        if not 0 <= leaf_index < tree_size <= self._size():
+            raise BadSubmission(f"need 0 <= leaf_index < tree_size <= {self._size()}")
+        (sequenced, chain), = self._store.entries(leaf_index, leaf_index)
+        proof = self._sequencer.tree.inclusion_proof(leaf_index, tree_size)
+        return {**_entry_json(sequenced, chain), "audit_path": [_b64(p) for p in proof]}
 
     def get_roots(self) -> dict[str, object]:
         return {"certificates": [_b64(r.public_bytes(Encoding.DER)) for r in self._roots]}
+
+
+def _entry_json(sequenced: Sequenced, chain: list[bytes]) -> dict[str, str]:
+    """One entry as RFC 6962 section 4.6 lists it: ``leaf_input`` and ``extra_data``."""
+    leaf = merkle_tree_leaf(sequenced.timestamp, sequenced.entry, sequenced.extensions)
+    if sequenced.entry.entry_type is EntryType.PRECERT:  # PrecertChainEntry
+        head, rest = chain[0], chain[1:]
+        listed = b"".join(len(c).to_bytes(3, "big") + c for c in rest)
+        extra = len(head).to_bytes(3, "big") + head + len(listed).to_bytes(3, "big") + listed
+    else:  # X509ChainEntry's certificate_chain
+        listed = b"".join(len(c).to_bytes(3, "big") + c for c in chain)
+        extra = len(listed).to_bytes(3, "big") + listed
+    return {"leaf_input": _b64(leaf), "extra_data": _b64(extra)}

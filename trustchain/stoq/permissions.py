@@ -55,6 +55,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("ct", "get-sth-consistency"): Access.PUBLIC,
     ("ct", "get-proof-by-hash"): Access.PUBLIC,
     ("ct", "get-entries"): Access.PUBLIC,
+    ("ct", "get-entry-and-proof"): Access.PUBLIC,
     ("ct", "get-roots"): Access.PUBLIC,
     ("consensus", "validators"): Access.NODE,
     ("admin", "status"): Access.ADMIN,

@@ -125,6 +125,24 @@ def test_get_entries_pages_and_carries_the_chain(db) -> None:
     assert extra[3 + 3:] == CA.public_bytes(Encoding.DER)
 
 
+def test_get_entry_and_proof_verifies_against_the_head(db) -> None:
+    log = new_log(db)
+    for i in range(7):
+        log.check([leaf(f"p{i}"), CA_B64])
+    log.sequence(5)
+    sth = log.get_sth()
+    root = base64.b64decode(str(sth["sha256_root_hash"]))
+    for index in range(7):
+        answer = log.get_entry_and_proof(index, 7)
+        hashed = leaf_hash(base64.b64decode(str(answer["leaf_input"])))
+        path = [base64.b64decode(p) for p in answer["audit_path"]]  # type: ignore[attr-defined]
+        verify_inclusion(hashed, index, 7, path, root)
+    with pytest.raises(BadSubmission):
+        log.get_entry_and_proof(7, 7)
+    with pytest.raises(BadSubmission):
+        log.get_entry_and_proof(0, 8)
+
+
 @pytest.mark.parametrize(
     ("chain", "message"),
     [
