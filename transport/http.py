@@ -22,6 +22,9 @@ from transport.sockets import bind_socket, format_address
 
 log = logging.getLogger("trustchain.http")
 
+#: Listen queue for the HTTP(S) sockets (the kernel caps it at net.core.somaxconn).
+BACKLOG = 4096
+
 
 class _TlsConfig(hypercorn.config.Config):
     """hypercorn reads certificates from files; ours come as a ready SSLContext."""
@@ -62,7 +65,7 @@ class HttpListener:
         try:
             for address in self._addresses:
                 sock = bind_socket(address, self._port, socket.SOCK_STREAM)
-                sock.listen(1024)  # queue connections from now on, before hypercorn runs
+                sock.listen(BACKLOG)  # queue connections from now on, before hypercorn runs
                 self.bound.append(sock.getsockname()[:2])
                 fds.append(sock.detach())
         except BaseException:
@@ -76,6 +79,7 @@ class HttpListener:
         server_log.setLevel(max(logging.WARNING, log.getEffectiveLevel()))
         config.errorlog = server_log
         config.graceful_timeout = self._grace
+        config.backlog = BACKLOG  # hypercorn's 100 drops bursts of CT submitters
         config.include_server_header = False
         self._task = asyncio.create_task(
             hypercorn.asyncio.serve(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +23,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtensionOID
 
 from trustchain.ct.merkle import EMPTY_ROOT
 from trustchain.ct.precert import PrecertError, remove_poison
@@ -41,6 +43,8 @@ MAX_CHAIN = 10
 #: ExtendedKeyUsage of a Precertificate Signing Certificate (RFC 6962 section 3.1).
 PRECERT_SIGNING = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.4")
 MAX_CERT_BYTES = 64 * 1024
+#: How many verified CA links _check_chain remembers.
+VERIFIED_LINKS = 4096
 #: get-entries answers at most this many entries (clients page).
 PAGE_LIMIT = 256
 
@@ -80,6 +84,10 @@ class Log:
         self.log_id = log_id(key.public_key())
         self._sequencer = Sequencer()
         self._chains: dict[bytes, list[bytes]] = {}
+        #: CA-to-issuer links already verified, keyed by the exact DER of both
+        #: certificates: the same bytes verify the same way, and nearly every
+        #: submission repeats its intermediate-to-root link.  Bounded (LRU).
+        self._verified_links: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         for sequenced, _ in store.entries():
             self._sequencer.restore(sequenced.index, sequenced.entry, sequenced.leaf_hash)
         tree = self._sequencer.tree
@@ -121,11 +129,7 @@ class Log:
             entry = self._precert_entry(certs)
             extra = ders  # PrecertChainEntry: the precertificate, then its chain
         else:
-            try:
-                certs[0].extensions.get_extension_for_class(x509.PrecertPoison)
-            except x509.ExtensionNotFound:
-                pass
-            else:
+            if any(ext.oid == ExtensionOID.PRECERT_POISON for ext in certs[0].extensions):
                 raise BadSubmission("a precertificate goes to add-pre-chain")
             entry = Entry(EntryType.X509, ders[0])
             extra = ders[1:]
@@ -161,17 +165,17 @@ class Log:
 
     def _check_chain(self, certs: list[x509.Certificate]) -> None:
         try:
-            for child, parent in zip(certs, certs[1:], strict=False):
+            for position, (child, parent) in enumerate(zip(certs, certs[1:], strict=False)):
                 constraints = parent.extensions.get_extension_for_class(x509.BasicConstraints)
                 if not constraints.value.ca:
                     raise BadSubmission(f"{parent.subject.rfc4514_string()} is not a CA")
-                child.verify_directly_issued_by(parent)
+                self._verify_link(child, parent, cache=position > 0)
             last = certs[-1]
             for anchor in self._roots:
                 if last == anchor:
                     return
                 try:
-                    last.verify_directly_issued_by(anchor)
+                    self._verify_link(last, anchor, cache=True)
                     return
                 except (ValueError, InvalidSignature, TypeError):
                     continue
@@ -180,6 +184,21 @@ class Log:
         except (ValueError, InvalidSignature, TypeError, UnsupportedAlgorithm) as exc:
             raise BadSubmission(f"the chain does not verify: {exc}") from None
         raise BadSubmission("the chain does not lead to a root this log accepts")
+
+    def _verify_link(self, child: x509.Certificate, parent: x509.Certificate, *,
+                     cache: bool) -> None:
+        """``child`` is signed by ``parent`` (raises otherwise); CA links are remembered."""
+        if not cache:
+            child.verify_directly_issued_by(parent)
+            return
+        key = (child.public_bytes(Encoding.DER), parent.public_bytes(Encoding.DER))
+        if key in self._verified_links:
+            self._verified_links.move_to_end(key)
+            return
+        child.verify_directly_issued_by(parent)
+        self._verified_links[key] = None
+        if len(self._verified_links) > VERIFIED_LINKS:
+            self._verified_links.popitem(last=False)
 
     # --- sequencing -----------------------------------------------------------
 

@@ -158,6 +158,17 @@ def test_bad_chains_are_refused(db, chain: list[str], message: str) -> None:
         new_log(db).check(chain)
 
 
+def test_a_remembered_intermediate_does_not_excuse_a_bad_leaf(db) -> None:
+    log = new_log(db)
+    log.check([leaf("good"), CA_B64])  # the CA-to-root link is now remembered
+    rogue_key = ec.generate_private_key(ec.SECP256R1())
+    forged = build_leaf(rogue_key, CA, rogue_key.public_key(), common_name="forged",
+                        network="testnet", uri="trustchain://testnet/node/forged",
+                        dns_names=["forged.example"], server=True, now=NOW)
+    with pytest.raises(BadSubmission, match="does not verify"):
+        log.check([base64.b64encode(forged.public_bytes(Encoding.DER)).decode(), CA_B64])
+
+
 def test_a_chain_from_another_root_is_refused(db) -> None:
     other_key = ec.generate_private_key(ec.SECP256R1())
     other_root = build_root_certificate(other_key, "othernet", NOW)
