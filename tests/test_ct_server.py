@@ -145,3 +145,44 @@ def test_ct_client_commands(
     consistent = run_cli("ct", "verify-consistency", "a", "1", "3", *common)
     assert consistent.returncode == 0, consistent.stderr
     assert proc.stop() == 0
+
+
+def test_static_ct_read_path(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    """A monitor that reads only the checkpoint, tiles and issuers sees the same tree."""
+    import hashlib
+
+    from trustchain.ct import tiles
+    from trustchain.ct.structs import log_id
+    from trustchain.ct.tree import MerkleTree
+
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    host, port = proc.address("http")
+    chain = node_chain(data_dir)
+    status, _, body = request(host, port, "POST", "/logs/b/ct/v1/add-chain", {"chain": chain})
+    assert status == 200, body
+    entry = json.loads(request(host, port, "GET", "/logs")[2])["operators"][0]["logs"][1]
+    key = load_der_public_key(base64.b64decode(entry["key"]))
+    status, ctype, text = request(host, port, "GET", "/logs/b/checkpoint")
+    assert status == 200 and ctype.startswith("text/plain")
+    origin = text.decode().split("\n")[0]
+    assert origin.endswith("/logs/b") and "://" not in origin
+    head = tiles.verify_checkpoint(text.decode(), origin, log_id(key), key)  # type: ignore[arg-type]
+    sth = json.loads(request(host, port, "GET", "/logs/b/ct/v1/get-sth")[2])
+    assert (head.size, base64.b64encode(head.root).decode()) == (1, sth["sha256_root_hash"])
+    status, ctype, tile = request(host, port, "GET", "/logs/b/tile/0/000.p/1")
+    assert (status, ctype) == (200, "application/octet-stream")
+    tree = MerkleTree()
+    tree.append(tile)
+    assert tree.root() == head.root
+    status, _, data = request(host, port, "GET", "/logs/b/tile/data/000.p/1")
+    assert status == 200 and data[-32:] == hashlib.sha256(base64.b64decode(chain[1])).digest()
+    status, ctype, der = request(host, port, "GET", "/logs/b/issuer/" + data[-32:].hex())
+    assert (status, ctype, der) == (200, "application/pkix-cert", base64.b64decode(chain[1]))
+    for path in ("/logs/b/tile/0/000", "/logs/b/tile/9/000", "/logs/b/issuer/" + "0" * 64):
+        status, ctype, _ = request(host, port, "GET", path)
+        assert (status, ctype) == (404, "application/problem+json"), path
+    assert proc.stop() == 0

@@ -5,10 +5,12 @@ Routes:
 * ``GET /healthz`` -- liveness, ``{"status": "ok"}``;
 * ``GET /genesis.json`` -- the network's genesis document, byte for byte as
   pinned (a joining node checks its SHA-256 against the pin it was given);
-* ``/logs/<name>/ct/v1/...`` -- the RFC 6962 API of each CT log.
+* ``/logs/<name>/ct/v1/...`` -- the RFC 6962 API of each CT log;
+* ``/logs/<name>/checkpoint``, ``/logs/<name>/tile/...``,
+  ``/logs/<name>/issuer/<sha256>`` -- the same logs as static-ct-api assets.
 
 Errors are RFC 9457 problem documents (``application/problem+json``).  Later
-issues add the CT, CA and ACME routes here.
+issues add the CA and ACME routes here.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from transport.ct import LogRunner
 from trustchain.ct.log import BadSubmission, Log
+from trustchain.ct.tiles import TileError
 
 PROBLEM_JSON = "application/problem+json"
+#: Tiles and issuers never change once served.
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
@@ -104,6 +109,25 @@ def _ct_routes(logs: LogRunner) -> list[Route]:
         return await guarded(request, lambda: target(request).get_entry_and_proof(
             number(request, "leaf_index"), number(request, "tree_size")))
 
+    async def checkpoint(request: Request) -> Response:
+        return PlainTextResponse(target(request).checkpoint(),
+                                 headers={"cache-control": "no-cache, max-age=0"})
+
+    async def tile(request: Request) -> Response:
+        try:
+            data = target(request).tile(request.path_params["path"])
+        except TileError as exc:
+            return problem(404, "no such tile", str(exc))
+        return Response(data, media_type="application/octet-stream",
+                        headers={"cache-control": IMMUTABLE})
+
+    async def issuer(request: Request) -> Response:
+        der = target(request).issuer(request.path_params["fingerprint"])
+        if der is None:
+            return problem(404, "no such issuer", "no submitted chain holds that issuer")
+        return Response(der, media_type="application/pkix-cert",
+                        headers={"cache-control": IMMUTABLE})
+
     async def get_roots(request: Request) -> Response:
         return await guarded(request, lambda: target(request).get_roots())
 
@@ -121,6 +145,10 @@ def _ct_routes(logs: LogRunner) -> list[Route]:
         Route(base + "get-entries", get_entries, methods=["GET"]),
         Route(base + "get-entry-and-proof", get_entry_and_proof, methods=["GET"]),
         Route(base + "get-roots", get_roots, methods=["GET"]),
+        # static-ct-api monitoring prefix: the same as the submission prefix.
+        Route("/logs/{log}/checkpoint", checkpoint, methods=["GET"]),
+        Route("/logs/{log}/tile/{path:path}", tile, methods=["GET"]),
+        Route("/logs/{log}/issuer/{fingerprint}", issuer, methods=["GET"]),
     ]
 
 

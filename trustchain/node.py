@@ -220,7 +220,11 @@ def build_ct_logs(node: OpenNode) -> list[Log]:
             record = node.keystore.generate(KeyType.ECDSA_P256, purpose, utcnow())
         key = node.keystore.private_key(record.id)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
-        logs.append(Log(name, key, SqliteLogStore(node.db, name), [node.genesis.root_certificate]))
+        # The checkpoint origin: this node's name in its zone, then the log's path.
+        host = dns.name.from_text(f"{node.identity.node_id}.nodes", dns.name.from_text(
+            node.identity.origin)).to_text(omit_final_dot=True)
+        logs.append(Log(name, key, SqliteLogStore(node.db, name), [node.genesis.root_certificate],
+                        origin=f"{host}/logs/{name}"))
     return logs
 
 

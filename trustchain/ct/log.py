@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtensionOID
 
+from trustchain.ct import tiles
 from trustchain.ct.merkle import EMPTY_ROOT
 from trustchain.ct.precert import PrecertError, remove_poison
 from trustchain.ct.sequencer import Batch, Sequenced, Sequencer, identity
@@ -76,8 +77,11 @@ def _b64(data: bytes) -> str:
 
 class Log:
     def __init__(self, name: str, key: ec.EllipticCurvePrivateKey, store: LogStore,
-                 roots: Sequence[x509.Certificate]) -> None:
+                 roots: Sequence[x509.Certificate], origin: str | None = None) -> None:
         self.name = name
+        #: The checkpoint origin line (static-ct-api: the submission prefix
+        #: without scheme or trailing slash).
+        self.origin = origin or name
         self._key = key
         self._store = store
         self._roots = list(roots)
@@ -88,8 +92,11 @@ class Log:
         #: certificates: the same bytes verify the same way, and nearly every
         #: submission repeats its intermediate-to-root link.  Bounded (LRU).
         self._verified_links: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
-        for sequenced, _ in store.entries():
+        #: Every issuer a stored entry refers to, by SHA-256 of its DER.
+        self._issuers: dict[bytes, bytes] = {}
+        for sequenced, chain in store.entries():
             self._sequencer.restore(sequenced.index, sequenced.entry, sequenced.leaf_hash)
+            self._remember_issuers(sequenced.entry, chain)
         tree = self._sequencer.tree
         head = store.tree_head()
         if head is not None and (head.size > tree.size or tree.root(head.size) != head.root):
@@ -222,7 +229,13 @@ class Log:
             self._sequencer.rollback(batch)
             raise
         self._head = head
+        for s in batch.entries:
+            self._remember_issuers(s.entry, chains[s.index])
         return scts
+
+    def _remember_issuers(self, entry: Entry, chain: list[bytes]) -> None:
+        for der in _issuers_of(entry, chain):
+            self._issuers.setdefault(hashlib.sha256(der).digest(), der)
 
     def entry(self, index: int) -> Entry:
         rows = self._store.entries(index, index)
@@ -280,8 +293,41 @@ class Log:
         proof = self._sequencer.tree.inclusion_proof(leaf_index, tree_size)
         return {**_entry_json(sequenced, chain), "audit_path": [_b64(p) for p in proof]}
 
+    # --- static-ct-api reads (c2sp.org/static-ct-api) ---------------------------
+
+    def checkpoint(self) -> str:
+        head = self._head or TreeHead(0, 0, EMPTY_ROOT).sign(self._key)
+        return tiles.checkpoint(self.origin, head, self.log_id)
+
+    def tile(self, path: str) -> bytes:
+        """:raises TileError: for a malformed path or a tile the signed tree does not cover."""
+        tile = tiles.parse_tile_path(path)
+        if tile.level is not None:
+            return tiles.tile_hashes(self._sequencer.tree.levels, tile, self._size())
+        start = tile.index * tiles.TILE_WIDTH
+        if start + tile.width > self._size():
+            raise tiles.TileError("that tile is not in the tree yet")
+        out = []
+        for sequenced, chain in self._store.entries(start, start + tile.width - 1):
+            leaf = merkle_tree_leaf(sequenced.timestamp, sequenced.entry, sequenced.extensions)
+            precert = chain[0] if sequenced.entry.entry_type is EntryType.PRECERT else None
+            out.append(tiles.tile_leaf(leaf, precert, _issuers_of(sequenced.entry, chain)))
+        return b"".join(out)
+
+    def issuer(self, fingerprint_hex: str) -> bytes | None:
+        try:
+            fingerprint = bytes.fromhex(fingerprint_hex)
+        except ValueError:
+            return None
+        return self._issuers.get(fingerprint) if fingerprint_hex.islower() else None
+
     def get_roots(self) -> dict[str, object]:
         return {"certificates": [_b64(r.public_bytes(Encoding.DER)) for r in self._roots]}
+
+
+def _issuers_of(entry: Entry, chain: list[bytes]) -> list[bytes]:
+    """The issuers in a stored chain (a precertificate's chain starts with itself)."""
+    return chain[1:] if entry.entry_type is EntryType.PRECERT else chain
 
 
 def _entry_json(sequenced: Sequenced, chain: list[bytes]) -> dict[str, str]:
