@@ -186,3 +186,87 @@ def test_static_ct_read_path(
         status, ctype, _ = request(host, port, "GET", path)
         assert (status, ctype) == (404, "application/problem+json"), path
     assert proc.stop() == 0
+
+
+def test_kill_9_under_load_loses_no_acknowledged_entry(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    """Every SCT handed out before a SIGKILL is honoured by the restarted log."""
+    import threading
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from bootstrap.transport_certs import INFRA_CA_PURPOSE, build_leaf
+    from trustchain.ct.merkle import verify_consistency
+
+    keystore = KeyStore.open(data_dir / "keys", PASSPHRASE)
+    ca_key = keystore.private_key(keystore.active(INFRA_CA_PURPOSE).id)
+    with open_database(data_dir, readonly=True) as db:
+        ca = NodeStore(db).latest_certificate(INFRA_CA_PURPOSE)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey) and ca is not None
+    subject = ec.generate_private_key(ec.SECP256R1()).public_key()
+    ca_b64 = base64.b64encode(ca.public_bytes(Encoding.DER)).decode()
+    chains = [[base64.b64encode(build_leaf(
+        ca_key, ca, subject, common_name=f"k{i}", network="testnet",
+        uri=f"trustchain://testnet/node/k{i}", dns_names=[f"k{i}.example"], server=True,
+        now=datetime.now(UTC)).public_bytes(Encoding.DER)).decode(), ca_b64]
+        for i in range(400)]
+
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    host, port = proc.address("http")
+    acknowledged: list[tuple[str, dict[str, object]]] = []
+    lock, enough = threading.Lock(), threading.Event()
+
+    def submitter(share: list[list[str]]) -> None:
+        for chain in share:
+            try:
+                status, _, body = request(host, port, "POST", "/logs/a/ct/v1/add-chain",
+                                          {"chain": chain})
+            except (OSError, http.client.HTTPException):
+                return  # the node died under us: expected
+            if status != 200:
+                return
+            with lock:
+                acknowledged.append((chain[0], json.loads(body)))
+                if len(acknowledged) >= 40:
+                    enough.set()
+
+    threads = [threading.Thread(target=submitter, args=(chains[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    assert enough.wait(timeout=120), "no SCTs arrived"
+    sth_before = json.loads(request(host, port, "GET", "/logs/a/ct/v1/get-sth")[2])
+    proc.kill()  # SIGKILL, mid-load
+    for thread in threads:
+        thread.join(timeout=60)
+    with lock:
+        honoured = list(acknowledged)
+
+    restarted = NodeProcess.start(data_dir)
+    node_processes.append(restarted)
+    restarted.wait_ready()
+    host, port = restarted.address("http")
+    sth = json.loads(request(host, port, "GET", "/logs/a/ct/v1/get-sth")[2])
+    assert sth["tree_size"] >= max(len(honoured), sth_before["tree_size"])
+    consistency = json.loads(request(
+        host, port, "GET", f"/logs/a/ct/v1/get-sth-consistency?first={sth_before['tree_size']}"
+        f"&second={sth['tree_size']}")[2])["consistency"]
+    verify_consistency(sth_before["tree_size"], sth["tree_size"],
+                       [base64.b64decode(p) for p in consistency],
+                       base64.b64decode(sth_before["sha256_root_hash"]),
+                       base64.b64decode(sth["sha256_root_hash"]))
+    root = base64.b64decode(sth["sha256_root_hash"])
+    for der_b64, sct in honoured:
+        extensions = base64.b64decode(str(sct["extensions"]))
+        index = SCT(b"", 0, extensions, b"").leaf_index
+        leaf = merkle_tree_leaf(int(str(sct["timestamp"])),
+                                Entry(EntryType.X509, base64.b64decode(der_b64)), extensions)
+        answer = json.loads(request(host, port, "GET", "/logs/a/ct/v1/get-entry-and-proof?"
+                                    f"leaf_index={index}&tree_size={sth['tree_size']}")[2])
+        assert base64.b64decode(answer["leaf_input"]) == leaf
+        verify_inclusion(leaf_hash(leaf), index, sth["tree_size"],
+                         [base64.b64decode(p) for p in answer["audit_path"]], root)
+    assert restarted.stop() == 0
