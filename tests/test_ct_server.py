@@ -101,8 +101,14 @@ def test_bad_submissions_get_problem_documents(
     for body in ({"chain": ["!!"]}, {"nochain": 1}, {"chain": [base64.b64encode(b"x").decode()]}):
         status, ctype, payload = request(host, port, "POST", "/logs/a/ct/v1/add-chain", body)
         assert (status, ctype) == (400, "application/problem+json"), payload
+    status, ctype, _ = request(host, port, "POST", "/logs/a/ct/v1/add-chain",
+                               {"chain": ["A" * 100_000] * 10})
+    assert (status, ctype) == (400, "application/problem+json")
+    status, _, _ = request(host, port, "POST", "/logs/a/ct/v1/add-chain", "not an object")
+    assert status == 400
     status, _, _ = request(host, port, "GET", "/logs/a/ct/v1/get-entries?start=5&end=1")
     assert status == 400
+    assert json.loads(request(host, port, "GET", "/logs/a/ct/v1/get-sth")[2])["tree_size"] == 0
     status, _, _ = request(host, port, "GET",
                            "/logs/a/ct/v1/get-entry-and-proof?leaf_index=0&tree_size=0")
     assert status == 400

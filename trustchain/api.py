@@ -16,6 +16,7 @@ issues add the CA and ACME routes here.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -26,10 +27,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from transport.ct import LogRunner
-from trustchain.ct.log import BadSubmission, Log
+from trustchain.ct.log import MAX_CERT_BYTES, MAX_CHAIN, BadSubmission, Log
 from trustchain.ct.tiles import TileError
 
 PROBLEM_JSON = "application/problem+json"
+#: add-chain bodies: MAX_CHAIN certificates of MAX_CERT_BYTES, base64 and JSON.
+MAX_SUBMISSION_BYTES = (MAX_CHAIN * MAX_CERT_BYTES * 4) // 3 + 64 * 1024
 #: Tiles and issuers never change once served.
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -80,8 +83,14 @@ def _ct_routes(logs: LogRunner) -> list[Route]:
         return await submit(request, precert=True)
 
     async def submit(request: Request, *, precert: bool) -> Response:
+        raw = bytearray()
+        async for chunk in request.stream():  # never buffer more than a chain can need
+            raw += chunk
+            if len(raw) > MAX_SUBMISSION_BYTES:
+                return problem(400, "bad request",
+                               f"a submission is at most {MAX_SUBMISSION_BYTES} bytes")
         try:
-            body = await request.json()
+            body = json.loads(raw)
             chain = body["chain"]
             if not isinstance(chain, list) or not all(isinstance(c, str) for c in chain):
                 raise TypeError
