@@ -276,3 +276,56 @@ def test_kill_9_under_load_loses_no_acknowledged_entry(
         verify_inclusion(leaf_hash(leaf), index, sth["tree_size"],
                          [base64.b64decode(p) for p in answer["audit_path"]], root)
     assert restarted.stop() == 0
+
+
+def test_an_independent_rfc6962_verifier_accepts_the_log(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    """tests/rfc6962_reference.py (no trustchain.ct code) audits heads, every entry, growth."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests import rfc6962_reference as ref
+
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    host, port = proc.address("http")
+    with open_database(data_dir, readonly=True) as db:
+        store = NodeStore(db)
+        certs = [store.latest_certificate(p) for p in ("node-tls", "admin-tls",
+                                                       "infrastructure-ca")]
+    der = [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in certs]  # type: ignore[union-attr]
+    entry = json.loads(request(host, port, "GET", "/logs")[2])["operators"][0]["logs"][0]
+    key = load_der_public_key(base64.b64decode(entry["key"]))
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+
+    def sth() -> dict[str, object]:
+        head = json.loads(request(host, port, "GET", "/logs/a/ct/v1/get-sth")[2])
+        ref.check_sth(head, key)
+        return head
+
+    heads = [sth()]
+    for chain in ([der[0], der[2]], [der[1], der[2]], [der[2]]):  # three batches, three heads
+        assert request(host, port, "POST", "/logs/a/ct/v1/add-chain", {"chain": chain})[0] == 200
+        heads.append(sth())
+    assert [h["tree_size"] for h in heads] == [0, 1, 2, 3]
+    final = heads[-1]
+    root = base64.b64decode(str(final["sha256_root_hash"]))
+    entries = json.loads(request(host, port, "GET", "/logs/a/ct/v1/get-entries?start=0&end=9")[2])
+    assert len(entries["entries"]) == 3
+    for index, item in enumerate(entries["entries"]):
+        hashed = ref.hash_leaf(base64.b64decode(item["leaf_input"]))
+        quoted = base64.b64encode(hashed).decode().replace("+", "%2B").replace("/", "%2F") \
+            .replace("=", "%3D")
+        proof = json.loads(request(host, port, "GET",
+                                   f"/logs/a/ct/v1/get-proof-by-hash?tree_size=3&hash={quoted}")[2])
+        assert proof["leaf_index"] == index
+        ref.check_inclusion(index, 3, hashed, [base64.b64decode(p) for p in proof["audit_path"]],
+                            root)
+    for old in heads[1:]:
+        proof = json.loads(request(host, port, "GET", "/logs/a/ct/v1/get-sth-consistency?"
+                                   f"first={old['tree_size']}&second=3")[2])["consistency"]
+        ref.check_consistency(int(str(old["tree_size"])), 3,
+                              base64.b64decode(str(old["sha256_root_hash"])), root,
+                              [base64.b64decode(p) for p in proof])
+    assert proc.stop() == 0
