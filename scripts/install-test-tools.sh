@@ -16,6 +16,7 @@ tools=(
   "dnssec-verify bind9-utils"
   "ldns-verify-zone ldnsutils"
   "kzonecheck knot-dnssecutils"
+  "nginx nginx"
 )
 
 missing=()

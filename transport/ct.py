@@ -12,12 +12,14 @@ import base64
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from trustchain.ct.log import BadSubmission, Log
 from trustchain.ct.sequencer import identity
 from trustchain.ct.structs import SCT
+from trustchain.storage.ct_tiles import TileDirectory
 
 log = logging.getLogger("trustchain.ct")
 
@@ -33,8 +35,12 @@ def sct_json(sct: SCT) -> dict[str, object]:
 
 
 class LogRunner:
-    def __init__(self, logs: Sequence[Log], interval: float = SEQUENCE_INTERVAL) -> None:
+    def __init__(self, logs: Sequence[Log], interval: float = SEQUENCE_INTERVAL,
+                 tile_root: Path | None = None) -> None:
         self.logs = {lg.name: lg for lg in logs}
+        #: static-ct-api files, one directory per log, kept up to each new head.
+        self.tiles = ({name: TileDirectory(tile_root / name, lg) for name, lg in self.logs.items()}
+                      if tile_root is not None else {})
         self._interval = interval
         self._waiting: dict[tuple[str, bytes], list[asyncio.Future[SCT]]] = {}
         self._wake = asyncio.Event()
@@ -54,6 +60,8 @@ class LogRunner:
                          for name, lg in self.logs.items()]}]}
 
     def start(self) -> None:
+        for directory in self.tiles.values():  # catch up after a crash between commit and files
+            directory.publish()
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
@@ -100,6 +108,11 @@ class LogRunner:
                         if not waiter.done():
                             waiter.set_exception(BadSubmission(f"the log could not store: {exc}"))
                 continue
+            if name in self.tiles:
+                try:
+                    self.tiles[name].publish()
+                except OSError:  # the log is intact; the files catch up next batch or restart
+                    log.exception("log %s: writing tiles failed", name)
             for index in scts:
                 entry = target.entry(index)
                 for waiter in self._waiting.pop((name, identity(entry)), []):

@@ -555,6 +555,8 @@ def cmd_ct(args: argparse.Namespace) -> int:
             return f"OK: tree {first} is a prefix of tree {second} in log {args.log}"
         print(_ct_session(args, consistency))
         return 0
+    if args.tiles is None and args.server is None:
+        raise LocalError("give --server (a node) or --tiles URL --log-key KEY (static files)")
     try:
         raw = Path(args.cert).read_bytes()
     except OSError as exc:
@@ -568,6 +570,11 @@ def cmd_ct(args: argparse.Namespace) -> int:
     except ValueError:
         raise LocalError(f"{args.cert} is not a certificate (PEM or DER)") from None
     der = cert.public_bytes(Encoding.DER)
+    if args.tiles is not None:
+        if args.log_key is None:
+            raise LocalError("--tiles needs --log-key (the log's key from a log list)")
+        print(_inclusion_by_tiles(args.tiles, args.log_key, der))
+        return 0
 
     async def inclusion(call: Callable[..., Any]) -> str:
         from trustchain.ct.structs import Entry, EntryType
@@ -594,6 +601,74 @@ def cmd_ct(args: argparse.Namespace) -> int:
         raise RemoteError(f"the certificate is not in log {args.log}")
     print(_ct_session(args, inclusion))
     return 0
+
+
+def _inclusion_by_tiles(url: str, key_b64: str, der: bytes) -> str:
+    """Find ``der`` in a log's data tiles and check it against the signed checkpoint.
+
+    Every level-0 tile is fetched: each data-tile entry must hash to its
+    tile hash, and all of them must rebuild the checkpoint's root, so the
+    certificate's presence is proven by the log's signature alone.
+    """
+    import base64
+    import binascii
+    import hashlib
+    import urllib.error
+    import urllib.request
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    from trustchain.ct import tiles
+    from trustchain.ct.merkle import leaf_hash
+    from trustchain.ct.tree import MerkleTree
+    from trustchain.errors import LocalError, RemoteError
+
+    try:
+        spki = base64.b64decode(key_b64, validate=True)
+        key = load_der_public_key(spki)
+    except (binascii.Error, ValueError):
+        raise LocalError("--log-key is not a base64 public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise LocalError("--log-key is not an ECDSA key")
+    base = url.rstrip("/")
+
+    def fetch(path: str) -> bytes:
+        try:
+            with urllib.request.urlopen(f"{base}/{path}", timeout=30) as response:
+                return bytes(response.read())
+        except (urllib.error.URLError, OSError) as exc:
+            raise RemoteError(f"cannot fetch {base}/{path}: {exc}") from None
+
+    text = fetch("checkpoint").decode("utf-8", "replace")
+    origin = text.split("\n", 1)[0]
+    try:
+        head = tiles.verify_checkpoint(text, origin, hashlib.sha256(spki).digest(), key)
+    except tiles.TileError as exc:
+        raise RemoteError(f"checkpoint: {exc}") from None
+    tree, found = MerkleTree(), None
+    for index in range((head.size + tiles.TILE_WIDTH - 1) // tiles.TILE_WIDTH):
+        width = min(tiles.TILE_WIDTH, head.size - index * tiles.TILE_WIDTH)
+        suffix = tiles.format_index(index) + ("" if width == tiles.TILE_WIDTH else f".p/{width}")
+        hashes = fetch(f"tile/0/{suffix}")
+        try:
+            entries = tiles.parse_data_tile(fetch(f"tile/data/{suffix}"))
+        except tiles.TileError as exc:
+            raise RemoteError(f"data tile {index}: {exc}") from None
+        if len(hashes) != 32 * width or len(entries) != width:
+            raise RemoteError(f"tile {index} has the wrong width")
+        for offset, entry in enumerate(entries):
+            hashed = hashes[32 * offset:32 * offset + 32]
+            if leaf_hash(entry.leaf_input) != hashed:
+                raise RemoteError(f"entry {index * 256 + offset} does not match its tile hash")
+            if entry.certificate == der and entry.leaf_input[10:12] == b"\x00\x00":
+                found = index * tiles.TILE_WIDTH + offset
+            tree.append(hashed)
+    if tree.root() != head.root:
+        raise RemoteError("the tiles do not rebuild the checkpoint's root")
+    if found is None:
+        raise RemoteError(f"the certificate is not in the log at {origin}")
+    return f"OK: entry {found} of {origin}, included in its signed checkpoint of {head.size}"
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -845,8 +920,8 @@ def build_parser() -> argparse.ArgumentParser:
     ct = commands.add_parser("ct", help="certificate transparency logs of a node")
     sub = ct.add_subparsers(dest="ct_command", required=True, metavar="COMMAND")
 
-    def ct_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--server", required=True, metavar="[ADDR]:PORT",
+    def ct_options(p: argparse.ArgumentParser, server_required: bool = True) -> None:
+        p.add_argument("--server", required=server_required, metavar="[ADDR]:PORT",
                        help="the node's QUIC address")
         anchor = p.add_argument_group("trust anchor (default: the node in --data-dir)")
         _add_data_dir(anchor)
@@ -862,7 +937,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify-inclusion", help="prove a certificate is in a log")
     p.add_argument("cert", metavar="CERT")
     p.add_argument("--log", default="a", help="log name (default: a)")
-    ct_options(p)
+    p.add_argument("--tiles", metavar="URL",
+                   help="read only the log's static-ct-api files under URL (its monitoring "
+                        "prefix) instead of asking a node; needs --log-key")
+    p.add_argument("--log-key", metavar="BASE64",
+                   help="the log's public key (SubjectPublicKeyInfo, base64, as in log lists)")
+    ct_options(p, server_required=False)
     p = sub.add_parser("verify-consistency", help="prove tree FIRST is a prefix of tree SECOND")
     p.add_argument("log", metavar="LOG")
     p.add_argument("first", metavar="FIRST", type=int)

@@ -7,6 +7,7 @@
       genesis.json        the signed genesis document, canonical JSON bytes
       node.db             the node database (SQLite, WAL)
       keys/               the encrypted key store (see trustchain.keystore)
+      ct-tiles/<log>/     each CT log's static-ct-api files (public, 0644)
 
 A node is *initialised* when ``genesis.json`` exists: ``trustchain init``
 moves it into place last.  The lock is an exclusive ``flock`` on the
@@ -34,6 +35,7 @@ from trustchain.storage.database import DATABASE_FILE_NAME
 
 GENESIS_FILE_NAME = "genesis.json"
 KEYS_DIR_NAME = "keys"
+CT_TILES_DIR_NAME = "ct-tiles"
 STAGING_DIR_NAME = ".init.tmp"
 
 
@@ -52,6 +54,10 @@ class DataDir:
     @property
     def keys_dir(self) -> Path:
         return self.path / KEYS_DIR_NAME
+
+    @property
+    def ct_tiles_dir(self) -> Path:
+        return self.path / CT_TILES_DIR_NAME
 
     @property
     def database_file(self) -> Path:

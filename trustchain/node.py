@@ -361,7 +361,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         node.identity.genesis_sha256,
     )
     config = node.config
-    ct = LogRunner(build_ct_logs(node))
+    ct = LogRunner(build_ct_logs(node), tile_root=node.layout.ct_tiles_dir)
     public = config.local_address()
     ct.base_url = f"http://{format_address(public, config.http_port)}"
     app = create_app(genesis_bytes=node.genesis_bytes, logs=ct)

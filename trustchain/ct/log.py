@@ -314,6 +314,15 @@ class Log:
             out.append(tiles.tile_leaf(leaf, precert, _issuers_of(sequenced.entry, chain)))
         return b"".join(out)
 
+    @property
+    def tree_size(self) -> int:
+        """The size of the latest signed tree head."""
+        return self._size()
+
+    def issuers(self) -> dict[bytes, bytes]:
+        """Every issuer of a sequenced entry: SHA-256 fingerprint to DER."""
+        return dict(self._issuers)
+
     def issuer(self, fingerprint_hex: str) -> bytes | None:
         try:
             fingerprint = bytes.fromhex(fingerprint_hex)

@@ -23,7 +23,8 @@ MAX_LEVEL = 5
 #: The signed-note signature type of an RFC 6962 tree head signature.
 RFC6962_SIGNATURE_TYPE = 0x05
 
-_INDEX = re.compile(r"^((?:x\d{3}/)*)(\d{3})$")
+_INDEX = re.compile(r"((?:x[0-9]{3}/)*)([0-9]{3})")  # ASCII digits only
+_WIDTH = re.compile(r"[1-9][0-9]{0,2}")
 
 
 class TileError(ValueError):
@@ -42,17 +43,17 @@ def parse_tile_path(path: str) -> TilePath:
     head, _, rest = path.partition("/")
     if head == "data":
         level = None
-    elif head.isdigit() and len(head) == 1 and int(head) <= MAX_LEVEL:
+    elif len(head) == 1 and "0" <= head <= str(MAX_LEVEL):
         level = int(head)
     else:
         raise TileError(f"tile level must be 0 to {MAX_LEVEL} or 'data'")
     width = TILE_WIDTH
     if ".p/" in rest:
         rest, _, partial = rest.partition(".p/")
-        if not partial.isdigit() or partial != str(int(partial)) or not 1 <= int(partial) <= 255:
+        if not _WIDTH.fullmatch(partial) or int(partial) > 255:
             raise TileError("a partial tile width is 1 to 255 without leading zeros")
         width = int(partial)
-    match = _INDEX.match(rest)
+    match = _INDEX.fullmatch(rest)
     if match is None:
         raise TileError("a tile index is 3-digit elements, all but the last prefixed by x")
     digits = match[1].replace("x", "").replace("/", "") + match[2]
@@ -92,6 +93,54 @@ def tile_leaf(merkle_tree_leaf: bytes, precertificate: bytes | None,
         out += len(precertificate).to_bytes(3, "big") + precertificate
     fingerprints = b"".join(hashlib.sha256(der).digest() for der in issuers)
     return out + len(fingerprints).to_bytes(2, "big") + fingerprints
+
+
+@dataclass(frozen=True)
+class TileEntry:
+    leaf_input: bytes  # the MerkleTreeLeaf, as get-entries' leaf_input
+    certificate: bytes  # the certificate (x509 entries) or the precertificate
+    issuers: list[bytes]  # SHA-256 fingerprints
+
+
+def parse_data_tile(data: bytes) -> list[TileEntry]:
+    """Split a data tile into its entries.
+
+    :raises TileError: on any malformed or truncated entry.
+    """
+    entries, at = [], 0
+
+    def take(size: int) -> bytes:
+        nonlocal at
+        if size < 0 or at + size > len(data):
+            raise TileError("truncated data tile")
+        chunk = data[at:at + size]
+        at += size
+        return chunk
+
+    def vector(length_bytes: int) -> bytes:
+        return take(int.from_bytes(take(length_bytes), "big"))
+
+    while at < len(data):
+        start = at
+        take(8)  # timestamp
+        entry_type = int.from_bytes(take(2), "big")
+        if entry_type == 0:
+            certificate = vector(3)
+        elif entry_type == 1:
+            take(32)  # issuer_key_hash
+            vector(3)  # TBSCertificate
+        else:
+            raise TileError(f"unknown entry type {entry_type}")
+        vector(2)  # extensions
+        leaf_input = b"\x00\x00" + data[start:at]
+        if entry_type == 1:
+            certificate = vector(3)
+        fingerprints = vector(2)
+        if len(fingerprints) % 32:
+            raise TileError("issuer fingerprints are 32 bytes each")
+        entries.append(TileEntry(leaf_input, certificate, [
+            fingerprints[i:i + 32] for i in range(0, len(fingerprints), 32)]))
+    return entries
 
 
 def key_id(name: str, log_id: bytes) -> bytes:

@@ -151,3 +151,29 @@ def test_a_log_serves_tiles_data_tiles_and_issuers(db) -> None:  # noqa: F811
         log.tile("0/001")
     with pytest.raises(TileError):
         log.tile("data/001.p/46")
+
+
+@given(st.binary(max_size=300))
+def test_data_tile_parser_refuses_junk_cleanly(data: bytes) -> None:
+    try:
+        tiles.parse_data_tile(data)
+    except TileError:
+        pass
+
+
+def test_data_tile_parser_reads_what_the_log_writes(db) -> None:  # noqa: F811
+    log = new_log(db)
+    chains = [leaf(f"d{i}") for i in range(3)]
+    for chain in chains:
+        log.check([chain, CA_B64])
+    log.check([_precert(), CA_B64], precert=True)
+    log.sequence(11)
+    parsed = tiles.parse_data_tile(log.tile("data/000.p/4"))
+    assert [e.certificate for e in parsed[:3]] == [base64.b64decode(c) for c in chains]
+    level0 = log.tile("0/000.p/4")
+    assert [leaf_hash(e.leaf_input) for e in parsed] == [level0[i:i + 32]
+                                                         for i in range(0, 128, 32)]
+    ca = hashlib.sha256(CA.public_bytes(Encoding.DER)).digest()
+    assert all(e.issuers == [ca] for e in parsed)
+    with pytest.raises(TileError):
+        tiles.parse_data_tile(log.tile("data/000.p/4")[:-1])
