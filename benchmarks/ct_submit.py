@@ -190,12 +190,16 @@ def main() -> int:
         print(f"floor (parse + verify the chain + sign the SCT, in-process): {raw:,.0f} chains/s")
         proc, port = start_node(data, env)
         try:
-            rate, delays = asyncio.run(submit_all(port, chains, args.connections))
+            try:  # the client shares the 2 cores: the lighter event loop, where installed
+                import uvloop
+                rate, delays = uvloop.run(submit_all(port, chains, args.connections))
+            except ImportError:
+                rate, delays = asyncio.run(submit_all(port, chains, args.connections))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
         print(f"trustchain add-chain over HTTP: {rate:,.0f} submissions/s "
-              f"({rate / raw:.2f} x baseline); target >= 2,000/s")
+              f"({rate / raw:.2f} x the floor); target >= 2,000/s")
         print(f"merge delay (add-chain answered = sequenced, stored, head signed): "
               f"p50 {statistics.median(delays) * 1000:.0f} ms, "
               f"p99 {percentile(delays, .99) * 1000:.0f} ms; target <= 1,000 ms")

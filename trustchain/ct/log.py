@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from trustchain.ct import tiles
 from trustchain.ct.merkle import EMPTY_ROOT
-from trustchain.ct.precert import PrecertError, remove_poison
+from trustchain.ct.precert import AKI_OID, PrecertError, extension_element, remove_poison
 from trustchain.ct.sequencer import Batch, Sequenced, Sequencer, identity
 from trustchain.ct.structs import (
     SCT,
@@ -113,9 +113,10 @@ class Log:
         """Validate an ``add-chain`` (or ``add-pre-chain``) body up to one of the log's roots.
 
         A precertificate must carry the critical poison extension and be signed
-        directly by the CA whose certificate follows it (precertificate signing
-        certificates are not accepted yet); its entry is the TBSCertificate
-        without the poison and the hash of the issuer's key.
+        by the CA whose certificate follows it, or by a Precertificate Signing
+        Certificate that this CA certified directly; its entry is the
+        TBSCertificate without the poison (and, for a PSC, with the CA as
+        issuer and authority key) and the hash of the CA's key.
 
         :raises BadSubmission: naming what is wrong.
         """
@@ -160,11 +161,25 @@ class Log:
             usage = issuer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except x509.ExtensionNotFound:
             usage = None
+        rewrite: dict[str, bytes] = {}
         if usage is not None and PRECERT_SIGNING in usage:
-            raise BadSubmission("precertificate signing certificates are not accepted yet: "
-                                "sign the precertificate with the issuing CA")
+            # RFC 6962 3.1/3.2: a Precertificate Signing Certificate, directly
+            # certified by the CA that will issue the certificate; the entry
+            # names that CA, as the final certificate will.
+            if len(certs) < 3:
+                raise BadSubmission("a precertificate signing certificate needs its CA "
+                                    "in the chain")
+            psc, issuer = issuer, certs[2]
+            try:
+                aki = extension_element(psc.tbs_certificate_bytes, AKI_OID)
+            except PrecertError as exc:
+                raise BadSubmission(f"the precertificate signing certificate: {exc}") \
+                    from None
+            rewrite["issuer"] = psc.issuer.public_bytes()
+            if aki is not None:
+                rewrite["authority_key_id"] = aki
         try:
-            tbs = remove_poison(certs[0].tbs_certificate_bytes)
+            tbs = remove_poison(certs[0].tbs_certificate_bytes, **rewrite)
         except PrecertError as exc:
             raise BadSubmission(str(exc)) from None
         spki = issuer.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)

@@ -6,6 +6,11 @@ walks the TBSCertificate's DER itself: it finds the extensions field
 poison (1.3.6.1.4.1.11129.2.4.3), and re-encodes the lengths of every
 enclosing structure.  Anything that is not exactly one well-formed poison
 extension in a well-formed TBSCertificate is refused.
+
+For a precertificate signed by a Precertificate Signing Certificate, RFC 6962
+section 3.2 also has the issuer field replaced by the PSC's issuer and the
+authority key identifier by the one that names the CA; both are done here
+the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from trustchain.errors import RemoteError
 
 #: DER of the poison extension's OID, tag and length included.
 POISON_OID = bytes.fromhex("060a2b06010401d679020403")
+#: DER of the authority key identifier's OID (2.5.29.35).
+AKI_OID = bytes.fromhex("0603551d23")
 SEQUENCE, EXTENSIONS_TAG = 0x30, 0xA3
 
 
@@ -69,37 +76,66 @@ def _wrap(tag: int, contents: bytes) -> bytes:
     return bytes([tag]) + _length(len(contents)) + contents
 
 
-def remove_poison(tbs: bytes) -> bytes:
-    """The TBSCertificate ``tbs`` (DER) without its CT poison extension.
-
-    :raises PrecertError: unless ``tbs`` is a TBSCertificate with exactly one
-        poison extension.
-    """
+def _fields(tbs: bytes) -> list[tuple[int, int, int, int]]:
     tag, contents, end = _tlv(tbs, 0)
     if tag != SEQUENCE or end != len(tbs):
         raise PrecertError("a TBSCertificate is one DER SEQUENCE")
-    fields = _children(tbs, contents, end)
+    return _children(tbs, contents, end)
+
+
+def _extensions(tbs: bytes, fields: list[tuple[int, int, int, int]]
+                ) -> list[tuple[int, int, int, int]]:
     found = [f for f in fields if f[0] == EXTENSIONS_TAG]
     if len(found) != 1:
         raise PrecertError("the TBSCertificate has no extensions field")
-    _, ext_start, ext_contents, ext_end = found[0]
+    _, _, ext_contents, ext_end = found[0]
     seq_tag, seq_contents, seq_end = _tlv(tbs, ext_contents)
     if seq_tag != SEQUENCE or seq_end != ext_end:
         raise PrecertError("malformed extensions field")
     extensions = _children(tbs, seq_contents, seq_end)
+    if any(ext_tag != SEQUENCE for ext_tag, _, _, _ in extensions):
+        raise PrecertError("an extension is not a SEQUENCE")
+    return extensions
+
+
+def extension_element(tbs: bytes, oid: bytes) -> bytes | None:
+    """The whole DER Extension whose OID (tag and length included) is ``oid``, if any."""
+    for _, start, inner, stop in _extensions(tbs, _fields(tbs)):
+        if tbs[inner:inner + len(oid)] == oid:
+            return tbs[start:stop]
+    return None
+
+
+def remove_poison(tbs: bytes, *, issuer: bytes | None = None,
+                  authority_key_id: bytes | None = None) -> bytes:
+    """The TBSCertificate ``tbs`` (DER) without its CT poison extension.
+
+    :param issuer: the DER Name to put in the issuer field (PSC-signed precerts).
+    :param authority_key_id: the DER Extension to replace the authority key
+        identifier with, if ``tbs`` has one (PSC-signed precerts).
+    :raises PrecertError: unless ``tbs`` is a TBSCertificate with exactly one
+        poison extension.
+    """
+    fields = _fields(tbs)
     kept, poisons = [], 0
-    for ext_tag, start, inner, stop in extensions:
-        if ext_tag != SEQUENCE:
-            raise PrecertError("an extension is not a SEQUENCE")
+    for _, start, inner, stop in _extensions(tbs, fields):
         if tbs[inner : inner + len(POISON_OID)] == POISON_OID:
             poisons += 1
+        elif authority_key_id is not None and tbs[inner:inner + len(AKI_OID)] == AKI_OID:
+            kept.append(authority_key_id)
         else:
             kept.append(tbs[start:stop])
     if poisons != 1:
         raise PrecertError(f"expected one poison extension, found {poisons}")
+    issuer_position = 3 if fields and fields[0][0] == 0xA0 else 2  # after [0] version, serial, sig
+    if issuer is not None and (len(fields) <= issuer_position
+                               or fields[issuer_position][0] != SEQUENCE):
+        raise PrecertError("the TBSCertificate has no issuer field")
     rebuilt = b"".join(
-        tbs[f_start:f_end] if f_tag != EXTENSIONS_TAG
-        else (_wrap(EXTENSIONS_TAG, _wrap(SEQUENCE, b"".join(kept))) if kept else b"")
-        for f_tag, f_start, _, f_end in fields
+        (_wrap(EXTENSIONS_TAG, _wrap(SEQUENCE, b"".join(kept))) if kept else b"")
+        if f_tag == EXTENSIONS_TAG
+        else issuer if issuer is not None and position == issuer_position
+        else tbs[f_start:f_end]
+        for position, (f_tag, f_start, _, f_end) in enumerate(fields)
     )
     return _wrap(SEQUENCE, rebuilt)

@@ -240,3 +240,50 @@ def test_precertificate_entries(db) -> None:
         log.check([_precert(poison=False), CA_B64], precert=True)
     with pytest.raises(BadSubmission, match="root|issuer"):
         log.check([pre], precert=True)
+
+
+def test_a_precertificate_signing_certificate_is_accepted_per_rfc6962(db) -> None:
+    """The entry is byte for byte the TBS of the certificate the CA will issue."""
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    psc_key = ec.generate_private_key(ec.SECP256R1())
+    psc = (x509.CertificateBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "n1 PSC")]))
+           .issuer_name(CA.subject).public_key(psc_key.public_key()).serial_number(5)
+           .not_valid_before(NOW).not_valid_after(NOW + timedelta(days=30))
+           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+           .add_extension(x509.ExtendedKeyUsage([x509.ObjectIdentifier(
+               "1.3.6.1.4.1.11129.2.4.4")]), critical=False)
+           .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+               CA_KEY.public_key()), critical=False)
+           .sign(CA_KEY, hashes.SHA256()))
+    subject_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+
+    def certificate(issuer: x509.Name, issuer_key: ec.EllipticCurvePrivateKey,
+                    poison: bool) -> x509.Certificate:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p")]))
+                   .issuer_name(issuer).public_key(subject_key).serial_number(1234)
+                   .not_valid_before(NOW).not_valid_after(NOW + timedelta(days=30))
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                       issuer_key.public_key()), critical=False)
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("p.example")]),
+                                  critical=False))
+        if poison:
+            builder = builder.add_extension(x509.PrecertPoison(), critical=True)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    precert = certificate(psc.subject, psc_key, poison=True)
+    final = certificate(CA.subject, CA_KEY, poison=False)
+    b64 = [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in (precert, psc)]
+    log = new_log(db)
+    submission = log.check([b64[0], b64[1], CA_B64], precert=True)
+    assert submission.entry.body == final.tbs_certificate_bytes
+    direct = new_log(db).check([_precert(), CA_B64], precert=True)  # still fine without a PSC
+    assert direct.entry.issuer_key_hash == submission.entry.issuer_key_hash
+    with pytest.raises(BadSubmission, match="root"):  # the PSC alone leads nowhere
+        log.check([b64[0], b64[1]], precert=True)
