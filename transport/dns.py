@@ -30,6 +30,7 @@ from transport.sockets import bind_socket, format_address
 from trustchain.dns.handler import DnsHandler, QueryContext
 from trustchain.dns.rrl import Action, ResponseRateLimiter, truncated
 from trustchain.dns.zone import Secondary, Zone
+from trustchain.errors import ListenError
 
 log = logging.getLogger("trustchain.dns")
 
@@ -146,9 +147,7 @@ class DnsListener:
         loop = asyncio.get_running_loop()
         bound = []
         for address in self._addresses:
-            udp = bind_socket(address, self._port, socket.SOCK_DGRAM)
-            port = udp.getsockname()[1]  # with port 0, TCP takes the port UDP got
-            tcp = bind_socket(address, port, socket.SOCK_STREAM)
+            udp, tcp, port = self._bind_pair(address)
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: UdpDnsProtocol(self._handler, self._limiter), sock=udp)
             server = await loop.create_server(
@@ -159,6 +158,21 @@ class DnsListener:
                 log.info("listening: dns on %s/%s", format_address(address, port), proto)
             bound.append((address, port))
         return bound
+
+    def _bind_pair(self, address: str) -> tuple[socket.socket, socket.socket, int]:
+        """UDP and TCP on one port.  With port 0, TCP takes the port UDP got; if
+        that TCP port is busy (an outgoing connection may hold it), try another."""
+        attempts = 1 if self._port else 20
+        while True:
+            attempts -= 1
+            udp = bind_socket(address, self._port, socket.SOCK_DGRAM)
+            port = udp.getsockname()[1]
+            try:
+                return udp, bind_socket(address, port, socket.SOCK_STREAM), port
+            except ListenError:
+                udp.close()
+                if attempts == 0:
+                    raise
 
     async def stop(self) -> None:
         for closer in self._closers:
