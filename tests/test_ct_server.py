@@ -29,6 +29,15 @@ def request(host: str, port: int, method: str, path: str, body: object = None):
         conn.close()
 
 
+def start_node(data_dir: Path, started: list[NodeProcess]) -> tuple[NodeProcess, str, int]:
+    """``trustchain serve`` in ``data_dir``, ready; with its plain-HTTP address."""
+    proc = NodeProcess.start(data_dir)
+    started.append(proc)
+    proc.wait_ready()
+    host, port = proc.address("http")
+    return proc, host, port
+
+
 def node_chain(data_dir: Path) -> list[str]:
     KeyStore.open(data_dir / "keys", PASSPHRASE)
     with open_database(data_dir, readonly=True) as db:
@@ -40,10 +49,7 @@ def node_chain(data_dir: Path) -> list[str]:
 def test_add_chain_then_prove_inclusion(
     node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
 ) -> None:
-    proc = NodeProcess.start(data_dir)
-    node_processes.append(proc)
-    proc.wait_ready()
-    host, port = proc.address("http")
+    proc, host, port = start_node(data_dir, node_processes)
     status, _, body = request(host, port, "GET", "/logs")
     logs = json.loads(body)["operators"][0]["logs"]
     assert status == 200 and len(logs) == 2
@@ -94,10 +100,7 @@ def test_add_chain_then_prove_inclusion(
 def test_bad_submissions_get_problem_documents(
     node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
 ) -> None:
-    proc = NodeProcess.start(data_dir)
-    node_processes.append(proc)
-    proc.wait_ready()
-    host, port = proc.address("http")
+    proc, host, port = start_node(data_dir, node_processes)
     for body in ({"chain": ["!!"]}, {"nochain": 1}, {"chain": [base64.b64encode(b"x").decode()]}):
         status, ctype, payload = request(host, port, "POST", "/logs/a/ct/v1/add-chain", body)
         assert (status, ctype) == (400, "application/problem+json"), payload
@@ -122,10 +125,7 @@ def test_ct_client_commands(
 ) -> None:
     from tests.support import run_cli
 
-    proc = NodeProcess.start(data_dir)
-    node_processes.append(proc)
-    proc.wait_ready()
-    host, port = proc.address("http")
+    proc, host, port = start_node(data_dir, node_processes)
     with open_database(data_dir, readonly=True) as db:
         store = NodeStore(db)
         node_cert, admin_cert, ca = (store.latest_certificate(p) for p in (
@@ -163,10 +163,7 @@ def test_static_ct_read_path(
     from trustchain.ct.structs import log_id
     from trustchain.ct.tree import MerkleTree
 
-    proc = NodeProcess.start(data_dir)
-    node_processes.append(proc)
-    proc.wait_ready()
-    host, port = proc.address("http")
+    proc, host, port = start_node(data_dir, node_processes)
     chain = node_chain(data_dir)
     status, _, body = request(host, port, "POST", "/logs/b/ct/v1/add-chain", {"chain": chain})
     assert status == 200, body
@@ -219,10 +216,7 @@ def test_kill_9_under_load_loses_no_acknowledged_entry(
         now=datetime.now(UTC)).public_bytes(Encoding.DER)).decode(), ca_b64]
         for i in range(400)]
 
-    proc = NodeProcess.start(data_dir)
-    node_processes.append(proc)
-    proc.wait_ready()
-    host, port = proc.address("http")
+    proc, host, port = start_node(data_dir, node_processes)
     acknowledged: list[tuple[str, dict[str, object]]] = []
     lock, enough = threading.Lock(), threading.Event()
 
@@ -286,10 +280,7 @@ def test_an_independent_rfc6962_verifier_accepts_the_log(
 
     from tests import rfc6962_reference as ref
 
-    proc = NodeProcess.start(data_dir)
-    node_processes.append(proc)
-    proc.wait_ready()
-    host, port = proc.address("http")
+    proc, host, port = start_node(data_dir, node_processes)
     with open_database(data_dir, readonly=True) as db:
         store = NodeStore(db)
         certs = [store.latest_certificate(p) for p in ("node-tls", "admin-tls",

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from bootstrap.init import InitResult
 from tests.support import NodeProcess, run_cli
-from tests.test_ct_server import node_chain, request
+from tests.test_ct_server import node_chain, request, start_node
 from trustchain.datadir import DataDir
 from trustchain.storage.database import open_database
 from trustchain.storage.node import NodeStore
@@ -75,10 +75,7 @@ def stop_nginx(pid: int) -> None:
 def test_nginx_serves_tiles_and_the_client_proves_inclusion(
     node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path
 ) -> None:
-    proc = NodeProcess.start(data_dir)
-    node_processes.append(proc)
-    proc.wait_ready()
-    host, port = proc.address("http")
+    proc, host, port = start_node(data_dir, node_processes)
     chain = node_chain(data_dir)
     with open_database(data_dir, readonly=True) as db:
         admin = NodeStore(db).latest_certificate("admin-tls")
