@@ -27,7 +27,13 @@ from cryptography.x509.oid import ExtensionOID
 
 from trustchain.ct import tiles
 from trustchain.ct.merkle import EMPTY_ROOT
-from trustchain.ct.precert import AKI_OID, PrecertError, extension_element, remove_poison
+from trustchain.ct.precert import (
+    AKI_OID,
+    POISON_OID,
+    PrecertError,
+    extension_element,
+    remove_poison,
+)
 from trustchain.ct.sequencer import Batch, Sequenced, Sequencer, identity
 from trustchain.ct.structs import (
     SCT,
@@ -137,7 +143,7 @@ class Log:
             entry = self._precert_entry(certs)
             extra = ders  # PrecertChainEntry: the precertificate, then its chain
         else:
-            if any(ext.oid == ExtensionOID.PRECERT_POISON for ext in certs[0].extensions):
+            if _has_poison(certs[0]):
                 raise BadSubmission("a precertificate goes to add-pre-chain")
             entry = Entry(EntryType.X509, ders[0])
             extra = ders[1:]
@@ -347,6 +353,18 @@ class Log:
 
     def get_roots(self) -> dict[str, object]:
         return {"certificates": [_b64(r.public_bytes(Encoding.DER)) for r in self._roots]}
+
+
+def _has_poison(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` carries the CT poison: a walk over the extensions' DER,
+    cheaper than having ``cryptography`` decode every extension's value."""
+    try:
+        return extension_element(cert.tbs_certificate_bytes, POISON_OID) is not None
+    except PrecertError:  # no extensions field, or DER our walker does not take
+        try:
+            return any(ext.oid == ExtensionOID.PRECERT_POISON for ext in cert.extensions)
+        except ValueError as exc:
+            raise BadSubmission(f"the certificate's extensions do not parse: {exc}") from None
 
 
 def _issuers_of(entry: Entry, chain: list[bytes]) -> list[bytes]:
