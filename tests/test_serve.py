@@ -188,6 +188,13 @@ def test_https_serves_the_same_api_with_the_node_certificate(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == (data_dir / "genesis.json").read_bytes()
+    sth = subprocess.run(  # the CT API is on the same application
+        ["curl", "--silent", "--show-error", "--fail", "--cacert", str(root),
+         "--connect-to", f"trust.example.net:443:[{host}]:{port}",
+         "https://trust.example.net/logs/a/ct/v1/get-sth"],
+        capture_output=True, timeout=30,
+    )
+    assert sth.returncode == 0 and json.loads(sth.stdout)["tree_size"] == 0, sth.stderr
     wrong = subprocess.run(
         ["curl", "--silent", "--cacert", str(root),
          "--connect-to", f"elsewhere.example:443:[{host}]:{port}", "https://elsewhere.example/"],
@@ -211,6 +218,10 @@ def test_http3_serves_the_same_api(
         authority="trust.example.net"))
     assert status == 200 and headers[b"content-type"] == b"application/json"
     assert body == (data_dir / "genesis.json").read_bytes()
+    status, headers, body = asyncio.run(h3_get(
+        host, port, "/logs/b/ct/v1/get-roots", root=node.genesis.root_certificate,
+        authority="trust.example.net"))
+    assert status == 200 and len(json.loads(body)["certificates"]) == 1
     status, headers, body = asyncio.run(h3_get(
         host, port, "/nope", root=node.genesis.root_certificate, authority="trust.example.net"))
     assert status == 404 and headers[b"content-type"] == b"application/problem+json"
