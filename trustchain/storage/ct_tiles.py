@@ -7,6 +7,8 @@
     <dir>/tile/data/<N>[.p/<W>]      data tiles, written once
     <dir>/issuer/<sha256 hex>        issuers, written once
 
+Partial tiles of an index are deleted once its full tile is written (the
+spec allows it, and at one entry per head they would otherwise add up).
 Tiles and issuers go first and the checkpoint last, so a reader never sees
 a checkpoint whose tiles are missing; every file is written to a temporary
 name and renamed.  The files are public (0644, directories 0755): they hold
@@ -40,6 +42,14 @@ def _write(path: Path, data: bytes, *, replace: bool) -> bool:
     return True
 
 
+def _remove_tree(directory: Path) -> None:
+    if not directory.is_dir():
+        return
+    for child in directory.iterdir():
+        child.unlink()
+    directory.rmdir()
+
+
 class TileDirectory:
     def __init__(self, root: Path, log: Log) -> None:
         self.root = root
@@ -67,6 +77,8 @@ class TileDirectory:
                     target = self.root / "tile" / path
                     if not target.exists():
                         written += _write(target, self.log.tile(path), replace=False)
+                    if width == tiles.TILE_WIDTH:  # partials are only for before the full tile
+                        _remove_tree(target.with_name(target.name + ".p"))
             level += 1
         for fingerprint, der in self.log.issuers().items():
             if fingerprint not in self._issuers:
