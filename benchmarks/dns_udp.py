@@ -55,9 +55,17 @@ def make_zone(directory: Path) -> tuple[Path, Path]:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:
-        udp.bind(("::1", 0))
-        return udp.getsockname()[1]
+    """A port free for both UDP and TCP on ::1 (a DNS server such as NSD needs both)."""
+    while True:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:
+            udp.bind(("::1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("::1", port))
+                except OSError:
+                    continue  # the TCP twin is taken (an outgoing connection, say)
+                return port
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -16,10 +16,18 @@ from tests.support import NodeProcess, run_cli, serve_zone, trust_anchor
 from tests.trustchain.dns.zonedata import EXAMPLE
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-        s.bind(("::1", 0))
-        return s.getsockname()[1]
+def free_dns_port() -> int:
+    """A port free for both UDP and TCP on ::1 (a DNS server such as NSD needs both)."""
+    while True:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:
+            udp.bind(("::1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("::1", port))
+                except OSError:
+                    continue  # the TCP twin is taken (an outgoing connection, say)
+                return port
 
 
 def dig(port: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -59,7 +67,7 @@ def test_transfer_without_the_key_is_refused(primary) -> None:
 def test_nsd_secondary_follows_axfr_then_ixfr_after_notify(primary, tmp_path: Path) -> None:
     proc, admin = primary
     _, primary_port = proc.address("dns")
-    nsd_port = free_udp_port()
+    nsd_port = free_dns_port()
     added = run_cli("zone", "secondary", "add", "example.net", f"[::1]:{nsd_port}", "--json",
                     *admin)
     assert added.returncode == 0, added.stderr
