@@ -318,6 +318,17 @@ def _admin_call(args: argparse.Namespace, method: str, message: bytes) -> Any:
     return json.loads(response.message)
 
 
+def _print_listing(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[str],
+                   empty: str) -> None:
+    """``--json`` as is, else a table of ``columns``, or ``empty`` when there are no rows."""
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print(empty)
+    else:
+        _print_rows(rows, columns)
+
+
 def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
     widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in columns}
     for row in rows:
@@ -327,13 +338,8 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
 def cmd_zone(args: argparse.Namespace) -> int:
     command = args.zone_command
     if command == "list":
-        rows = _admin_call(args, "zone-list", b"")
-        if args.json:
-            _print_json(rows)
-        elif not rows:
-            print("no zones")
-        else:
-            _print_rows(rows, ["zone", "serial", "rrsets"])
+        _print_listing(args, _admin_call(args, "zone-list", b""), ["zone", "serial", "rrsets"],
+                       "no zones")
         return 0
     if command == "create":
         body = {"zone": args.zone, "ns": args.ns or [], "addresses": args.address or [],
@@ -375,13 +381,8 @@ def cmd_zone(args: argparse.Namespace) -> int:
 def cmd_secondary(args: argparse.Namespace) -> int:
     command = args.secondary_command
     if command == "list":
-        rows = _admin_call(args, "secondary-list", b"")
-        if args.json:
-            _print_json(rows)
-        elif not rows:
-            print("no secondaries")
-        else:
-            _print_rows(rows, ["zone", "address", "port", "key"])
+        _print_listing(args, _admin_call(args, "secondary-list", b""),
+                       ["zone", "address", "port", "key"], "no secondaries")
         return 0
     host, port = parse_server(args.secondary)
     body: dict[str, Any] = {"zone": args.zone, "address": host, "port": port}
