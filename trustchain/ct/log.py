@@ -43,6 +43,7 @@ from trustchain.ct.structs import (
     log_id,
     merkle_tree_leaf,
     sign_sct,
+    timestamped_entry,
 )
 from trustchain.errors import RemoteError
 
@@ -278,12 +279,14 @@ class Log:
                 "sha256_root_hash": _b64(head.root),
                 "tree_head_signature": _b64(head.digitally_signed())}
 
-    def _size(self) -> int:
+    @property
+    def tree_size(self) -> int:
+        """The size of the latest signed tree head."""
         return self._head.size if self._head else 0
 
     def get_sth_consistency(self, first: int, second: int) -> dict[str, object]:
-        if not 0 <= first <= second <= self._size():
-            raise BadSubmission(f"need 0 <= first <= second <= {self._size()}")
+        if not 0 <= first <= second <= self.tree_size:
+            raise BadSubmission(f"need 0 <= first <= second <= {self.tree_size}")
         proof = self._sequencer.tree.consistency_proof(first, second)
         return {"consistency": [_b64(p) for p in proof]}
 
@@ -292,8 +295,8 @@ class Log:
             wanted = base64.b64decode(leaf_hash_b64, validate=True)
         except (binascii.Error, ValueError):
             raise BadSubmission("hash must be base64") from None
-        if not 1 <= tree_size <= self._size():
-            raise BadSubmission(f"tree_size must be between 1 and {self._size()}")
+        if not 1 <= tree_size <= self.tree_size:
+            raise BadSubmission(f"tree_size must be between 1 and {self.tree_size}")
         index = self._sequencer.by_hash.get(wanted)
         if index is None or index >= tree_size:
             raise BadSubmission("no such leaf in a tree of that size")
@@ -301,15 +304,15 @@ class Log:
         return {"leaf_index": index, "audit_path": [_b64(p) for p in proof]}
 
     def get_entries(self, start: int, end: int) -> dict[str, object]:
-        if not 0 <= start <= end or start >= self._size():
-            raise BadSubmission(f"need 0 <= start <= end and start < {self._size()}")
-        end = min(end, self._size() - 1, start + PAGE_LIMIT - 1)
+        if not 0 <= start <= end or start >= self.tree_size:
+            raise BadSubmission(f"need 0 <= start <= end and start < {self.tree_size}")
+        end = min(end, self.tree_size - 1, start + PAGE_LIMIT - 1)
         return {"entries": [_entry_json(sequenced, chain)
                             for sequenced, chain in self._store.entries(start, end)]}
 
     def get_entry_and_proof(self, leaf_index: int, tree_size: int) -> dict[str, object]:
-        if not 0 <= leaf_index < tree_size <= self._size():
-            raise BadSubmission(f"need 0 <= leaf_index < tree_size <= {self._size()}")
+        if not 0 <= leaf_index < tree_size <= self.tree_size:
+            raise BadSubmission(f"need 0 <= leaf_index < tree_size <= {self.tree_size}")
         (sequenced, chain), = self._store.entries(leaf_index, leaf_index)
         proof = self._sequencer.tree.inclusion_proof(leaf_index, tree_size)
         return {**_entry_json(sequenced, chain), "audit_path": [_b64(p) for p in proof]}
@@ -324,21 +327,16 @@ class Log:
         """:raises TileError: for a malformed path or a tile the signed tree does not cover."""
         tile = tiles.parse_tile_path(path)
         if tile.level is not None:
-            return tiles.tile_hashes(self._sequencer.tree.levels, tile, self._size())
+            return tiles.tile_hashes(self._sequencer.tree.levels, tile, self.tree_size)
         start = tile.index * tiles.TILE_WIDTH
-        if start + tile.width > self._size():
+        if start + tile.width > self.tree_size:
             raise tiles.TileError("that tile is not in the tree yet")
         out = []
         for sequenced, chain in self._store.entries(start, start + tile.width - 1):
-            leaf = merkle_tree_leaf(sequenced.timestamp, sequenced.entry, sequenced.extensions)
+            stamped = timestamped_entry(sequenced.timestamp, sequenced.entry, sequenced.extensions)
             precert = chain[0] if sequenced.entry.entry_type is EntryType.PRECERT else None
-            out.append(tiles.tile_leaf(leaf, precert, _issuers_of(sequenced.entry, chain)))
+            out.append(tiles.tile_leaf(stamped, precert, _issuers_of(sequenced.entry, chain)))
         return b"".join(out)
-
-    @property
-    def tree_size(self) -> int:
-        """The size of the latest signed tree head."""
-        return self._size()
 
     def issuers(self) -> dict[bytes, bytes]:
         """Every issuer of a sequenced entry: SHA-256 fingerprint to DER."""
@@ -349,7 +347,8 @@ class Log:
             fingerprint = bytes.fromhex(fingerprint_hex)
         except ValueError:
             return None
-        return self._issuers.get(fingerprint) if fingerprint_hex.islower() else None
+        # Only the lowercase hex the spec names; every file has one URL.
+        return self._issuers.get(fingerprint) if fingerprint.hex() == fingerprint_hex else None
 
     def get_roots(self) -> dict[str, object]:
         return {"certificates": [_b64(r.public_bytes(Encoding.DER)) for r in self._roots]}

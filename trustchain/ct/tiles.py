@@ -84,11 +84,11 @@ def tile_hashes(levels: list[list[bytes]], tile: TilePath, tree_size: int) -> by
     return b"".join(levels[height][start:start + tile.width])
 
 
-def tile_leaf(merkle_tree_leaf: bytes, precertificate: bytes | None,
+def tile_leaf(timestamped_entry: bytes, precertificate: bytes | None,
               issuers: list[bytes]) -> bytes:
     """One entry of a data tile: the TimestampedEntry, the precertificate if
     any, and the SHA-256 fingerprints of the submitted issuers."""
-    out = merkle_tree_leaf[2:]  # strip MerkleTreeLeaf's version and leaf_type
+    out = timestamped_entry
     if precertificate is not None:
         out += len(precertificate).to_bytes(3, "big") + precertificate
     fingerprints = b"".join(hashlib.sha256(der).digest() for der in issuers)
