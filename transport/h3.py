@@ -1,6 +1,6 @@
 """HTTP/3 on the node's QUIC endpoint: aioquic's ``H3Connection`` driving the ASGI app.
 
-The same ASGI application that hypercorn serves over HTTP/1.1 (and HTTPS)
+The same ASGI application that uvicorn serves over HTTP/1.1 (and HTTPS)
 is served here over HTTP/3, so every REST route exists on both.  One
 request per bidirectional stream, as RFC 9114 says; request bodies larger
 than ``max_body`` are refused with 413 before the application runs.

@@ -1,21 +1,27 @@
-"""Plain-HTTP listener for the ASGI application (hypercorn does the HTTP/1.1).
+"""HTTP/1.1 and HTTPS listeners for the ASGI application (uvicorn with httptools).
+
+uvicorn's httptools protocol (llhttp, the parser Node.js uses) handles a
+request in a fraction of the CPU that a pure-Python parser needs; CT
+submissions are HTTP-bound, so this is where the node's time goes.
 
 The node binds the sockets itself (so it can report the real port when the
 configuration asks for port 0, and so binding errors surface before
-anything else starts) and hands them to hypercorn by file descriptor.
-Shutdown is driven by the node: :meth:`HttpListener.stop` stops accepting,
-lets in-flight requests finish for the grace period, then returns.
+anything else starts) and hands them to uvicorn. The node owns signal
+handling: the server here never installs handlers of its own.
+:meth:`HttpListener.stop` stops accepting, lets in-flight requests finish
+for the grace period, then returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Callable, Iterator
 
-import hypercorn.asyncio
-import hypercorn.config
+import uvicorn
 from starlette.types import ASGIApp
 
 from transport.sockets import bind_socket, format_address
@@ -26,19 +32,12 @@ log = logging.getLogger("trustchain.http")
 BACKLOG = 4096
 
 
-class _TlsConfig(hypercorn.config.Config):
-    """hypercorn reads certificates from files; ours come as a ready SSLContext."""
+class _Server(uvicorn.Server):
+    """uvicorn's server minus its signal handlers: the node decides when to stop."""
 
-    def __init__(self, context: ssl.SSLContext) -> None:
-        super().__init__()
-        self._context = context
-
-    @property
-    def ssl_enabled(self) -> bool:
-        return True
-
-    def create_ssl_context(self) -> ssl.SSLContext:
-        return self._context
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class HttpListener:
@@ -52,7 +51,7 @@ class HttpListener:
         self._addresses = addresses
         self._port = port
         self._grace = grace_seconds
-        self._stop = asyncio.Event()
+        self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.bound: list[tuple[str, int]] = []
 
@@ -61,37 +60,39 @@ class HttpListener:
 
         :raises ListenError: if an address cannot be bound.
         """
-        fds = []
+        sockets: list[socket.socket] = []
         try:
             for address in self._addresses:
                 sock = bind_socket(address, self._port, socket.SOCK_STREAM)
-                sock.listen(BACKLOG)  # queue connections from now on, before hypercorn runs
+                sock.listen(BACKLOG)  # queue connections from now on, before the server runs
                 self.bound.append(sock.getsockname()[:2])
-                fds.append(sock.detach())
+                sockets.append(sock)
         except BaseException:
-            for fd in fds:
-                socket.socket(fileno=fd).close()
+            for sock in sockets:
+                sock.close()
             raise
-        config = _TlsConfig(self._tls) if self._tls else hypercorn.config.Config()
-        config.bind = [f"fd://{fd}" for fd in fds]
-        config.accesslog = None
-        server_log = logging.getLogger("trustchain.http.server")
-        server_log.setLevel(max(logging.WARNING, log.getEffectiveLevel()))
-        config.errorlog = server_log
-        config.graceful_timeout = self._grace
-        config.backlog = BACKLOG  # hypercorn's 100 drops bursts of CT submitters
-        config.include_server_header = False
-        self._task = asyncio.create_task(
-            hypercorn.asyncio.serve(
-                self._app,  # type: ignore[arg-type]  # hypercorn's ASGI types are narrower
-                config, shutdown_trigger=self._stop.wait, mode="asgi",
-            )
+        tls = self._tls
+        factory: Callable[..., ssl.SSLContext] | None = (
+            (lambda _config, _default: tls) if tls is not None else None)
+        config = uvicorn.Config(
+            self._app, http="httptools", lifespan="off", log_config=None, access_log=False,
+            server_header=False, date_header=False, proxy_headers=False, backlog=BACKLOG,
+            timeout_graceful_shutdown=max(1, round(self._grace)), ssl_context_factory=factory,
         )
+        server_log = logging.getLogger("uvicorn.error")
+        server_log.setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=sockets))
+        while not self._server.started and not self._task.done():
+            await asyncio.sleep(0.01)  # uvicorn signals readiness only through this flag
+        if self._task.done():
+            self._task.result()  # startup failed: raise its error here
         for address, port in self.bound:
             log.info("listening: %s on %s/tcp", self._scheme, format_address(address, port))
         return self.bound
 
     async def stop(self) -> None:
-        self._stop.set()
+        if self._server is not None:
+            self._server.should_exit = True
         if self._task is not None:
             await self._task

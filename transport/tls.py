@@ -71,7 +71,7 @@ def client_configuration(
 
 
 def https_context(identity: TlsIdentity) -> ssl.SSLContext:
-    """A TLS server context for HTTPS/1.1 (and h2) from a key held only in memory.
+    """A TLS server context for HTTPS/1.1 from a key held only in memory.
 
     ``ssl.SSLContext.load_cert_chain`` reads files; the key is handed to it
     through anonymous memory files (``memfd``), so the decrypted key never
@@ -79,7 +79,7 @@ def https_context(identity: TlsIdentity) -> ssl.SSLContext:
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["h2", "http/1.1"])
+    context.set_alpn_protocols(["http/1.1"])  # multiplexing is HTTP/3's job (QUIC port)
     key_pem = identity.private_key.private_bytes(
         Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
     )
