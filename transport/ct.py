@@ -2,7 +2,9 @@
 
 An ``add-chain`` waits until its entry is sequenced and durably stored, with
 its tree head signed (the log does both before it hands out SCTs); the loop
-integrates pending submissions every ``interval`` seconds (at most 500 ms).
+integrates pending submissions every ``interval`` seconds (at most 500 ms) on
+a fixed cadence, as Sunlight does: a submission waits for the next tick, not
+for a window opened by the first one, so it waits only until the next tick.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ class LogRunner:
                       if tile_root is not None else {})
         self._interval = interval
         self._waiting: dict[tuple[str, bytes], list[asyncio.Future[SCT]]] = {}
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         #: Where the HTTP API is reachable, for log lists served over stoq/1.
         self.base_url = ""
@@ -84,14 +85,15 @@ class LogRunner:
             return sct_json(target.sct(submission.index))
         waiter: asyncio.Future[SCT] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault((name, identity(submission.entry)), []).append(waiter)
-        self._wake.set()
         return sct_json(await waiter)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = loop.time()
         while True:
-            await self._wake.wait()
-            await asyncio.sleep(self._interval)  # gather a batch: the integration window
-            self._wake.clear()
+            tick += self._interval
+            await asyncio.sleep(max(0.0, tick - loop.time()))
+            tick = max(tick, loop.time() - self._interval)  # after a stall, do not race to catch up
             self._sequence_all()
 
     def _sequence_all(self) -> None:
@@ -100,7 +102,7 @@ class LogRunner:
             if not target.pending:
                 continue
             try:
-                scts = target.sequence(now_ms)
+                issued = target.integrate(now_ms)
             except Exception as exc:  # storage failed: the waiters get an error, state rolls back
                 log.exception("log %s: sequencing failed", name)
                 for key in [k for k in self._waiting if k[0] == name]:
@@ -113,8 +115,7 @@ class LogRunner:
                     self.tiles[name].publish()
                 except OSError:  # the log is intact; the files catch up next batch or restart
                     log.exception("log %s: writing tiles failed", name)
-            for index in scts:
-                entry = target.entry(index)
-                for waiter in self._waiting.pop((name, identity(entry)), []):
+            for item in issued:
+                for waiter in self._waiting.pop((name, item.identity), []):
                     if not waiter.done():
-                        waiter.set_result(scts[index])
+                        waiter.set_result(item.sct)

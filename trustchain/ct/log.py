@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -76,6 +77,24 @@ class Submission:
     entry: Entry
     chain: list[bytes]  # DER, leaf first, as submitted (for get-entries extra_data)
     index: int | None  # already in the log
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A newly sequenced entry: its index, its identity and its SCT."""
+
+    index: int
+    identity: bytes
+    sct: SCT
+
+
+@functools.lru_cache(maxsize=VERIFIED_LINKS)
+def _is_ca(cert: x509.Certificate) -> bool:
+    """basicConstraints cA (remembered: every submission repeats its issuers).
+
+    :raises x509.ExtensionNotFound: if the certificate has no basicConstraints.
+    """
+    return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
 
 
 def _b64(data: bytes) -> str:
@@ -195,8 +214,7 @@ class Log:
     def _check_chain(self, certs: list[x509.Certificate]) -> None:
         try:
             for position, (child, parent) in enumerate(zip(certs, certs[1:], strict=False)):
-                constraints = parent.extensions.get_extension_for_class(x509.BasicConstraints)
-                if not constraints.value.ca:
+                if not _is_ca(parent):
                     raise BadSubmission(f"{parent.subject.rfc4514_string()} is not a CA")
                 self._verify_link(child, parent, cache=position > 0)
             last = certs[-1]
@@ -236,15 +254,21 @@ class Log:
         return self._sequencer.pending
 
     def sequence(self, now_ms: int) -> dict[int, SCT]:
-        """Number the pending entries, store them, sign the new head; return their SCTs."""
+        """Number the pending entries, store them, sign the new head; return SCTs by index."""
+        return {issued.index: issued.sct for issued in self.integrate(now_ms)}
+
+    def integrate(self, now_ms: int) -> list[Issued]:
+        """:meth:`sequence`, answering with each entry's identity (what its submitter waits on)."""
         batch = self._sequencer.step(now_ms)
         if batch is None:
-            return {}
-        scts = {s.index: sign_sct(self._key, s.timestamp, s.entry, s.extensions)
-                for s in batch.entries}
-        chains = {s.index: self._chains.pop(identity(s.entry), []) for s in batch.entries}
+            return []
+        keys = [identity(s.entry) for s in batch.entries]
+        scts = [sign_sct(self._key, s.timestamp, s.entry, s.extensions) for s in batch.entries]
+        chains = {s.index: self._chains.pop(key, []) for s, key in zip(batch.entries, keys,
+                                                                         strict=True)}
         try:
-            self._store.append(batch, chains, {i: sct.to_bytes() for i, sct in scts.items()})
+            self._store.append(batch, chains, {s.index: sct.to_bytes()
+                                               for s, sct in zip(batch.entries, scts, strict=True)})
             head = TreeHead(batch.tree_size, now_ms, batch.root).sign(self._key)
             self._store.save_tree_head(head)
         except Exception:
@@ -253,17 +277,12 @@ class Log:
         self._head = head
         for s in batch.entries:
             self._remember_issuers(s.entry, chains[s.index])
-        return scts
+        return [Issued(s.index, key, sct)
+                for s, key, sct in zip(batch.entries, keys, scts, strict=True)]
 
     def _remember_issuers(self, entry: Entry, chain: list[bytes]) -> None:
         for der in _issuers_of(entry, chain):
             self._issuers.setdefault(hashlib.sha256(der).digest(), der)
-
-    def entry(self, index: int) -> Entry:
-        rows = self._store.entries(index, index)
-        if not rows:
-            raise BadSubmission(f"no entry {index}")
-        return rows[0][0].entry
 
     def sct(self, index: int) -> SCT:
         stored = self._store.sct(index)
