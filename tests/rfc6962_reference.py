@@ -99,3 +99,26 @@ def check_sth(sth: dict[str, object], key: ec.EllipticCurvePublicKey) -> None:
     if len(blob) != 4 + length:
         raise VerificationFailed("bad DigitallySigned length")
     key.verify(blob[4:], signed, ec.ECDSA(hashes.SHA256()))
+
+
+def check_x509_sct(sct: dict[str, object], certificate: bytes,
+                   key: ec.EllipticCurvePublicKey) -> None:
+    """RFC 6962 3.2: the add-chain answer signs (v1, certificate_timestamp, timestamp,
+    x509_entry, the certificate as a 24-bit-length opaque, extensions)."""
+    if sct["sct_version"] != 0:
+        raise VerificationFailed("not a v1 SCT")
+    extensions = base64.b64decode(str(sct["extensions"]))
+    signed = (struct.pack(">BBQH", 0, 0, int(str(sct["timestamp"])), 0)
+              + len(certificate).to_bytes(3, "big") + certificate
+              + struct.pack(">H", len(extensions)) + extensions)
+    blob = base64.b64decode(str(sct["signature"]))
+    if blob[:2] != b"\x04\x03":
+        raise VerificationFailed("not ecdsa-with-sha256")
+    key.verify(blob[4:], signed, ec.ECDSA(hashes.SHA256()))
+
+
+def leaf_timestamp(leaf_input: bytes) -> int:
+    """RFC 6962 3.4: MerkleTreeLeaf is version, leaf_type, then the entry's 64-bit timestamp."""
+    if leaf_input[:2] != b"\x00\x00":
+        raise VerificationFailed("not a v1 timestamped_entry leaf")
+    return int(struct.unpack(">Q", leaf_input[2:10])[0])

@@ -13,7 +13,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -38,12 +38,15 @@ def sct_json(sct: SCT) -> dict[str, object]:
 
 class LogRunner:
     def __init__(self, logs: Sequence[Log], interval: float = SEQUENCE_INTERVAL,
-                 tile_root: Path | None = None) -> None:
+                 tile_root: Path | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.logs = {lg.name: lg for lg in logs}
         #: static-ct-api files, one directory per log, kept up to each new head.
         self.tiles = ({name: TileDirectory(tile_root / name, lg) for name, lg in self.logs.items()}
                       if tile_root is not None else {})
         self._interval = interval
+        #: Wall-clock seconds: the timestamps of SCTs and tree heads.
+        self._clock = clock
         self._waiting: dict[tuple[str, bytes], list[asyncio.Future[SCT]]] = {}
         self._task: asyncio.Task[None] | None = None
         #: Where the HTTP API is reachable, for log lists served over stoq/1.
@@ -97,7 +100,7 @@ class LogRunner:
             self._sequence_all()
 
     def _sequence_all(self) -> None:
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self._clock() * 1000)
         for name, target in self.logs.items():
             if not target.pending:
                 continue
