@@ -320,3 +320,41 @@ def test_an_independent_rfc6962_verifier_accepts_the_log(
                               base64.b64decode(str(old["sha256_root_hash"])), root,
                               [base64.b64decode(p) for p in proof])
     assert proc.stop() == 0
+
+
+def test_logs_sharded_by_expiry_with_tiles_outside_the_data_directory(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    """An operator's trustchain.toml: two shards by notAfter, tiles where nginx can read."""
+    import stat
+
+    public = tmp_path / "public-ct"
+    config = data_dir / "trustchain.toml"
+    kept = [line for line in config.read_text().splitlines() if not line.startswith("ct_logs")]
+    config.write_text("\n".join([
+        *kept, f'ct_tiles_dir = "{public}"',
+        '[[ct_logs]]', 'name = "past"', "not_after_end = 2000-01-01T00:00:00Z",
+        '[[ct_logs]]', 'name = "current"', "not_after_start = 2000-01-01T00:00:00Z",
+    ]) + "\n")
+    proc, host, port = start_node(data_dir, node_processes)
+    logs = json.loads(request(host, port, "GET", "/logs")[2])["operators"][0]["logs"]
+    assert [(e["url"].rstrip("/").rsplit("/", 1)[1], e["temporal_interval"]) for e in logs] == [
+        ("past", {"start_inclusive": "1970-01-01T00:00:00Z",
+                  "end_exclusive": "2000-01-01T00:00:00Z"}),
+        ("current", {"start_inclusive": "2000-01-01T00:00:00Z",
+                     "end_exclusive": "9999-12-31T00:00:00Z"}),
+    ]
+    chain = node_chain(data_dir)
+    status, ctype, body = request(host, port, "POST", "/logs/past/ct/v1/add-chain",
+                                  {"chain": chain})
+    assert (status, ctype) == (400, "application/problem+json")
+    assert "this log accepts certificates expiring" in json.loads(body)["detail"]
+    status, _, body = request(host, port, "POST", "/logs/current/ct/v1/add-chain",
+                              {"chain": chain})
+    assert status == 200, body
+    assert json.loads(request(host, port, "GET", "/logs/past/ct/v1/get-sth")[2])["tree_size"] == 0
+    checkpoint = public / "current" / "checkpoint"
+    assert checkpoint.read_bytes() == request(host, port, "GET", "/logs/current/checkpoint")[2]
+    assert stat.S_IMODE(public.stat().st_mode) == 0o755
+    assert not (data_dir / "ct-tiles").exists()
+    assert proc.stop() == 0

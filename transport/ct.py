@@ -14,6 +14,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -36,6 +37,26 @@ def sct_json(sct: SCT) -> dict[str, object]:
             "signature": base64.b64encode(signature).decode()}
 
 
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _log_entry(name: str, lg: Log, base: str) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "description": f"TrustChain log {name}",
+        "log_id": base64.b64encode(lg.log_id).decode(),
+        "key": base64.b64encode(lg.public_key.public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).decode(),
+        "url": f"{base}/logs/{name}/", "mmd": 1, "state": {"usable": {}}}
+    if lg.expiry.start is not None or lg.expiry.end is not None:
+        # Chrome's list needs both ends; an open end is written as the far past/future.
+        start = lg.expiry.start or datetime(1970, 1, 1, tzinfo=UTC)
+        end = lg.expiry.end or datetime(9999, 12, 31, tzinfo=UTC)
+        entry["temporal_interval"] = {"start_inclusive": _rfc3339(start),
+                                      "end_exclusive": _rfc3339(end)}
+    return entry
+
+
 class LogRunner:
     def __init__(self, logs: Sequence[Log], interval: float = SEQUENCE_INTERVAL,
                  tile_root: Path | None = None,
@@ -53,15 +74,14 @@ class LogRunner:
         self.base_url = ""
 
     def log_list(self, base_url: str) -> dict[str, object]:
-        """The logs in the shape of Chrome's and Apple's log lists (v3)."""
+        """The logs in the shape of Chrome's and Apple's log lists (v3).
+
+        A log sharded by expiry carries ``temporal_interval``, the notAfter
+        range it accepts (Chrome's field), so a client can pick shards.
+        """
         base = base_url.rstrip("/")
         return {"version": "1.0", "operators": [{"name": "this TrustChain node", "email": [],
-                "logs": [{"description": f"TrustChain log {name}",
-                          "log_id": base64.b64encode(lg.log_id).decode(),
-                          "key": base64.b64encode(lg.public_key.public_bytes(
-                              Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).decode(),
-                          "url": f"{base}/logs/{name}/", "mmd": 1, "state": {"usable": {}}}
-                         for name, lg in self.logs.items()]}]}
+                "logs": [_log_entry(name, lg, base) for name, lg in self.logs.items()]}]}
 
     def start(self) -> None:
         for directory in self.tiles.values():  # catch up after a crash between commit and files

@@ -27,7 +27,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from trustchain.errors import ConfigError
 
@@ -39,6 +47,29 @@ DEFAULT_NETWORK_NAME = "hypermesh"
 DEFAULT_ORIGIN = "trust.hypermesh.online."
 
 Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class CtLogConfig(BaseModel):
+    """One CT log (or one shard of a log by certificate expiry) that the node runs.
+
+    Its key is ``ct-log:<name>`` in the key store, generated on first start;
+    its URLs are ``/logs/<name>/...``.  With ``not_after_start`` and/or
+    ``not_after_end`` the log only accepts certificates whose notAfter lies in
+    ``[start, end)``, as expiry-sharded public logs do.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+    not_after_start: AwareDatetime | None = None
+    not_after_end: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CtLogConfig:
+        if (self.not_after_start is not None and self.not_after_end is not None
+                and self.not_after_start >= self.not_after_end):
+            raise ValueError(f"log {self.name}: not_after_start must be before not_after_end")
+        return self
 
 
 class NodeConfig(BaseModel):
@@ -83,10 +114,35 @@ class NodeConfig(BaseModel):
     stoq_max_message_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
         1024 * 1024, description="Largest stoq/1 message accepted on one stream."
     )
+    ct_logs: list[CtLogConfig] = Field(
+        default_factory=lambda: [CtLogConfig(name="a"), CtLogConfig(name="b")],
+        min_length=1,
+        description="CT logs this node runs: names, or [[ct_logs]] tables with name, "
+        "not_after_start and not_after_end to shard by certificate expiry.",
+    )
+    ct_tiles_dir: Path | None = Field(
+        None, description="Where the static-ct-api files go, one directory per log, for a "
+        "web server to serve (relative to the data directory; default: ct-tiles).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
         5, description="How long in-flight requests may run after SIGINT/SIGTERM."
     )
+
+    @field_validator("ct_logs", mode="before")
+    @classmethod
+    def _log_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("ct_logs")
+    @classmethod
+    def _distinct_logs(cls, value: list[CtLogConfig]) -> list[CtLogConfig]:
+        names = [log.name for log in value]
+        if len(set(names)) != len(names):
+            raise ValueError("log names are listed more than once")
+        return value
 
     @field_validator("listen")
     @classmethod
@@ -177,7 +233,9 @@ def load_config(
             field = str(err["loc"][0]) if err["loc"] else ""
             where = origin.get(field, "configuration")
             if err["type"] == "extra_forbidden":
-                problems.append(f"{where}: unknown setting {field!r}")
+                setting = field + "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                                          for p in err["loc"][1:])
+                problems.append(f"{where}: unknown setting {setting!r}")
             else:
                 label = ENV_PREFIX + field.upper() if where == "environment" else field
                 problems.append(f"{where}: {label or 'settings'}: {err['msg']}")
@@ -197,6 +255,11 @@ def default_config_text() -> str:
         value = getattr(defaults, name)
         if field.description:
             lines.append(f"# {field.description}")
+        if value is None:
+            lines.append(f'# {name} = "/srv/trustchain/ct"')
+            continue
+        if name == "ct_logs":
+            value = [log.name for log in value]
         if isinstance(value, list):
             rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]"
         elif isinstance(value, str):
@@ -204,4 +267,17 @@ def default_config_text() -> str:
         else:
             rendered = str(value)
         lines.append(f"{name} = {rendered}")
+    lines += [
+        "",
+        "# To shard the CT logs by certificate expiry, as public logs do, replace",
+        "# ct_logs above with tables here at the end (TOML tables follow all plain keys):",
+        "# [[ct_logs]]",
+        '# name = "a2027h1"',
+        "# not_after_start = 2027-01-01T00:00:00Z",
+        "# not_after_end = 2027-07-01T00:00:00Z",
+        "# [[ct_logs]]",
+        '# name = "b2027h1"',
+        "# not_after_start = 2027-01-01T00:00:00Z",
+        "# not_after_end = 2027-07-01T00:00:00Z",
+    ]
     return "\n".join(lines) + "\n"

@@ -47,7 +47,7 @@ from transport.tls import https_context
 from trustchain.api import create_app
 from trustchain.canonical import canonical_json
 from trustchain.config import NodeConfig, load_config
-from trustchain.ct.log import BadSubmission, Log
+from trustchain.ct.log import BadSubmission, ExpiryRange, Log
 from trustchain.datadir import DataDir
 from trustchain.dns.dnssec import Role as DnssecRole
 from trustchain.dns.dnssec import SigningKey, make_dnskey
@@ -56,7 +56,13 @@ from trustchain.dns.rollover import KeyState as RolloverKey
 from trustchain.dns.rollover import State as KeyState
 from trustchain.dns.rollover import Step as RolloverStep
 from trustchain.dns.service import DnsService
-from trustchain.errors import DataDirError, GenesisError, KeyNotFoundError, KeyStoreError
+from trustchain.errors import (
+    ConfigError,
+    DataDirError,
+    GenesisError,
+    KeyNotFoundError,
+    KeyStoreError,
+)
 from trustchain.keystore import KeyStore, KeyType, key_id_for
 from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import BadRequest, Handler, Router
@@ -71,7 +77,6 @@ log = logging.getLogger("trustchain.node")
 #: Every schema the node applies at start; later services add theirs here.
 SCHEMAS = (NODE_SCHEMA, DNS_SCHEMA, CT_SCHEMA)
 #: The CT logs every node runs (two, so a certificate can carry SCTs from two logs).
-CT_LOG_NAMES = ("a", "b")
 
 
 def utcnow() -> datetime:
@@ -210,22 +215,40 @@ class KeystoreDnssecKeys:
 
 
 def build_ct_logs(node: OpenNode) -> list[Log]:
-    """The node's CT logs, each with its own P-256 key from the key store."""
+    """The node's CT logs (``ct_logs`` in the configuration), each with its own
+    P-256 key from the key store, generated on first start."""
     logs = []
-    for name in CT_LOG_NAMES:
-        purpose = f"ct-log:{name}"
+    # The checkpoint origin: this node's name in its zone, then the log's path.
+    host = dns.name.from_text(f"{node.identity.node_id}.nodes", dns.name.from_text(
+        node.identity.origin)).to_text(omit_final_dot=True)
+    for spec in node.config.ct_logs:
+        purpose = f"ct-log:{spec.name}"
         try:
             record = node.keystore.active(purpose)
         except KeyNotFoundError:
             record = node.keystore.generate(KeyType.ECDSA_P256, purpose, utcnow())
         key = node.keystore.private_key(record.id)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
-        # The checkpoint origin: this node's name in its zone, then the log's path.
-        host = dns.name.from_text(f"{node.identity.node_id}.nodes", dns.name.from_text(
-            node.identity.origin)).to_text(omit_final_dot=True)
-        logs.append(Log(name, key, SqliteLogStore(node.db, name), [node.genesis.root_certificate],
-                        origin=f"{host}/logs/{name}"))
+        logs.append(Log(spec.name, key, SqliteLogStore(node.db, spec.name),
+                        [node.genesis.root_certificate], origin=f"{host}/logs/{spec.name}",
+                        expiry=ExpiryRange(spec.not_after_start, spec.not_after_end)))
     return logs
+
+
+def ct_tiles_root(node: OpenNode) -> Path:
+    """Where the static-ct-api files go (``ct_tiles_dir``, relative to the data directory).
+
+    :raises ConfigError: if the directory cannot be created.
+    """
+    configured = node.config.ct_tiles_dir
+    root = node.layout.path / configured if configured is not None else node.layout.ct_tiles_dir
+    try:
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"ct_tiles_dir {root}: {exc.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError(f"ct_tiles_dir {root}: not writable by this user")
+    return root
 
 
 def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
@@ -361,7 +384,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         node.identity.genesis_sha256,
     )
     config = node.config
-    ct = LogRunner(build_ct_logs(node), tile_root=node.layout.ct_tiles_dir)
+    ct = LogRunner(build_ct_logs(node), tile_root=ct_tiles_root(node))
     public = config.local_address()
     ct.base_url = f"http://{format_address(public, config.http_port)}"
     app = create_app(genesis_bytes=node.genesis_bytes, logs=ct)

@@ -62,3 +62,38 @@ def test_same_port_for_udp_and_tcp_services_is_fine(tmp_path: Path) -> None:
 def test_port_zero_may_repeat(tmp_path: Path) -> None:
     config = load_config(tmp_path, {"dns_port": 0, "http_port": 0, "https_port": 0}, environ={})
     assert config.http_port == 0
+
+
+def test_ct_logs_by_name_or_as_expiry_shards(tmp_path: Path) -> None:
+    assert [log.name for log in load_config(tmp_path, environ={}).ct_logs] == ["a", "b"]
+    env = {"TRUSTCHAIN_CT_LOGS": "x, y, z"}
+    assert [log.name for log in load_config(tmp_path, environ=env).ct_logs] == ["x", "y", "z"]
+    (tmp_path / "trustchain.toml").write_text(
+        'ct_tiles_dir = "/srv/ct"\n'
+        '[[ct_logs]]\nname = "a2027h1"\nnot_after_start = 2027-01-01T00:00:00Z\n'
+        'not_after_end = 2027-07-01T00:00:00Z\n'
+        '[[ct_logs]]\nname = "a2027h2"\nnot_after_start = 2027-07-01T00:00:00Z\n')
+    config = load_config(tmp_path, environ={})
+    first, second = config.ct_logs
+    assert (first.name, first.not_after_start.month, first.not_after_end.month) == (  # type: ignore[union-attr]
+        "a2027h1", 1, 7)
+    assert (second.not_after_start.month, second.not_after_end) == (7, None)  # type: ignore[union-attr]
+    assert config.ct_tiles_dir == Path("/srv/ct")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('ct_logs = ["a", "a"]', "log names are listed more than once"),
+        ('ct_logs = ["A/b"]', "ct_logs: String should match pattern"),
+        ("ct_logs = []", "ct_logs: List should have at least 1 item"),
+        ('[[ct_logs]]\nname = "s"\nnot_after_start = 2027-07-01T00:00:00Z\n'
+         "not_after_end = 2027-01-01T00:00:00Z", "not_after_start must be before not_after_end"),
+        ('[[ct_logs]]\nname = "s"\nnot_after_start = 2027-07-01T00:00:00', "timezone"),
+        ('[[ct_logs]]\nname = "s"\nshard = 1', "unknown setting 'ct_logs\\[0\\].shard'"),
+    ],
+)
+def test_bad_ct_logs_are_refused(tmp_path: Path, toml: str, message: str) -> None:
+    (tmp_path / "trustchain.toml").write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path, environ={})

@@ -18,6 +18,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
@@ -101,10 +102,45 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+@dataclass(frozen=True)
+class ExpiryRange:
+    """The certificates a log shard accepts, by notAfter: ``start <= notAfter < end``.
+
+    Operators shard logs by expiry (Let's Encrypt's Oak 2026h1, 2026h2, ...)
+    so that a shard can be frozen and retired once everything in it has
+    expired.  ``None`` leaves that side open.
+    """
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for bound in (self.start, self.end):
+            if bound is not None and bound.tzinfo is None:
+                raise ValueError("expiry bounds need a time zone")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError("an expiry range must start before it ends")
+
+    def __contains__(self, not_after: datetime) -> bool:
+        return ((self.start is None or self.start <= not_after)
+                and (self.end is None or not_after < self.end))
+
+    def __str__(self) -> str:
+        start = self.start.isoformat() if self.start else "any time"
+        end = self.end.isoformat() if self.end else "any later time"
+        return f"from {start} until before {end}"
+
+
+UNSHARDED = ExpiryRange()
+
+
 class Log:
     def __init__(self, name: str, key: ec.EllipticCurvePrivateKey, store: LogStore,
-                 roots: Sequence[x509.Certificate], origin: str | None = None) -> None:
+                 roots: Sequence[x509.Certificate], origin: str | None = None,
+                 expiry: ExpiryRange = UNSHARDED) -> None:
         self.name = name
+        #: Which notAfter dates this log (shard) accepts.
+        self.expiry = expiry
         #: The checkpoint origin line (static-ct-api: the submission prefix
         #: without scheme or trailing slash).
         self.origin = origin or name
@@ -158,6 +194,10 @@ class Log:
             certs = [x509.load_der_x509_certificate(d) for d in ders]
         except (ValueError, x509.InvalidVersion):
             raise BadSubmission("a chain entry does not parse as a certificate") from None
+        not_after = certs[0].not_valid_after_utc
+        if not_after not in self.expiry:
+            raise BadSubmission(f"this log accepts certificates expiring {self.expiry}; "
+                                f"this one expires at {not_after.isoformat()}")
         self._check_chain(certs)
         if precert:
             entry = self._precert_entry(certs)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -287,3 +288,26 @@ def test_a_precertificate_signing_certificate_is_accepted_per_rfc6962(db) -> Non
     assert direct.entry.issuer_key_hash == submission.entry.issuer_key_hash
     with pytest.raises(BadSubmission, match="root"):  # the PSC alone leads nowhere
         log.check([b64[0], b64[1]], precert=True)
+
+
+def test_an_expiry_shard_takes_only_certificates_expiring_in_its_range(db) -> None:
+    from datetime import timedelta
+
+    from trustchain.ct.log import ExpiryRange
+
+    cert = leaf("shard")
+    not_after = x509.load_der_x509_certificate(base64.b64decode(cert)).not_valid_after_utc
+    this_half = ExpiryRange(not_after - timedelta(days=1), not_after + timedelta(seconds=1))
+    next_half = ExpiryRange(not_after + timedelta(seconds=1), None)
+    earlier = ExpiryRange(None, not_after)  # the end is exclusive
+    accepting = Log("s1", LOG_KEY, SqliteLogStore(db, "s1"), [ROOT], expiry=this_half)
+    assert accepting.check([cert, CA_B64]).index is None
+    for name, expiry in (("s2", next_half), ("s3", earlier)):
+        shard = Log(name, LOG_KEY, SqliteLogStore(db, name), [ROOT], expiry=expiry)
+        with pytest.raises(BadSubmission, match="this log accepts certificates expiring"):
+            shard.check([cert, CA_B64])
+        assert shard.pending == 0
+    with pytest.raises(ValueError, match="time zone"):
+        ExpiryRange(datetime(2027, 1, 1), None)
+    with pytest.raises(ValueError, match="start before it ends"):
+        ExpiryRange(not_after, not_after)
