@@ -139,3 +139,23 @@ def remove_poison(tbs: bytes, *, issuer: bytes | None = None,
         for position, (f_tag, f_start, _, f_end) in enumerate(fields)
     )
     return _wrap(SEQUENCE, rebuilt)
+
+
+def without_extension(tbs: bytes, oid: bytes) -> bytes:
+    """The TBSCertificate ``tbs`` without its one extension whose OID DER is ``oid``.
+
+    Used by the CA to check that a final certificate is its precertificate
+    with the SCT list in place of the poison (RFC 6962 3.1).
+
+    :raises PrecertError: unless ``tbs`` has exactly one such extension.
+    """
+    fields = _fields(tbs)
+    extensions = _extensions(tbs, fields)
+    kept = [tbs[start:stop] for _, start, inner, stop in extensions
+            if tbs[inner:inner + len(oid)] != oid]
+    if len(kept) != len(extensions) - 1:
+        raise PrecertError(f"expected one extension {oid.hex()}, found {len(extensions) - len(kept)}")
+    return _wrap(SEQUENCE, b"".join(
+        (_wrap(EXTENSIONS_TAG, _wrap(SEQUENCE, b"".join(kept))) if kept else b"")
+        if f_tag == EXTENSIONS_TAG else tbs[f_start:f_end]
+        for f_tag, f_start, _, f_end in fields))

@@ -1,0 +1,318 @@
+"""Profiles, issuance policy and the precertificate -> certificate step, checked by outside tools.
+
+pkilint (CA/B Forum and PKIX profiles), ``openssl verify`` and
+``cryptography``'s own path validator judge what the builders make.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+from bootstrap.root import build_root_certificate
+from trustchain.ca.issuance import (
+    IssuanceError,
+    Precertificate,
+    build_precertificate,
+    finish_certificate,
+    sct_list_extension,
+)
+from trustchain.ca.policy import CertRequest, PolicyError, check_csr, within
+from trustchain.ca.profiles import PROFILES, CaUrls, intermediate_builder
+from trustchain.ca.signer import Signer
+from trustchain.ct.structs import leaf_index_extension, sign_sct
+from trustchain.keystore import KdfParams, KeyStore, KeyType
+
+ZONE = "alpha.trust.example.net."
+PASSPHRASE = "issuance test passphrase"
+LINT = Path(sys.executable).parent
+
+
+@dataclass
+class Pki:
+    signer: Signer
+    root: x509.Certificate
+    root_key_id: str
+    intermediate: x509.Certificate
+    intermediate_key_id: str
+    urls: CaUrls
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    now = datetime.now(UTC)
+    keystore = KeyStore.create(tmp_path_factory.mktemp("ca") / "keys", PASSPHRASE,
+                               KdfParams(iterations=1, lanes=1, memory_cost_kib=8192))
+    root_record = keystore.generate(KeyType.ECDSA_P384, "genesis-root", now)
+    root_key = keystore.private_key(root_record.id)
+    assert isinstance(root_key, ec.EllipticCurvePrivateKey)
+    root = build_root_certificate(root_key, "testnet", now)
+    signer = Signer(keystore)
+    record = keystore.generate(KeyType.ECDSA_P256, "ca-issuer:alpha", now)
+    public = record.load_public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    base = "http://n1.nodes.trust.example.net"
+    root_urls = CaUrls(f"{base}/ca/crl/{root_record.id}.crl", f"{base}/ocsp",
+                       f"{base}/ca/issuers/{root_record.id}.der")
+    intermediate = signer.sign_certificate(intermediate_builder(
+        root=root, public_key=public, network="alpha", organisation="testnet", zone=ZONE,
+        generation=1, root_urls=root_urls, now=now), root_record.id)
+    urls = CaUrls(f"{base}/ca/crl/{record.id}.crl", f"{base}/ocsp",
+                  f"{base}/ca/issuers/{record.id}.der")
+    return Pki(signer, root, root_record.id, intermediate, record.id, urls)
+
+
+def csr(names: list[str], key: object | None = None, *, ips: list[str] = (),  # type: ignore[assignment]
+        ca: bool = False) -> bytes:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    general: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    general += [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ignored")]))
+    if general:
+        builder = builder.add_extension(x509.SubjectAlternativeName(general), critical=False)
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(key, algorithm).public_bytes(Encoding.PEM)  # type: ignore[arg-type]
+
+
+def issue(pki: Pki, names: list[str], profile: str = "server-90d") -> tuple[Precertificate,
+                                                                          x509.Certificate]:
+    request = check_csr(csr(names), zone=ZONE)
+    pre = build_precertificate(pki.signer, issuer=pki.intermediate,
+                               issuer_key_id=pki.intermediate_key_id, profile=PROFILES[profile],
+                               request=request, urls=pki.urls, now=datetime.now(UTC))
+    return pre, finish_certificate(pki.signer, pre, scts_for(pre))
+
+
+LOG_KEYS = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2)]
+
+
+def scts_for(pre: Precertificate) -> list[bytes]:
+    """Real SCTs from two logs' keys over the precertificate's entry (the CA checks them later)."""
+    return [sign_sct(key, 1_790_000_000_000, pre.entry, leaf_index_extension(7)).to_bytes()
+            for key in LOG_KEYS]
+
+
+def pem(path: Path, *certs: x509.Certificate) -> Path:
+    path.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in certs))
+    return path
+
+
+def lint(tool: str, path: Path, *args: str) -> list[dict[str, str]]:
+    result = subprocess.run([LINT / tool, "lint", *args, "-s", "WARNING", "-f", "JSON", path],
+                            capture_output=True, text=True)
+    return [f for r in json.loads(result.stdout)["results"] for f in r["finding_descriptions"]]
+
+
+# --- policy ---------------------------------------------------------------------------
+
+
+def test_a_csr_inside_the_network_is_accepted_and_normalised() -> None:
+    request = check_csr(csr(["WWW.Alpha.Trust.Example.NET.", "*.alpha.trust.example.net",
+                             "www.alpha.trust.example.net"]), zone=ZONE)
+    assert request.dns_names == ["www.alpha.trust.example.net", "*.alpha.trust.example.net"]
+
+
+@pytest.mark.parametrize(("names", "kwargs", "message"), [
+    (["www.beta.trust.example.net"], {}, "outside this network's domain"),
+    (["evilalpha.trust.example.net"], {}, "outside this network's domain"),
+    (["alpha.trust.example.net.evil.com"], {}, "outside this network's domain"),
+    (["under_score.alpha.trust.example.net"], {}, "not a valid DNS name"),
+    (["*.*.alpha.trust.example.net"], {}, "not a valid DNS name"),
+    (["www.alpha.trust.example.net"], {"ips": ["2001:db8::1"]}, "IP address names are refused"),
+    ([], {}, "asks for no names"),
+    (["www.alpha.trust.example.net"], {"ca": True}, "may not ask for a CA"),
+])
+def test_policy_refuses(names: list[str], kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        check_csr(csr(names, **kwargs), zone=ZONE)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("key", [
+    ec.generate_private_key(ec.SECP521R1()),
+    rsa.generate_private_key(public_exponent=65537, key_size=1024),
+])
+def test_weak_or_unlisted_keys_are_refused(key: object) -> None:
+    with pytest.raises(PolicyError, match="keys must"):
+        check_csr(csr(["www.alpha.trust.example.net"], key), zone=ZONE)
+
+
+@pytest.mark.parametrize("key", [ec.generate_private_key(ec.SECP384R1()),
+                                 ed25519.Ed25519PrivateKey.generate(),
+                                 rsa.generate_private_key(public_exponent=65537, key_size=2048)])
+def test_allowed_keys(key: object) -> None:
+    assert check_csr(csr(["a.alpha.trust.example.net"], key), zone=ZONE).dns_names
+
+
+def test_a_csr_with_a_broken_signature_is_refused() -> None:
+    good = x509.load_pem_x509_csr(csr(["www.alpha.trust.example.net"])).public_bytes(Encoding.DER)
+    broken = good[:-3] + bytes([good[-3] ^ 1]) + good[-2:]
+    with pytest.raises(PolicyError, match="signature does not verify|does not parse"):
+        check_csr(broken, zone=ZONE)
+    with pytest.raises(PolicyError, match="does not parse"):
+        check_csr(b"not a csr", zone=ZONE)
+
+
+def test_within_is_label_wise() -> None:
+    assert within("a.b.example", "b.example.") and within("b.example", "b.example")
+    assert not within("ab.example", "b.example") and within("*.b.example", "b.example")
+
+
+# --- profiles, judged by pkilint -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_leaf_and_precertificate_pass_cabf_lint(pki: Pki, tmp_path: Path, profile: str) -> None:
+    pre, final = issue(pki, ["www.alpha.trust.example.net"], profile)
+    assert lint("lint_cabf_serverauth_cert", pem(tmp_path / "leaf.pem", final),
+                "-t", "DV-FINAL-CERTIFICATE") == []
+    assert lint("lint_cabf_serverauth_cert", pem(tmp_path / "pre.pem", pre.certificate),
+                "-t", "DV-PRE-CERTIFICATE") == []
+
+
+def test_leaf_pkix_lint_finds_only_the_ski_the_baseline_requirements_advise_against(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """RFC 5280 says an end-entity SHOULD have an SKI; BR 7.1.2.7.6 says NOT RECOMMENDED.
+
+    lint_cabf_serverauth_cert filters this very finding as superseded; the
+    PKIX-only linter reports it, and it is the only thing it reports.
+    """
+    _, final = issue(pki, ["www.alpha.trust.example.net"])
+    findings = lint("lint_pkix_cert", pem(tmp_path / "leaf.pem", final))
+    assert [f["code"] for f in findings] == ["pkix.certificate_skid_end_entity_missing"]
+
+
+def test_intermediate_passes_lint(pki: Pki, tmp_path: Path) -> None:
+    path = pem(tmp_path / "intermediate.pem", pki.intermediate)
+    assert lint("lint_cabf_serverauth_cert", path, "-t", "INTERNAL-UNCONSTRAINED-TLS-CA") == []
+    assert lint("lint_pkix_cert", path) == []
+
+
+# --- name constraints: openssl and cryptography both enforce them -----------------------------
+
+
+def openssl_verify(tmp_path: Path, pki: Pki, leaf: x509.Certificate, host: str,
+                   intermediate: x509.Certificate | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["openssl", "verify", "-x509_strict", "-purpose", "sslserver", "-verify_hostname", host,
+         "-CAfile", pem(tmp_path / "root.pem", pki.root),
+         "-untrusted", pem(tmp_path / "inter.pem", intermediate or pki.intermediate),
+         pem(tmp_path / "leaf.pem", leaf)], capture_output=True, text=True)
+
+
+def cryptography_verify(pki: Pki, leaf: x509.Certificate, host: str,
+                        intermediate: x509.Certificate | None = None) -> None:
+    verifier = PolicyBuilder().store(Store([pki.root])).time(datetime.now(UTC)) \
+        .build_server_verifier(x509.DNSName(host))
+    verifier.verify(leaf, [intermediate or pki.intermediate])
+
+
+def test_a_leaf_verifies_with_openssl_and_cryptography(pki: Pki, tmp_path: Path) -> None:
+    _, final = issue(pki, ["www.alpha.trust.example.net"])
+    result = openssl_verify(tmp_path, pki, final, "www.alpha.trust.example.net")
+    assert result.returncode == 0, result.stdout + result.stderr
+    cryptography_verify(pki, final, "www.alpha.trust.example.net")
+
+
+def forged(pki: Pki, name: str) -> x509.Certificate:
+    """What a CA that skipped policy would sign: a name outside the network's subtree."""
+    request = CertRequest(ec.generate_private_key(ec.SECP256R1()).public_key(), [name], [])
+    pre = build_precertificate(pki.signer, issuer=pki.intermediate,
+                               issuer_key_id=pki.intermediate_key_id,
+                               profile=PROFILES["server-90d"], request=request, urls=pki.urls,
+                               now=datetime.now(UTC))
+    return finish_certificate(pki.signer, pre, scts_for(pre))
+
+
+def test_a_certificate_forged_outside_the_constraints_fails_both_validators(
+    pki: Pki, tmp_path: Path
+) -> None:
+    leaf = forged(pki, "www.bank.example")
+    result = openssl_verify(tmp_path, pki, leaf, "www.bank.example")
+    assert result.returncode != 0 and "permitted subtree violation" in result.stdout + result.stderr
+    with pytest.raises(VerificationError):
+        cryptography_verify(pki, leaf, "www.bank.example")
+
+
+def test_the_directory_name_trap(pki: Pki, tmp_path: Path) -> None:
+    """Why the intermediates carry no directoryName constraint.
+
+    With one, pkilint's CA/B "technically constrained" profile is satisfied,
+    but cryptography's path validator refuses every chain through the CA;
+    without one, pkilint reports the CA as not technically constrained (so we
+    lint it as an internal TLS CA) and both validators enforce the DNS subtree.
+    """
+    signer = pki.signer
+    base = intermediate_builder(root=pki.root, public_key=pki.intermediate.public_key(),  # type: ignore[arg-type]
+                                network="alpha", organisation="testnet", zone=ZONE,
+                                generation=2, root_urls=pki.urls, now=datetime.now(UTC))
+    builder = x509.CertificateBuilder().subject_name(pki.intermediate.subject) \
+        .issuer_name(pki.root.subject).public_key(pki.intermediate.public_key()) \
+        .serial_number(x509.random_serial_number()) \
+        .not_valid_before(pki.intermediate.not_valid_before_utc) \
+        .not_valid_after(pki.intermediate.not_valid_after_utc)
+    for extension in base._extensions:  # the same extensions, the constraints with a directoryName
+        value = extension.value
+        if isinstance(value, x509.NameConstraints):
+            value = x509.NameConstraints(
+                permitted_subtrees=[*(value.permitted_subtrees or []),
+                                    x509.DirectoryName(pki.intermediate.subject)],
+                excluded_subtrees=value.excluded_subtrees)
+        builder = builder.add_extension(value, extension.critical)
+    with_dn = signer.sign_certificate(builder, pki.root_key_id)
+    assert lint("lint_cabf_serverauth_cert", pem(tmp_path / "dn.pem", with_dn),
+                "-t", "INTERNAL-CONSTRAINED-TLS-CA") == []
+    assert [f["code"] for f in lint("lint_cabf_serverauth_cert",
+                                    pem(tmp_path / "ours.pem", pki.intermediate),
+                                    "-t", "INTERNAL-CONSTRAINED-TLS-CA")] == [
+        "cabf.serverauth.ca.incomplete_name_constraints"]
+    _, leaf = issue(pki, ["www.alpha.trust.example.net"])  # same key: valid under either CA
+    assert openssl_verify(tmp_path, pki, leaf, "www.alpha.trust.example.net",
+                          with_dn).returncode == 0
+    with pytest.raises(VerificationError, match="directoryName"):
+        cryptography_verify(pki, leaf, "www.alpha.trust.example.net", with_dn)
+
+
+# --- precertificate and final certificate ------------------------------------------------
+
+
+def test_the_final_certificate_is_the_precertificate_with_scts_for_poison(pki: Pki) -> None:
+    pre, final = issue(pki, ["www.alpha.trust.example.net"])
+    assert pre.certificate.serial_number == final.serial_number
+    poison = pre.certificate.extensions.get_extension_for_class(x509.PrecertPoison)
+    assert poison.critical
+    scts = final.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2"))
+    assert not scts.critical
+    with pytest.raises(x509.ExtensionNotFound):
+        final.extensions.get_extension_for_class(x509.PrecertPoison)
+
+
+def test_a_final_certificate_that_differs_is_refused(pki: Pki) -> None:
+    pre, _ = issue(pki, ["www.alpha.trust.example.net"])
+    other = Precertificate(pre.builder.add_extension(
+        x509.OCSPNoCheck(), critical=False), pre.certificate, pre.issuer, pre.issuer_key_id)
+    with pytest.raises(IssuanceError, match="does not match its precertificate"):
+        finish_certificate(pki.signer, other, scts_for(pre))
+
+
+def test_sct_list_encoding() -> None:
+    ext = sct_list_extension([b"ab", b"cde"])
+    assert ext.value == b"\x04\x0b" + b"\x00\x09" + b"\x00\x02ab" + b"\x00\x03cde"
+    with pytest.raises(IssuanceError):
+        sct_list_extension([])

@@ -1,0 +1,182 @@
+"""Certificate profiles: what each kind of certificate the CA issues contains.
+
+Follows the CA/Browser Forum Baseline Requirements (2.x) section 7.1.2 as
+``pkilint``'s ``lint_cabf_serverauth_cert`` checks it:
+
+* subscriber certificates (``server-90d``, ``short-lived``, ``node``) have an
+  empty subject and a critical subjectAltName, the domain-validated reserved
+  policy OID, AKI but no SKI (BR 7.1.2.7.6: "NOT RECOMMENDED"), a critical
+  keyUsage of digitalSignature (plus keyEncipherment for RSA keys), the EKU of
+  the profile, a CRL distribution point and AIA (OCSP responder and issuer);
+* network intermediates (:func:`intermediate_builder`) are technically
+  constrained subordinate CAs: pathLen 0, serverAuth/clientAuth EKU, and name
+  constraints that permit only the network's DNS subtree and exclude every
+  IP address (networks register no address blocks yet).  No directoryName
+  constraint: pkilint accepts one, but ``cryptography``'s path validator
+  then refuses every chain through the CA (see docs/security.md).
+
+Builders only: nothing here signs (that is :mod:`trustchain.ca.signer`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+#: CA/B Forum reserved policy identifier: domain validated.
+DOMAIN_VALIDATED = x509.ObjectIdentifier("2.23.140.1.2.1")
+BACKDATE = timedelta(minutes=5)
+INTERMEDIATE_VALIDITY = timedelta(days=3 * 365)
+
+SubjectKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    lifetime: timedelta
+    usages: tuple[x509.ObjectIdentifier, ...]
+    description: str
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p for p in (
+        Profile("server-90d", timedelta(days=90), (ExtendedKeyUsageOID.SERVER_AUTH,),
+                "TLS server, 90 days"),
+        Profile("short-lived", timedelta(hours=160), (ExtendedKeyUsageOID.SERVER_AUTH,),
+                "TLS server, 160 hours (CA/B short-lived: no revocation needed)"),
+        Profile("node", timedelta(days=90),
+                (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+                "mutual TLS between nodes: server and client, 90 days"),
+    )
+}
+DEFAULT_PROFILE = "server-90d"
+
+
+@dataclass(frozen=True)
+class CaUrls:
+    """Where relying parties find an issuer's CRL, OCSP responder and certificate."""
+
+    crl: str
+    ocsp: str
+    issuer: str
+
+
+def random_serial() -> int:
+    """128 random bits, positive, and (for DER) below 2**159; uniqueness is the store's job."""
+    while True:
+        serial = secrets.randbits(128)
+        if serial:
+            return serial
+
+
+def _ski(cert: x509.Certificate) -> x509.SubjectKeyIdentifier:
+    return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+
+
+def _aia(urls: CaUrls, *, ocsp: bool) -> x509.AuthorityInformationAccess:
+    access = [x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
+                                     x509.UniformResourceIdentifier(urls.issuer))]
+    if ocsp:
+        access.insert(0, x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
+                                                x509.UniformResourceIdentifier(urls.ocsp)))
+    return x509.AuthorityInformationAccess(access)
+
+
+def _crl_dp(url: str) -> x509.CRLDistributionPoints:
+    return x509.CRLDistributionPoints([x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, reasons=None,
+        crl_issuer=None)])
+
+
+def _leaf_key_usage(key: SubjectKey) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False,
+        key_encipherment=isinstance(key, rsa.RSAPublicKey), data_encipherment=False,
+        key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False,
+        decipher_only=False)
+
+
+def subject_alt_names(dns_names: list[str], addresses: list[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    return x509.SubjectAlternativeName(names)
+
+
+def leaf_builder(
+    profile: Profile, *, issuer: x509.Certificate, public_key: SubjectKey,
+    dns_names: list[str], addresses: list[str], urls: CaUrls, now: datetime,
+    serial: int | None = None,
+) -> x509.CertificateBuilder:
+    """A subscriber certificate of ``profile``, without SCTs or poison (added by the caller)."""
+    not_before = (now - BACKDATE).replace(microsecond=0)
+    # BR: the validity period counts both ends, so a 90-day profile ends one second early.
+    not_after = not_before + profile.lifetime - timedelta(seconds=1)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .serial_number(serial if serial is not None else random_serial())
+        .not_valid_before(not_before)
+        .not_valid_after(min(not_after, issuer.not_valid_after_utc))
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+            _ski(issuer)), critical=False)
+        .add_extension(_aia(urls, ocsp=True), critical=False)
+        .add_extension(x509.CertificatePolicies([x509.PolicyInformation(DOMAIN_VALIDATED, None)]),
+                       critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(profile.usages)), critical=False)
+        .add_extension(subject_alt_names(dns_names, addresses), critical=True)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_crl_dp(urls.crl), critical=False)
+        .add_extension(_leaf_key_usage(public_key), critical=True)
+    )
+
+
+def intermediate_builder(
+    *, root: x509.Certificate, public_key: ec.EllipticCurvePublicKey, network: str,
+    organisation: str, zone: str, generation: int, root_urls: CaUrls, now: datetime,
+) -> x509.CertificateBuilder:
+    """A technically constrained TLS subordinate CA for one federated network."""
+    not_before = (now - BACKDATE).replace(microsecond=0)
+    not_after = min(not_before + INTERMEDIATE_VALIDITY, root.not_valid_after_utc)
+    subject = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "XX"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+        x509.NameAttribute(NameOID.COMMON_NAME, f"{network} CA {generation}"),
+    ])
+    constraints = x509.NameConstraints(
+        permitted_subtrees=[x509.DNSName(zone.rstrip("."))],
+        excluded_subtrees=[x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
+                           x509.IPAddress(ipaddress.ip_network("::/0"))],
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(root.subject)
+        .public_key(public_key)
+        .serial_number(random_serial())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+            _ski(root)), critical=False)
+        .add_extension(_aia(root_urls, ocsp=False), critical=False)
+        .add_extension(x509.CertificatePolicies([x509.PolicyInformation(DOMAIN_VALIDATED, None)]),
+                       critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_crl_dp(root_urls.crl), critical=False)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(constraints, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
