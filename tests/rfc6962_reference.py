@@ -122,3 +122,24 @@ def leaf_timestamp(leaf_input: bytes) -> int:
     if leaf_input[:2] != b"\x00\x00":
         raise VerificationFailed("not a v1 timestamped_entry leaf")
     return int(struct.unpack(">Q", leaf_input[2:10])[0])
+
+
+def check_precert_sct(sct: dict[str, object], issuer_key_hash: bytes, tbs: bytes,
+                      key: ec.EllipticCurvePublicKey) -> None:
+    """RFC 6962 3.2 for a precert_entry: issuer_key_hash, then the TBSCertificate (24-bit length)."""
+    extensions = base64.b64decode(str(sct["extensions"]))
+    signed = (struct.pack(">BBQH", 0, 0, int(str(sct["timestamp"])), 1) + issuer_key_hash
+              + len(tbs).to_bytes(3, "big") + tbs
+              + struct.pack(">H", len(extensions)) + extensions)
+    blob = base64.b64decode(str(sct["signature"]))
+    if blob[:2] != b"\x04\x03":
+        raise VerificationFailed("not ecdsa-with-sha256")
+    key.verify(blob[4:], signed, ec.ECDSA(hashes.SHA256()))
+
+
+def precert_leaf(leaf_input: bytes) -> tuple[bytes, bytes]:
+    """(issuer_key_hash, TBS) of a precert_entry MerkleTreeLeaf (RFC 6962 3.4)."""
+    if leaf_input[:2] != b"\x00\x00" or leaf_input[10:12] != b"\x00\x01":
+        raise VerificationFailed("not a v1 precert_entry leaf")
+    size = int.from_bytes(leaf_input[44:47], "big")
+    return leaf_input[12:44], leaf_input[47:47 + size]

@@ -100,15 +100,19 @@ class LogRunner:
     async def add_chain(self, name: str, chain: Sequence[str],
                         precert: bool = False) -> dict[str, object]:
         """:raises BadSubmission: for an unknown log or an invalid chain."""
+        return sct_json(await self.submit(name, chain, precert=precert))
+
+    async def submit(self, name: str, chain: Sequence[str], *, precert: bool = False) -> SCT:
+        """The SCT for ``chain`` (base64 DER, leaf first), once its entry is in the log."""
         target = self.logs.get(name)
         if target is None:
             raise BadSubmission(f"no log {name!r}")
         submission = target.check(chain, precert=precert)
         if submission.index is not None:
-            return sct_json(target.sct(submission.index))
+            return target.sct(submission.index)
         waiter: asyncio.Future[SCT] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault((name, identity(submission.entry)), []).append(waiter)
-        return sct_json(await waiter)
+        return await waiter
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

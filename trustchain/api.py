@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from transport.ca import CaRunner
 from transport.ct import LogRunner
 from trustchain.ct.log import MAX_CERT_BYTES, MAX_CHAIN, BadSubmission, Log
 from trustchain.ct.tiles import TileError
@@ -161,7 +162,8 @@ def _ct_routes(logs: LogRunner) -> list[Route]:
     ]
 
 
-def create_app(*, genesis_bytes: bytes, logs: LogRunner | None = None) -> Starlette:
+def create_app(*, genesis_bytes: bytes, logs: LogRunner | None = None,
+               ca: CaRunner | None = None) -> Starlette:
     """Build the ASGI application for a node whose genesis is ``genesis_bytes``."""
 
     async def healthz(_: Request) -> Response:
@@ -175,6 +177,7 @@ def create_app(*, genesis_bytes: bytes, logs: LogRunner | None = None) -> Starle
             Route("/healthz", healthz, methods=["GET"]),
             Route("/genesis.json", genesis, methods=["GET"]),
             *(_ct_routes(logs) if logs is not None else []),
+            *(ca.routes() if ca is not None else []),
         ],
         exception_handlers={HTTPException: _http_error},
     )

@@ -275,8 +275,9 @@ def cmd_join(args: argparse.Namespace) -> int:
     return 0
 
 
-def _admin_call(args: argparse.Namespace, method: str, message: bytes) -> Any:
-    """Call an admin method on the node in --data-dir with its admin certificate."""
+def _admin_call(args: argparse.Namespace, method: str, message: bytes,
+                service: str = "admin") -> Any:
+    """Call a method on the node in --data-dir with its admin certificate."""
     import asyncio
 
     from bootstrap.transport_certs import ADMIN_TLS_PURPOSE, INFRA_CA_PURPOSE, TlsIdentity
@@ -310,7 +311,7 @@ def _admin_call(args: argparse.Namespace, method: str, message: bytes) -> Any:
 
     async def call() -> Any:
         async with connect(host, port, root=root, server_name=origin, identity=identity) as node:
-            return await node.request("admin", method, message)
+            return await node.request(service, method, message)
 
     response = asyncio.run(call())
     if response.status != 200:
@@ -425,6 +426,63 @@ def cmd_network(args: argparse.Namespace) -> int:
     else:
         _print_rows(rows, ["name", "zone", "mode", "registered_at"])
     return 0
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    from trustchain.errors import LocalError
+
+    command = args.ca_command
+    if command == "issue":
+        try:
+            csr = Path(args.csr).read_bytes() if args.csr != "-" else sys.stdin.buffer.read()
+            text = csr.decode("ascii") if csr.lstrip().startswith(b"-----BEGIN") else None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LocalError(f"cannot read the CSR {args.csr}: {exc}") from None
+        if text is None:
+            import base64
+            text = ("-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(csr).decode()
+                    + "-----END CERTIFICATE REQUEST-----\n")
+        body: dict[str, Any] = {"csr": text, "network": args.network}
+        if args.profile:
+            body["profile"] = args.profile
+        result = _admin_call(args, "issue", json.dumps(body).encode(), service="ca")
+        sys.stdout.write(result["chain"])
+        print(f"issued serial {result['serial']}", file=sys.stderr)
+        return 0
+    if command == "revoke":
+        result = _admin_call(args, "revoke", json.dumps(
+            {"serial": args.serial, "reason": args.reason}).encode(), service="ca")
+        print(f"revoked serial {result['serial']} ({result['reason']})")
+        return 0
+    if command == "rotate":
+        result = _admin_call(args, "rotate", json.dumps({"network": args.network}).encode(),
+                             service="ca")
+        print(f"network {result['network']}: new intermediate, generation "
+              f"{result['generation']}, valid until {result['not_after']}")
+        return 0
+    rows = _admin_call(args, "list", json.dumps({"network": args.network}).encode(), service="ca")
+    _print_listing(args, rows, ["serial", "network", "profile", "state", "not_after", "names"],
+                   "no certificates")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Recompute the audit log's hash chain from the database (no passphrase needed)."""
+    from trustchain.datadir import DataDir
+    from trustchain.storage.audit import AuditLog
+    from trustchain.storage.database import open_database
+
+    layout = DataDir(args.data_dir)
+    layout.require_initialised()
+    with open_database(layout.path, readonly=True) as db:
+        report = AuditLog(db).verify()
+    if args.json:
+        _print_json(report.as_dict())
+    elif report.ok:
+        print(f"audit log intact: {report.count} records, head {report.head_hash.hex()}")
+    else:
+        print(f"audit log TAMPERED: {report.problem}", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def cmd_dnssec(args: argparse.Namespace) -> int:
@@ -917,6 +975,37 @@ def build_parser() -> argparse.ArgumentParser:
             which.add_argument("--zsk", action="store_true", help="zone-signing key")
         admin_options(p, json_output=name in ("ds", "status"))
     dnssec_parser.set_defaults(func=cmd_dnssec)
+
+    ca = commands.add_parser("ca", help="the certificate authority (admin)")
+    sub = ca.add_subparsers(dest="ca_command", required=True, metavar="COMMAND")
+    p = sub.add_parser("issue", help="certificate for a CSR, logged in two CT logs; PEM chain "
+                       "on stdout")
+    p.add_argument("--csr", required=True, metavar="FILE", help="PEM or DER CSR ('-': stdin)")
+    p.add_argument("--network", metavar="N",
+                   help="the registered network the names belong to (default: found from them)")
+    p.add_argument("--profile", metavar="P", help="server-90d (default), short-lived, node")
+    admin_options(p)
+    p = sub.add_parser("revoke", help="revoke a certificate by serial (hex)")
+    p.add_argument("serial", metavar="SERIAL")
+    p.add_argument("--reason", default="unspecified", metavar="R",
+                   help="unspecified, key-compromise, affiliation-changed, superseded, "
+                   "cessation-of-operation, privilege-withdrawn")
+    admin_options(p)
+    p = sub.add_parser("rotate", help="a new intermediate for a network (the old one keeps "
+                       "answering for its certificates)")
+    p.add_argument("network", metavar="NETWORK")
+    admin_options(p)
+    p = sub.add_parser("list", help="issued certificates, newest first")
+    p.add_argument("--network", metavar="N")
+    admin_options(p, json_output=True)
+    ca.set_defaults(func=cmd_ca)
+
+    audit = commands.add_parser("audit", help="the CA's hash-chained audit log")
+    sub = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    p = sub.add_parser("verify", help="recompute the hash chain; exit 1 if anything was altered")
+    _add_data_dir(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    audit.set_defaults(func=cmd_audit)
 
     ct = commands.add_parser("ct", help="certificate transparency logs of a node")
     sub = ct.add_subparsers(dest="ct_command", required=True, metavar="COMMAND")

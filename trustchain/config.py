@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from trustchain.ca.ratelimit import DEFAULT_LIMITS
 from trustchain.errors import ConfigError
 
 CONFIG_FILE_NAME = "trustchain.toml"
@@ -70,6 +71,19 @@ class CtLogConfig(BaseModel):
                 and self.not_after_start >= self.not_after_end):
             raise ValueError(f"log {self.name}: not_after_start must be before not_after_end")
         return self
+
+
+class RateLimitConfig(BaseModel):
+    """Overrides one of the CA's rate limits (trustchain/ca/ratelimit.py has the defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: Annotated[int, Field(ge=1, le=10**9)]
+    period_seconds: Annotated[int, Field(ge=1, le=366 * 86400)]
+    burst: Annotated[int, Field(ge=1, le=10**9)] | None = None
+
+
+RATE_LIMIT_NAMES = tuple(DEFAULT_LIMITS)
 
 
 class NodeConfig(BaseModel):
@@ -124,6 +138,16 @@ class NodeConfig(BaseModel):
         None, description="Where the static-ct-api files go, one directory per log, for a "
         "web server to serve (relative to the data directory; default: ct-tiles).",
     )
+    ca_url: Annotated[str, Field(pattern=r"^http://[^/\s?#]+$")] | None = Field(
+        None, description="Public http:// base URL the CA writes into certificates for its "
+        "CRLs, OCSP responder and issuer certificates (default: "
+        "http://<node-id>.nodes.<origin>, with the HTTP port unless it is 80).",
+    )
+    ca_rate_limits: dict[str, RateLimitConfig] = Field(
+        default_factory=dict, description="Overrides of the CA's rate limits, as "
+        "[ca_rate_limits.<name>] tables with count, period_seconds and burst; names: "
+        + ", ".join(RATE_LIMIT_NAMES) + " (defaults follow Let's Encrypt's published limits).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
         5, description="How long in-flight requests may run after SIGINT/SIGTERM."
@@ -142,6 +166,15 @@ class NodeConfig(BaseModel):
         names = [log.name for log in value]
         if len(set(names)) != len(names):
             raise ValueError("log names are listed more than once")
+        return value
+
+    @field_validator("ca_rate_limits")
+    @classmethod
+    def _known_limits(cls, value: dict[str, RateLimitConfig]) -> dict[str, RateLimitConfig]:
+        unknown = sorted(set(value) - set(RATE_LIMIT_NAMES))
+        if unknown:
+            raise ValueError(f"unknown rate limits {', '.join(unknown)}; "
+                             f"known: {', '.join(RATE_LIMIT_NAMES)}")
         return value
 
     @field_validator("listen")
@@ -256,10 +289,14 @@ def default_config_text() -> str:
         if field.description:
             lines.append(f"# {field.description}")
         if value is None:
-            lines.append(f'# {name} = "/srv/trustchain/ct"')
+            example = "/srv/trustchain/ct" if name == "ct_tiles_dir" else "http://ca.example.net"
+            lines.append(f'# {name} = "{example}"')
             continue
         if name == "ct_logs":
             value = [log.name for log in value]
+        if isinstance(value, dict):
+            lines.append(f"# {name}.domain = {{ count = 50, period_seconds = 604800 }}")
+            continue
         if isinstance(value, list):
             rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]"
         elif isinstance(value, str):

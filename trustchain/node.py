@@ -27,7 +27,7 @@ import secrets
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from bootstrap.enrolment import EnrolmentService
 from bootstrap.genesis import GenesisDocument, verify_genesis
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE, ROOT_KEY_PURPOSE
 from bootstrap.transport_certs import TransportCredentials, ensure_transport_credentials
+from transport.ca import CaRunner
 from transport.ct import LogRunner
 from transport.dns import DnsListener, Notifier
 from transport.http import HttpListener
@@ -45,6 +46,9 @@ from transport.quic import QuicEndpoint, QuicServices
 from transport.sockets import format_address
 from transport.tls import https_context
 from trustchain.api import create_app
+from trustchain.ca.authority import CertificateAuthority
+from trustchain.ca.ratelimit import DEFAULT_LIMITS, Limit
+from trustchain.ca.signer import Signer
 from trustchain.canonical import canonical_json
 from trustchain.config import NodeConfig, load_config
 from trustchain.ct.log import BadSubmission, ExpiryRange, Log
@@ -66,16 +70,19 @@ from trustchain.errors import (
 from trustchain.keystore import KeyStore, KeyType, key_id_for
 from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import BadRequest, Handler, Router
+from trustchain.storage.audit import AUDIT_SCHEMA, AuditLog
+from trustchain.storage.ca import CA_SCHEMA, CaStore
 from trustchain.storage.ct import CT_SCHEMA, SqliteLogStore
 from trustchain.storage.database import Database, open_database
 from trustchain.storage.dns import DNS_SCHEMA, SqliteZoneStore
 from trustchain.storage.migrations import migrate
 from trustchain.storage.node import NODE_SCHEMA, NodeIdentity, NodeStore
+from trustchain.storage.ratelimit import RATELIMIT_SCHEMA, RateLimiter
 
 log = logging.getLogger("trustchain.node")
 
 #: Every schema the node applies at start; later services add theirs here.
-SCHEMAS = (NODE_SCHEMA, DNS_SCHEMA, CT_SCHEMA)
+SCHEMAS = (NODE_SCHEMA, DNS_SCHEMA, CT_SCHEMA, CA_SCHEMA, RATELIMIT_SCHEMA, AUDIT_SCHEMA)
 #: The CT logs every node runs (two, so a certificate can carry SCTs from two logs).
 
 
@@ -235,6 +242,41 @@ def build_ct_logs(node: OpenNode) -> list[Log]:
     return logs
 
 
+def ca_base_url(node: OpenNode) -> str:
+    """``ca_url``, or this node's own name in its zone with its HTTP port."""
+    if node.config.ca_url:
+        return node.config.ca_url
+    host = dns.name.from_text(f"{node.identity.node_id}.nodes", dns.name.from_text(
+        node.identity.origin)).to_text(omit_final_dot=True)
+    port = node.config.http_port
+    return f"http://{host}" if port in (80, 0) else f"http://{host}:{port}"
+
+
+def rate_limits(config: NodeConfig) -> dict[str, Limit]:
+    """The default limits with the operator's ``ca_rate_limits`` over them."""
+    limits = dict(DEFAULT_LIMITS)
+    for name, override in config.ca_rate_limits.items():
+        limits[name] = Limit(name, override.count, timedelta(seconds=override.period_seconds),
+                             override.burst, what=DEFAULT_LIMITS[name].what)
+    return limits
+
+
+def build_ca(node: OpenNode) -> CertificateAuthority:
+    """The node's CA: its stores, the signing layer over the key store, limits and audit log."""
+    zones = SqliteZoneStore(node.db)
+
+    def networks() -> dict[str, str]:
+        return {row["name"]: row["zone"] for row in zones.networks()}
+
+    return CertificateAuthority(
+        keystore=node.keystore, signer=Signer(node.keystore), store=CaStore(node.db),
+        audit=AuditLog(node.db), limiter=RateLimiter(node.db, rate_limits(node.config)),
+        root=node.genesis.root_certificate, root_key_purpose=ROOT_KEY_PURPOSE,
+        own_network=node.identity.network_name, organisation=node.identity.network_name,
+        base_url=ca_base_url(node), networks=networks,
+    )
+
+
 def ct_tiles_root(node: OpenNode) -> Path:
     """Where the static-ct-api files go (``ct_tiles_dir``, relative to the data directory).
 
@@ -387,7 +429,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     ct = LogRunner(build_ct_logs(node), tile_root=ct_tiles_root(node))
     public = config.local_address()
     ct.base_url = f"http://{format_address(public, config.http_port)}"
-    app = create_app(genesis_bytes=node.genesis_bytes, logs=ct)
+    ca = CaRunner(build_ca(node), ct, clock=utcnow)
+    app = create_app(genesis_bytes=node.genesis_bytes, logs=ct, ca=ca)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds)
     https = HttpListener(
         app, config.listen, config.https_port, config.shutdown_grace_seconds,
@@ -398,6 +441,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     dns_handler: DnsHandler = dns_service.handle
     router = build_router(node, dns_handler, dns_service)
     register_ct(router, ct)
+    ca.register(router)
     dns_listener = DnsListener(
         dns_handler, dns_service.handle_stream, config.listen, config.dns_port,
         rate_limit=config.dns_rate_limit, slip=config.dns_rate_limit_slip,

@@ -57,6 +57,13 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("ct", "get-entries"): Access.PUBLIC,
     ("ct", "get-entry-and-proof"): Access.PUBLIC,
     ("ct", "get-roots"): Access.PUBLIC,
+    # The CA (transport/ca.py): issuance policy (trustchain/ca/policy.py) decides
+    # further who may act for which network; OCSP is public, as over HTTP.
+    ("ca", "issue"): Access.ADMIN,
+    ("ca", "revoke"): Access.ADMIN,
+    ("ca", "rotate"): Access.ADMIN,
+    ("ca", "list"): Access.ADMIN,
+    ("ca", "ocsp"): Access.PUBLIC,
     ("consensus", "validators"): Access.NODE,
     ("admin", "status"): Access.ADMIN,
     ("admin", "enrolments"): Access.ADMIN,

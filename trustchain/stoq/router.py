@@ -24,7 +24,17 @@ Handler = Callable[[bytes, Peer | None], bytes | Awaitable[bytes]]
 
 
 class BadRequest(RemoteError):
-    """The request message is not valid for this method."""
+    """The request message is not valid for this method (or refused: see ``status``)."""
+
+    status: Status = Status.BAD_REQUEST
+    title = "bad request"
+
+
+class TooManyRequests(BadRequest):
+    """A rate limit refused the request; the detail says when to retry."""
+
+    status = Status.TOO_MANY_REQUESTS
+    title = "too many requests"
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -72,7 +82,7 @@ class Router:
         try:
             result: Any = handler(request.message, peer)
         except BadRequest as exc:
-            return Status.BAD_REQUEST, problem(Status.BAD_REQUEST, "bad request", str(exc))
+            return exc.status, problem(exc.status, exc.title, str(exc))
         if inspect.isawaitable(result):
             return self._finish(result)
         return Status.OK, result
@@ -82,4 +92,4 @@ class Router:
         try:
             return Status.OK, await pending
         except BadRequest as exc:
-            return Status.BAD_REQUEST, problem(Status.BAD_REQUEST, "bad request", str(exc))
+            return exc.status, problem(exc.status, exc.title, str(exc))

@@ -1,0 +1,227 @@
+"""The node's CA end to end, judged by clients nobody on this team wrote.
+
+``openssl req`` makes the key and CSR, ``trustchain ca issue`` asks the
+running node (mutual-TLS stoq/1, admin certificate), ``openssl verify`` checks
+the chain and the name constraints, cryptography's parser reads the embedded
+SCTs, which tests/rfc6962_reference.py verifies against the logs' keys, and
+``openssl ocsp`` / ``openssl verify -crl_check`` fetch revocation status over
+HTTP.  The audit log is verified, then tampered with.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+import subprocess
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_der_public_key,
+)
+
+from bootstrap.init import InitResult
+from tests import rfc6962_reference as ref
+from tests.support import NodeProcess, run_cli
+
+NETWORK_NAME = "www.alpha.trust.example.net"
+
+
+def start(data_dir: Path, node_processes: list[NodeProcess]) -> tuple[NodeProcess, list[str]]:
+    """``trustchain serve``, ready, and the admin options that reach it."""
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    return proc, ["--data-dir", str(data_dir), "--server",
+                  "[{}]:{}".format(*proc.address("quic"))]
+
+
+@pytest.fixture
+def running(node: InitResult, data_dir: Path,
+            node_processes: list[NodeProcess]) -> tuple[NodeProcess, list[str]]:
+    """A node serving trust.example.net with the network alpha registered."""
+    proc, admin = start(data_dir, node_processes)
+    for command in (["zone", "create", "trust.example.net", "--address", "2001:db8::53"],
+                    ["network", "register", "alpha"]):
+        result = run_cli(*command, *admin)
+        assert result.returncode == 0, result.stderr
+    return proc, admin
+
+
+def make_csr(tmp_path: Path, *names: str) -> Path:
+    san = ",".join(f"DNS:{n}" for n in names)
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", tmp_path / "key.pem",
+                    "-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={san}",
+                    "-out", tmp_path / "csr.pem"], check=True, capture_output=True)
+    return tmp_path / "csr.pem"
+
+
+def split_chain(text: str, tmp_path: Path) -> tuple[Path, Path]:
+    blocks = [b + "-----END CERTIFICATE-----\n" for b in text.split("-----END CERTIFICATE-----\n")
+              if b.strip()]
+    assert len(blocks) == 2
+    (tmp_path / "leaf.pem").write_text(blocks[0])
+    (tmp_path / "issuer.pem").write_text(blocks[1])
+    return tmp_path / "leaf.pem", tmp_path / "issuer.pem"
+
+
+def root_pem(data_dir: Path, tmp_path: Path) -> Path:
+    result = run_cli("genesis", "show", "--data-dir", data_dir, "--root-pem")
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "root.pem").write_text(result.stdout)
+    return tmp_path / "root.pem"
+
+
+def http_get(proc: NodeProcess, path: str) -> bytes:
+    host, port = proc.address("http")
+    with urllib.request.urlopen(f"http://[{host}]:{port}{path}", timeout=30) as response:
+        return response.read()
+
+
+def local_path(url: str) -> str:
+    """The path of a URL the CA put in a certificate (its host is the node's public name)."""
+    return "/" + url.split("://", 1)[1].split("/", 1)[1]
+
+
+def test_issue_log_verify_revoke(running: tuple[NodeProcess, list[str]], data_dir: Path,
+                                 tmp_path: Path) -> None:
+    proc, admin = running
+    issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, NETWORK_NAME), *admin)
+    assert issued.returncode == 0, issued.stderr
+    leaf_path, issuer_path = split_chain(issued.stdout, tmp_path)
+    root = root_pem(data_dir, tmp_path)
+    verify = subprocess.run(
+        ["openssl", "verify", "-x509_strict", "-purpose", "sslserver", "-verify_hostname",
+         NETWORK_NAME, "-CAfile", root, "-untrusted", issuer_path, leaf_path],
+        capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stdout.strip().endswith("OK"), verify.stdout
+
+    # Every embedded SCT verifies against a log of the node, and the precertificate is in
+    # that log's tree: checked with the RFC-written verifier and cryptography's parser.
+    leaf = x509.load_pem_x509_certificate(leaf_path.read_bytes())
+    issuer = x509.load_pem_x509_certificate(issuer_path.read_bytes())
+    issuer_key_hash = hashlib.sha256(issuer.public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).digest()
+    tbs = leaf.tbs_precertificate_bytes  # cryptography removes the SCT list itself
+    logs = json.loads(http_get(proc, "/logs"))["operators"][0]["logs"]
+    by_id = {base64.b64decode(e["log_id"]): e for e in logs}
+    embedded = leaf.extensions.get_extension_for_class(
+        x509.PrecertificateSignedCertificateTimestamps).value
+    assert len({sct.log_id for sct in embedded}) == 2
+    for sct in embedded:
+        entry = by_id[sct.log_id]
+        key = load_der_public_key(base64.b64decode(entry["key"]))
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        ref.check_precert_sct({"timestamp": _sct_millis(sct),
+                               "extensions": base64.b64encode(sct.extension_bytes).decode(),
+                               "signature": base64.b64encode(_digitally_signed(sct)).decode()},
+                              issuer_key_hash, tbs, key)
+        name = entry["url"].rstrip("/").rsplit("/", 1)[1]
+        sth = json.loads(http_get(proc, f"/logs/{name}/ct/v1/get-sth"))
+        ref.check_sth(sth, key)
+        entries = json.loads(http_get(
+            proc, f"/logs/{name}/ct/v1/get-entries?start=0&end={sth['tree_size'] - 1}"))
+        found = [i for i, e in enumerate(entries["entries"])
+                 if ref.precert_leaf(base64.b64decode(e["leaf_input"])) == (issuer_key_hash, tbs)]
+        assert len(found) == 1, f"the precertificate is not in log {name}"
+
+    listing = run_cli("ca", "list", "--json", *admin)
+    assert listing.returncode == 0, listing.stderr
+    serial = f"{leaf.serial_number:x}"
+    assert [r["state"] for r in json.loads(listing.stdout) if r["serial"] == serial] == ["issued"]
+
+    # Revoked: openssl's OCSP client (over HTTP) and CRL check both see it.
+    ocsp_url = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value[0] \
+        .access_location.value
+    host, port = proc.address("http")
+
+    def ocsp() -> str:
+        result = subprocess.run(
+            ["openssl", "ocsp", "-issuer", issuer_path, "-cert", leaf_path, "-CAfile", root,
+             "-url", f"http://[{host}]:{port}{local_path(ocsp_url)}"],
+            capture_output=True, text=True)
+        assert "Response verify OK" in result.stdout + result.stderr, result.stdout + result.stderr
+        return result.stdout
+
+    assert f"{leaf_path}: good" in ocsp()
+    revoked = run_cli("ca", "revoke", serial, "--reason", "key-compromise", *admin)
+    assert revoked.returncode == 0, revoked.stderr
+    assert f"{leaf_path}: revoked" in ocsp()
+    crl_url = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value[0] \
+        .full_name[0].value
+    crl = x509.load_der_x509_crl(http_get(proc, local_path(crl_url)))
+    (tmp_path / "crl.pem").write_bytes(crl.public_bytes(Encoding.PEM))
+    check = subprocess.run(["openssl", "verify", "-crl_check", "-CRLfile", tmp_path / "crl.pem",
+                            "-CAfile", root, "-untrusted", issuer_path, leaf_path],
+                           capture_output=True, text=True)
+    assert check.returncode != 0 and "certificate revoked" in check.stdout + check.stderr
+    again = run_cli("ca", "revoke", serial, *admin)
+    assert again.returncode == 1 and "already revoked" in again.stderr
+
+    # Refused by policy: a name outside the network's subtree; nothing issued.
+    outside = run_cli("ca", "issue", "--csr", make_csr(tmp_path, "www.bank.example"),
+                      "--network", "alpha", *admin)
+    assert outside.returncode == 1 and "outside this network's domain" in outside.stderr
+    assert outside.stdout == ""
+
+    # The audit log: intact, then an edited row is found.
+    audit = run_cli("audit", "verify", "--data-dir", data_dir)
+    assert audit.returncode == 0 and "audit log intact" in audit.stdout, audit.stderr
+    assert proc.stop() == 0
+    with sqlite3.connect(data_dir / "node.db") as db:
+        triggers = [r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'")]
+        for trigger in triggers:
+            db.execute(f"DROP TRIGGER {trigger}")
+        db.execute("UPDATE audit_log SET actor = 'admin:someone-else' "
+                   "WHERE kind = 'cert.issue'")
+    tampered = run_cli("audit", "verify", "--data-dir", data_dir)
+    assert tampered.returncode == 1 and "TAMPERED" in tampered.stderr
+
+
+def _sct_millis(sct: x509.certificate_transparency.SignedCertificateTimestamp) -> int:
+    """cryptography gives the SCT's time as a naive UTC datetime (millisecond precision)."""
+    return (sct.timestamp - datetime(1970, 1, 1)) // timedelta(milliseconds=1)
+
+
+def _digitally_signed(sct: x509.certificate_transparency.SignedCertificateTimestamp) -> bytes:
+    return b"\x04\x03" + len(sct.signature).to_bytes(2, "big") + sct.signature
+
+
+def test_rate_limit_refusal_survives_a_restart(
+    running: tuple[NodeProcess, list[str]], data_dir: Path,
+    node_processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    proc, admin = running
+    assert proc.stop() == 0
+    config = data_dir / "trustchain.toml"
+    config.write_text(config.read_text() + "\n[ca_rate_limits.names]\ncount = 2\n"
+                      "period_seconds = 86400\n")
+    proc, admin = start(data_dir, node_processes)
+    csr = make_csr(tmp_path, NETWORK_NAME)
+    for _ in range(2):
+        assert run_cli("ca", "issue", "--csr", csr, *admin).returncode == 0
+    refused = run_cli("ca", "issue", "--csr", csr, *admin)
+    assert refused.returncode == 1
+    assert "rate limit 'names'" in refused.stderr and "retry after" in refused.stderr
+    assert proc.stop() == 0
+
+    proc, admin = start(data_dir, node_processes)
+    still = run_cli("ca", "issue", "--csr", csr, *admin)
+    assert still.returncode == 1 and "rate limit 'names'" in still.stderr
+    other = run_cli("ca", "issue", "--csr", make_csr(tmp_path, "api.alpha.trust.example.net"),
+                    *admin)
+    assert other.returncode == 0, other.stderr  # another name set has its own bucket
+    assert proc.stop() == 0
+    with sqlite3.connect(data_dir / "node.db") as db:
+        kinds = [r[0] for r in db.execute("SELECT kind FROM audit_log ORDER BY seq")]
+    assert kinds.count("ratelimit.refuse") == 2 and kinds.count("cert.issue") == 3

@@ -1,0 +1,202 @@
+"""The asyncio side of the CA: issuance waits for the logs' SCTs; stoq/1 ``ca`` and HTTP routes.
+
+An issuance is :meth:`CertificateAuthority.prepare` (policy, limits, serial,
+precertificate), then the precertificate goes to every log of this node that
+accepts its expiry (at least two, concurrently; each answers once the entry
+is sequenced and covered by a signed head), then
+:meth:`CertificateAuthority.complete` (SCTs verified and embedded, final
+certificate stored with its audit record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from transport.ct import LogRunner
+from trustchain.ca import revocation
+from trustchain.ca.authority import CaError, CertificateAuthority
+from trustchain.ca.issuance import IssuanceError
+from trustchain.ca.policy import MAX_CSR_BYTES, PolicyError
+from trustchain.ca.ratelimit import RateLimited
+from trustchain.canonical import canonical_json
+from trustchain.ct.log import BadSubmission
+from trustchain.errors import StorageError
+from trustchain.stoq.permissions import Peer
+from trustchain.stoq.router import BadRequest, Router, TooManyRequests, parse_message
+
+MAX_OCSP_REQUEST_BYTES = 16 * 1024
+
+
+class IssueRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    csr: str = Field(max_length=MAX_CSR_BYTES)
+    network: str | None = Field(default=None, max_length=63)
+    profile: str | None = Field(default=None, max_length=32)
+
+
+class RevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    serial: str = Field(pattern=r"^[0-9a-fA-F]{1,40}$")
+    reason: str = Field(default="unspecified", max_length=32)
+
+
+class NetworkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    network: str | None = Field(default=None, max_length=63)
+
+
+def pem_chain(certificates: list[x509.Certificate]) -> str:
+    return "".join(c.public_bytes(Encoding.PEM).decode() for c in certificates)
+
+
+class CaRunner:
+    def __init__(self, authority: CertificateAuthority, logs: LogRunner,
+                 clock: Callable[[], datetime]) -> None:
+        self.authority = authority
+        self.logs = logs
+        self._clock = clock
+
+    async def issue(self, csr: bytes, *, network: str | None, profile: str | None, peer: Peer | None,
+                    client_address: str | None = None) -> list[x509.Certificate]:
+        """The final certificate and its issuer.
+
+        :raises PolicyError, RateLimited, CaError: refused, with the reason.
+        """
+        ca = self.authority
+        pre = ca.prepare(csr, network=network, profile=profile, peer=peer,
+                         client_address=client_address, now=self._clock())
+        not_after = pre.certificate.not_valid_after_utc
+        chosen = [lg for lg in self.logs.logs.values() if not_after in lg.expiry]
+        if len(chosen) < 2:
+            raise CaError(f"fewer than two logs of this node accept certificates expiring "
+                          f"{not_after.isoformat()} (see ct_logs)")
+        chain = [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
+                 for c in (pre.certificate, pre.issuer)]
+        try:
+            scts = await asyncio.gather(*(self.logs.submit(lg.name, chain, precert=True)
+                                          for lg in chosen))
+        except BadSubmission as exc:
+            raise CaError(f"a log refused the precertificate: {exc}") from None
+        assert peer is not None
+        final = ca.complete(pre, [(sct, lg.public_key) for sct, lg in zip(scts, chosen, strict=True)],
+                            requester=f"{peer.role.value}:{peer.name}", now=self._clock())
+        return [final, pre.issuer]
+
+    # --- stoq/1 -------------------------------------------------------------------
+
+    def register(self, router: Router) -> None:
+        router.register("ca", "issue", self._issue)
+        router.register("ca", "revoke", self._revoke)
+        router.register("ca", "rotate", self._rotate)
+        router.register("ca", "list", self._list)
+        router.register("ca", "ocsp", self._ocsp)
+
+    async def _issue(self, message: bytes, peer: Peer | None) -> bytes:
+        req = parse_message(IssueRequest, message)
+        try:
+            chain = await self.issue(req.csr.encode(), network=req.network, profile=req.profile,
+                                     peer=peer)
+        except RateLimited as exc:
+            raise TooManyRequests(str(exc)) from None
+        except (PolicyError, CaError, IssuanceError, StorageError) as exc:
+            raise BadRequest(str(exc)) from None
+        return canonical_json({"serial": f"{chain[0].serial_number:x}", "chain": pem_chain(chain)})
+
+    def _revoke(self, message: bytes, peer: Peer | None) -> bytes:
+        req = parse_message(RevokeRequest, message)
+        assert peer is not None
+        try:
+            reason = revocation.RevocationReason.parse(req.reason)
+            self.authority.revoke(int(req.serial, 16), reason,
+                                  actor=f"{peer.role.value}:{peer.name}", now=self._clock())
+        except (ValueError, CaError, StorageError) as exc:
+            raise BadRequest(str(exc)) from None
+        return canonical_json({"serial": req.serial.lower(), "reason": reason.value})
+
+    def _rotate(self, message: bytes, peer: Peer | None) -> bytes:
+        req = parse_message(NetworkRequest, message)
+        assert peer is not None
+        if not req.network:
+            raise BadRequest("name the network to rotate")
+        try:
+            issued = self.authority.rotate(req.network, self._clock(),
+                                           actor=f"{peer.role.value}:{peer.name}")
+        except CaError as exc:
+            raise BadRequest(str(exc)) from None
+        return canonical_json({"network": issued.network, "generation": issued.generation,
+                               "key_id": issued.key_id,
+                               "not_after": issued.certificate.not_valid_after_utc.isoformat()})
+
+    def _list(self, message: bytes, peer: Peer | None) -> bytes:
+        req = parse_message(NetworkRequest, message)
+        rows = [{"serial": f"{r.serial:x}", "network": r.network, "profile": r.profile,
+                 "names": ",".join(r.names), "not_after": r.not_after.isoformat(),
+                 "state": "revoked" if r.revoked_at else r.state}
+                for r in self.authority.store.certificates(req.network)]
+        return canonical_json(rows)
+
+    def _ocsp(self, message: bytes, peer: Peer | None) -> bytes:
+        """RFC 6960 over stoq/1: the DER OCSPRequest in, the DER OCSPResponse out."""
+        oversize = len(message) > MAX_OCSP_REQUEST_BYTES
+        return self.authority.ocsp(b"" if oversize else message, self._clock())
+
+    # --- HTTP ---------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        """CRLs, issuer certificates and OCSP (RFC 6960 appendix A: GET and POST)."""
+
+        async def crl(request: Request) -> Response:
+            try:
+                der = self.authority.crl(request.path_params["key_id"], self._clock())
+            except CaError:
+                return Response(status_code=404)
+            return Response(der, media_type="application/pkix-crl",
+                            headers={"cache-control": "public, max-age=3600"})
+
+        async def issuer(request: Request) -> Response:
+            key_id = request.path_params["key_id"]
+            if key_id == self.authority.root_key_id_or_none():
+                cert = self.authority.root
+            else:
+                record = self.authority.store.issuer(key_id)
+                if record is None:
+                    return Response(status_code=404)
+                cert = record.certificate
+            return Response(cert.public_bytes(Encoding.DER), media_type="application/pkix-cert",
+                            headers={"cache-control": "public, max-age=86400"})
+
+        def answer(der: bytes) -> Response:
+            return Response(der, media_type="application/ocsp-response")
+
+        async def ocsp_post(request: Request) -> Response:
+            body = bytearray()
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_OCSP_REQUEST_BYTES:
+                    return answer(revocation.unsuccessful_ocsp_response(
+                        revocation.ocsp.OCSPResponseStatus.MALFORMED_REQUEST))
+            return answer(self.authority.ocsp(bytes(body), self._clock()))
+
+        async def ocsp_get(request: Request) -> Response:
+            try:
+                der = revocation.ocsp_request_from_get_path(request.path_params["request"])
+            except ValueError:
+                der = b""
+            return answer(self.authority.ocsp(der, self._clock()))
+
+        return [
+            Route("/ca/crl/{key_id:str}.crl", crl, methods=["GET"]),
+            Route("/ca/issuers/{key_id:str}.der", issuer, methods=["GET"]),
+            Route("/ocsp", ocsp_post, methods=["POST"]),
+            Route("/ocsp/{request:path}", ocsp_get, methods=["GET"]),
+        ]

@@ -1,0 +1,262 @@
+"""The certificate authority of one node: its issuers, issuance steps, revocation, CRLs, OCSP.
+
+Synchronous; time is passed in.  Issuance is split around the one step that
+waits on the network: :meth:`CertificateAuthority.prepare` (authorise, rate
+limit, check the CSR, reserve a serial, sign the precertificate) and
+:meth:`CertificateAuthority.complete` (verify each SCT, sign the final
+certificate, store it with its audit record in one transaction).  Getting the
+SCTs in between is the caller's job (:mod:`transport.ca`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from trustchain.ca import revocation
+from trustchain.ca.audit import KIND_CERT_ISSUE
+from trustchain.ca.issuance import Precertificate, build_precertificate, finish_certificate
+from trustchain.ca.policy import (
+    PolicyError,
+    check_csr,
+    load_csr,
+    may_request,
+    normalise_dns_name,
+    within,
+)
+from trustchain.ca.profiles import DEFAULT_PROFILE, PROFILES, CaUrls, intermediate_builder
+from trustchain.ca.ratelimit import address_key, names_key
+from trustchain.ca.signer import Signer
+from trustchain.ct.structs import SCT
+from trustchain.errors import KeyNotFoundError, RemoteError
+from trustchain.keystore import KeyStore, KeyType
+from trustchain.stoq.permissions import Peer
+from trustchain.storage.audit import AuditLog
+from trustchain.storage.ca import CaStore, IssuerRecord
+from trustchain.storage.ratelimit import RateLimiter
+
+#: CRLs are re-signed this often even when nothing changed, and valid for twice as long
+#: (BR 4.9.7: nextUpdate at most 10 days after thisUpdate for subscriber CRLs).
+CRL_REFRESH = timedelta(days=1)
+CRL_VALIDITY = timedelta(days=7)
+ROOT_CRL_VALIDITY = timedelta(days=365)
+OCSP_VALIDITY = timedelta(days=4)
+
+
+class CaError(RemoteError):
+    """A CA operation was refused or failed (the message says why)."""
+
+
+@dataclass
+class _CachedCrl:
+    der: bytes
+    this_update: datetime
+
+
+@dataclass
+class CertificateAuthority:
+    keystore: KeyStore
+    signer: Signer
+    store: CaStore
+    audit: AuditLog
+    limiter: RateLimiter
+    root: x509.Certificate
+    root_key_purpose: str
+    #: This TrustChain network's name (whose admin certificates may act for networks).
+    own_network: str
+    organisation: str
+    #: Public base URL (http://host[:port]) for CRL, OCSP and issuer URLs.
+    base_url: str
+    #: The registered networks: name -> DNS subtree (read at each use: registrations are live).
+    networks: Callable[[], dict[str, str]]
+    _crls: dict[str, _CachedCrl] = field(default_factory=dict)
+
+    # --- URLs ---------------------------------------------------------------------
+
+    def urls(self, key_id: str) -> CaUrls:
+        base = self.base_url.rstrip("/")
+        return CaUrls(crl=f"{base}/ca/crl/{key_id}.crl", ocsp=f"{base}/ocsp",
+                      issuer=f"{base}/ca/issuers/{key_id}.der")
+
+    def root_key_id(self) -> str:
+        try:
+            return self.keystore.active(self.root_key_purpose).id
+        except KeyNotFoundError:
+            raise CaError("this needs the genesis root key, which is not in the key store "
+                          "(kept offline?): import it first") from None
+
+    # --- issuers ------------------------------------------------------------------
+
+    def issuer_for(self, network: str, now: datetime) -> IssuerRecord:
+        """The network's active intermediate, created (root key needed) if it has none."""
+        current = self.store.active_issuer(network)
+        if current is not None and current.certificate.not_valid_after_utc > now + timedelta(days=90):
+            return current
+        return self.rotate(network, now, actor="ca")
+
+    def rotate(self, network: str, now: datetime, *, actor: str) -> IssuerRecord:
+        """A new intermediate for ``network``; the old one keeps signing CRLs and OCSP."""
+        zone = self._zone(network)
+        root_key_id = self.root_key_id()
+        record = self.keystore.generate(KeyType.ECDSA_P256, f"ca-issuer:{network}", now)
+        public = record.load_public_key()
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        generation = self.store.next_generation(network)
+        builder = intermediate_builder(
+            root=self.root, public_key=public, network=network, organisation=self.organisation,
+            zone=zone, generation=generation, root_urls=self.urls(root_key_id), now=now)
+        certificate = self.signer.sign_certificate(builder, root_key_id)
+        issued = self.store.add_issuer(record.id, network, certificate, now)
+        self.audit.append(now, "ca.rotate", actor, {
+            "network": network, "key_id": record.id, "generation": generation,
+            "serial": f"{certificate.serial_number:x}"})
+        self._crls.pop(root_key_id, None)
+        return issued
+
+    def _zone(self, network: str) -> str:
+        zone = self.networks().get(network)
+        if zone is None:
+            raise CaError(f"no network {network!r} is registered (trustchain network register)")
+        return zone
+
+    # --- issuance -----------------------------------------------------------------
+
+    def network_for(self, csr: bytes) -> str:
+        """The registered network whose subtree holds every DNS name the CSR asks for."""
+        try:
+            names = [normalise_dns_name(n) for n in load_csr(csr).extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)]
+        except (x509.ExtensionNotFound, ValueError):
+            raise PolicyError("the CSR asks for no DNS names") from None
+        found = [name for name, zone in self.networks().items()
+                 if names and all(within(n, zone) for n in names)]
+        if len(found) != 1:
+            raise PolicyError("the names are not all inside one registered network: "
+                              "give --network")
+        return found[0]
+
+    def prepare(self, csr: bytes, *, network: str | None, profile: str | None,
+                peer: Peer | None, client_address: str | None, now: datetime) -> Precertificate:
+        """Authorise, rate-limit and check a request; reserve a serial; sign the precertificate.
+
+        :raises PolicyError: the request breaks policy.
+        :raises RateLimited: a limit is exceeded (refusal audited).
+        """
+        if network is None:
+            network = self.network_for(csr)
+        may_request(peer, network=network, own_network=self.own_network)
+        assert peer is not None
+        chosen = PROFILES.get(profile or DEFAULT_PROFILE)
+        if chosen is None:
+            raise PolicyError(f"no profile {profile!r}; profiles: {', '.join(PROFILES)}")
+        zone = self._zone(network)
+        request = check_csr(csr, zone=zone)
+        requester = f"{peer.role.value}:{peer.name}"
+        keys = {"identity": requester, "network": network, "domain": zone.rstrip("."),
+                "names": names_key(request.dns_names)}
+        if client_address:
+            keys["address"] = address_key(client_address)
+        try:
+            self.limiter.check(keys, now)
+        except RemoteError as exc:
+            self.audit.append(now, "ratelimit.refuse", requester, {
+                "network": network, "names": request.dns_names, "detail": str(exc)})
+            raise
+        issuer = self.issuer_for(network, now)
+        pre = build_precertificate(self.signer, issuer=issuer.certificate,
+                                   issuer_key_id=issuer.key_id, profile=chosen, request=request,
+                                   urls=self.urls(issuer.key_id), now=now)
+        self.store.reserve(pre.certificate.serial_number, issuer.key_id, network, chosen.name,
+                           request.dns_names, pre.certificate.not_valid_after_utc, requester, now)
+        return pre
+
+    def complete(self, pre: Precertificate, scts: Sequence[tuple[SCT, ec.EllipticCurvePublicKey]],
+                 *, requester: str, now: datetime) -> x509.Certificate:
+        """Verify the SCTs, sign the final certificate, store it and its audit record together."""
+        if len({sct.log_id for sct, _ in scts}) < 2:
+            raise CaError("a certificate needs SCTs from at least two distinct logs")
+        entry = pre.entry
+        for sct, key in scts:
+            try:
+                sct.verify(entry, key)
+            except RemoteError as exc:
+                raise CaError(f"an SCT does not verify: {exc}") from None
+        final = finish_certificate(self.signer, pre, [sct.to_bytes() for sct, _ in scts])
+        record = self.store.certificate(final.serial_number)
+        assert record is not None
+        with self.store.db.transaction() as conn:
+            self.store.finish(conn, final)
+            self.audit.append_in(conn, now, KIND_CERT_ISSUE, requester, {
+                "serial": f"{final.serial_number:x}", "network": record.network,
+                "profile": record.profile, "names": record.names, "issuer": pre.issuer_key_id,
+                "logs": [sct.log_id.hex() for sct, _ in scts],
+                "sha256": hashlib.sha256(final.public_bytes(Encoding.DER)).hexdigest()})
+        return final
+
+    # --- revocation ---------------------------------------------------------------
+
+    def revoke(self, serial: int, reason: revocation.RevocationReason, *, actor: str,
+               now: datetime) -> None:
+        record = self.store.certificate(serial)
+        if record is None:
+            raise CaError(f"no certificate with serial {serial:x}")
+        with self.store.db.transaction() as conn:
+            self.store.revoke(conn, serial, reason.value, now)
+            self.audit.append_in(conn, now, "cert.revoke", actor, {
+                "serial": f"{serial:x}", "reason": reason.value, "network": record.network})
+        self._crls.pop(record.issuer_key_id, None)
+
+    def crl(self, key_id: str, now: datetime) -> bytes:
+        """The current CRL of issuer ``key_id`` (the root or an intermediate), DER.
+
+        Re-signed when a revocation changed it and at least every CRL_REFRESH.
+        """
+        cached = self._crls.get(key_id)
+        if cached is not None and now - cached.this_update < CRL_REFRESH:
+            return cached.der
+        if key_id == self.root_key_id_or_none():
+            issuer, validity = self.root, ROOT_CRL_VALIDITY
+            revoked: list[revocation.Revoked] = []  # intermediates are retired, not revoked, today
+        else:
+            record = self.store.issuer(key_id)
+            if record is None:
+                raise CaError(f"no issuer {key_id}")
+            issuer, validity = record.certificate, CRL_VALIDITY
+            revoked = [revocation.Revoked(r.serial, r.revoked_at,
+                                          revocation.RevocationReason(r.reason))
+                       for r in self.store.revoked(key_id, now) if r.revoked_at and r.reason]
+        this_update = now
+        crl = revocation.build_crl(
+            issuer=issuer, issuer_key_id=key_id, signer=self.signer, revoked=revoked,
+            number=self.store.next_crl_number(key_id), this_update=this_update,
+            next_update=this_update + validity)
+        der = crl.public_bytes(Encoding.DER)
+        self._crls[key_id] = _CachedCrl(der, now)
+        return der
+
+    def root_key_id_or_none(self) -> str | None:
+        try:
+            return self.keystore.active(self.root_key_purpose).id
+        except KeyNotFoundError:
+            return None
+
+    def ocsp(self, request: bytes, now: datetime) -> bytes:
+        issuers = [revocation.OcspIssuer(i.certificate, i.key_id) for i in self.store.issuers()]
+
+        def lookup(issuer: revocation.OcspIssuer, serial: int) -> revocation.CertStatusInfo:
+            record = self.store.certificate(serial)
+            if record is None or record.issuer_key_id != issuer.key_id:
+                return revocation.CertStatusInfo.unknown()
+            if record.revoked_at is not None:
+                return revocation.CertStatusInfo.revoked(
+                    record.revoked_at, revocation.RevocationReason(record.reason or "unspecified"))
+            return revocation.CertStatusInfo.good()
+
+        return revocation.respond_ocsp(request, issuers=issuers, lookup=lookup,
+                                       signer=self.signer, now=now, validity=OCSP_VALIDITY)
