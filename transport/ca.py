@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 
@@ -23,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from transport.ct import LogRunner
+from transport.group_commit import GroupCommit
 from trustchain.ca import revocation
 from trustchain.ca.authority import CaError, CertificateAuthority
 from trustchain.ca.issuance import IssuanceError
@@ -65,21 +67,40 @@ class CaRunner:
         self.authority = authority
         self.logs = logs
         self._clock = clock
+        self._commits = GroupCommit(authority.store.db)
 
-    async def issue(self, csr: bytes, *, network: str | None, profile: str | None, peer: Peer | None,
-                    client_address: str | None = None) -> list[x509.Certificate]:
+    async def issue(self, csr: bytes, *, network: str | None, profile: str | None,
+                    peer: Peer | None, client_address: str | None = None) -> list[x509.Certificate]:
         """The final certificate and its issuer.
+
+        Its two writes (limits + serial reservation, then certificate + audit
+        record) each share a durable commit with the concurrent requests'
+        (:class:`GroupCommit`); the precertificate is signed only once its
+        serial is reserved, and logged only after that commit.
 
         :raises PolicyError, RateLimited, CaError: refused, with the reason.
         """
         ca = self.authority
-        pre = ca.prepare(csr, network=network, profile=profile, peer=peer,
-                         client_address=client_address, now=self._clock())
-        not_after = pre.certificate.not_valid_after_utc
-        chosen = [lg for lg in self.logs.logs.values() if not_after in lg.expiry]
+        pending = ca.request(csr, network=network, profile=profile, peer=peer,
+                             client_address=client_address, now=self._clock())
+        chosen = [lg for lg in self.logs.logs.values() if pending.not_after in lg.expiry]
         if len(chosen) < 2:
             raise CaError(f"fewer than two logs of this node accept certificates expiring "
-                          f"{not_after.isoformat()} (see ct_logs)")
+                          f"{pending.not_after.isoformat()} (see ct_logs)")
+
+        def admit(conn: sqlite3.Connection) -> Exception | None:
+            now = self._clock()
+            try:
+                ca.admit(conn, pending, now)
+            except RateLimited as exc:
+                ca.refused(conn, pending, exc, now)
+                return exc
+            return None
+
+        refusal = await self._commits.run(admit)
+        if refusal is not None:
+            raise refusal
+        pre = ca.precertificate(pending)
         chain = [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
                  for c in (pre.certificate, pre.issuer)]
         try:
@@ -87,9 +108,10 @@ class CaRunner:
                                           for lg in chosen))
         except BadSubmission as exc:
             raise CaError(f"a log refused the precertificate: {exc}") from None
-        assert peer is not None
-        final = ca.complete(pre, [(sct, lg.public_key) for sct, lg in zip(scts, chosen, strict=True)],
-                            requester=f"{peer.role.value}:{peer.name}", now=self._clock())
+        final = ca.finalise(pending, pre, [(sct, lg.public_key)
+                                           for sct, lg in zip(scts, chosen, strict=True)])
+        await self._commits.run(lambda conn: ca.record(
+            conn, pending, final, [sct.log_id for sct in scts], self._clock()))
         return [final, pre.issuer]
 
     # --- stoq/1 -------------------------------------------------------------------

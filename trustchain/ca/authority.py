@@ -11,6 +11,7 @@ SCTs in between is the caller's job (:mod:`transport.ca`).
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustchain.ca import revocation
 from trustchain.ca.audit import KIND_CERT_ISSUE
-from trustchain.ca.issuance import Precertificate, build_precertificate, finish_certificate
+from trustchain.ca.issuance import Precertificate, finish_certificate, sign_precertificate
 from trustchain.ca.policy import (
     PolicyError,
     check_csr,
@@ -30,7 +31,15 @@ from trustchain.ca.policy import (
     normalise_dns_name,
     within,
 )
-from trustchain.ca.profiles import DEFAULT_PROFILE, PROFILES, CaUrls, intermediate_builder
+from trustchain.ca.profiles import (
+    DEFAULT_PROFILE,
+    PROFILES,
+    CaUrls,
+    intermediate_builder,
+    leaf_builder,
+    leaf_validity,
+    random_serial,
+)
 from trustchain.ca.ratelimit import address_key, names_key
 from trustchain.ca.signer import Signer
 from trustchain.ct.structs import SCT
@@ -47,6 +56,21 @@ CRL_REFRESH = timedelta(days=1)
 CRL_VALIDITY = timedelta(days=7)
 ROOT_CRL_VALIDITY = timedelta(days=365)
 OCSP_VALIDITY = timedelta(days=4)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A request that passed policy, laid out as its certificate but not yet signed."""
+
+    builder: x509.CertificateBuilder
+    issuer: IssuerRecord
+    network: str
+    profile: str
+    names: list[str]
+    requester: str
+    limit_keys: dict[str, str]
+    serial: int
+    not_after: datetime
 
 
 class CaError(RemoteError):
@@ -141,12 +165,11 @@ class CertificateAuthority:
                               "give --network")
         return found[0]
 
-    def prepare(self, csr: bytes, *, network: str | None, profile: str | None,
-                peer: Peer | None, client_address: str | None, now: datetime) -> Precertificate:
-        """Authorise, rate-limit and check a request; reserve a serial; sign the precertificate.
+    def request(self, csr: bytes, *, network: str | None, profile: str | None,
+                peer: Peer | None, client_address: str | None, now: datetime) -> Pending:
+        """Authorise and check a request and lay out its certificate (nothing signed or stored).
 
         :raises PolicyError: the request breaks policy.
-        :raises RateLimited: a limit is exceeded (refusal audited).
         """
         if network is None:
             network = self.network_for(csr)
@@ -162,23 +185,39 @@ class CertificateAuthority:
                 "names": names_key(request.dns_names)}
         if client_address:
             keys["address"] = address_key(client_address)
-        try:
-            self.limiter.check(keys, now)
-        except RemoteError as exc:
-            self.audit.append(now, "ratelimit.refuse", requester, {
-                "network": network, "names": request.dns_names, "detail": str(exc)})
-            raise
         issuer = self.issuer_for(network, now)
-        pre = build_precertificate(self.signer, issuer=issuer.certificate,
-                                   issuer_key_id=issuer.key_id, profile=chosen, request=request,
-                                   urls=self.urls(issuer.key_id), now=now)
-        self.store.reserve(pre.certificate.serial_number, issuer.key_id, network, chosen.name,
-                           request.dns_names, pre.certificate.not_valid_after_utc, requester, now)
-        return pre
+        serial = random_serial()
+        builder = leaf_builder(chosen, issuer=issuer.certificate, public_key=request.public_key,
+                               dns_names=request.dns_names, addresses=request.addresses,
+                               urls=self.urls(issuer.key_id), now=now, serial=serial)
+        return Pending(builder, issuer, network, chosen.name, request.dns_names, requester, keys,
+                       serial, leaf_validity(chosen, issuer.certificate, now)[1])
 
-    def complete(self, pre: Precertificate, scts: Sequence[tuple[SCT, ec.EllipticCurvePublicKey]],
-                 *, requester: str, now: datetime) -> x509.Certificate:
-        """Verify the SCTs, sign the final certificate, store it and its audit record together."""
+    def admit(self, conn: sqlite3.Connection, pending: Pending, now: datetime) -> None:
+        """Charge the rate limits and reserve the serial, in the caller's transaction.
+
+        :raises RateLimited: a limit is exceeded (nothing charged or reserved).
+        :raises StorageError: the serial was used before.
+        """
+        self.limiter.check_in(conn, pending.limit_keys, now)
+        self.store.reserve_in(conn, pending.serial, pending.issuer.key_id, pending.network,
+                              pending.profile, pending.names, pending.not_after,
+                              pending.requester, now)
+
+    def refused(self, conn: sqlite3.Connection, pending: Pending, why: Exception,
+                now: datetime) -> None:
+        """Audit a rate-limit refusal (in the caller's transaction)."""
+        self.audit.append_in(conn, now, "ratelimit.refuse", pending.requester, {
+            "network": pending.network, "names": pending.names, "detail": str(why)})
+
+    def precertificate(self, pending: Pending) -> Precertificate:
+        """Sign the precertificate of an admitted request."""
+        return sign_precertificate(self.signer, pending.builder, pending.issuer.certificate,
+                                   pending.issuer.key_id)
+
+    def finalise(self, pending: Pending, pre: Precertificate,
+                 scts: Sequence[tuple[SCT, ec.EllipticCurvePublicKey]]) -> x509.Certificate:
+        """Verify the SCTs (two distinct logs at least) and sign the final certificate."""
         if len({sct.log_id for sct, _ in scts}) < 2:
             raise CaError("a certificate needs SCTs from at least two distinct logs")
         entry = pre.entry
@@ -187,17 +226,17 @@ class CertificateAuthority:
                 sct.verify(entry, key)
             except RemoteError as exc:
                 raise CaError(f"an SCT does not verify: {exc}") from None
-        final = finish_certificate(self.signer, pre, [sct.to_bytes() for sct, _ in scts])
-        record = self.store.certificate(final.serial_number)
-        assert record is not None
-        with self.store.db.transaction() as conn:
-            self.store.finish(conn, final)
-            self.audit.append_in(conn, now, KIND_CERT_ISSUE, requester, {
-                "serial": f"{final.serial_number:x}", "network": record.network,
-                "profile": record.profile, "names": record.names, "issuer": pre.issuer_key_id,
-                "logs": [sct.log_id.hex() for sct, _ in scts],
-                "sha256": hashlib.sha256(final.public_bytes(Encoding.DER)).hexdigest()})
-        return final
+        return finish_certificate(self.signer, pre, [sct.to_bytes() for sct, _ in scts])
+
+    def record(self, conn: sqlite3.Connection, pending: Pending, final: x509.Certificate,
+               log_ids: Sequence[bytes], now: datetime) -> None:
+        """Store the certificate over its reservation with its audit record (caller's transaction)."""
+        self.store.finish(conn, final)
+        self.audit.append_in(conn, now, KIND_CERT_ISSUE, pending.requester, {
+            "serial": f"{final.serial_number:x}", "network": pending.network,
+            "profile": pending.profile, "names": pending.names, "issuer": pending.issuer.key_id,
+            "logs": [log_id.hex() for log_id in log_ids],
+            "sha256": hashlib.sha256(final.public_bytes(Encoding.DER)).hexdigest()})
 
     # --- revocation ---------------------------------------------------------------
 

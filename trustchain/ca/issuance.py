@@ -68,6 +68,14 @@ def sct_list_extension(scts: Sequence[bytes]) -> x509.UnrecognizedExtension:
         SCT_LIST_OID, _der_octet_string(len(serialized).to_bytes(2, "big") + serialized))
 
 
+def sign_precertificate(signer: Signer, builder: x509.CertificateBuilder,
+                        issuer: x509.Certificate, issuer_key_id: str) -> Precertificate:
+    """Sign ``builder`` (the final certificate minus SCTs) with the poison added."""
+    poisoned = builder.add_extension(x509.PrecertPoison(), critical=True)
+    return Precertificate(builder, signer.sign_certificate(poisoned, issuer_key_id), issuer,
+                          issuer_key_id)
+
+
 def build_precertificate(
     signer: Signer, *, issuer: x509.Certificate, issuer_key_id: str, profile: Profile,
     request: CertRequest, urls: CaUrls, now: datetime,
@@ -75,9 +83,7 @@ def build_precertificate(
     builder = leaf_builder(profile, issuer=issuer, public_key=request.public_key,
                            dns_names=request.dns_names, addresses=request.addresses, urls=urls,
                            now=now)
-    poisoned = builder.add_extension(x509.PrecertPoison(), critical=True)
-    return Precertificate(builder, signer.sign_certificate(poisoned, issuer_key_id), issuer,
-                          issuer_key_id)
+    return sign_precertificate(signer, builder, issuer, issuer_key_id)
 
 
 def finish_certificate(signer: Signer, pre: Precertificate,

@@ -20,6 +20,7 @@ Builders only: nothing here signs (that is :mod:`trustchain.ca.signer`).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import secrets
 from dataclasses import dataclass
@@ -76,10 +77,20 @@ def random_serial() -> int:
             return serial
 
 
+@functools.lru_cache(maxsize=256)
 def _ski(cert: x509.Certificate) -> x509.SubjectKeyIdentifier:
     return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
 
 
+@functools.lru_cache(maxsize=256)
+def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(_ski(issuer))
+
+
+_DV_POLICY = x509.CertificatePolicies([x509.PolicyInformation(DOMAIN_VALIDATED, None)])
+
+
+@functools.lru_cache(maxsize=256)
 def _aia(urls: CaUrls, *, ocsp: bool) -> x509.AuthorityInformationAccess:
     access = [x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
                                      x509.UniformResourceIdentifier(urls.issuer))]
@@ -89,6 +100,7 @@ def _aia(urls: CaUrls, *, ocsp: bool) -> x509.AuthorityInformationAccess:
     return x509.AuthorityInformationAccess(access)
 
 
+@functools.lru_cache(maxsize=256)
 def _crl_dp(url: str) -> x509.CRLDistributionPoints:
     return x509.CRLDistributionPoints([x509.DistributionPoint(
         full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, reasons=None,
@@ -109,15 +121,26 @@ def subject_alt_names(dns_names: list[str], addresses: list[str]) -> x509.Subjec
     return x509.SubjectAlternativeName(names)
 
 
+def leaf_validity(profile: Profile, issuer: x509.Certificate,
+                  now: datetime) -> tuple[datetime, datetime]:
+    """(notBefore, notAfter) of a certificate of ``profile`` issued at ``now``.
+
+    Backdated a little for clock skew; the CA/B Forum counts both ends of the
+    validity period, so a 90-day profile ends one second early; never beyond
+    the issuer's own notAfter.
+    """
+    not_before = (now - BACKDATE).replace(microsecond=0)
+    not_after = not_before + profile.lifetime - timedelta(seconds=1)
+    return not_before, min(not_after, issuer.not_valid_after_utc)
+
+
 def leaf_builder(
     profile: Profile, *, issuer: x509.Certificate, public_key: SubjectKey,
     dns_names: list[str], addresses: list[str], urls: CaUrls, now: datetime,
     serial: int | None = None,
 ) -> x509.CertificateBuilder:
     """A subscriber certificate of ``profile``, without SCTs or poison (added by the caller)."""
-    not_before = (now - BACKDATE).replace(microsecond=0)
-    # BR: the validity period counts both ends, so a 90-day profile ends one second early.
-    not_after = not_before + profile.lifetime - timedelta(seconds=1)
+    not_before, not_after = leaf_validity(profile, issuer, now)
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
@@ -125,12 +148,10 @@ def leaf_builder(
         .public_key(public_key)
         .serial_number(serial if serial is not None else random_serial())
         .not_valid_before(not_before)
-        .not_valid_after(min(not_after, issuer.not_valid_after_utc))
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-            _ski(issuer)), critical=False)
+        .not_valid_after(not_after)
+        .add_extension(_aki(issuer), critical=False)
         .add_extension(_aia(urls, ocsp=True), critical=False)
-        .add_extension(x509.CertificatePolicies([x509.PolicyInformation(DOMAIN_VALIDATED, None)]),
-                       critical=False)
+        .add_extension(_DV_POLICY, critical=False)
         .add_extension(x509.ExtendedKeyUsage(list(profile.usages)), critical=False)
         .add_extension(subject_alt_names(dns_names, addresses), critical=True)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

@@ -145,20 +145,20 @@ class CaStore:
 
     # --- certificates ---------------------------------------------------------------
 
-    def reserve(self, serial: int, issuer_key_id: str, network: str, profile: str,
-                names: list[str], not_after: datetime, requester: str, now: datetime) -> None:
-        """Record a serial as used by a precertificate.
+    def reserve_in(self, conn: sqlite3.Connection, serial: int, issuer_key_id: str,
+                   network: str, profile: str, names: list[str], not_after: datetime,
+                   requester: str, now: datetime) -> None:
+        """Record a serial as used by a precertificate, in the caller's transaction.
 
         :raises StorageError: if the serial was ever used before.
         """
         try:
-            with self.db.transaction() as conn:
-                conn.execute(
-                    "INSERT INTO ca_certificates (serial, issuer_key_id, network, profile, names, "
-                    "not_after, requester, issued_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-                    "'precertificate')",
-                    (f"{serial:x}", issuer_key_id, network, profile, json.dumps(names),
-                     _ts(not_after), requester, _ts(now)))
+            conn.execute(
+                "INSERT INTO ca_certificates (serial, issuer_key_id, network, profile, names, "
+                "not_after, requester, issued_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                "'precertificate')",
+                (f"{serial:x}", issuer_key_id, network, profile, json.dumps(names),
+                 _ts(not_after), requester, _ts(now)))
         except sqlite3.IntegrityError:
             raise StorageError(f"serial {serial:x} was used before") from None
 
