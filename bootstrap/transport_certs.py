@@ -170,6 +170,14 @@ def _key(keystore: KeyStore, purpose: str, now: datetime) -> ec.EllipticCurvePri
     return key
 
 
+def _has_key(keystore: KeyStore, purpose: str) -> bool:
+    try:
+        keystore.active(purpose)
+    except KeyNotFoundError:
+        return False
+    return True
+
+
 def ensure_transport_credentials(
     keystore: KeyStore, store: NodeStore, *, root: x509.Certificate, root_key_purpose: str,
     network: str, origin: str, node_id: str, now: datetime,
@@ -181,9 +189,7 @@ def ensure_transport_credentials(
     existing network holds no root key: it uses the certificate its
     enrolment obtained (see :func:`joined_credentials`).
     """
-    try:
-        keystore.active(root_key_purpose)
-    except KeyNotFoundError:
+    if not _has_key(keystore, root_key_purpose) and not _has_key(keystore, INFRA_CA_PURPOSE):
         return joined_credentials(keystore, store, root=root, now=now)
     infra_key = _key(keystore, INFRA_CA_PURPOSE, now)
     intermediate = store.latest_certificate(INFRA_CA_PURPOSE)
@@ -192,6 +198,10 @@ def ensure_transport_credentials(
         or intermediate.public_key() != infra_key.public_key()
         or _needs_renewal(intermediate, now)
     ):
+        if not _has_key(keystore, root_key_purpose):
+            raise KeyStoreError(
+                "the infrastructure intermediate must be renewed, which needs the genesis root "
+                "key, and it is kept offline: trustchain ca import-root-key FILE, then start again")
         root_key = keystore.private_key(keystore.active(root_key_purpose).id)
         assert isinstance(root_key, ec.EllipticCurvePrivateKey)
         intermediate = build_intermediate(

@@ -24,13 +24,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
+    NoEncryption,
+    PrivateFormat,
     PublicFormat,
     load_der_public_key,
 )
 
 from bootstrap.init import InitResult
 from tests import rfc6962_reference as ref
-from tests.support import NodeProcess, run_cli
+from tests.support import PASSPHRASE, NodeProcess, run_cli
+from trustchain.keystore import KeyStore
 
 NETWORK_NAME = "www.alpha.trust.example.net"
 
@@ -225,3 +228,46 @@ def test_rate_limit_refusal_survives_a_restart(
     with sqlite3.connect(data_dir / "node.db") as db:
         kinds = [r[0] for r in db.execute("SELECT kind FROM audit_log ORDER BY seq")]
     assert kinds.count("ratelimit.refuse") == 2 and kinds.count("cert.issue") == 3
+
+
+def test_the_root_key_can_be_kept_offline(
+    running: tuple[NodeProcess, list[str]], data_dir: Path,
+    node_processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    """Exported, the node still serves and issues (its intermediates exist); creating a new
+    intermediate asks for the key explicitly; imported back, it works again."""
+    proc, admin = running
+    assert run_cli("ca", "issue", "--csr", make_csr(tmp_path, NETWORK_NAME), *admin).returncode == 0
+    busy = run_cli("ca", "export-root-key", "--out", tmp_path / "root.key",
+                   "--data-dir", data_dir)
+    assert busy.returncode == 1 and "in use" in busy.stderr  # not while the node runs
+    assert proc.stop() == 0
+    exported = run_cli("ca", "export-root-key", "--out", tmp_path / "root.key",
+                       "--data-dir", data_dir)
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "root.key").stat().st_mode & 0o777 == 0o600
+
+    proc, admin = start(data_dir, node_processes)
+    issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, "api.alpha.trust.example.net"),
+                     *admin)
+    assert issued.returncode == 0, issued.stderr
+    refused = run_cli("ca", "rotate", "alpha", *admin)
+    assert refused.returncode == 1 and "genesis root key" in refused.stderr
+    assert proc.stop() == 0
+
+    imported = run_cli("ca", "import-root-key", tmp_path / "root.key", "--data-dir", data_dir)
+    assert imported.returncode == 0, imported.stderr
+    keystore = KeyStore.open(data_dir / "keys", PASSPHRASE)  # the exported file was sealed:
+    root_key = keystore.private_key(keystore.active("genesis-root").id)
+    assert isinstance(root_key, ec.EllipticCurvePrivateKey)
+    secret = root_key.private_numbers().private_value
+    sealed = (tmp_path / "root.key").read_bytes()
+    assert secret.to_bytes(48, "big") not in sealed and b"PRIVATE KEY" not in sealed
+    assert base64.b64encode(root_key.private_bytes(
+        Encoding.DER, PrivateFormat.PKCS8, NoEncryption()))[:40] not in sealed
+    proc, admin = start(data_dir, node_processes)
+    rotated = run_cli("ca", "rotate", "alpha", *admin)
+    assert rotated.returncode == 0 and "generation 2" in rotated.stdout, rotated.stderr
+    assert proc.stop() == 0
+    audit = run_cli("audit", "verify", "--data-dir", data_dir, "--json")
+    assert audit.returncode == 0 and json.loads(audit.stdout)["ok"]

@@ -428,10 +428,59 @@ def cmd_network(args: argparse.Namespace) -> int:
     return 0
 
 
+def _root_key_move(args: argparse.Namespace) -> int:
+    """``ca export-root-key`` / ``ca import-root-key``: with the node stopped (the lock held)."""
+    from datetime import UTC, datetime
+
+    from bootstrap.init import ROOT_KEY_PURPOSE
+    from trustchain.datadir import DataDir
+    from trustchain.errors import KeyNotFoundError, LocalError
+    from trustchain.keystore import KeyStore
+    from trustchain.storage.audit import AUDIT_SCHEMA, AuditLog
+    from trustchain.storage.database import open_database
+    from trustchain.storage.migrations import migrate
+
+    layout = DataDir(args.data_dir)
+    layout.require_initialised()
+    with layout.lock():
+        keystore = KeyStore.open(layout.keys_dir, _passphrase(args)())
+        now = datetime.now(UTC)
+        if args.ca_command == "export-root-key":
+            try:
+                key_id = keystore.active(ROOT_KEY_PURPOSE).id
+            except KeyNotFoundError:
+                raise LocalError("the genesis root key is not in this key store "
+                                 "(exported already, or a joined node)") from None
+            try:
+                keystore.export_key(key_id, Path(args.out))
+            except FileExistsError:
+                raise LocalError(f"{args.out} exists; choose a new file") from None
+            except OSError as exc:
+                raise LocalError(f"cannot write {args.out}: {exc.strerror}") from None
+            kind, message = "key.export", f"genesis root key {key_id} moved to {args.out}"
+        else:
+            record = keystore.import_key(Path(args.file))
+            if record.purpose != ROOT_KEY_PURPOSE:
+                raise LocalError(f"{args.file} holds a {record.purpose} key, not the genesis root")
+            key_id, kind = record.id, "key.import"
+            message = f"genesis root key {key_id} is back in the key store"
+        with open_database(layout.path) as db:
+            migrate(db, AUDIT_SCHEMA)
+            AuditLog(db).append(now, kind, "operator", {"key_id": key_id,
+                                                        "purpose": ROOT_KEY_PURPOSE})
+    print(message)
+    if kind == "key.export":
+        print("keep it offline; it is still encrypted under this node's passphrase. Creating "
+              "or rotating network intermediates needs it back (ca import-root-key).")
+    return 0
+
+
 def cmd_ca(args: argparse.Namespace) -> int:
     from trustchain.errors import LocalError
 
     command = args.ca_command
+    if command in ("export-root-key", "import-root-key"):
+        return _root_key_move(args)
     if command == "issue":
         try:
             csr = Path(args.csr).read_bytes() if args.csr != "-" else sys.stdin.buffer.read()
@@ -998,6 +1047,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="issued certificates, newest first")
     p.add_argument("--network", metavar="N")
     admin_options(p, json_output=True)
+    p = sub.add_parser("export-root-key", help="move the genesis root key out of the key store "
+                       "into FILE, to keep offline (node stopped)")
+    p.add_argument("--out", required=True, metavar="FILE")
+    _add_data_dir(p)
+    _add_passphrase(p)
+    p = sub.add_parser("import-root-key", help="bring an exported genesis root key back "
+                       "(node stopped)")
+    p.add_argument("file", metavar="FILE")
+    _add_data_dir(p)
+    _add_passphrase(p)
     ca.set_defaults(func=cmd_ca)
 
     audit = commands.add_parser("audit", help="the CA's hash-chained audit log")

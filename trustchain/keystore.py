@@ -377,6 +377,44 @@ class KeyStore:
         except InvalidTag:
             raise CorruptKeyError(f"{path}: failed authentication (tampered or damaged)") from None
 
+    def export_key(self, key_id: str, destination: Path) -> KeyRecord:
+        """Move key ``key_id`` out of the store into ``destination`` (mode 0600), still sealed.
+
+        For keys kept offline (the genesis root): the file stays encrypted
+        under this store's passphrase-derived key, so only this store can use
+        it again (:meth:`import_key`).  The copy is written and read back
+        before the key leaves the store.
+        """
+        path = self._path(key_id)
+        key_file = self._read(path)
+        self._decrypt(path, key_file)  # only a key that opens leaves
+        write_private_file(destination, path.read_bytes(), exclusive=True)
+        if destination.read_bytes() != path.read_bytes():
+            raise KeyStoreError(f"{destination}: the exported copy does not read back")
+        path.unlink()
+        return key_file.record
+
+    def import_key(self, source: Path) -> KeyRecord:
+        """Bring back a key file made by :meth:`export_key` (checked to open with this store).
+
+        :raises KeyStoreError: if it is not such a file, or the key is already here.
+        """
+        try:
+            key_file = _KeyFile.model_validate_json(source.read_bytes())
+        except (OSError, ValidationError) as exc:
+            raise KeyStoreError(f"{source}: not a TrustChain key file ({exc})") from None
+        record = key_file.record
+        target = self._path(record.id)
+        if target.exists():
+            raise KeyStoreError(f"key {record.id} is already in the key store")
+        try:
+            self._decrypt(target.with_name(f"{record.id}.json"), key_file)
+        except CorruptKeyError:
+            raise KeyStoreError(f"{source}: does not open with this key store's passphrase "
+                                "(exported from another node?)") from None
+        write_private_file(target, source.read_bytes(), exclusive=True)
+        return record
+
     def retire(self, key_id: str, now: datetime) -> KeyRecord:
         """Mark a key retired (kept for verifying old signatures, not used for new ones)."""
         path = self._path(key_id)
