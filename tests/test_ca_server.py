@@ -15,6 +15,7 @@ import hashlib
 import json
 import sqlite3
 import subprocess
+import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -271,3 +272,49 @@ def test_the_root_key_can_be_kept_offline(
     assert proc.stop() == 0
     audit = run_cli("audit", "verify", "--data-dir", data_dir, "--json")
     assert audit.returncode == 0 and json.loads(audit.stdout)["ok"]
+
+
+def test_revocation_by_proof_of_the_certificate_key(
+    running: tuple[NodeProcess, list[str]], data_dir: Path, tmp_path: Path
+) -> None:
+    """Whoever holds the certificate's private key may revoke it over HTTP: openssl signs."""
+    proc, admin = running
+    issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, NETWORK_NAME), *admin)
+    assert issued.returncode == 0, issued.stderr
+    leaf_path, _ = split_chain(issued.stdout, tmp_path)
+    der = x509.load_pem_x509_certificate(leaf_path.read_bytes()).public_bytes(Encoding.DER)
+    message = f"trustchain-revoke/1 {hashlib.sha256(der).hexdigest()} keyCompromise".encode()
+    host, port = proc.address("http")
+
+    def post(body: dict[str, str]) -> tuple[int, dict[str, object]]:
+        request = urllib.request.Request(f"http://[{host}]:{port}/ca/revoke",
+                                         data=json.dumps(body).encode(), method="POST",
+                                         headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def openssl_sign(key: Path) -> str:
+        signed = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key],
+                                input=message, capture_output=True, check=True).stdout
+        return base64.b64encode(signed).decode()
+
+    other_key = tmp_path / "other.key"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-out", other_key], check=True, capture_output=True)
+    certificate = base64.b64encode(der).decode()
+    status, answer = post({"certificate": certificate, "reason": "key-compromise",
+                           "signature": openssl_sign(other_key)})
+    assert status == 400 and "does not verify" in str(answer["detail"])
+    status, answer = post({"certificate": certificate, "reason": "superseded",
+                           "signature": openssl_sign(tmp_path / "key.pem")})
+    assert status == 400  # the signature covers the reason
+    status, answer = post({"certificate": "not base64!", "signature": ""})
+    assert status == 400 and answer["title"] == "bad request"
+    status, answer = post({"certificate": certificate, "reason": "key-compromise",
+                           "signature": openssl_sign(tmp_path / "key.pem")})
+    assert status == 200, answer
+    listing = json.loads(run_cli("ca", "list", "--json", *admin).stdout)
+    assert [r["state"] for r in listing] == ["revoked"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime
@@ -20,11 +21,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from transport.ct import LogRunner
 from transport.group_commit import GroupCommit
+from transport.problem import problem
 from trustchain.ca import revocation
 from trustchain.ca.authority import CaError, CertificateAuthority
 from trustchain.ca.issuance import IssuanceError
@@ -216,7 +218,30 @@ class CaRunner:
                 der = b""
             return answer(self.authority.ocsp(der, self._clock()))
 
+        async def revoke(request: Request) -> Response:
+            """Revocation by proof of the certificate's private key (no account, no TLS identity)."""
+            raw = bytearray()
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > 64 * 1024:
+                    return problem(400, "bad request", "the body is too large")
+            try:
+                body = json.loads(raw)
+                certificate = base64.b64decode(body["certificate"], validate=True)
+                signature = base64.b64decode(body["signature"], validate=True)
+                reason = revocation.RevocationReason.parse(str(body.get("reason", "unspecified")))
+            except (ValueError, KeyError, TypeError) as exc:
+                return problem(400, "bad request", '{"certificate": base64 DER, "reason": R, '
+                               f'"signature": base64}}: {exc}')
+            try:
+                serial = self.authority.revoke_by_key(certificate, reason, signature,
+                                                      self._clock())
+            except (CaError, StorageError) as exc:
+                return problem(400, "revocation refused", str(exc))
+            return JSONResponse({"serial": f"{serial:x}", "reason": reason.value})
+
         return [
+            Route("/ca/revoke", revoke, methods=["POST"]),
             Route("/ca/crl/{key_id:str}.crl", crl, methods=["GET"]),
             Route("/ca/issuers/{key_id:str}.der", issuer, methods=["GET"]),
             Route("/ocsp", ocsp_post, methods=["POST"]),

@@ -28,21 +28,14 @@ from starlette.routing import Route
 
 from transport.ca import CaRunner
 from transport.ct import LogRunner
+from transport.problem import problem
 from trustchain.ct.log import MAX_CERT_BYTES, MAX_CHAIN, BadSubmission, Log
 from trustchain.ct.tiles import TileError
 
-PROBLEM_JSON = "application/problem+json"
 #: add-chain bodies: MAX_CHAIN certificates of MAX_CERT_BYTES, base64 and JSON.
 MAX_SUBMISSION_BYTES = (MAX_CHAIN * MAX_CERT_BYTES * 4) // 3 + 64 * 1024
 #: Tiles and issuers never change once served.
 IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

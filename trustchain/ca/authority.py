@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustchain.ca import revocation
@@ -71,6 +73,12 @@ class Pending:
     limit_keys: dict[str, str]
     serial: int
     not_after: datetime
+
+
+def revocation_message(certificate_der: bytes, reason: revocation.RevocationReason) -> bytes:
+    """What a certificate's key signs to revoke it: text, so shell tools can make it."""
+    return f"trustchain-revoke/1 {hashlib.sha256(certificate_der).hexdigest()} {reason.value}" \
+        .encode()
 
 
 class CaError(RemoteError):
@@ -250,6 +258,39 @@ class CertificateAuthority:
             self.audit.append_in(conn, now, "cert.revoke", actor, {
                 "serial": f"{serial:x}", "reason": reason.value, "network": record.network})
         self._crls.pop(record.issuer_key_id, None)
+
+    def revoke_by_key(self, certificate_der: bytes, reason: revocation.RevocationReason,
+                      signature: bytes, now: datetime) -> int:
+        """Revoke a certificate on proof of its private key; return its serial.
+
+        The key signs :func:`revocation_message` (ECDSA with the curve's hash,
+        Ed25519, or RSA PKCS#1 v1.5 with SHA-256): ``openssl dgst -sign`` makes it.
+
+        :raises CaError: not our certificate, or the signature does not verify.
+        """
+        try:
+            cert = x509.load_der_x509_certificate(certificate_der)
+        except ValueError:
+            raise CaError("the certificate does not parse") from None
+        record = self.store.certificate(cert.serial_number)
+        if record is None or record.certificate is None or record.certificate != cert:
+            raise CaError("this CA did not issue that certificate")
+        message = revocation_message(certificate_der, reason)
+        key = cert.public_key()
+        try:
+            if isinstance(key, ec.EllipticCurvePublicKey):
+                digest = hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()
+                key.verify(signature, message, ec.ECDSA(digest))
+            elif isinstance(key, ed25519.Ed25519PublicKey):
+                key.verify(signature, message)
+            elif isinstance(key, rsa.RSAPublicKey):
+                key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+            else:
+                raise CaError("unsupported key type")
+        except InvalidSignature:
+            raise CaError("the signature does not verify with the certificate's key") from None
+        self.revoke(cert.serial_number, reason, actor="certificate-key", now=now)
+        return cert.serial_number
 
     def crl(self, key_id: str, now: datetime) -> bytes:
         """The current CRL of issuer ``key_id`` (the root or an intermediate), DER.
