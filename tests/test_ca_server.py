@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -318,3 +319,66 @@ def test_revocation_by_proof_of_the_certificate_key(
     assert status == 200, answer
     listing = json.loads(run_cli("ca", "list", "--json", *admin).stdout)
     assert [r["state"] for r in listing] == ["revoked"]
+
+
+def test_rotation_keeps_the_old_intermediate_answering(
+    running: tuple[NodeProcess, list[str]], data_dir: Path, tmp_path: Path
+) -> None:
+    """After ca rotate, new certificates chain to the new intermediate, and the old one
+    still answers OCSP (over HTTP and, anonymously, over stoq/1) and signs its CRL."""
+    import asyncio
+
+    from cryptography.x509 import ocsp
+
+    from transport.client import connect
+
+    proc, admin = running
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    old_dir.mkdir()
+    new_dir.mkdir()
+    first = run_cli("ca", "issue", "--csr", make_csr(old_dir, NETWORK_NAME), *admin)
+    old_leaf, old_issuer = split_chain(first.stdout, old_dir)
+    rotated = run_cli("ca", "rotate", "alpha", *admin)
+    assert rotated.returncode == 0 and "generation 2" in rotated.stdout, rotated.stderr
+    second = run_cli("ca", "issue", "--csr", make_csr(new_dir, "api.alpha.trust.example.net"),
+                     *admin)
+    new_leaf, new_issuer = split_chain(second.stdout, new_dir)
+    assert old_issuer.read_bytes() != new_issuer.read_bytes()
+    root = root_pem(data_dir, tmp_path)
+    for leaf, issuer in ((old_leaf, old_issuer), (new_leaf, new_issuer)):
+        ok = subprocess.run(["openssl", "verify", "-CAfile", root, "-untrusted", issuer, leaf],
+                            capture_output=True, text=True)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    serial = f"{x509.load_pem_x509_certificate(old_leaf.read_bytes()).serial_number:x}"
+    assert run_cli("ca", "revoke", serial, *admin).returncode == 0
+    host, port = proc.address("http")
+    result = subprocess.run(["openssl", "ocsp", "-issuer", old_issuer, "-cert", old_leaf,
+                             "-CAfile", root, "-url", f"http://[{host}]:{port}/ocsp"],
+                            capture_output=True, text=True)
+    assert "Response verify OK" in result.stderr + result.stdout
+    assert f"{old_leaf}: revoked" in result.stdout
+
+    leaf = x509.load_pem_x509_certificate(new_leaf.read_bytes())
+    issuer = x509.load_pem_x509_certificate(new_issuer.read_bytes())
+    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA256()).build()
+    genesis_root = x509.load_pem_x509_certificate(root.read_bytes())
+    qhost, qport = proc.address("quic")
+
+    async def over_stoq() -> bytes:
+        async with connect(qhost, qport, root=genesis_root,
+                           server_name="trust.example.net") as node:  # anonymous
+            response = await node.request("ca", "ocsp", request.public_bytes(Encoding.DER))
+            assert response.status == 200
+            return response.message
+
+    answer = ocsp.load_der_ocsp_response(asyncio.run(over_stoq()))
+    assert answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
+
+    crl_url = x509.load_pem_x509_certificate(old_leaf.read_bytes()).extensions \
+        .get_extension_for_class(x509.CRLDistributionPoints).value[0].full_name[0].value
+    crl = x509.load_der_x509_crl(http_get(proc, local_path(crl_url)))
+    old = x509.load_pem_x509_certificate(old_issuer.read_bytes())
+    assert crl.is_signature_valid(old.public_key())  # type: ignore[arg-type]
+    assert crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
