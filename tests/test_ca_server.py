@@ -382,3 +382,19 @@ def test_rotation_keeps_the_old_intermediate_answering(
     old = x509.load_pem_x509_certificate(old_issuer.read_bytes())
     assert crl.is_signature_valid(old.public_key())  # type: ignore[arg-type]
     assert crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
+
+
+def test_pre_issuance_linting(
+    running: tuple[NodeProcess, list[str]], data_dir: Path,
+    node_processes: list[NodeProcess], tmp_path: Path
+) -> None:
+    """With ca_lint on, each precertificate passes pkilint before it is logged."""
+    proc, _ = running
+    assert proc.stop() == 0
+    config = data_dir / "trustchain.toml"
+    config.write_text(config.read_text().replace("ca_lint = false", "ca_lint = true"))
+    proc, admin = start(data_dir, node_processes)
+    assert any("linted with pkilint" in line for line in proc.log)
+    issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, NETWORK_NAME), *admin)
+    assert issued.returncode == 0, issued.stderr
+    assert proc.stop() == 0

@@ -30,6 +30,7 @@ from transport.problem import problem
 from trustchain.ca import revocation
 from trustchain.ca.authority import CaError, CertificateAuthority
 from trustchain.ca.issuance import IssuanceError
+from trustchain.ca.lint import LintError, check_precertificate
 from trustchain.ca.policy import MAX_CSR_BYTES, PolicyError
 from trustchain.ca.ratelimit import RateLimited
 from trustchain.canonical import canonical_json
@@ -103,6 +104,14 @@ class CaRunner:
         if refusal is not None:
             raise refusal
         pre = ca.precertificate(pending)
+        if ca.lint:
+            try:
+                check_precertificate(pre.certificate)
+            except LintError as exc:
+                refusal = exc
+                await self._commits.run(lambda conn: ca.release(conn, pending, refusal,
+                                                                self._clock()))
+                raise CaError(str(refusal)) from None
         chain = [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
                  for c in (pre.certificate, pre.issuer)]
         try:

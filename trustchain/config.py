@@ -143,6 +143,10 @@ class NodeConfig(BaseModel):
         "CRLs, OCSP responder and issuer certificates (default: "
         "http://<node-id>.nodes.<origin>, with the HTTP port unless it is 80).",
     )
+    ca_lint: bool = Field(
+        False, description="Lint every precertificate with pkilint (CA/B Forum profile) before "
+        "it is logged, and refuse to issue on any finding at WARNING or above (slower).",
+    )
     ca_rate_limits: dict[str, RateLimitConfig] = Field(
         default_factory=dict, description="Overrides of the CA's rate limits, as "
         "[ca_rate_limits.<name>] tables with count, period_seconds and burst; names: "
@@ -297,7 +301,9 @@ def default_config_text() -> str:
         if isinstance(value, dict):
             lines.append(f"# {name}.domain = {{ count = 50, period_seconds = 604800 }}")
             continue
-        if isinstance(value, list):
+        if isinstance(value, bool):
+            rendered = "true" if value else "false"
+        elif isinstance(value, list):
             rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]"
         elif isinstance(value, str):
             rendered = f'"{value}"'

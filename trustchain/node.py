@@ -273,7 +273,7 @@ def build_ca(node: OpenNode) -> CertificateAuthority:
         audit=AuditLog(node.db), limiter=RateLimiter(node.db, rate_limits(node.config)),
         root=node.genesis.root_certificate, root_key_purpose=ROOT_KEY_PURPOSE,
         own_network=node.identity.network_name, organisation=node.identity.network_name,
-        base_url=ca_base_url(node), networks=networks,
+        base_url=ca_base_url(node), networks=networks, lint=node.config.ca_lint,
     )
 
 
@@ -430,6 +430,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     public = config.local_address()
     ct.base_url = f"http://{format_address(public, config.http_port)}"
     ca = CaRunner(build_ca(node), ct, clock=utcnow)
+    if config.ca_lint:
+        log.info("CA: every precertificate is linted with pkilint before it is logged")
     app = create_app(genesis_bytes=node.genesis_bytes, logs=ct, ca=ca)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds)
     https = HttpListener(

@@ -107,6 +107,8 @@ class CertificateAuthority:
     base_url: str
     #: The registered networks: name -> DNS subtree (read at each use: registrations are live).
     networks: Callable[[], dict[str, str]]
+    #: Run pkilint on each precertificate before it is logged (trustchain/ca/lint.py).
+    lint: bool = False
     _crls: dict[str, _CachedCrl] = field(default_factory=dict)
 
     # --- URLs ---------------------------------------------------------------------
@@ -222,6 +224,14 @@ class CertificateAuthority:
         """Sign the precertificate of an admitted request."""
         return sign_precertificate(self.signer, pending.builder, pending.issuer.certificate,
                                    pending.issuer.key_id)
+
+    def release(self, conn: sqlite3.Connection, pending: Pending, why: Exception,
+                now: datetime) -> None:
+        """Give back the serial of a precertificate that was refused before it was logged."""
+        self.store.release_in(conn, pending.serial)
+        self.audit.append_in(conn, now, "lint.refuse", pending.requester, {
+            "network": pending.network, "names": pending.names,
+            "serial": f"{pending.serial:x}", "detail": str(why)})
 
     def finalise(self, pending: Pending, pre: Precertificate,
                  scts: Sequence[tuple[SCT, ec.EllipticCurvePublicKey]]) -> x509.Certificate:

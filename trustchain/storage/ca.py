@@ -162,6 +162,11 @@ class CaStore:
         except sqlite3.IntegrityError:
             raise StorageError(f"serial {serial:x} was used before") from None
 
+    def release_in(self, conn: sqlite3.Connection, serial: int) -> None:
+        """Drop the reservation of a serial whose precertificate never left the CA."""
+        conn.execute("DELETE FROM ca_certificates WHERE serial = ? AND state = 'precertificate'",
+                     (f"{serial:x}",))
+
     def finish(self, conn: sqlite3.Connection, certificate: x509.Certificate) -> None:
         """Store the final certificate over its reservation, in the caller's transaction."""
         updated = conn.execute(

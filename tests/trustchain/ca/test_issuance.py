@@ -316,3 +316,17 @@ def test_sct_list_encoding() -> None:
     assert ext.value == b"\x04\x0b" + b"\x00\x09" + b"\x00\x02ab" + b"\x00\x03cde"
     with pytest.raises(IssuanceError):
         sct_list_extension([])
+
+
+def test_pre_issuance_lint_passes_ours_and_refuses_a_bad_precertificate(pki: Pki) -> None:
+    from trustchain.ca.lint import LintError, check_precertificate, lint_precertificate
+
+    pre, _ = issue(pki, ["www.alpha.trust.example.net"])
+    assert lint_precertificate(pre.certificate) == []
+    # The same content plus a subject key identifier, which the BRs advise against.
+    bad = pki.signer.sign_certificate(
+        pre.builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(
+            pre.certificate.public_key()), critical=False)  # type: ignore[arg-type]
+        .add_extension(x509.PrecertPoison(), critical=True), pki.intermediate_key_id)
+    with pytest.raises(LintError, match="subject_key_identifier_extension_present"):
+        check_precertificate(bad)
