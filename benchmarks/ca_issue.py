@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import secrets
 import statistics
 import subprocess
@@ -50,18 +49,11 @@ from trustchain.keystore import KeyStore  # noqa: E402
 from trustchain.storage.database import open_database  # noqa: E402
 from trustchain.storage.node import NodeStore  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from node_process import cpu_seconds, percentile, start_node  # noqa: E402
+
 ORIGIN = "trust.example.net"
 NETWORK = "bench"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def make_csrs(count: int) -> list[bytes]:
@@ -93,22 +85,6 @@ def floor(csrs: list[bytes]) -> float:
          .not_valid_before(now).not_valid_after(now + timedelta(days=90))
          .add_extension(san, critical=True).sign(ca_key, hashes.SHA256()))
     return len(csrs) / (time.perf_counter() - start)
-
-
-def start_node(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "trustchain", "serve", "--data-dir", str(data)],
-                            env=env, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    assert proc.stderr is not None
-    port = 0
-    for line in proc.stderr:
-        if m := re.search(r"listening: quic on \[::1\]:(\d+)/udp", line):
-            port = int(m[1])
-        if "node ready" in line:
-            break
-    if not port:
-        proc.kill()
-        raise RuntimeError("the node did not start")
-    return proc, port
 
 
 def admin_identity(data: Path, passphrase: str) -> tuple[TlsIdentity, x509.Certificate]:
@@ -200,7 +176,7 @@ def main() -> int:
             text = text.replace("ca_lint = false", "ca_lint = true")
         config.write_text(text + "\n" + limits)
         identity, root = admin_identity(data, passphrase)
-        proc, port = start_node(data, env)
+        proc, port = start_node(data, env, "quic")
         cpu_before = cpu_seconds(proc.pid)
         client_before = time.process_time()
         try:

@@ -30,7 +30,6 @@ import base64
 import json
 import os
 import random
-import re
 import secrets
 import statistics
 import subprocess
@@ -54,16 +53,8 @@ from trustchain.keystore import KeyStore  # noqa: E402
 from trustchain.storage.database import open_database  # noqa: E402
 from trustchain.storage.node import NodeStore  # noqa: E402
 
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from node_process import cpu_seconds, percentile, start_node  # noqa: E402
 
 
 def make_chains(data: Path, passphrase: str, count: int) -> list[list[str]]:
@@ -135,22 +126,6 @@ async def submit_all(port: int, chains: list[list[str]],
     return len(chains) / (time.perf_counter() - start), delays
 
 
-def start_node(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "trustchain", "serve", "--data-dir", str(data)],
-                            env=env, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    assert proc.stderr is not None
-    port = 0
-    for line in proc.stderr:
-        if m := re.search(r"listening: http on \[::1\]:(\d+)/tcp", line):
-            port = int(m[1])
-        if "node ready" in line:
-            break
-    if not port:
-        proc.kill()
-        raise RuntimeError("the node did not start")
-    return proc, port
-
-
 def proofs(leaves: int, samples: int) -> None:
     tree = MerkleTree()
     started = time.perf_counter()
@@ -194,7 +169,7 @@ def main() -> int:
         chains = make_chains(data, passphrase, args.entries)
         raw = floor(chains)
         print(f"floor (parse + verify the chain + sign the SCT, in-process): {raw:,.0f} chains/s")
-        proc, port = start_node(data, env)
+        proc, port = start_node(data, env, "http")
         cpu_before = cpu_seconds(proc.pid)
         client_before = time.process_time()
         try:

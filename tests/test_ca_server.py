@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -47,6 +48,15 @@ def start(data_dir: Path, node_processes: list[NodeProcess]) -> tuple[NodeProces
     proc.wait_ready()
     return proc, ["--data-dir", str(data_dir), "--server",
                   "[{}]:{}".format(*proc.address("quic"))]
+
+
+def restart_with(proc: NodeProcess, data_dir: Path, node_processes: list[NodeProcess],
+                 edit: Callable[[str], str]) -> tuple[NodeProcess, list[str]]:
+    """Stop the node, edit its trustchain.toml, start it again."""
+    assert proc.stop() == 0
+    config = data_dir / "trustchain.toml"
+    config.write_text(edit(config.read_text()))
+    return start(data_dir, node_processes)
 
 
 @pytest.fixture
@@ -206,12 +216,8 @@ def test_rate_limit_refusal_survives_a_restart(
     running: tuple[NodeProcess, list[str]], data_dir: Path,
     node_processes: list[NodeProcess], tmp_path: Path
 ) -> None:
-    proc, admin = running
-    assert proc.stop() == 0
-    config = data_dir / "trustchain.toml"
-    config.write_text(config.read_text() + "\n[ca_rate_limits.names]\ncount = 2\n"
-                      "period_seconds = 86400\n")
-    proc, admin = start(data_dir, node_processes)
+    proc, admin = restart_with(running[0], data_dir, node_processes, lambda text: text
+                               + "\n[ca_rate_limits.names]\ncount = 2\nperiod_seconds = 86400\n")
     csr = make_csr(tmp_path, NETWORK_NAME)
     for _ in range(2):
         assert run_cli("ca", "issue", "--csr", csr, *admin).returncode == 0
@@ -389,11 +395,8 @@ def test_pre_issuance_linting(
     node_processes: list[NodeProcess], tmp_path: Path
 ) -> None:
     """With ca_lint on, each precertificate passes pkilint before it is logged."""
-    proc, _ = running
-    assert proc.stop() == 0
-    config = data_dir / "trustchain.toml"
-    config.write_text(config.read_text().replace("ca_lint = false", "ca_lint = true"))
-    proc, admin = start(data_dir, node_processes)
+    proc, admin = restart_with(running[0], data_dir, node_processes,
+                               lambda text: text.replace("ca_lint = false", "ca_lint = true"))
     assert any("linted with pkilint" in line for line in proc.log)
     issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, NETWORK_NAME), *admin)
     assert issued.returncode == 0, issued.stderr

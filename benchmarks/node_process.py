@@ -1,0 +1,39 @@
+"""What the benchmarks share: a node started as a child process, its CPU time, percentiles."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def start_node(data: Path, env: dict[str, str], listener: str) -> tuple[subprocess.Popen[str], int]:
+    """``trustchain serve`` on ``data``, ready; with the port of ``listener`` (http, quic, ...)."""
+    proc = subprocess.Popen([sys.executable, "-m", "trustchain", "serve", "--data-dir", str(data)],
+                            env=env, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stderr is not None
+    port = 0
+    for line in proc.stderr:
+        if m := re.search(rf"listening: {listener} on \[::1\]:(\d+)/", line):
+            port = int(m[1])
+        if "node ready" in line:
+            break
+    if not port:
+        proc.kill()
+        raise RuntimeError("the node did not start")
+    return proc, port
