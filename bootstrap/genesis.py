@@ -60,8 +60,8 @@ class ProofParameters(BaseModel):
     work_difficulty_bits: int = Field(20, ge=8, le=64)
     #: Time: sequential squarings of the verifiable delay function.
     time_vdf_iterations: int = Field(100_000, ge=1_000, le=10**10)
-    #: Space: plot size parameter (2**k entries).
-    space_plot_k: int = Field(25, ge=18, le=50)
+    #: Space: plot size parameter (2**k entries; chiapos builds nothing below 19).
+    space_plot_k: int = Field(25, ge=19, le=50)
     #: Stake: a decision needs strictly more than numerator/denominator of the stake.
     stake_quorum_numerator: int = Field(2, ge=1)
     stake_quorum_denominator: int = Field(3, ge=2)
