@@ -13,7 +13,7 @@ refused outright, not skipped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -51,10 +51,23 @@ def sign_commit(key: ed25519.Ed25519PrivateKey, chain_id: str, height: int, roun
     return key.sign(commit_message(chain_id, height, round_, block, subject))
 
 
+def _verify_signature(validator: ValidatorStake, message: bytes, signature: bytes) -> bool:
+    try:
+        validator.public_key.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
 def verify_commit(certificate: CommitCertificate, validators: Mapping[str, ValidatorStake], *,
                   chain_id: str, block: bytes, subject: bytes, numerator: int = 2,
-                  denominator: int = 3) -> int:
+                  denominator: int = 3,
+                  check: Callable[[ValidatorStake, bytes, bytes], bool] = _verify_signature,
+                  ) -> int:
     """Check a certificate for ``(chain_id, block, subject)``; return the stake that signed.
+
+    ``check(validator, message, signature)`` verifies one signature; a caller
+    may pass one that remembers signatures it already verified.
 
     :raises ProofError: for another chain, block or subject, an unknown or
         repeated signer, a bad signature, or too little stake.
@@ -77,10 +90,8 @@ def verify_commit(certificate: CommitCertificate, validators: Mapping[str, Valid
         validator = validators.get(node_id)
         if validator is None:
             raise ProofError(f"stake: {node_id} is not a validator of the current set")
-        try:
-            validator.public_key.verify(signature, message)
-        except InvalidSignature:
-            raise ProofError(f"stake: the signature of {node_id} does not verify") from None
+        if not check(validator, message, signature):
+            raise ProofError(f"stake: the signature of {node_id} does not verify")
         signed += validator.stake
     total = sum(v.stake for v in validators.values())
     if signed * denominator <= total * numerator:

@@ -1,0 +1,77 @@
+"""Byzantine evidence: self-contained objects that prove a validator misbehaved.
+
+Anyone holding the validator set can check evidence without trusting who
+reported it: both conflicting messages carry the offender's signature.
+
+* :class:`DuplicateVote`: two votes of one kind, height and round for
+  different blocks (equivocation);
+* :class:`DuplicateProposal`: two proposals of one height and round for
+  different blocks by the round's proposer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+
+from trustchain.consensus.messages import Proposal, Vote
+from trustchain.consensus.proofs.stake import ValidatorStake
+from trustchain.errors import RemoteError
+
+
+class EvidenceError(RemoteError):
+    """The evidence does not prove misbehaviour."""
+
+
+def _check_signature(message: Vote | Proposal, chain_id: str,
+                     validators: Mapping[str, ValidatorStake]) -> None:
+    validator = validators.get(message.sender)
+    if validator is None:
+        raise EvidenceError(f"{message.sender} is not a validator")
+    try:
+        validator.public_key.verify(message.signature, message.message(chain_id))
+    except InvalidSignature:
+        raise EvidenceError(f"a message is not signed by {message.sender}") from None
+
+
+@dataclass(frozen=True)
+class DuplicateVote:
+    first: Vote
+    second: Vote
+
+    @property
+    def offender(self) -> str:
+        return self.first.sender
+
+    def verify(self, chain_id: str, validators: Mapping[str, ValidatorStake]) -> None:
+        a, b = self.first, self.second
+        if (a.kind, a.height, a.round, a.sender) != (b.kind, b.height, b.round, b.sender):
+            raise EvidenceError("the votes are not of one validator, kind, height and round")
+        if a.block == b.block:
+            raise EvidenceError("the votes are for the same block")
+        _check_signature(a, chain_id, validators)
+        _check_signature(b, chain_id, validators)
+
+
+@dataclass(frozen=True)
+class DuplicateProposal:
+    first: Proposal
+    second: Proposal
+
+    @property
+    def offender(self) -> str:
+        return self.first.sender
+
+    def verify(self, chain_id: str, validators: Mapping[str, ValidatorStake]) -> None:
+        a, b = self.first, self.second
+        if (a.height, a.round, a.sender) != (b.height, b.round, b.sender):
+            raise EvidenceError("the proposals are not of one proposer, height and round")
+        if a.block.hash == b.block.hash:
+            raise EvidenceError("the proposals are for the same block")
+        _check_signature(a, chain_id, validators)
+        _check_signature(b, chain_id, validators)
+
+
+Evidence = DuplicateVote | DuplicateProposal
