@@ -33,9 +33,12 @@ import hashlib
 import heapq
 import random
 import statistics
-from dataclasses import dataclass, field
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trustchain.consensus.evidence import Evidence, EvidenceError
 from trustchain.consensus.messages import (
@@ -57,22 +60,71 @@ WORK_BITS = 6
 BEHAVIOURS = ("silent", "equivocate", "twins", "invalid-proof", "delay", "collude")
 
 
-@dataclass(frozen=True)
-class Scenario:
+class Scenario(BaseModel):
+    """One simulated network and what it must survive (a scenario file is these fields in TOML)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     name: str = "scenario"
-    validators: int = 4
+    description: str = ""
+    validators: int = Field(4, ge=1, le=1000)
     #: Byzantine behaviour -> how many validators behave so.
-    byzantine: dict[str, int] = field(default_factory=dict)
-    heights: int = 5
+    byzantine: dict[str, int] = Field(default_factory=dict)
+    heights: int = Field(5, ge=1, le=100_000)
     latency: tuple[float, float] = (0.01, 0.1)
-    loss: float = 0.0
-    #: Before GST the validators are split into these many groups (1: no partition).
-    partitions: int = 1
-    gst: float = 0.0
-    deadline: float = 120.0
-    timeout: float = 1.0
-    #: True for a negative control: Byzantine stake >= 1/3 is allowed (and expected to win).
+    loss: float = Field(0.0, ge=0.0, lt=1.0)
+    #: Before GST the validators are split into this many groups (1: no partition).
+    partitions: int = Field(1, ge=1, le=100)
+    gst: float = Field(0.0, ge=0.0)
+    deadline: float = Field(120.0, gt=0.0)
+    timeout: float = Field(1.0, gt=0.0)
+    #: A negative control: Byzantine stake >= 1/3, expected to break safety.
     expect_violation: bool = False
+
+    @field_validator("byzantine")
+    @classmethod
+    def _known(cls, value: dict[str, int]) -> dict[str, int]:
+        for kind, count in value.items():
+            if kind not in BEHAVIOURS:
+                raise ValueError(f"unknown behaviour {kind!r}; known: {', '.join(BEHAVIOURS)}")
+            if count < 0:
+                raise ValueError(f"{kind}: a count is not negative")
+        return value
+
+    @model_validator(mode="after")
+    def _fits(self) -> Scenario:
+        if sum(self.byzantine.values()) > self.validators:
+            raise ValueError("more Byzantine validators than validators")
+        low, high = self.latency
+        if not 0 <= low <= high:
+            raise ValueError("latency is (low, high) seconds with 0 <= low <= high")
+        return self
+
+
+def load_scenario(path: Path) -> Scenario:
+    """:raises ValueError: naming the file and what is wrong in it."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    data.setdefault("name", path.stem)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "scenario"
+        raise ValueError(f"{path}: {where}: {first['msg']}") from None
+
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+
+
+def find_scenario(name_or_path: str) -> Path:
+    """A scenario file: a path, or the name of one in simulations/scenarios."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        return path
+    return SCENARIO_DIR / f"{name_or_path}.toml"
 
 
 @dataclass
@@ -81,6 +133,8 @@ class Result:
     seed: int
     decided: dict[str, list[bytes]]
     latencies: list[float]
+    #: (time of a decision, time since the validator's previous one), every honest validator.
+    timeline: list[tuple[float, float]]
     messages: int
     safety_violations: list[str]
     live: bool
@@ -149,8 +203,6 @@ class _Sim:
         self.rng.shuffle(order)
         self.behaviour: dict[str, str] = {}
         for kind, count in scenario.byzantine.items():
-            if kind not in BEHAVIOURS:
-                raise ValueError(f"unknown behaviour {kind!r}; known: {', '.join(BEHAVIOURS)}")
             for _ in range(count):
                 self.behaviour[order.pop()] = kind
         self.honest = [i for i in self.ids if i not in self.behaviour]
@@ -366,12 +418,43 @@ def run(scenario: Scenario, seed: int) -> Result:
             item.verify(CHAIN, sim.stakes)
         except EvidenceError:
             bad += 1
-    latencies = []
-    for times in sim.decided_at.values():
-        latencies += [b - a for a, b in zip([0.0, *times], times, strict=False)]
+    timeline = sorted((b, b - a) for times in sim.decided_at.values()
+                      for a, b in zip([0.0, *times], times, strict=False))
+    latencies = [gap for _, gap in timeline]
     visible = sim.equivocators
-    return Result(scenario.name, seed, sim.decided, latencies, sim.messages, violations, live,
+    return Result(scenario.name, seed, sim.decided, latencies, timeline, sim.messages,
+                  violations, live,
                   visible, {e.offender for e in sim.evidence}, bad, finish)
+
+
+def passed(scenario: Scenario, results: list[Result]) -> bool:
+    """Every run safe, live and with every equivocator caught; for a negative control,
+    at least one run in which the checker saw safety broken."""
+    if scenario.expect_violation:
+        return any(r.safety_violations for r in results)
+    return all(r.ok for r in results)
+
+
+def plot(results: list[Result], path: Path, title: str) -> None:
+    """Commit latency over simulated time (matplotlib, written to ``path``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4))
+    for result in results:
+        if result.timeline:
+            times, gaps = zip(*result.timeline, strict=True)
+            axes.scatter(times, gaps, s=6, label=f"seed {result.seed}")
+    axes.set_xlabel("simulated time (s)")
+    axes.set_ylabel("time since previous decision (s)")
+    axes.set_title(title)
+    if len(results) <= 10:
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def summary(results: list[Result]) -> dict[str, object]:

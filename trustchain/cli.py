@@ -534,6 +534,73 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    """``trustchain sim``: run scenario files through the real consensus code."""
+    from simulations import harness
+    from trustchain.errors import LocalError
+
+    if args.sim_command == "list":
+        rows = []
+        for path in sorted(harness.SCENARIO_DIR.glob("*.toml")):
+            try:
+                scenario = harness.load_scenario(path)
+            except ValueError as exc:
+                raise LocalError(str(exc)) from None
+            rows.append({"scenario": path.stem, "validators": scenario.validators,
+                         "description": scenario.description})
+        _print_listing(args, rows, ["scenario", "validators", "description"], "no scenarios")
+        return 0
+    path = harness.find_scenario(args.scenario)
+    if not path.exists():
+        raise LocalError(f"no scenario {args.scenario!r} (trustchain sim list shows them)")
+    try:
+        scenario = harness.load_scenario(path)
+    except ValueError as exc:
+        raise LocalError(str(exc)) from None
+    if args.runs < 1:
+        raise LocalError("--runs must be at least 1")
+    results = []
+    show = sys.stderr.isatty()
+    for i in range(args.runs):
+        if show:
+            done = int(30 * i / args.runs)
+            print(f"\r[{'#' * done}{'.' * (30 - done)}] run {i + 1}/{args.runs}", end="",
+                  file=sys.stderr, flush=True)
+        results.append(harness.run(scenario, args.seed + i))
+    if show:
+        print(f"\r[{'#' * 30}] {args.runs}/{args.runs} runs" + " " * 10, file=sys.stderr)
+    totals = harness.summary(results)
+    ok = harness.passed(scenario, results)
+    if args.plot:
+        try:
+            harness.plot(results, Path(args.plot), f"{scenario.name}: commit latency")
+        except ImportError:
+            raise LocalError("--plot needs matplotlib (pip install matplotlib)") from None
+    if args.json:
+        _print_json({**totals, "scenario": scenario.name, "passed": ok,
+                     "violations": [v for r in results for v in r.safety_violations]})
+        return 0 if ok else 1
+    print(f"scenario {scenario.name}: {scenario.validators} validators, "
+          f"byzantine {scenario.byzantine or 'none'}, seeds {args.seed}..{args.seed + args.runs - 1}")
+    print(f"  decisions          {totals['decisions']} (latency p50 {totals['latency_p50_s']} s, "
+          f"p99 {totals['latency_p99_s']} s)")
+    print(f"  messages           {totals['messages']}")
+    print(f"  safety violations  {totals['safety_violations']}")
+    print(f"  live after GST     {totals['live']} of {totals['runs']} runs")
+    print(f"  equivocators       {totals['equivocators']} seen, {totals['caught']} with evidence "
+          f"({totals['bad_evidence']} invalid)")
+    if scenario.expect_violation:
+        verdict = "negative control: violation detected" if ok else \
+            "negative control FAILED: no violation detected"
+    else:
+        verdict = "passed" if ok else "FAILED"
+    print(f"  {verdict}")
+    for result in results:
+        for violation in result.safety_violations[:3]:
+            print(f"    seed {result.seed}: {violation}")
+    return 0 if ok else 1
+
+
 def cmd_dnssec(args: argparse.Namespace) -> int:
     body = json.dumps({"zone": args.zone}).encode()
     if args.dnssec_command in ("rollover", "ds-published"):
@@ -1065,6 +1132,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     audit.set_defaults(func=cmd_audit)
+
+    sim = commands.add_parser("sim", help="simulate the consensus (the real code, a virtual network)")
+    sub = sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="run a scenario file; exit 1 if a check fails")
+    p.add_argument("scenario", metavar="SCENARIO", help="a name from 'sim list', or a .toml file")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--runs", type=int, default=1, help="runs, with seeds seed, seed+1, ...")
+    p.add_argument("--plot", metavar="FILE", help="write commit latency over time (PNG, SVG...)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("list", help="the scenarios that ship in simulations/scenarios")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sim.set_defaults(func=cmd_sim)
 
     ct = commands.add_parser("ct", help="certificate transparency logs of a node")
     sub = ct.add_subparsers(dest="ct_command", required=True, metavar="COMMAND")

@@ -73,3 +73,29 @@ def test_equivocation_evidence_verifies_and_cannot_be_forged() -> None:
         DuplicateVote(a, framed).verify(CHAIN, stakes)
     with pytest.raises(EvidenceError, match="not a validator"):
         DuplicateVote(a, b).verify(CHAIN, {n: s for n, s in stakes.items() if n != "v1"})
+
+
+def test_sim_cli_lists_runs_plots_and_refuses_bad_files(tmp_path) -> None:
+    import json
+
+    from tests.support import run_cli
+
+    listing = run_cli("sim", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    names = {row["scenario"] for row in json.loads(listing.stdout)}
+    assert {"baseline", "partition", "equivocate", "twins", "negative-control"} <= names
+
+    result = run_cli("sim", "run", "equivocate", "--runs", "2", "--plot", tmp_path / "l.png")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "safety violations  0" in result.stdout and "passed" in result.stdout
+    assert (tmp_path / "l.png").read_bytes().startswith(b"\x89PNG")
+
+    control = run_cli("sim", "run", "negative-control", "--json")
+    assert control.returncode == 0 and json.loads(control.stdout)["safety_violations"] >= 1
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("validators = 4\nbyzantine = { gremlins = 1 }\n")
+    refused = run_cli("sim", "run", bad)
+    assert refused.returncode == 1 and "unknown behaviour 'gremlins'" in refused.stderr
+    missing = run_cli("sim", "run", "no-such-scenario")
+    assert missing.returncode == 1 and "sim list" in missing.stderr
