@@ -34,13 +34,16 @@ import heapq
 import random
 import statistics
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trustchain.consensus.evidence import Evidence, EvidenceError
+from bootstrap.genesis import ProofParameters
+from trustchain.consensus.evidence import DuplicateVote, Evidence, EvidenceError, evidence_body
+from trustchain.consensus.ledger import Ledger
 from trustchain.consensus.messages import (
     NIL,
     Block,
@@ -50,13 +53,15 @@ from trustchain.consensus.messages import (
     Vote,
     sign,
 )
+from trustchain.consensus.operations import Entry, Operation, OperationKind, ProofBundle, WorkPart
 from trustchain.consensus.proofs import Challenge, ProofError
+from trustchain.consensus.proofs.space import plot_id_for
 from trustchain.consensus.proofs.stake import ValidatorStake, verify_commit
 from trustchain.consensus.proofs.work import WorkProof, solve_work, verify_work
 from trustchain.consensus.tendermint import Output, Tendermint, Timeouts
 
 CHAIN = "simnet"
-WORK_BITS = 6
+WORK_BITS = 8
 BEHAVIOURS = ("silent", "equivocate", "twins", "invalid-proof", "delay", "collude")
 
 
@@ -144,46 +149,50 @@ class Result:
     caught: set[str]
     bad_evidence: int
     finish_time: float
+    #: Validators removed by committed evidence, as each honest validator's ledger says.
+    slashed: dict[str, set[str]]
+    byzantine: set[str]
 
     @property
     def ok(self) -> bool:
-        """Safe, live (when it must be), and every visible equivocator caught."""
+        """Safe, live (when it must be), every visible equivocator caught, no honest one slashed."""
         return (not self.safety_violations and self.live and self.bad_evidence == 0
-                and self.equivocators <= self.caught)
+                and self.equivocators <= self.caught
+                and all(s <= self.byzantine for s in self.slashed.values()))
 
 
-class SimApp:
-    """The application of the simulated chain: one proof-of-work operation per block."""
+#: The simulated chain's proof parameters (the genesis minimum of work, to keep runs quick).
+PARAMETERS = ProofParameters(work_difficulty_bits=WORK_BITS, time_vdf_iterations=1_000,
+                             space_plot_k=19)
 
-    def __init__(self, requester: bytes, invalid: bool = False, salt: bytes = b"") -> None:
+
+class SimApp(Ledger):
+    """The simulated chain: the node's :class:`Ledger` plus, in every proposal, one plot
+    registration carrying a real proof of work bound to the block it extends (an
+    ``invalid-proof`` validator proposes a nonce that fails it)."""
+
+    def __init__(self, requester: bytes, validators: Mapping[str, ValidatorStake],
+                 invalid: bool = False, salt: bytes = b"") -> None:
+        super().__init__(CHAIN, validators, PARAMETERS, maker=self._make)
         self.requester = requester
         self.invalid = invalid
         self.salt = salt
 
-    def propose(self, height: int, previous: bytes) -> tuple[bytes, ...]:
-        digest = hashlib.sha256(self.salt + b"op %d" % height).digest()
-        proof = solve_work(Challenge(digest, previous), self.requester, WORK_BITS)
-        nonce = proof.nonce
-        if self.invalid:  # a nonce that fails: the search found the first that passes
+    def _make(self, height: int, previous: bytes) -> list[Entry]:
+        seed = hashlib.sha256(self.salt + b"seed %d" % height).digest()
+        operation = Operation(kind=OperationKind.PLOT_REGISTRATION, requester=self.requester.hex(),
+                              body={"plot_id": plot_id_for(self.requester, seed).hex(),
+                                    "seed": seed.hex()})
+        challenge = Challenge(operation.digest, previous)
+        nonce = solve_work(challenge, self.requester, WORK_BITS).nonce
+        if self.invalid:  # the next nonce that fails (the search found the first that passes)
             while True:
                 nonce += 1
                 try:
-                    verify_work(WorkProof(nonce), Challenge(digest, previous), self.requester,
-                                WORK_BITS)
+                    verify_work(WorkProof(nonce), challenge, self.requester, WORK_BITS)
                 except ProofError:
                     break
-        return (digest + self.requester + nonce.to_bytes(8, "big"),)
-
-    def valid(self, block: Block) -> bool:
-        if len(block.operations) != 1 or len(block.operations[0]) != 56:
-            return False
-        op = block.operations[0]
-        try:
-            verify_work(WorkProof(int.from_bytes(op[48:], "big")), Challenge(op[:32], block.previous),
-                        op[32:48], WORK_BITS)
-        except ProofError:
-            return False
-        return True
+        return [Entry(operation=operation, proofs=ProofBundle(work=WorkPart(nonce=nonce)))]
 
 
 #: (time, sequence, kind, target validator index, message): tuples order by time, then sequence.
@@ -197,7 +206,9 @@ class _Sim:
         self.seed = seed
         n = scenario.validators
         self.ids = [f"v{i:02d}" for i in range(n)]
-        self.keys = {i: ed25519.Ed25519PrivateKey.generate() for i in self.ids}
+        # Keys from the seed too (Ed25519 signing is deterministic), so a run replays bit for bit.
+        self.keys = {i: ed25519.Ed25519PrivateKey.from_private_bytes(
+            hashlib.sha256(b"simulated key %d %s" % (seed, i.encode())).digest()) for i in self.ids}
         self.stakes = {i: ValidatorStake(self.keys[i].public_key(), 1) for i in self.ids}
         order = list(self.ids)
         self.rng.shuffle(order)
@@ -211,6 +222,7 @@ class _Sim:
         cache = SignatureCache()
         self.check = cache.checker()
         self.nodes: list[tuple[str, Tendermint]] = []  # (identity, instance); twins: two per id
+        self.apps: list[SimApp] = []
         for ident in self.ids:
             role = self.behaviour.get(ident)
             if role == "silent":
@@ -218,7 +230,8 @@ class _Sim:
             copies = 2 if role == "twins" else 1
             for _ in range(copies):
                 app = SimApp(bytes.fromhex(hashlib.sha256(ident.encode()).hexdigest()[:32]),
-                             invalid=role == "invalid-proof")
+                             self.stakes, invalid=role == "invalid-proof")
+                self.apps.append(app)
                 self.nodes.append((ident, Tendermint(
                     ident, self.keys[ident], CHAIN, self.stakes, app,
                     timeouts=Timeouts(scenario.timeout, scenario.timeout, scenario.timeout,
@@ -308,9 +321,10 @@ class _Sim:
         """A colluding proposer shows one valid block to one side and another to the other."""
         ident = self.nodes[src][0]
         block = proposal.block
-        app = SimApp(bytes.fromhex(hashlib.sha256(ident.encode()).hexdigest()[:32]), salt=b"fork")
+        app = SimApp(bytes.fromhex(hashlib.sha256(ident.encode()).hexdigest()[:32]), self.stakes,
+                     salt=b"fork")
         alternative = Block(block.height, block.previous, block.proposer,
-                            app.propose(block.height, block.previous))
+                            tuple(e.encode() for e in app._make(block.height, block.previous)))
         twin = sign(Proposal(proposal.height, proposal.round, alternative, proposal.valid_round,
                              ident), self.keys[ident], CHAIN)
         self.forks[(proposal.height, proposal.round, block.hash)] = alternative.hash
@@ -351,6 +365,12 @@ class _Sim:
         self.send(now, index, out.broadcast)
         self.send_to(now, index, out.send)
         self.evidence += out.evidence
+        if ident not in self.behaviour:  # honest validators put what they caught in a block
+            for item in out.evidence:
+                if isinstance(item, DuplicateVote):
+                    self.apps[index].submit(Entry(operation=Operation(
+                        kind=OperationKind.EVIDENCE, requester=self.apps[index].requester.hex(),
+                        body=evidence_body(item))))
         if ident in self.decided:
             for committed in out.committed:
                 block = committed.block
@@ -358,7 +378,7 @@ class _Sim:
                 if (block.hash, certificate.signatures) not in self.checked:
                     self.checked.add((block.hash, certificate.signatures))
                     try:  # the precommits that decided it are a stake proof anyone can check
-                        verify_commit(certificate, self.stakes, chain_id=CHAIN,
+                        verify_commit(certificate, committed.validators, chain_id=CHAIN,
                                       block=block.hash, subject=block.hash, check=self.check)
                     except ProofError as exc:
                         self.bad_certificates.append(f"{ident} height {block.height}: {exc}")
@@ -424,7 +444,9 @@ def run(scenario: Scenario, seed: int) -> Result:
     visible = sim.equivocators
     return Result(scenario.name, seed, sim.decided, latencies, timeline, sim.messages,
                   violations, live,
-                  visible, {e.offender for e in sim.evidence}, bad, finish)
+                  visible, {e.offender for e in sim.evidence}, bad, finish,
+                  {ident: set(sim.apps[i].slashed) for i, (ident, _) in enumerate(sim.nodes)
+                   if ident not in sim.behaviour}, set(sim.behaviour))
 
 
 def passed(scenario: Scenario, results: list[Result]) -> bool:

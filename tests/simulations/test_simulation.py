@@ -37,6 +37,16 @@ def test_safe_live_and_every_equivocation_caught(validators: int, behaviour: str
         assert result.equivocators <= result.caught, (seed, result.equivocators, result.caught)
         assert result.bad_evidence == 0
         assert all(len(v) >= scenario.heights for v in result.decided.values())
+        # Committed evidence removes offenders, never an honest validator, and the honest
+        # validators agree on who was removed.
+        assert all(s <= result.byzantine for s in result.slashed.values())
+        assert len({frozenset(s) for s in result.slashed.values()}) <= 2  # at most a laggard
+
+
+def test_committed_evidence_removes_the_equivocators() -> None:
+    result = run(Scenario(validators=10, byzantine={"equivocate": 3}, heights=10), 0)
+    assert result.ok and result.equivocators
+    assert all(s == result.equivocators for s in result.slashed.values())
 
 
 @pytest.mark.parametrize(("validators", "seed"), [(4, 3), (7, 0)])

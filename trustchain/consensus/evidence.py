@@ -11,12 +11,14 @@ reported it: both conflicting messages carry the offender's signature.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 
-from trustchain.consensus.messages import Proposal, Vote
+from trustchain.consensus.messages import Proposal, Vote, VoteKind
 from trustchain.consensus.proofs.stake import ValidatorStake
 from trustchain.errors import RemoteError
 
@@ -75,3 +77,31 @@ class DuplicateProposal:
 
 
 Evidence = DuplicateVote | DuplicateProposal
+
+
+def _vote_json(vote: Vote) -> dict[str, object]:
+    return {"kind": vote.kind.value, "height": vote.height, "round": vote.round,
+            "block": vote.block.hex(), "sender": vote.sender,
+            "signature": base64.b64encode(vote.signature).decode()}
+
+
+def _vote_from(data: Mapping[str, Any]) -> Vote:
+    return Vote(VoteKind(data["kind"]), int(data["height"]), int(data["round"]),
+                bytes.fromhex(data["block"]), str(data["sender"]),
+                base64.b64decode(data["signature"], validate=True))
+
+
+def evidence_body(evidence: DuplicateVote) -> dict[str, object]:
+    """An equivocation as the body of an ``evidence`` operation (canonical-JSON-able)."""
+    return {"type": "duplicate-vote", "first": _vote_json(evidence.first),
+            "second": _vote_json(evidence.second)}
+
+
+def evidence_from_body(body: Mapping[str, Any]) -> DuplicateVote:
+    """:raises EvidenceError: if the body is not a well-formed duplicate-vote evidence."""
+    try:
+        if body.get("type") != "duplicate-vote":
+            raise ValueError("unknown evidence type")
+        return DuplicateVote(_vote_from(body["first"]), _vote_from(body["second"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EvidenceError(f"malformed evidence: {exc}") from None

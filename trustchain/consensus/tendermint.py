@@ -62,11 +62,15 @@ KEPT_DECISIONS = 64
 
 
 class BlockSource(Protocol):
-    """The application: what to propose, and what is a valid block."""
+    """The application: what to propose, what is a valid block, and what a decision changes."""
 
     def propose(self, height: int, previous: bytes) -> tuple[bytes, ...]: ...
 
     def valid(self, block: Block) -> bool: ...
+
+    def committed(self, block: Block) -> Mapping[str, ValidatorStake] | None:
+        """Apply a decided block; return the validator set from the next height if it changed."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class Committed:
     block: Block
     round: int
     certificate: CommitCertificate
+    #: The validator set of that height (the certificate is checked against it).
+    validators: Mapping[str, ValidatorStake] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -125,11 +131,7 @@ class Tendermint:
         self.node_id = node_id
         self._key = key
         self.chain_id = chain_id
-        self.validators = dict(validators)
-        self._order = sorted(self.validators)
-        self._raw = {n: v.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-                     for n, v in self.validators.items()}
-        self._total = sum(v.stake for v in self.validators.values())
+        self._set_validators(validators)
         self._source = source
         self._timeouts = timeouts
         self._cache = cache or SignatureCache()
@@ -145,6 +147,13 @@ class Tendermint:
         self._past: dict[int, dict[tuple[int, str, str], Signed]] = {}
         self._helped: set[tuple[str, int]] = set()
         self._reset_height()
+
+    def _set_validators(self, validators: Mapping[str, ValidatorStake]) -> None:
+        self.validators = dict(validators)
+        self._order = sorted(self.validators)
+        self._raw = {n: v.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+                     for n, v in self.validators.items()}
+        self._total = sum(v.stake for v in self.validators.values())
 
     # --- state of one height -----------------------------------------------------
 
@@ -249,7 +258,8 @@ class Tendermint:
                           block=block.hash, subject=block.hash, check=self._check)
         except ProofError:
             return Output()
-        return self._finish_height(Committed(block, decision.round, certificate), now)
+        return self._finish_height(Committed(block, decision.round, certificate,
+                                             self.validators), now)
 
     # --- bookkeeping -----------------------------------------------------------------
 
@@ -425,7 +435,7 @@ class Tendermint:
             self.chain_id, self.height, round_, block.hash, block.hash,
             tuple(sorted((s, by_block[block.hash].signature) for s, by_block in precommits.items()
                          if block.hash in by_block)))
-        return self._finish_height(Committed(block, round_, certificate), now)
+        return self._finish_height(Committed(block, round_, certificate, self.validators), now)
 
     def _finish_height(self, committed: Committed, now: float) -> Output:
         block = committed.block
@@ -439,6 +449,9 @@ class Tendermint:
                 past[(r, kind.value, sender)] = next(iter(by_block.values()))
         self._past[self.height] = past
         self._past.pop(self.height - KEPT_DECISIONS, None)
+        changed = self._source.committed(block)
+        if changed is not None:  # from the next height on (evidence slashed, stakes moved)
+            self._set_validators(changed)
         self.height += 1
         self.previous = block.hash
         self._timers = [t for t in self._timers if t[3] >= self.height]

@@ -1,0 +1,134 @@
+"""Operations with their proof bundles, as validators check them before voting; the ledger.
+
+A node admission carries all four proofs, made for real here (a k=19 plot,
+a 1,000-iteration VDF, 8 bits of work, signatures of 3 of 4 validators).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from bootstrap.genesis import ProofParameters
+from trustchain.consensus.evidence import DuplicateVote, evidence_body
+from trustchain.consensus.ledger import Ledger
+from trustchain.consensus.messages import Block, Vote, VoteKind, sign
+from trustchain.consensus.operations import (
+    Entry,
+    Operation,
+    OperationKind,
+    ProofBundle,
+    StakePart,
+    decode_entry,
+    space_part,
+    time_part,
+    verify_entry,
+    work_part,
+)
+from trustchain.consensus.proofs import Challenge, ProofError
+from trustchain.consensus.proofs.delay import prove_delay
+from trustchain.consensus.proofs.space import create_plot, plot_id_for, prove_space
+from trustchain.consensus.proofs.stake import ValidatorStake, sign_commit
+from trustchain.consensus.proofs.work import solve_work
+
+CHAIN = "testnet"
+PARAMS = ProofParameters(work_difficulty_bits=8, time_vdf_iterations=1_000, space_plot_k=19)
+KEYS = {f"v{i}": ed25519.Ed25519PrivateKey.generate() for i in range(4)}
+VALIDATORS = {n: ValidatorStake(k.public_key(), 1) for n, k in KEYS.items()}
+PREVIOUS = hashlib.sha256(b"block 7").digest()
+REQUESTER = bytes.fromhex("aa" * 16)
+SEED = b"admission plot"
+
+
+def stake_part(digest: bytes, signers: list[str], previous: bytes = PREVIOUS) -> StakePart:
+    import base64
+
+    return StakePart(height=7, round=0, signatures=[
+        (n, base64.b64encode(sign_commit(KEYS[n], CHAIN, 7, 0, previous, digest)).decode())
+        for n in signers])
+
+
+def check(entry: Entry, previous: bytes = PREVIOUS, plots: dict[str, str] | None = None) -> None:
+    verify_entry(entry, previous=previous, parameters=PARAMS, validators=VALIDATORS,
+                 chain_id=CHAIN, plot_seeds=plots or {})
+
+
+@pytest.fixture(scope="module")
+def plot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return create_plot(tmp_path_factory.mktemp("plot"), REQUESTER, SEED, 19)
+
+
+def admission(plot: Path) -> tuple[Entry, dict[str, str]]:
+    """A node admission whose plot holds a proof for its challenge (varying the body)."""
+    for attempt in range(64):
+        operation = Operation(kind=OperationKind.NODE_ADMISSION, requester=REQUESTER.hex(),
+                              body={"node": "n9", "attempt": attempt})
+        challenge = Challenge(operation.digest, PREVIOUS)
+        space = prove_space(plot, challenge)
+        if space is None:
+            continue
+        bundle = ProofBundle(
+            work=work_part(solve_work(challenge, REQUESTER, PARAMS.work_difficulty_bits)),
+            time=time_part(prove_delay(challenge, PARAMS.time_vdf_iterations)),
+            space=space_part(space, SEED),
+            stake=stake_part(operation.digest, ["v0", "v1", "v2"]))
+        return Entry(operation=operation, proofs=bundle), {plot_id_for(REQUESTER, SEED).hex():
+                                                            SEED.hex()}
+    raise AssertionError("no proof of space in 64 tries")
+
+
+def test_an_admission_with_all_four_proofs_verifies(plot: Path) -> None:
+    entry, plots = admission(plot)
+    check(entry, plots=plots)
+    assert decode_entry(entry.encode()) == entry  # what blocks carry round-trips
+
+
+def test_each_missing_or_foreign_proof_refuses_the_admission(plot: Path) -> None:
+    entry, plots = admission(plot)
+    for name in ("work", "time", "space", "stake"):
+        stripped = entry.model_copy(update={"proofs": entry.proofs.model_copy(update={name: None})})
+        with pytest.raises(ProofError, match=f"missing proofs: {name}"):
+            check(stripped, plots=plots)
+    with pytest.raises(ProofError, match="space: no such plot"):
+        check(entry, plots={})  # the plot was never registered to this requester
+    with pytest.raises(ProofError):  # every proof is bound to the block it extends
+        check(entry, previous=hashlib.sha256(b"another block").digest(), plots=plots)
+    weak = entry.model_copy(update={"proofs": entry.proofs.model_copy(
+        update={"stake": stake_part(entry.operation.digest, ["v0", "v1"])})})
+    with pytest.raises(ProofError, match="more than 2/3"):
+        check(weak, plots=plots)
+
+
+def test_policy_refuses_missing_and_extra_proofs() -> None:
+    operation = Operation(kind=OperationKind.NETWORK_REGISTRATION, requester=REQUESTER.hex(),
+                          body={"name": "alpha"})
+    challenge = Challenge(operation.digest, PREVIOUS)
+    work = work_part(solve_work(challenge, REQUESTER, 8))
+    with pytest.raises(ProofError, match="missing proofs: time"):
+        check(Entry(operation=operation, proofs=ProofBundle(work=work)))
+    full = ProofBundle(work=work, time=time_part(prove_delay(challenge, 1_000)))
+    check(Entry(operation=operation, proofs=full))
+    with pytest.raises(ProofError, match="unexpected proofs: stake"):
+        check(Entry(operation=operation, proofs=full.model_copy(
+            update={"stake": stake_part(operation.digest, ["v0", "v1", "v2"])})))
+    with pytest.raises(ProofError, match="not an operation"):
+        decode_entry(b'{"operation": {"kind": "teleport", "requester": "aa"}}')
+
+
+def test_the_ledger_applies_evidence_and_refuses_bad_blocks() -> None:
+    ledger = Ledger(CHAIN, VALIDATORS, PARAMS)
+    votes = [sign(Vote(VoteKind.PREVOTE, 3, 0, hashlib.sha256(x).digest(), "v3"), KEYS["v3"],
+                  CHAIN) for x in (b"a", b"b")]
+    evidence = DuplicateVote(*votes)  # type: ignore[arg-type]
+    entry = Entry(operation=Operation(kind=OperationKind.EVIDENCE, requester=REQUESTER.hex(),
+                                      body=evidence_body(evidence)))
+    block = Block(4, PREVIOUS, "v0", (entry.encode(),))
+    assert ledger.valid(block)
+    assert not ledger.valid(Block(4, PREVIOUS, "v0", (entry.encode(), entry.encode())))
+    assert not ledger.valid(Block(4, PREVIOUS, "v0", (b"garbage",)))
+    changed = ledger.committed(block)
+    assert changed is not None and "v3" not in changed and ledger.slashed == {"v3"}
+    assert not ledger.valid(block)  # the offender is gone: the same evidence is now void

@@ -1,0 +1,145 @@
+"""The replicated state the consensus orders, and the application the state machine asks.
+
+Pure: :class:`Ledger` is a :class:`~trustchain.consensus.tendermint.BlockSource`.
+It proposes the operations waiting in its pool (plus any the caller's
+``maker`` builds for the block being proposed), accepts a block only if
+every operation is well formed, carries exactly the proofs :data:`POLICY`
+asks for and each verifies against the block it extends, and applies
+decided blocks: registered networks and plots, validator stakes, and
+evidence, which removes the offender from the validator set from the next
+height on (its stake is slashed to nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from bootstrap.genesis import ProofParameters
+from trustchain.consensus.evidence import EvidenceError, evidence_from_body
+from trustchain.consensus.messages import Block
+from trustchain.consensus.operations import (
+    Entry,
+    Operation,
+    OperationKind,
+    decode_entry,
+    verify_entry,
+)
+from trustchain.consensus.proofs import ProofError
+from trustchain.consensus.proofs.space import plot_id_for
+from trustchain.consensus.proofs.stake import ValidatorStake
+
+MAX_OPERATIONS = 100
+
+
+class Ledger:
+    def __init__(self, chain_id: str, validators: Mapping[str, ValidatorStake],
+                 parameters: ProofParameters,
+                 maker: Callable[[int, bytes], list[Entry]] | None = None) -> None:
+        self.chain_id = chain_id
+        self.validators = dict(validators)
+        self.parameters = parameters
+        self.networks: set[str] = set()
+        #: requester (hex) -> plot id (hex) -> seed (hex)
+        self.plots: dict[str, dict[str, str]] = {}
+        self.slashed: set[str] = set()
+        self.pool: dict[bytes, Entry] = {}
+        self._maker = maker
+
+    def submit(self, entry: Entry) -> None:
+        """Queue an operation for the next block this validator proposes."""
+        self.pool.setdefault(entry.operation.digest, entry)
+
+    # --- BlockSource -----------------------------------------------------------------
+
+    def propose(self, height: int, previous: bytes) -> tuple[bytes, ...]:
+        made = self._maker(height, previous) if self._maker else []
+        pooled = []
+        for entry in list(self.pool.values()):
+            try:
+                self._check(entry, previous)
+            except (ProofError, EvidenceError):  # stale (e.g. its offender is already gone)
+                del self.pool[entry.operation.digest]
+                continue
+            pooled.append(entry)
+        entries = [*made, *pooled][:MAX_OPERATIONS]
+        return tuple(e.encode() for e in entries)
+
+    def valid(self, block: Block) -> bool:
+        if len(block.operations) > MAX_OPERATIONS:
+            return False
+        seen: set[bytes] = set()
+        try:
+            for raw in block.operations:
+                entry = decode_entry(raw)
+                if entry.operation.digest in seen:
+                    return False
+                seen.add(entry.operation.digest)
+                self._check(entry, block.previous)
+        except (ProofError, EvidenceError):
+            return False
+        return True
+
+    def committed(self, block: Block) -> Mapping[str, ValidatorStake] | None:
+        """Apply a decided block; the new validator set if it changed."""
+        before = dict(self.validators)
+        for raw in block.operations:
+            entry = decode_entry(raw)
+            self.pool.pop(entry.operation.digest, None)
+            self._apply(entry.operation)
+        return self.validators if self.validators != before else None
+
+    # --- rules -------------------------------------------------------------------------
+
+    def _check(self, entry: Entry, previous: bytes) -> None:
+        operation = entry.operation
+        body = operation.body
+        verify_entry(entry, previous=previous, parameters=self.parameters,
+                     validators=self.validators, chain_id=self.chain_id,
+                     plot_seeds=self.plots.get(operation.requester, {}))
+        if operation.kind is OperationKind.EVIDENCE:
+            evidence = evidence_from_body(body)
+            evidence.verify(self.chain_id, self.validators)  # offender still a validator
+        elif operation.kind is OperationKind.NETWORK_REGISTRATION:
+            name = body.get("name")
+            if not isinstance(name, str) or not name or name in self.networks:
+                raise ProofError("network-registration: a new network name is required")
+        elif operation.kind is OperationKind.PLOT_REGISTRATION:
+            try:
+                seed, plot_id = bytes.fromhex(body["seed"]), body["plot_id"]
+            except (KeyError, TypeError, ValueError):
+                raise ProofError("plot-registration: plot_id and seed (hex)") from None
+            if plot_id_for(bytes.fromhex(operation.requester), seed).hex() != plot_id:
+                raise ProofError("plot-registration: the plot id is not the requester's")
+        elif operation.kind is OperationKind.VALIDATOR_CHANGE:
+            stake = body.get("stake")
+            if not isinstance(stake, int) or stake < 0 or not isinstance(body.get("node_id"), str):
+                raise ProofError("validator-change: node_id and a stake >= 0")
+            if stake and not isinstance(body.get("ed25519"), str):
+                raise ProofError("validator-change: a new validator needs its ed25519 key")
+
+    def _apply(self, operation: Operation) -> None:
+        body = operation.body
+        if operation.kind is OperationKind.EVIDENCE:
+            offender = evidence_from_body(body).offender
+            if offender in self.validators and len(self.validators) > 1:
+                del self.validators[offender]
+                self.slashed.add(offender)
+        elif operation.kind is OperationKind.NETWORK_REGISTRATION:
+            self.networks.add(body["name"])
+        elif operation.kind is OperationKind.PLOT_REGISTRATION:
+            self.plots.setdefault(operation.requester, {})[body["plot_id"]] = body["seed"]
+        elif operation.kind is OperationKind.VALIDATOR_CHANGE:
+            node_id, stake = body["node_id"], body["stake"]
+            if stake == 0:
+                self.validators.pop(node_id, None)
+            else:
+                key = self.validators[node_id].public_key if node_id in self.validators else \
+                    ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(body["ed25519"]))
+                self.validators[node_id] = ValidatorStake(key, stake)
+
+
+def raw_key(key: ed25519.Ed25519PublicKey) -> str:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()

@@ -1,0 +1,199 @@
+"""Operations that blocks carry, their proof bundles, and the policy of which proofs each needs.
+
+An operation is canonical JSON (kind, requester, body); its digest ``D`` is
+the SHA-256 of those bytes.  Its proofs answer the :class:`Challenge` of
+``D`` and the hash of the block the new block extends, so a bundle made for
+one block is useless in any other.  Which proofs an operation needs is
+:data:`POLICY`; validators check every required proof (and refuse extra
+material) before they vote for a block that carries the operation.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bootstrap.genesis import ProofParameters
+from trustchain.canonical import canonical_json
+from trustchain.consensus.proofs import Challenge, ProofError
+from trustchain.consensus.proofs.delay import DelayProof, verify_delay
+from trustchain.consensus.proofs.space import SpaceProof, verify_space
+from trustchain.consensus.proofs.stake import CommitCertificate, ValidatorStake, verify_commit
+from trustchain.consensus.proofs.work import WorkProof, verify_work
+
+MAX_OPERATION_BYTES = 64 * 1024
+
+
+class OperationKind(StrEnum):
+    NODE_ADMISSION = "node-admission"
+    NETWORK_REGISTRATION = "network-registration"
+    PLOT_REGISTRATION = "plot-registration"
+    VALIDATOR_CHANGE = "validator-change"
+    CA_INTERMEDIATE = "ca-intermediate"
+    CT_CHECKPOINT = "ct-checkpoint"
+    EVIDENCE = "evidence"
+
+
+#: Which proofs each kind of operation must carry.  Admissions cost work, time
+#: and space and need the validators' endorsement; anything that changes who
+#: decides needs more than 2/3 of the stake; evidence proves itself.
+POLICY: dict[OperationKind, frozenset[str]] = {
+    OperationKind.NODE_ADMISSION: frozenset({"work", "time", "space", "stake"}),
+    OperationKind.NETWORK_REGISTRATION: frozenset({"work", "time"}),
+    OperationKind.PLOT_REGISTRATION: frozenset({"work"}),
+    OperationKind.VALIDATOR_CHANGE: frozenset({"stake"}),
+    OperationKind.CA_INTERMEDIATE: frozenset({"stake"}),
+    OperationKind.CT_CHECKPOINT: frozenset(),
+    OperationKind.EVIDENCE: frozenset(),
+}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class Operation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: OperationKind
+    requester: str = Field(pattern=r"^[0-9a-f]{2,128}$")  # hex identifier of who asks
+    body: dict[str, Any] = Field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return canonical_json({"kind": self.kind.value, "requester": self.requester,
+                               "body": self.body})
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.encode()).digest()
+
+
+class WorkPart(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    nonce: int = Field(ge=0, lt=2**64)
+
+
+class TimePart(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    iterations: int = Field(ge=1)
+    output: str  # base64
+    proof: str
+
+
+class SpacePart(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    plot_id: str  # hex
+    seed: str  # hex: the seed registered with the plot
+    k: int
+    proof: str  # base64
+
+
+class StakePart(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    height: int = Field(ge=0)
+    round: int = Field(ge=0)
+    signatures: list[tuple[str, str]]  # (validator id, base64 signature)
+
+
+class ProofBundle(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    work: WorkPart | None = None
+    time: TimePart | None = None
+    space: SpacePart | None = None
+    stake: StakePart | None = None
+
+    def present(self) -> frozenset[str]:
+        return frozenset(name for name in ("work", "time", "space", "stake")
+                         if getattr(self, name) is not None)
+
+
+class Entry(BaseModel):
+    """What a block carries: an operation and its proofs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    operation: Operation
+    proofs: ProofBundle = Field(default_factory=ProofBundle)
+
+    def encode(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json"))
+
+
+def decode_entry(data: bytes) -> Entry:
+    """:raises ProofError: for bytes that are not an entry."""
+    if len(data) > MAX_OPERATION_BYTES:
+        raise ProofError("operation too large")
+    try:
+        return Entry.model_validate_json(data)
+    except ValidationError as exc:
+        raise ProofError(f"not an operation: {exc.errors()[0]['msg']}") from None
+
+
+def _bytes(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ProofError(f"{what}: not base64") from None
+
+
+def verify_entry(entry: Entry, *, previous: bytes, parameters: ProofParameters,
+                 validators: Mapping[str, ValidatorStake], chain_id: str,
+                 plot_seeds: Mapping[str, str]) -> None:
+    """Check that ``entry`` carries exactly the proofs its kind needs and each verifies.
+
+    :param previous: the hash of the block the carrying block extends (``B``).
+    :param plot_seeds: plot id (hex) -> seed (hex) of the plots registered to
+        the requester (a proof of space must come from one of them).
+    :raises ProofError: naming the first proof that is missing, extra or wrong.
+    """
+    operation = entry.operation
+    needed = POLICY[operation.kind]
+    present = entry.proofs.present()
+    if needed - present:
+        raise ProofError(f"{operation.kind}: missing proofs: {', '.join(sorted(needed - present))}")
+    if present - needed:
+        raise ProofError(f"{operation.kind}: unexpected proofs: {', '.join(sorted(present - needed))}")
+    challenge = Challenge(operation.digest, previous)
+    requester = bytes.fromhex(operation.requester)
+    proofs = entry.proofs
+    if proofs.work is not None:
+        verify_work(WorkProof(proofs.work.nonce), challenge, requester,
+                    parameters.work_difficulty_bits)
+    if proofs.time is not None:
+        verify_delay(DelayProof(proofs.time.iterations, _bytes(proofs.time.output, "time"),
+                                _bytes(proofs.time.proof, "time")), challenge,
+                     parameters.time_vdf_iterations)
+    if proofs.space is not None:
+        space = proofs.space
+        if plot_seeds.get(space.plot_id) != space.seed:
+            raise ProofError("space: no such plot is registered to this requester")
+        try:
+            plot_id, seed = bytes.fromhex(space.plot_id), bytes.fromhex(space.seed)
+        except ValueError:
+            raise ProofError("space: plot id and seed are hex") from None
+        verify_space(SpaceProof(plot_id, space.k, _bytes(space.proof, "space")), challenge,
+                     owner=requester, seed=seed, k=parameters.space_plot_k)
+    if proofs.stake is not None:
+        stake = proofs.stake
+        certificate = CommitCertificate(chain_id, stake.height, stake.round, previous,
+                                        operation.digest,
+                                        tuple((n, _bytes(s, "stake")) for n, s in stake.signatures))
+        verify_commit(certificate, validators, chain_id=chain_id, block=previous,
+                      subject=operation.digest, numerator=parameters.stake_quorum_numerator,
+                      denominator=parameters.stake_quorum_denominator)
+
+
+def work_part(proof: WorkProof) -> WorkPart:
+    return WorkPart(nonce=proof.nonce)
+
+
+def time_part(proof: DelayProof) -> TimePart:
+    return TimePart(iterations=proof.iterations, output=_b64(proof.output), proof=_b64(proof.proof))
+
+
+def space_part(proof: SpaceProof, seed: bytes) -> SpacePart:
+    return SpacePart(plot_id=proof.plot_id.hex(), seed=seed.hex(), k=proof.k,
+                     proof=_b64(proof.proof))
