@@ -42,7 +42,13 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bootstrap.genesis import ProofParameters
-from trustchain.consensus.evidence import DuplicateVote, Evidence, EvidenceError, evidence_body
+from trustchain.consensus.evidence import (
+    DuplicateVote,
+    Evidence,
+    EvidenceError,
+    InvalidProposal,
+    evidence_body,
+)
 from trustchain.consensus.ledger import Ledger
 from trustchain.consensus.messages import (
     NIL,
@@ -433,9 +439,13 @@ def run(scenario: Scenario, seed: int) -> Result:
     live = all(len(v) >= scenario.heights for v in sim.decided.values()) \
         or 3 * byzantine_stake >= scenario.validators
     bad = 0
+    rules = Ledger(CHAIN, sim.stakes, PARAMETERS)  # the simulated operations need no state
     for item in sim.evidence:
         try:
-            item.verify(CHAIN, sim.stakes)
+            if isinstance(item, InvalidProposal):
+                item.verify(CHAIN, sim.stakes, rules.valid)
+            else:
+                item.verify(CHAIN, sim.stakes)
         except EvidenceError:
             bad += 1
     timeline = sorted((b, b - a) for times in sim.decided_at.values()

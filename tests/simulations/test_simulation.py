@@ -109,3 +109,37 @@ def test_sim_cli_lists_runs_plots_and_refuses_bad_files(tmp_path) -> None:
     assert refused.returncode == 1 and "unknown behaviour 'gremlins'" in refused.stderr
     missing = run_cli("sim", "run", "no-such-scenario")
     assert missing.returncode == 1 and "sim list" in missing.stderr
+
+
+def test_invalid_proposals_and_split_view_checkpoints_are_evidence() -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from simulations.harness import PARAMETERS
+    from trustchain.consensus.evidence import InvalidProposal, SplitViewCheckpoints
+    from trustchain.consensus.ledger import Ledger
+    from trustchain.consensus.messages import Block, Proposal
+    from trustchain.ct.structs import TreeHead
+
+    keys = {f"v{i}": ed25519.Ed25519PrivateKey.generate() for i in range(4)}
+    stakes = {n: ValidatorStake(k.public_key(), 1) for n, k in keys.items()}
+    rules = Ledger(CHAIN, stakes, PARAMETERS)
+    previous = hashlib.sha256(b"parent").digest()
+    bad = sign(Proposal(5, 0, Block(5, previous, "v1", (b"not an operation",)), -1, "v1"),
+               keys["v1"], CHAIN)
+    InvalidProposal(bad).verify(CHAIN, stakes, rules.valid)  # type: ignore[arg-type]
+    fine = sign(Proposal(5, 0, Block(5, previous, "v1", ()), -1, "v1"), keys["v1"], CHAIN)
+    with pytest.raises(EvidenceError, match="block is valid"):
+        InvalidProposal(fine).verify(CHAIN, stakes, rules.valid)  # type: ignore[arg-type]
+
+    log_key = ec.generate_private_key(ec.SECP256R1())
+    a = TreeHead(10, 1, hashlib.sha256(b"a").digest()).sign(log_key)
+    b = TreeHead(10, 2, hashlib.sha256(b"b").digest()).sign(log_key)
+    SplitViewCheckpoints(a, b).verify(log_key.public_key())
+    with pytest.raises(EvidenceError, match="agree"):
+        SplitViewCheckpoints(a, a).verify(log_key.public_key())
+    with pytest.raises(EvidenceError, match="different sizes"):
+        SplitViewCheckpoints(a, TreeHead(11, 2, b.root).sign(log_key)).verify(
+            log_key.public_key())
+    other = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(EvidenceError, match="not signed by this log"):
+        SplitViewCheckpoints(a, TreeHead(10, 2, b.root).sign(other)).verify(log_key.public_key())

@@ -6,20 +6,28 @@ reported it: both conflicting messages carry the offender's signature.
 * :class:`DuplicateVote`: two votes of one kind, height and round for
   different blocks (equivocation);
 * :class:`DuplicateProposal`: two proposals of one height and round for
-  different blocks by the round's proposer.
+  different blocks by the round's proposer;
+* :class:`InvalidProposal`: a signed proposal whose block breaks the rules
+  (an operation without its proofs, a proof that fails): checkable by anyone
+  who can evaluate the block against the chain it claims to extend;
+* :class:`SplitViewCheckpoints`: two signed tree heads of one CT log with the
+  same size and different roots, the proof that the log shows different
+  views to different parties (RFC 6962 section 5.3's concern).
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from trustchain.consensus.messages import Proposal, Vote, VoteKind
+from trustchain.consensus.messages import Block, Proposal, Vote, VoteKind
 from trustchain.consensus.proofs.stake import ValidatorStake
+from trustchain.ct.structs import DecodeError, TreeHead
 from trustchain.errors import RemoteError
 
 
@@ -76,7 +84,46 @@ class DuplicateProposal:
         _check_signature(b, chain_id, validators)
 
 
-Evidence = DuplicateVote | DuplicateProposal
+@dataclass(frozen=True)
+class InvalidProposal:
+    proposal: Proposal
+
+    @property
+    def offender(self) -> str:
+        return self.proposal.sender
+
+    @property
+    def first(self) -> Proposal:
+        return self.proposal
+
+    def verify(self, chain_id: str, validators: Mapping[str, ValidatorStake],
+               valid: Callable[[Block], bool]) -> None:
+        """``valid`` is the rule set (e.g. :meth:`Ledger.valid` at the block's parent)."""
+        _check_signature(self.proposal, chain_id, validators)
+        if valid(self.proposal.block):
+            raise EvidenceError("the proposed block is valid")
+
+
+@dataclass(frozen=True)
+class SplitViewCheckpoints:
+    """Two tree heads signed by one log key: same size, different roots."""
+
+    first: TreeHead
+    second: TreeHead
+
+    def verify(self, log_key: ec.EllipticCurvePublicKey) -> None:
+        if self.first.size != self.second.size:
+            raise EvidenceError("the heads are of different sizes (check consistency instead)")
+        if self.first.root == self.second.root:
+            raise EvidenceError("the heads agree")
+        for head in (self.first, self.second):
+            try:
+                head.verify(log_key)
+            except (DecodeError, InvalidSignature):
+                raise EvidenceError("a head is not signed by this log") from None
+
+
+Evidence = DuplicateVote | DuplicateProposal | InvalidProposal
 
 
 def _vote_json(vote: Vote) -> dict[str, object]:

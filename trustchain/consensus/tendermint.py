@@ -38,7 +38,12 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from trustchain.consensus.evidence import DuplicateProposal, DuplicateVote, Evidence
+from trustchain.consensus.evidence import (
+    DuplicateProposal,
+    DuplicateVote,
+    Evidence,
+    InvalidProposal,
+)
 from trustchain.consensus.messages import (
     NIL,
     Block,
@@ -386,6 +391,12 @@ class Tendermint:
         if self.step == "propose" and proposal is not None:
             block = proposal.block
             valid = self._valid_block(block)
+            if not valid:
+                out = Output()
+                self._report(InvalidProposal(proposal), "invalid-proposal", out)
+                out.extend(self._vote(VoteKind.PREVOTE, NIL, now))
+                self.step = "prevote"
+                return out
             vr = proposal.valid_round
             if vr == -1:
                 ok = valid and (self._locked_round == -1 or self._locked == block)
