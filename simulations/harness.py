@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bootstrap.genesis import ProofParameters
@@ -91,6 +91,8 @@ class Scenario(BaseModel):
     timeout: float = Field(1.0, gt=0.0)
     #: A negative control: Byzantine stake >= 1/3, expected to break safety.
     expect_violation: bool = False
+    #: Validators also sign with ML-DSA-65, and votes count only if both signatures verify.
+    hybrid: bool = False
 
     @field_validator("byzantine")
     @classmethod
@@ -215,7 +217,12 @@ class _Sim:
         # Keys from the seed too (Ed25519 signing is deterministic), so a run replays bit for bit.
         self.keys = {i: ed25519.Ed25519PrivateKey.from_private_bytes(
             hashlib.sha256(b"simulated key %d %s" % (seed, i.encode())).digest()) for i in self.ids}
-        self.stakes = {i: ValidatorStake(self.keys[i].public_key(), 1) for i in self.ids}
+        self.pq_keys = {i: mldsa.MLDSA65PrivateKey.from_seed_bytes(hashlib.sha256(
+            b"simulated ml-dsa key %d %s" % (seed, i.encode())).digest())
+            for i in self.ids} if scenario.hybrid else {}
+        self.stakes = {i: ValidatorStake(self.keys[i].public_key(), 1,
+                                         self.pq_keys[i].public_key() if self.pq_keys else None)
+                       for i in self.ids}
         order = list(self.ids)
         self.rng.shuffle(order)
         self.behaviour: dict[str, str] = {}
@@ -225,7 +232,7 @@ class _Sim:
         self.honest = [i for i in self.ids if i not in self.behaviour]
         groups = max(1, scenario.partitions)
         self.group = {i: self.rng.randrange(groups) for i in self.ids}
-        cache = SignatureCache()
+        cache = self.cache = SignatureCache()
         self.check = cache.checker()
         self.nodes: list[tuple[str, Tendermint]] = []  # (identity, instance); twins: two per id
         self.apps: list[SimApp] = []
@@ -241,7 +248,8 @@ class _Sim:
                 self.nodes.append((ident, Tendermint(
                     ident, self.keys[ident], CHAIN, self.stakes, app,
                     timeouts=Timeouts(scenario.timeout, scenario.timeout, scenario.timeout,
-                                      scenario.timeout / 2), cache=cache)))
+                                      scenario.timeout / 2), cache=cache,
+                    pq_key=self.pq_keys.get(ident))))
         if "twins" in scenario.byzantine and groups == 1:
             # Twins are dangerous when each sees a different part of the network.
             for position, (ident, _) in enumerate(self.nodes):
@@ -305,7 +313,7 @@ class _Sim:
                     and (message.height, message.round, message.block) in self.forks:
                 other = self.forks[(message.height, message.round, message.block)]
                 twin = sign(Vote(message.kind, message.height, message.round, other, ident),
-                            self.keys[ident], CHAIN)
+                            self.keys[ident], CHAIN, self.pq_keys.get(ident))
                 self.split_reaches_honest(src, ident)
                 for dst in self.targets(src):
                     colluder = self.behaviour.get(self.nodes[dst][0]) == "collude"
@@ -316,7 +324,7 @@ class _Sim:
             if kind == "equivocate" and isinstance(message, Vote) and message.block != NIL:
                 other_vote = Vote(message.kind, message.height, message.round,
                                   hashlib.sha256(b"conflict" + message.block).digest(), ident)
-                variants.append(sign(other_vote, self.keys[ident], CHAIN))
+                variants.append(sign(other_vote, self.keys[ident], CHAIN, self.pq_keys.get(ident)))
                 self.equivocators.add(ident)
             for dst in self.targets(src):
                 order = variants if self.rng.random() < 0.5 else list(reversed(variants))
@@ -332,7 +340,7 @@ class _Sim:
         alternative = Block(block.height, block.previous, block.proposer,
                             tuple(e.encode() for e in app._make(block.height, block.previous)))
         twin = sign(Proposal(proposal.height, proposal.round, alternative, proposal.valid_round,
-                             ident), self.keys[ident], CHAIN)
+                             ident), self.keys[ident], CHAIN, self.pq_keys.get(ident))
         self.forks[(proposal.height, proposal.round, block.hash)] = alternative.hash
         self.split_reaches_honest(src, ident)
         for dst in self.targets(src):
@@ -385,7 +393,8 @@ class _Sim:
                     self.checked.add((block.hash, certificate.signatures))
                     try:  # the precommits that decided it are a stake proof anyone can check
                         verify_commit(certificate, committed.validators, chain_id=CHAIN,
-                                      block=block.hash, subject=block.hash, check=self.check)
+                                      block=block.hash, subject=block.hash, check=self.check,
+                                      pq_check=self.cache.verify_pq)
                     except ProofError as exc:
                         self.bad_certificates.append(f"{ident} height {block.height}: {exc}")
                 self.decided[ident].append(block.hash)

@@ -143,3 +143,40 @@ def test_invalid_proposals_and_split_view_checkpoints_are_evidence() -> None:
     other = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(EvidenceError, match="not signed by this log"):
         SplitViewCheckpoints(a, TreeHead(10, 2, b.root).sign(other)).verify(log_key.public_key())
+
+
+@pytest.mark.parametrize("behaviour", ["equivocate", "collude", "twins"])
+def test_hybrid_ml_dsa_validators(behaviour: str) -> None:
+    """With ML-DSA-65 keys in the set, votes, certificates and evidence need both signatures."""
+    result = run(Scenario(validators=7, byzantine={behaviour: 2}, hybrid=True, partitions=2,
+                          gst=2.0), 1)
+    assert result.ok, (result.safety_violations, result.live, result.equivocators, result.caught)
+
+
+def test_a_hybrid_vote_with_only_one_valid_signature_does_not_count() -> None:
+    from cryptography.hazmat.primitives.asymmetric import mldsa
+
+    from trustchain.consensus.proofs import ProofError
+    from trustchain.consensus.proofs.stake import (
+        CommitCertificate,
+        commit_message,
+        verify_commit,
+    )
+
+    ed = {f"v{i}": ed25519.Ed25519PrivateKey.generate() for i in range(4)}
+    pq = {n: mldsa.MLDSA65PrivateKey.generate() for n in ed}
+    stakes = {n: ValidatorStake(ed[n].public_key(), 1, pq[n].public_key()) for n in ed}
+    block = hashlib.sha256(b"b").digest()
+    message = commit_message(CHAIN, 1, 0, block, block)
+    signers = ["v0", "v1", "v2"]
+    classical = tuple((n, ed[n].sign(message)) for n in signers)
+    both = CommitCertificate(CHAIN, 1, 0, block, block, classical,
+                             tuple((n, pq[n].sign(message)) for n in signers))
+    assert verify_commit(both, stakes, chain_id=CHAIN, block=block, subject=block) == 3
+    with pytest.raises(ProofError, match="ML-DSA-65 signature of v0 is missing"):
+        verify_commit(CommitCertificate(CHAIN, 1, 0, block, block, classical), stakes,
+                      chain_id=CHAIN, block=block, subject=block)
+    swapped = CommitCertificate(CHAIN, 1, 0, block, block, classical,
+                                (("v0", pq["v1"].sign(message)), *both.pq_signatures[1:]))
+    with pytest.raises(ProofError, match="ML-DSA-65 signature of v0"):
+        verify_commit(swapped, stakes, chain_id=CHAIN, block=block, subject=block)

@@ -5,8 +5,8 @@ signed bytes are exactly a stake commit message
 (:func:`trustchain.consensus.proofs.stake.commit_message` with the block's
 hash as subject), so the precommits that decide a block form a
 :class:`~trustchain.consensus.proofs.stake.CommitCertificate` anyone can check.
-Signatures are Ed25519 (classical; the hybrid ML-DSA signatures of the issue
-are not implemented yet).
+Signatures are Ed25519, plus ML-DSA-65 for validators that have an ML-DSA
+key in the validator set (hybrid: both must verify).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from trustchain.canonical import canonical_json
@@ -75,6 +75,7 @@ class Vote:
     block: bytes  # hash, or NIL
     sender: str
     signature: bytes = field(default=b"", compare=False)
+    pq_signature: bytes = field(default=b"", compare=False, repr=False)
     _signed: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def message(self, chain_id: str) -> bytes:
@@ -94,6 +95,7 @@ class Proposal:
     valid_round: int  # -1, or the round in which the proposer saw 2/3 prevotes for it
     sender: str
     signature: bytes = field(default=b"", compare=False)
+    pq_signature: bytes = field(default=b"", compare=False, repr=False)
     _signed: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def message(self, chain_id: str) -> bytes:
@@ -116,6 +118,7 @@ class Decision:
     round: int
     signatures: tuple[tuple[str, bytes], ...]
     sender: str
+    pq_signatures: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def height(self) -> int:
@@ -126,13 +129,16 @@ Signed = Vote | Proposal
 Message = Vote | Proposal | Decision
 
 
-def sign(message: Signed, key: ed25519.Ed25519PrivateKey, chain_id: str) -> Signed:
-    signature = key.sign(message.message(chain_id))
+def sign(message: Signed, key: ed25519.Ed25519PrivateKey, chain_id: str,
+         pq_key: mldsa.MLDSA65PrivateKey | None = None) -> Signed:
+    data = message.message(chain_id)
+    signature = key.sign(data)
+    pq_signature = pq_key.sign(data) if pq_key is not None else b""
     if isinstance(message, Vote):
         return Vote(message.kind, message.height, message.round, message.block, message.sender,
-                    signature)
+                    signature, pq_signature)
     return Proposal(message.height, message.round, message.block, message.valid_round,
-                    message.sender, signature)
+                    message.sender, signature, pq_signature)
 
 
 class SignatureCache:
@@ -158,6 +164,17 @@ class SignatureCache:
             return False
         if len(self._verified) >= self._limit:
             self._verified.clear()
+        self._verified.add(fingerprint)
+        return True
+
+    def verify_pq(self, key: mldsa.MLDSA65PublicKey, message: bytes, signature: bytes) -> bool:
+        fingerprint = (key.public_bytes_raw(), signature, message)
+        if fingerprint in self._verified:
+            return True
+        try:
+            key.verify(signature, message)
+        except InvalidSignature:
+            return False
         self._verified.add(fingerprint)
         return True
 

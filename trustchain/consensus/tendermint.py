@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from trustchain.consensus.evidence import (
@@ -132,9 +132,11 @@ class Tendermint:
     def __init__(self, node_id: str, key: ed25519.Ed25519PrivateKey | None, chain_id: str,
                  validators: Mapping[str, ValidatorStake], source: BlockSource, *,
                  timeouts: Timeouts = Timeouts(), cache: SignatureCache | None = None,
-                 height: int = 1, previous: bytes = GENESIS_PREVIOUS) -> None:
+                 height: int = 1, previous: bytes = GENESIS_PREVIOUS,
+                 pq_key: mldsa.MLDSA65PrivateKey | None = None) -> None:
         self.node_id = node_id
         self._key = key
+        self._pq_key = pq_key
         self.chain_id = chain_id
         self._set_validators(validators)
         self._source = source
@@ -238,7 +240,8 @@ class Tendermint:
             return
         self._helped.add((peer, height))
         out.send.append((peer, Decision(decided.block, decided.round,
-                                        decided.certificate.signatures, self.node_id)))
+                                        decided.certificate.signatures, self.node_id,
+                                        decided.certificate.pq_signatures)))
 
     def _check_past(self, message: Signed, out: Output) -> None:
         seen = self._past.get(message.height)
@@ -257,10 +260,11 @@ class Tendermint:
         if block.height != self.height or not self._valid_block(block):
             return Output()
         certificate = CommitCertificate(self.chain_id, block.height, decision.round, block.hash,
-                                        block.hash, decision.signatures)
+                                        block.hash, decision.signatures, decision.pq_signatures)
         try:
             verify_commit(certificate, self.validators, chain_id=self.chain_id,
-                          block=block.hash, subject=block.hash, check=self._check)
+                          block=block.hash, subject=block.hash, check=self._check,
+                          pq_check=self._cache.verify_pq)
         except ProofError:
             return Output()
         return self._finish_height(Committed(block, decision.round, certificate,
@@ -277,8 +281,12 @@ class Tendermint:
                 return False
             if not -1 <= message.valid_round < message.round:
                 return False
-        return self._cache.verify(validator.public_key, self._raw[message.sender],
-                                  message.message(self.chain_id), message.signature)
+        data = message.message(self.chain_id)
+        if not self._cache.verify(validator.public_key, self._raw[message.sender], data,
+                                  message.signature):
+            return False
+        return validator.pq_key is None or self._cache.verify_pq(validator.pq_key, data,
+                                                                 message.pq_signature)
 
     def _record(self, message: Signed, out: Output) -> bool:
         """Store a message of this height; False if it adds nothing (or is an equivocation)."""
@@ -330,7 +338,7 @@ class Tendermint:
 
     def _broadcast(self, message: Signed, out: Output) -> None:
         assert self._key is not None
-        signed = sign(message, self._key, self.chain_id)
+        signed = sign(message, self._key, self.chain_id, self._pq_key)
         out.broadcast.append(signed)
         self._record(signed, out)
 
@@ -445,7 +453,10 @@ class Tendermint:
         certificate = CommitCertificate(
             self.chain_id, self.height, round_, block.hash, block.hash,
             tuple(sorted((s, by_block[block.hash].signature) for s, by_block in precommits.items()
-                         if block.hash in by_block)))
+                         if block.hash in by_block)),
+            tuple(sorted((s, by_block[block.hash].pq_signature)
+                         for s, by_block in precommits.items()
+                         if block.hash in by_block and by_block[block.hash].pq_signature)))
         return self._finish_height(Committed(block, round_, certificate, self.validators), now)
 
     def _finish_height(self, committed: Committed, now: float) -> Output:
