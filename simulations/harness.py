@@ -2,6 +2,9 @@
 
 Each validator is a :class:`trustchain.consensus.tendermint.Tendermint`, the
 same class a node runs; the harness only moves its messages and its clock.
+The event loop is a heap of (time, sequence) tuples rather than SimPy: the
+state machine is driven by callbacks, not processes, so nothing more is
+needed.
 Everything random (latencies, losses, who is Byzantine, delivery order) comes
 from one ``random.Random(seed)``, and events at equal times are ordered by a
 sequence number, so a (scenario, seed) pair always replays the same run.
