@@ -117,8 +117,12 @@ class Ledger:
             stake = body.get("stake")
             if not isinstance(stake, int) or stake < 0 or not isinstance(body.get("node_id"), str):
                 raise ProofError("validator-change: node_id and a stake >= 0")
-            if stake and not isinstance(body.get("ed25519"), str):
-                raise ProofError("validator-change: a new validator needs its ed25519 key")
+            if stake and body["node_id"] not in self.validators:
+                try:
+                    ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(body["ed25519"]))
+                except (KeyError, TypeError, ValueError):
+                    raise ProofError("validator-change: a new validator needs its ed25519 key "
+                                     "(32 bytes, hex)") from None
 
     def _apply(self, operation: Operation) -> None:
         body = operation.body

@@ -60,7 +60,7 @@ def _b64(data: bytes) -> str:
 class Operation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: OperationKind
-    requester: str = Field(pattern=r"^[0-9a-f]{2,128}$")  # hex identifier of who asks
+    requester: str = Field(pattern=r"^(?:[0-9a-f]{2}){1,64}$")  # hex identifier of who asks
     body: dict[str, Any] = Field(default_factory=dict)
 
     def encode(self) -> bytes:

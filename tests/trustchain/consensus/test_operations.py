@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bootstrap.genesis import ProofParameters
 from trustchain.consensus.evidence import DuplicateVote, evidence_body
@@ -132,3 +134,28 @@ def test_the_ledger_applies_evidence_and_refuses_bad_blocks() -> None:
     changed = ledger.committed(block)
     assert changed is not None and "v3" not in changed and ledger.slashed == {"v3"}
     assert not ledger.valid(block)  # the offender is gone: the same evidence is now void
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(st.binary(max_size=300) | st.from_regex(rb'\A\{"operation": ?\{.{0,80}\}\}\Z'))
+def test_operation_bytes_from_the_wire_are_refused_cleanly(data: bytes) -> None:
+    """A block's operations arrive from other validators: any bytes, never a crash."""
+    try:
+        entry = decode_entry(data)
+    except ProofError:
+        return
+    ledger = Ledger(CHAIN, VALIDATORS, PARAMS)
+    assert ledger.valid(Block(2, PREVIOUS, "v0", (entry.encode(),))) in (True, False)
+
+
+def test_odd_hex_and_wrong_types_in_an_operation_are_refused() -> None:
+    for raw in (b'{"operation": {"kind": "plot-registration", "requester": "abc"}}',
+                b'{"operation": {"kind": "network-registration", "requester": "ab", '
+                b'"body": {"name": 5}}, "proofs": {"work": {"nonce": 1}, "time": '
+                b'{"iterations": 1000, "output": "", "proof": ""}}}'):
+        try:
+            entry = decode_entry(raw)
+        except ProofError:
+            continue
+        assert not Ledger(CHAIN, VALIDATORS, PARAMS).valid(Block(2, PREVIOUS, "v0",
+                                                                  (entry.encode(),)))
