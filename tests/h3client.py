@@ -12,6 +12,7 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.events import QuicEvent
 from cryptography import x509
 
+from bootstrap.transport_certs import TlsIdentity
 from transport.tls import client_configuration
 
 
@@ -34,16 +35,21 @@ class _H3Client(QuicConnectionProtocol):
 
 
 async def h3_get(host: str, port: int, path: str, *, root: x509.Certificate,
-                 authority: str) -> tuple[int, dict[bytes, bytes], bytes]:
-    config = client_configuration(root=root, server_name=authority, alpn="h3")
+                 authority: str, method: str = "GET", body: bytes | None = None,
+                 identity: TlsIdentity | None = None) -> tuple[int, dict[bytes, bytes], bytes]:
+    config = client_configuration(root=root, server_name=authority, alpn="h3",
+                                  identity=identity)
     async with connect(host, port, configuration=config, create_protocol=_H3Client) as client:
         assert isinstance(client, _H3Client)
         stream_id = client._quic.get_next_available_stream_id()
         client.done[stream_id] = asyncio.get_running_loop().create_future()
         client.h3.send_headers(stream_id, [
-            (b":method", b"GET"), (b":scheme", b"https"), (b":authority", authority.encode()),
-            (b":path", path.encode()),
-        ], end_stream=True)
+            (b":method", method.encode()), (b":scheme", b"https"),
+            (b":authority", authority.encode()), (b":path", path.encode()),
+            *([(b"content-type", b"application/json")] if body is not None else []),
+        ], end_stream=body is None)
+        if body is not None:
+            client.h3.send_data(stream_id, body, end_stream=True)
         client.transmit()
         await asyncio.wait_for(client.done[stream_id], 10)
         headers = client.headers[stream_id]

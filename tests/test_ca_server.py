@@ -401,3 +401,50 @@ def test_pre_issuance_linting(
     issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, NETWORK_NAME), *admin)
     assert issued.returncode == 0, issued.stderr
     assert proc.stop() == 0
+
+
+def test_rest_issuance_over_http3_with_the_admin_certificate(
+    running: tuple[NodeProcess, list[str]], data_dir: Path, tmp_path: Path
+) -> None:
+    """POST /ca/v1/issue: HTTP/3 carries the client certificate; without one, 403."""
+    import asyncio
+
+    from bootstrap.transport_certs import ADMIN_TLS_PURPOSE, INFRA_CA_PURPOSE, TlsIdentity
+    from tests.h3client import h3_get
+    from trustchain.storage.database import open_database
+    from trustchain.storage.node import NodeStore
+
+    proc, _ = running
+    keystore = KeyStore.open(data_dir / "keys", PASSPHRASE)
+    with open_database(data_dir, readonly=True) as db:
+        store = NodeStore(db)
+        cert = store.latest_certificate(ADMIN_TLS_PURPOSE)
+        issuer = store.latest_certificate(INFRA_CA_PURPOSE)
+    assert cert is not None and issuer is not None
+    key = keystore.private_key(keystore.active(ADMIN_TLS_PURPOSE).id)
+    admin = TlsIdentity(cert, [issuer], key)  # type: ignore[arg-type]
+    genesis_root = x509.load_pem_x509_certificate(root_pem(data_dir, tmp_path).read_bytes())
+    body = json.dumps({"csr": make_csr(tmp_path, NETWORK_NAME).read_text()}).encode()
+    host, port = proc.address("quic")
+
+    def post(identity: TlsIdentity | None) -> tuple[int, dict[str, object]]:
+        status, _, data = asyncio.run(h3_get(host, port, "/ca/v1/issue", root=genesis_root,
+                                             authority="trust.example.net", method="POST",
+                                             body=body, identity=identity))
+        return status, json.loads(data)
+
+    status, answer = post(None)
+    assert status == 403 and "client certificate" in str(answer["detail"])
+    status, answer = post(admin)
+    assert status == 201, answer
+    leaf, issuer_path = split_chain(str(answer["chain"]), tmp_path)
+    ok = subprocess.run(["openssl", "verify", "-purpose", "sslserver", "-CAfile",
+                         tmp_path / "root.pem", "-untrusted", issuer_path, leaf],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    hhost, hport = proc.address("http")
+    request = urllib.request.Request(f"http://[{hhost}]:{hport}/ca/v1/issue", data=body,
+                                     method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 403

@@ -249,7 +249,35 @@ class CaRunner:
                 return problem(400, "revocation refused", str(exc))
             return JSONResponse({"serial": f"{serial:x}", "reason": reason.value})
 
+        async def issue(request: Request) -> Response:
+            """``ca.issue`` over REST: HTTP/3 with a client certificate (the identity that
+            policy authorises); HTTP/1.1 servers here cannot see client certificates."""
+            peer = request.scope.get("extensions", {}).get("trustchain.peer")
+            if not isinstance(peer, Peer):
+                return problem(403, "forbidden", "certificate requests need a client "
+                               "certificate: use HTTP/3 on the node's QUIC port, or stoq/1")
+            raw = bytearray()
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > 2 * MAX_CSR_BYTES:
+                    return problem(400, "bad request", "the body is too large")
+            try:
+                req = IssueRequest.model_validate_json(bytes(raw))
+            except ValueError as exc:
+                return problem(400, "bad request", f'{{"csr": PEM, "network": N, "profile": P}}: '
+                               f"{exc}")
+            try:
+                chain = await self.issue(req.csr.encode(), network=req.network,
+                                         profile=req.profile, peer=peer, client_address=None)
+            except RateLimited as exc:
+                return problem(429, "too many requests", str(exc))
+            except (PolicyError, CaError, IssuanceError, StorageError) as exc:
+                return problem(400, "certificate refused", str(exc))
+            return JSONResponse({"serial": f"{chain[0].serial_number:x}",
+                                 "chain": pem_chain(chain)}, status_code=201)
+
         return [
+            Route("/ca/v1/issue", issue, methods=["POST"]),
             Route("/ca/revoke", revoke, methods=["POST"]),
             Route("/ca/crl/{key_id:str}.crl", crl, methods=["GET"]),
             Route("/ca/issuers/{key_id:str}.der", issuer, methods=["GET"]),

@@ -39,8 +39,12 @@ class H3Server:
     def __init__(
         self, quic: QuicConnection, app: ASGIApp, *, transmit: Callable[[], None],
         client: tuple[str, int] | None, max_body: int = 1024 * 1024,
+        peer: Callable[[], object] = lambda: None,
     ) -> None:
         self._h3 = H3Connection(quic)
+        #: Who the client certificate says the client is (verified at the handshake), for
+        #: routes that need an identity: ASGI scope extension "trustchain.peer".
+        self._peer = peer
         self._app = app
         self._transmit = transmit
         self._client = client
@@ -103,6 +107,7 @@ class H3Server:
             "headers": headers,
             "client": self._client,
             "server": None,
+            "extensions": {"trustchain.peer": self._peer()},
         }
         request.task = asyncio.ensure_future(self._run(request, scope))
 

@@ -109,6 +109,7 @@ class NodeQuicProtocol(QuicConnectionProtocol):
             elif event.alpn_protocol == h3.ALPN and self._services.app is not None:
                 self._h3 = h3.H3Server(
                     self._quic, self._services.app, transmit=self.transmit, client=self._client,
+                    peer=lambda: self.peer,
                 )
         elif isinstance(event, HandshakeCompleted):
             self._authenticate()
