@@ -448,3 +448,52 @@ def test_rest_issuance_over_http3_with_the_admin_certificate(
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 403
+
+
+def test_sharded_crls(running: tuple[NodeProcess, list[str]], data_dir: Path,
+                      node_processes: list[NodeProcess], tmp_path: Path) -> None:
+    """With ca_crl_shards = 4 each certificate names one shard; a revocation appears on its
+    shard's CRL only, and openssl refuses to take one shard's CRL for another's."""
+    proc, admin = restart_with(running[0], data_dir, node_processes,
+                               lambda text: text.replace("ca_crl_shards = 1", "ca_crl_shards = 4"))
+    root = root_pem(data_dir, tmp_path)
+    certs: dict[str, tuple[Path, Path, str]] = {}  # shard URL -> leaf, issuer, serial
+    for i in range(12):
+        work = tmp_path / f"c{i}"
+        work.mkdir()
+        issued = run_cli("ca", "issue", "--csr", make_csr(work, f"h{i}.alpha.trust.example.net"),
+                         *admin)
+        assert issued.returncode == 0, issued.stderr
+        leaf, issuer = split_chain(issued.stdout, work)
+        cert = x509.load_pem_x509_certificate(leaf.read_bytes())
+        url = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value[0] \
+            .full_name[0].value
+        certs.setdefault(url, (leaf, issuer, f"{cert.serial_number:x}"))
+    assert len(certs) >= 2, "12 random serials all fell on one of 4 shards"
+    (url_a, (leaf_a, issuer_a, serial_a)), (url_b, (leaf_b, _, _)) = list(certs.items())[:2]
+    assert run_cli("ca", "revoke", serial_a, *admin).returncode == 0
+    crls = {}
+    for url in (url_a, url_b):
+        crl = x509.load_der_x509_crl(http_get(proc, local_path(url)))
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+        assert idp.critical and idp.value.full_name[0].value == url
+        crls[url] = crl
+        (tmp_path / f"{len(crls)}.crl.pem").write_bytes(crl.public_bytes(Encoding.PEM))
+    assert crls[url_a].get_revoked_certificate_by_serial_number(int(serial_a, 16)) is not None
+    assert len(list(crls[url_b])) == 0
+    import sys
+
+    (tmp_path / "a.crl").write_bytes(crls[url_a].public_bytes(Encoding.DER))
+    lint = subprocess.run([Path(sys.executable).parent / "lint_crl", "lint", "-t", "CRL", "-p",
+                           "BR", "-s", "WARNING", tmp_path / "a.crl"], capture_output=True, text=True)
+    assert lint.returncode == 0 and lint.stdout.strip() == "", lint.stdout + lint.stderr
+
+    def verify(leaf: Path, crl: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["openssl", "verify", "-crl_check", "-CRLfile", crl, "-CAfile",
+                               root, "-untrusted", issuer_a, leaf], capture_output=True, text=True)
+
+    revoked = verify(leaf_a, tmp_path / "1.crl.pem")
+    assert "certificate revoked" in revoked.stdout + revoked.stderr
+    assert verify(leaf_b, tmp_path / "2.crl.pem").returncode == 0
+    wrong = verify(leaf_a, tmp_path / "2.crl.pem")  # shard b's CRL does not speak for a
+    assert wrong.returncode != 0 and "revoked" not in wrong.stdout + wrong.stderr

@@ -190,7 +190,8 @@ class CaRunner:
 
         async def crl(request: Request) -> Response:
             try:
-                der = self.authority.crl(request.path_params["key_id"], self._clock())
+                der = self.authority.crl(request.path_params["key_id"], self._clock(),
+                                         request.path_params["shard"])
             except CaError:
                 return Response(status_code=404)
             return Response(der, media_type="application/pkix-crl",
@@ -279,7 +280,7 @@ class CaRunner:
         return [
             Route("/ca/v1/issue", issue, methods=["POST"]),
             Route("/ca/revoke", revoke, methods=["POST"]),
-            Route("/ca/crl/{key_id:str}.crl", crl, methods=["GET"]),
+            Route("/ca/crl/{key_id:str}/{shard:int}.crl", crl, methods=["GET"]),
             Route("/ca/issuers/{key_id:str}.der", issuer, methods=["GET"]),
             Route("/ocsp", ocsp_post, methods=["POST"]),
             Route("/ocsp/{request:path}", ocsp_get, methods=["GET"]),

@@ -143,6 +143,10 @@ class NodeConfig(BaseModel):
         "CRLs, OCSP responder and issuer certificates (default: "
         "http://<node-id>.nodes.<origin>, with the HTTP port unless it is 80).",
     )
+    ca_crl_shards: Annotated[int, Field(ge=1, le=256)] = Field(
+        1, description="CRL shards per issuer for new certificates (partitioned CRLs, as "
+        "Let's Encrypt's Boulder publishes them); each certificate names its shard's URL.",
+    )
     ca_lint: bool = Field(
         False, description="Lint every precertificate with pkilint (CA/B Forum profile) before "
         "it is logged, and refuse to issue on any finding at WARNING or above (slower).",

@@ -274,6 +274,7 @@ def build_ca(node: OpenNode) -> CertificateAuthority:
         root=node.genesis.root_certificate, root_key_purpose=ROOT_KEY_PURPOSE,
         own_network=node.identity.network_name, organisation=node.identity.network_name,
         base_url=ca_base_url(node), networks=networks, lint=node.config.ca_lint,
+        crl_shards=node.config.ca_crl_shards,
     )
 
 

@@ -73,6 +73,7 @@ class Pending:
     limit_keys: dict[str, str]
     serial: int
     not_after: datetime
+    crl_shard: int = 0
 
 
 def revocation_message(certificate_der: bytes, reason: revocation.RevocationReason) -> bytes:
@@ -109,14 +110,19 @@ class CertificateAuthority:
     networks: Callable[[], dict[str, str]]
     #: Run pkilint on each precertificate before it is logged (trustchain/ca/lint.py).
     lint: bool = False
-    _crls: dict[str, _CachedCrl] = field(default_factory=dict)
+    #: CRL shards per issuer for new certificates (Boulder-style partitioned CRLs).
+    crl_shards: int = 1
+    _crls: dict[tuple[str, int], _CachedCrl] = field(default_factory=dict)
 
     # --- URLs ---------------------------------------------------------------------
 
-    def urls(self, key_id: str) -> CaUrls:
+    def urls(self, key_id: str, shard: int = 0) -> CaUrls:
         base = self.base_url.rstrip("/")
-        return CaUrls(crl=f"{base}/ca/crl/{key_id}.crl", ocsp=f"{base}/ocsp",
+        return CaUrls(crl=self.crl_url(key_id, shard), ocsp=f"{base}/ocsp",
                       issuer=f"{base}/ca/issuers/{key_id}.der")
+
+    def crl_url(self, key_id: str, shard: int) -> str:
+        return f"{self.base_url.rstrip('/')}/ca/crl/{key_id}/{shard}.crl"
 
     def root_key_id(self) -> str:
         try:
@@ -150,7 +156,7 @@ class CertificateAuthority:
         self.audit.append(now, "ca.rotate", actor, {
             "network": network, "key_id": record.id, "generation": generation,
             "serial": f"{certificate.serial_number:x}"})
-        self._crls.pop(root_key_id, None)
+        self._crls.pop((root_key_id, 0), None)
         return issued
 
     def _zone(self, network: str) -> str:
@@ -197,11 +203,12 @@ class CertificateAuthority:
             keys["address"] = address_key(client_address)
         issuer = self.issuer_for(network, now)
         serial = random_serial()
+        shard = serial % self.crl_shards
         builder = leaf_builder(chosen, issuer=issuer.certificate, public_key=request.public_key,
                                dns_names=request.dns_names, addresses=request.addresses,
-                               urls=self.urls(issuer.key_id), now=now, serial=serial)
+                               urls=self.urls(issuer.key_id, shard), now=now, serial=serial)
         return Pending(builder, issuer, network, chosen.name, request.dns_names, requester, keys,
-                       serial, leaf_validity(chosen, issuer.certificate, now)[1])
+                       serial, leaf_validity(chosen, issuer.certificate, now)[1], shard)
 
     def admit(self, conn: sqlite3.Connection, pending: Pending, now: datetime) -> None:
         """Charge the rate limits and reserve the serial, in the caller's transaction.
@@ -212,7 +219,7 @@ class CertificateAuthority:
         self.limiter.check_in(conn, pending.limit_keys, now)
         self.store.reserve_in(conn, pending.serial, pending.issuer.key_id, pending.network,
                               pending.profile, pending.names, pending.not_after,
-                              pending.requester, now)
+                              pending.requester, now, pending.crl_shard)
 
     def refused(self, conn: sqlite3.Connection, pending: Pending, why: Exception,
                 now: datetime) -> None:
@@ -267,7 +274,7 @@ class CertificateAuthority:
             self.store.revoke(conn, serial, reason.value, now)
             self.audit.append_in(conn, now, "cert.revoke", actor, {
                 "serial": f"{serial:x}", "reason": reason.value, "network": record.network})
-        self._crls.pop(record.issuer_key_id, None)
+        self._crls.pop((record.issuer_key_id, record.crl_shard), None)
 
     def revoke_by_key(self, certificate_der: bytes, reason: revocation.RevocationReason,
                       signature: bytes, now: datetime) -> int:
@@ -302,12 +309,16 @@ class CertificateAuthority:
         self.revoke(cert.serial_number, reason, actor="certificate-key", now=now)
         return cert.serial_number
 
-    def crl(self, key_id: str, now: datetime) -> bytes:
-        """The current CRL of issuer ``key_id`` (the root or an intermediate), DER.
+    def crl(self, key_id: str, now: datetime, shard: int = 0) -> bytes:
+        """The current CRL (one shard) of issuer ``key_id`` (the root or an intermediate), DER.
 
         Re-signed when a revocation changed it and at least every CRL_REFRESH.
+        Each names its own URL in a critical issuing distribution point, so a
+        relying party cannot take one shard for another.
         """
-        cached = self._crls.get(key_id)
+        if shard < 0 or (shard >= self.crl_shards and shard not in self._issued_shards(key_id)):
+            raise CaError(f"no CRL shard {shard} for issuer {key_id}")
+        cached = self._crls.get((key_id, shard))
         if cached is not None and now - cached.this_update < CRL_REFRESH:
             return cached.der
         if key_id == self.root_key_id_or_none():
@@ -320,15 +331,23 @@ class CertificateAuthority:
             issuer, validity = record.certificate, CRL_VALIDITY
             revoked = [revocation.Revoked(r.serial, r.revoked_at,
                                           revocation.RevocationReason(r.reason))
-                       for r in self.store.revoked(key_id, now) if r.revoked_at and r.reason]
+                       for r in self.store.revoked(key_id, now, shard)
+                       if r.revoked_at and r.reason]
         this_update = now
         crl = revocation.build_crl(
             issuer=issuer, issuer_key_id=key_id, signer=self.signer, revoked=revoked,
-            number=self.store.next_crl_number(key_id), this_update=this_update,
-            next_update=this_update + validity)
+            number=self.store.next_crl_number(f"{key_id}/{shard}"), this_update=this_update,
+            next_update=this_update + validity, distribution_point=self.crl_url(key_id, shard))
         der = crl.public_bytes(Encoding.DER)
-        self._crls[key_id] = _CachedCrl(der, now)
+        self._crls[(key_id, shard)] = _CachedCrl(der, now)
         return der
+
+    def _issued_shards(self, key_id: str) -> set[int]:
+        """Shards that certificates of this issuer name (the shard count may have changed)."""
+        rows = self.store.db.conn.execute(
+            "SELECT DISTINCT crl_shard FROM ca_certificates WHERE issuer_key_id = ?",
+            (key_id,)).fetchall()
+        return {int(r[0]) for r in rows}
 
     def root_key_id_or_none(self) -> str | None:
         try:

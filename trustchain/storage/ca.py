@@ -63,6 +63,11 @@ CA_SCHEMA = Schema(
             ) STRICT;
             """,
         ),
+        Migration(
+            2,
+            "CRL shards: each certificate is listed, once revoked, on one shard of its issuer",
+            "ALTER TABLE ca_certificates ADD COLUMN crl_shard INTEGER NOT NULL DEFAULT 0",
+        ),
     ),
 )
 
@@ -98,6 +103,7 @@ class CertificateRecord:
     certificate: x509.Certificate | None
     revoked_at: datetime | None
     reason: str | None
+    crl_shard: int = 0
 
 
 class CaStore:
@@ -147,7 +153,7 @@ class CaStore:
 
     def reserve_in(self, conn: sqlite3.Connection, serial: int, issuer_key_id: str,
                    network: str, profile: str, names: list[str], not_after: datetime,
-                   requester: str, now: datetime) -> None:
+                   requester: str, now: datetime, crl_shard: int = 0) -> None:
         """Record a serial as used by a precertificate, in the caller's transaction.
 
         :raises StorageError: if the serial was ever used before.
@@ -155,10 +161,10 @@ class CaStore:
         try:
             conn.execute(
                 "INSERT INTO ca_certificates (serial, issuer_key_id, network, profile, names, "
-                "not_after, requester, issued_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-                "'precertificate')",
+                "not_after, requester, issued_at, state, crl_shard) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                "?, 'precertificate', ?)",
                 (f"{serial:x}", issuer_key_id, network, profile, json.dumps(names),
-                 _ts(not_after), requester, _ts(now)))
+                 _ts(not_after), requester, _ts(now), crl_shard))
         except sqlite3.IntegrityError:
             raise StorageError(f"serial {serial:x} was used before") from None
 
@@ -182,7 +188,8 @@ class CaStore:
             json.loads(row["names"]), _dt(row["not_after"]), row["requester"],
             _dt(row["issued_at"]), row["state"],
             x509.load_der_x509_certificate(row["der"]) if row["der"] is not None else None,
-            _dt(row["revoked_at"]) if row["revoked_at"] else None, row["reason"])
+            _dt(row["revoked_at"]) if row["revoked_at"] else None, row["reason"],
+            row["crl_shard"])
 
     def certificate(self, serial: int) -> CertificateRecord | None:
         row = self.db.conn.execute("SELECT * FROM ca_certificates WHERE serial = ?",
@@ -211,11 +218,13 @@ class CaStore:
         conn.execute("UPDATE ca_certificates SET revoked_at = ?, reason = ? WHERE serial = ?",
                      (_ts(now), reason, f"{serial:x}"))
 
-    def revoked(self, issuer_key_id: str, now: datetime) -> list[CertificateRecord]:
-        """Revoked certificates of an issuer that have not yet expired (what a CRL lists)."""
+    def revoked(self, issuer_key_id: str, now: datetime,
+                shard: int = 0) -> list[CertificateRecord]:
+        """Revoked, unexpired certificates of one CRL shard of an issuer (what that CRL lists)."""
         rows = self.db.conn.execute(
-            "SELECT * FROM ca_certificates WHERE issuer_key_id = ? AND revoked_at IS NOT NULL "
-            "AND not_after > ? ORDER BY serial", (issuer_key_id, _ts(now))).fetchall()
+            "SELECT * FROM ca_certificates WHERE issuer_key_id = ? AND crl_shard = ? "
+            "AND revoked_at IS NOT NULL AND not_after > ? ORDER BY serial",
+            (issuer_key_id, shard, _ts(now))).fetchall()
         return [self._record(r) for r in rows]
 
     def next_crl_number(self, issuer: str) -> int:
