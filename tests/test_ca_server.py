@@ -72,7 +72,7 @@ def running(node: InitResult, data_dir: Path,
 
 
 def make_csr(tmp_path: Path, *names: str) -> Path:
-    san = ",".join(f"DNS:{n}" for n in names)
+    san = ",".join(f"IP:{n}" if ":" in n or n[0].isdigit() else f"DNS:{n}" for n in names)
     subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:P-256", "-nodes", "-keyout", tmp_path / "key.pem",
                     "-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={san}",
@@ -497,3 +497,26 @@ def test_sharded_crls(running: tuple[NodeProcess, list[str]], data_dir: Path,
     assert verify(leaf_b, tmp_path / "2.crl.pem").returncode == 0
     wrong = verify(leaf_a, tmp_path / "2.crl.pem")  # shard b's CRL does not speak for a
     assert wrong.returncode != 0 and "revoked" not in wrong.stdout + wrong.stderr
+
+
+def test_a_network_with_address_blocks_gets_address_names(
+    running: tuple[NodeProcess, list[str]], data_dir: Path, tmp_path: Path
+) -> None:
+    proc, admin = running
+    registered = run_cli("network", "register", "beta", "--prefix", "2001:db8:be::/48", *admin)
+    assert registered.returncode == 0 and "2001:db8:be::/48" in registered.stdout, \
+        registered.stderr
+    bad = run_cli("network", "register", "gamma", "--prefix", "2001:db8::1/48", *admin)
+    assert bad.returncode == 1 and "host bits" in bad.stderr
+    issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, "www.beta.trust.example.net",
+                                                      "2001:db8:be::53"), *admin)
+    assert issued.returncode == 0, issued.stderr
+    leaf, issuer = split_chain(issued.stdout, tmp_path)
+    root = root_pem(data_dir, tmp_path)
+    verify = subprocess.run(["openssl", "verify", "-x509_strict", "-purpose", "sslserver",
+                             "-verify_ip", "2001:db8:be::53", "-CAfile", root,
+                             "-untrusted", issuer, leaf], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    outside = run_cli("ca", "issue", "--network", "beta", "--csr",
+                      make_csr(tmp_path, "www.beta.trust.example.net", "2001:db8:ff::1"), *admin)
+    assert outside.returncode == 1 and "outside this network's address blocks" in outside.stderr

@@ -407,10 +407,12 @@ def cmd_secondary(args: argparse.Namespace) -> int:
 
 def cmd_network(args: argparse.Namespace) -> int:
     if args.network_command == "register":
-        body = {"name": args.name, "delegate": args.delegate or [], "ds": args.ds or []}
+        body = {"name": args.name, "delegate": args.delegate or [], "ds": args.ds or [],
+                "prefixes": args.prefix or []}
         result = _admin_call(args, "network-register", json.dumps(body).encode())
         print(f"network {result['name']}: zone {result['zone']} ({result['mode']}), "
-              f"name servers {', '.join(result['name_servers'])}")
+              f"name servers {', '.join(result['name_servers'])}"
+              + (f", address blocks {', '.join(result['prefixes'])}" if result["prefixes"] else ""))
         return 0
     rows = _admin_call(args, "network-list", b"")
     if args.network_command == "show":
@@ -424,7 +426,9 @@ def cmd_network(args: argparse.Namespace) -> int:
     elif not rows:
         print("no networks")
     else:
-        _print_rows(rows, ["name", "zone", "mode", "registered_at"])
+        for row in rows:
+            row["prefixes"] = ",".join(row.get("prefixes", [])) or "-"
+        _print_rows(rows, ["name", "zone", "mode", "prefixes", "registered_at"])
     return 0
 
 
@@ -1069,6 +1073,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: host the zone on this node")
     p.add_argument("--ds", action="append", metavar="DS",
                    help="a DS record for the delegated zone (repeatable)")
+    p.add_argument("--prefix", action="append", metavar="CIDR",
+                   help="an address block of the network (repeatable): its CA may certify "
+                   "addresses inside it")
     admin_options(p)
     p = sub.add_parser("list", help="list registered networks")
     admin_options(p, json_output=True)

@@ -46,7 +46,7 @@ from transport.quic import QuicEndpoint, QuicServices
 from transport.sockets import format_address
 from transport.tls import https_context
 from trustchain.api import create_app
-from trustchain.ca.authority import CertificateAuthority
+from trustchain.ca.authority import CertificateAuthority, NetworkInfo
 from trustchain.ca.ratelimit import DEFAULT_LIMITS, Limit
 from trustchain.ca.signer import Signer
 from trustchain.canonical import canonical_json
@@ -265,8 +265,9 @@ def build_ca(node: OpenNode) -> CertificateAuthority:
     """The node's CA: its stores, the signing layer over the key store, limits and audit log."""
     zones = SqliteZoneStore(node.db)
 
-    def networks() -> dict[str, str]:
-        return {row["name"]: row["zone"] for row in zones.networks()}
+    def networks() -> dict[str, NetworkInfo]:
+        return {row["name"]: NetworkInfo(row["zone"], tuple(row["prefixes"]))
+                for row in zones.networks()}
 
     return CertificateAuthority(
         keystore=node.keystore, signer=Signer(node.keystore), store=CaStore(node.db),

@@ -61,6 +61,14 @@ OCSP_VALIDITY = timedelta(days=4)
 
 
 @dataclass(frozen=True)
+class NetworkInfo:
+    """What the CA needs of a registered network: its DNS subtree and address blocks."""
+
+    zone: str
+    prefixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Pending:
     """A request that passed policy, laid out as its certificate but not yet signed."""
 
@@ -106,8 +114,8 @@ class CertificateAuthority:
     organisation: str
     #: Public base URL (http://host[:port]) for CRL, OCSP and issuer URLs.
     base_url: str
-    #: The registered networks: name -> DNS subtree (read at each use: registrations are live).
-    networks: Callable[[], dict[str, str]]
+    #: The registered networks (read at each use: registrations are live).
+    networks: Callable[[], dict[str, NetworkInfo]]
     #: Run pkilint on each precertificate before it is logged (trustchain/ca/lint.py).
     lint: bool = False
     #: CRL shards per issuer for new certificates (Boulder-style partitioned CRLs).
@@ -142,7 +150,7 @@ class CertificateAuthority:
 
     def rotate(self, network: str, now: datetime, *, actor: str) -> IssuerRecord:
         """A new intermediate for ``network``; the old one keeps signing CRLs and OCSP."""
-        zone = self._zone(network)
+        info = self._network(network)
         root_key_id = self.root_key_id()
         record = self.keystore.generate(KeyType.ECDSA_P256, f"ca-issuer:{network}", now)
         public = record.load_public_key()
@@ -150,7 +158,8 @@ class CertificateAuthority:
         generation = self.store.next_generation(network)
         builder = intermediate_builder(
             root=self.root, public_key=public, network=network, organisation=self.organisation,
-            zone=zone, generation=generation, root_urls=self.urls(root_key_id), now=now)
+            zone=info.zone, prefixes=info.prefixes, generation=generation,
+            root_urls=self.urls(root_key_id), now=now)
         certificate = self.signer.sign_certificate(builder, root_key_id)
         issued = self.store.add_issuer(record.id, network, certificate, now)
         self.audit.append(now, "ca.rotate", actor, {
@@ -159,11 +168,11 @@ class CertificateAuthority:
         self._crls.pop((root_key_id, 0), None)
         return issued
 
-    def _zone(self, network: str) -> str:
-        zone = self.networks().get(network)
-        if zone is None:
+    def _network(self, network: str) -> NetworkInfo:
+        info = self.networks().get(network)
+        if info is None:
             raise CaError(f"no network {network!r} is registered (trustchain network register)")
-        return zone
+        return info
 
     # --- issuance -----------------------------------------------------------------
 
@@ -174,8 +183,8 @@ class CertificateAuthority:
                 x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)]
         except (x509.ExtensionNotFound, ValueError):
             raise PolicyError("the CSR asks for no DNS names") from None
-        found = [name for name, zone in self.networks().items()
-                 if names and all(within(n, zone) for n in names)]
+        found = [name for name, info in self.networks().items()
+                 if names and all(within(n, info.zone) for n in names)]
         if len(found) != 1:
             raise PolicyError("the names are not all inside one registered network: "
                               "give --network")
@@ -194,8 +203,9 @@ class CertificateAuthority:
         chosen = PROFILES.get(profile or DEFAULT_PROFILE)
         if chosen is None:
             raise PolicyError(f"no profile {profile!r}; profiles: {', '.join(PROFILES)}")
-        zone = self._zone(network)
-        request = check_csr(csr, zone=zone)
+        info = self._network(network)
+        zone = info.zone
+        request = check_csr(csr, zone=zone, prefixes=info.prefixes)
         requester = f"{peer.role.value}:{peer.name}"
         keys = {"identity": requester, "network": network, "domain": zone.rstrip("."),
                 "names": names_key(request.dns_names)}

@@ -10,9 +10,9 @@ registered DNS subtree and answers with what to certify, or raises
 * it asks for at least one and at most ``MAX_NAMES`` names, DNS names and IP
   addresses in a subjectAltName extension request (the subject is ignored,
   as CAs do today); every DNS name is a valid preferred-syntax host name (one
-  leading ``*.`` label allowed) inside the network's subtree; IP addresses are
-  refused, since networks register no address blocks yet (their
-  intermediates exclude all addresses);
+  leading ``*.`` label allowed) inside the network's subtree; every IP address
+  inside one of the address blocks the network registered (none registered:
+  none allowed, and its intermediate excludes every address);
 * no other extension requests than subjectAltName, keyUsage,
   extendedKeyUsage and basicConstraints (cA false) are honoured; the profile
   decides those, so they are ignored, never copied.
@@ -22,6 +22,7 @@ registered DNS subtree and answers with what to certify, or raises
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -99,7 +100,7 @@ def within(name: str, zone: str) -> bool:
     return bare == zone or bare.endswith("." + zone)
 
 
-def check_csr(data: bytes, *, zone: str) -> CertRequest:
+def check_csr(data: bytes, *, zone: str, prefixes: tuple[str, ...] = ()) -> CertRequest:
     """Apply the policy in the module docstring to a CSR for the network whose DNS subtree is ``zone``."""
     csr = load_csr(data)
     if not csr.is_signature_valid:
@@ -125,15 +126,21 @@ def check_csr(data: bytes, *, zone: str) -> CertRequest:
             raise PolicyError(f"{name} is outside this network's domain {zone.rstrip('.')}")
         if name not in dns_names:
             dns_names.append(name)
-    addresses = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
-    if addresses:
-        raise PolicyError("IP address names are refused: this network registers no address "
-                          f"blocks ({', '.join(addresses)})")
+    blocks = [ipaddress.ip_network(p) for p in prefixes]
+    addresses: list[str] = []
+    for address in san.get_values_for_type(x509.IPAddress):
+        if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            raise PolicyError("an IP address name must be one address, not a network")
+        if not any(address.version == b.version and address in b for b in blocks):
+            raise PolicyError(f"{address} is outside this network's address blocks "
+                              f"({', '.join(prefixes) or 'none registered'})")
+        if str(address) not in addresses:
+            addresses.append(str(address))
     others = [n for n in san if not isinstance(n, x509.DNSName | x509.IPAddress)]
     if others:
         raise PolicyError("only DNS names and IP addresses can be certified")
-    if not dns_names:
-        raise PolicyError("the CSR asks for no DNS names")
+    if not dns_names and not addresses:
+        raise PolicyError("the CSR asks for no names")
     if len(dns_names) > MAX_NAMES:
         raise PolicyError(f"at most {MAX_NAMES} names per certificate")
     return CertRequest(key, dns_names, addresses)

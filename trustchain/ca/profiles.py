@@ -163,8 +163,10 @@ def leaf_builder(
 def intermediate_builder(
     *, root: x509.Certificate, public_key: ec.EllipticCurvePublicKey, network: str,
     organisation: str, zone: str, generation: int, root_urls: CaUrls, now: datetime,
+    prefixes: tuple[str, ...] = (),
 ) -> x509.CertificateBuilder:
-    """A technically constrained TLS subordinate CA for one federated network."""
+    """A name-constrained TLS subordinate CA for one federated network: its DNS subtree,
+    and its registered address blocks (every address excluded when it has none)."""
     not_before = (now - BACKDATE).replace(microsecond=0)
     not_after = min(not_before + INTERMEDIATE_VALIDITY, root.not_valid_after_utc)
     subject = x509.Name([
@@ -172,10 +174,13 @@ def intermediate_builder(
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
         x509.NameAttribute(NameOID.COMMON_NAME, f"{network} CA {generation}"),
     ])
+    permitted: list[x509.GeneralName] = [x509.DNSName(zone.rstrip("."))]
+    permitted += [x509.IPAddress(ipaddress.ip_network(p)) for p in prefixes]
     constraints = x509.NameConstraints(
-        permitted_subtrees=[x509.DNSName(zone.rstrip("."))],
-        excluded_subtrees=[x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
-                           x509.IPAddress(ipaddress.ip_network("::/0"))],
+        permitted_subtrees=permitted,
+        excluded_subtrees=None if prefixes else [
+            x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
+            x509.IPAddress(ipaddress.ip_network("::/0"))],
     )
     return (
         x509.CertificateBuilder()

@@ -16,7 +16,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
 import dns.edns
 import dns.exception
@@ -28,7 +28,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.tsig
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trustchain.canonical import canonical_json
 from trustchain.dns.dnssec import Policy, SignedZone, SigningKey, ds_records, sign_zone
@@ -76,8 +76,9 @@ class ZoneStore(Protocol):
     def dnssec_policy(self, zone: dns.name.Name) -> tuple[int, bool, bool]: ...
     def journal(self, origin: dns.name.Name) -> list[tuple[int, int, list[str], list[str]]]: ...
     def add_secondary(self, secondary: Secondary) -> None: ...
-    def add_network(self, name: str, zone: dns.name.Name, mode: str, now: datetime) -> None: ...
-    def networks(self) -> list[dict[str, str]]: ...
+    def add_network(self, name: str, zone: dns.name.Name, mode: str, now: datetime,
+                    prefixes: list[str] | None = None) -> None: ...
+    def networks(self) -> list[dict[str, Any]]: ...
     def remove_secondary(self, zone: dns.name.Name, address: str, port: int) -> bool: ...
     def secondaries(self) -> list[Secondary]: ...
 
@@ -144,6 +145,20 @@ class NetworkRegister(_Msg):
     #: Name servers: ``NAME`` or ``NAME=ADDR[,ADDR...]`` (addresses: glue for names inside).
     delegate: list[str] = Field(default_factory=list, max_length=13)
     ds: list[str] = Field(default_factory=list, max_length=8)
+    #: Address blocks of the network (CIDR): its CA may certify addresses inside them.
+    prefixes: list[str] = Field(default_factory=list, max_length=16)
+
+    @field_validator("prefixes")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=True)))
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an address block (CIDR, host bits zero): "
+                                 f"{exc}") from None
+        return out
 
 
 class ZoneImport(_Msg):
@@ -507,9 +522,11 @@ class DnsService:
             if hosted:
                 self.zone_delete(canonical_json({"zone": child.to_text()}), peer)
             raise
-        self._store.add_network(req.name, child, "hosted" if hosted else "delegated", self._now())
+        self._store.add_network(req.name, child, "hosted" if hosted else "delegated", self._now(),
+                                req.prefixes)
         return canonical_json({"name": req.name, "zone": child.to_text(),
                                "mode": "hosted" if hosted else "delegated",
+                               "prefixes": req.prefixes,
                                "name_servers": [n.to_text() for n in ns_names]})
 
     def network_list(self, message: bytes, peer: Peer | None) -> bytes:

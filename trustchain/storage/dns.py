@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 import dns.name
 import dns.rdataclass
@@ -112,6 +113,11 @@ DNS_SCHEMA = Schema(
                 nsec3 INTEGER NOT NULL CHECK (nsec3 IN (0, 1))
             ) STRICT;
             """,
+        ),
+        Migration(
+            7,
+            "address blocks a federated network registered (its CA may certify addresses in them)",
+            "ALTER TABLE dns_networks ADD COLUMN prefixes TEXT NOT NULL DEFAULT '[]';",
         ),
     ),
 )
@@ -236,18 +242,21 @@ class SqliteZoneStore:
         ).fetchall()
         return [Secondary(dns.name.from_text(z), a, p, k) for z, a, p, k in rows]
 
-    def add_network(self, name: str, zone: dns.name.Name, mode: str, now: datetime) -> None:
+    def add_network(self, name: str, zone: dns.name.Name, mode: str, now: datetime,
+                    prefixes: list[str] | None = None) -> None:
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT INTO dns_networks (name, zone, mode, registered_at) VALUES (?, ?, ?, ?)",
-                (name, _key(zone), mode, now.isoformat()),
+                "INSERT INTO dns_networks (name, zone, mode, registered_at, prefixes) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, _key(zone), mode, now.isoformat(), json.dumps(prefixes or [])),
             )
 
-    def networks(self) -> list[dict[str, str]]:
+    def networks(self) -> list[dict[str, Any]]:
         rows = self.db.conn.execute(
-            "SELECT name, zone, mode, registered_at FROM dns_networks ORDER BY name"
+            "SELECT name, zone, mode, registered_at, prefixes FROM dns_networks ORDER BY name"
         ).fetchall()
-        return [{"name": n, "zone": z, "mode": m, "registered_at": t} for n, z, m, t in rows]
+        return [{"name": n, "zone": z, "mode": m, "registered_at": t, "prefixes": json.loads(p)}
+                for n, z, m, t, p in rows]
 
     def add_key(self, zone: dns.name.Name, key_id: str, role: str, algorithm: int, state: str,
                 now: datetime) -> None:

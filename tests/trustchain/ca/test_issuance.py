@@ -134,7 +134,7 @@ def test_a_csr_inside_the_network_is_accepted_and_normalised() -> None:
     (["alpha.trust.example.net.evil.com"], {}, "outside this network's domain"),
     (["under_score.alpha.trust.example.net"], {}, "not a valid DNS name"),
     (["*.*.alpha.trust.example.net"], {}, "not a valid DNS name"),
-    (["www.alpha.trust.example.net"], {"ips": ["2001:db8::1"]}, "IP address names are refused"),
+    (["www.alpha.trust.example.net"], {"ips": ["2001:db8::1"]}, "none registered"),
     ([], {}, "asks for no names"),
     (["www.alpha.trust.example.net"], {"ca": True}, "may not ask for a CA"),
 ])
@@ -330,3 +330,38 @@ def test_pre_issuance_lint_passes_ours_and_refuses_a_bad_precertificate(pki: Pki
         .add_extension(x509.PrecertPoison(), critical=True), pki.intermediate_key_id)
     with pytest.raises(LintError, match="subject_key_identifier_extension_present"):
         check_precertificate(bad)
+
+
+def test_address_names_inside_the_network_blocks_only(pki: Pki, tmp_path: Path) -> None:
+    """A network that registered 2001:db8:a::/48 and 192.0.2.0/24 may have addresses in them
+    certified; its intermediate permits exactly those blocks (openssl enforces it)."""
+    blocks = ("2001:db8:a::/48", "192.0.2.0/24")
+    request = check_csr(csr(["www.alpha.trust.example.net"], ips=["2001:db8:a::7", "192.0.2.9"]),
+                        zone=ZONE, prefixes=blocks)
+    assert request.addresses == ["2001:db8:a::7", "192.0.2.9"]
+    for outside in ("2001:db8:b::1", "198.51.100.1"):
+        with pytest.raises(PolicyError, match="outside this network's address blocks"):
+            check_csr(csr(["www.alpha.trust.example.net"], ips=[outside]), zone=ZONE,
+                      prefixes=blocks)
+    record_key = ec.generate_private_key(ec.SECP256R1())
+    root_key_id = pki.root_key_id
+    intermediate_key = pki.signer._keystore.add(record_key, "ca-issuer:alpha-ip",  # type: ignore[attr-defined]
+                                               datetime.now(UTC))
+    constrained = pki.signer.sign_certificate(intermediate_builder(
+        root=pki.root, public_key=record_key.public_key(), network="alpha",
+        organisation="testnet", zone=ZONE, prefixes=blocks, generation=3, root_urls=pki.urls,
+        now=datetime.now(UTC)), root_key_id)
+    for address, ok in (("2001:db8:a::7", True), ("2001:db8:b::1", False)):
+        leaf_request = CertRequest(ec.generate_private_key(ec.SECP256R1()).public_key(),
+                                   ["www.alpha.trust.example.net"], [address])
+        pre = build_precertificate(pki.signer, issuer=constrained,
+                                   issuer_key_id=intermediate_key.id,
+                                   profile=PROFILES["server-90d"], request=leaf_request,
+                                   urls=pki.urls, now=datetime.now(UTC))
+        leaf = finish_certificate(pki.signer, pre, scts_for(pre))
+        result = subprocess.run(
+            ["openssl", "verify", "-x509_strict", "-purpose", "sslserver", "-verify_ip", address,
+             "-CAfile", pem(tmp_path / "root.pem", pki.root),
+             "-untrusted", pem(tmp_path / "inter.pem", constrained),
+             pem(tmp_path / "leaf.pem", leaf)], capture_output=True, text=True)
+        assert (result.returncode == 0) == ok, result.stdout + result.stderr
