@@ -67,8 +67,24 @@ def proposal_message(chain_id: str, height: int, round_: int, block: bytes,
                            "round": round_, "block": block.hex(), "valid_round": valid_round})
 
 
+class _SignedBytes:
+    """The bytes a message's signatures cover, computed once per chain id (every
+    receiver of one message asks for them)."""
+
+    _signed: dict[str, bytes]
+
+    def _compute(self, chain_id: str) -> bytes:
+        raise NotImplementedError
+
+    def message(self, chain_id: str) -> bytes:
+        signed = self._signed.get(chain_id)
+        if signed is None:
+            signed = self._signed[chain_id] = self._compute(chain_id)
+        return signed
+
+
 @dataclass(frozen=True)
-class Vote:
+class Vote(_SignedBytes):
     kind: VoteKind
     height: int
     round: int
@@ -78,17 +94,12 @@ class Vote:
     pq_signature: bytes = field(default=b"", compare=False, repr=False)
     _signed: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
-    def message(self, chain_id: str) -> bytes:
-        """The signed bytes (computed once per chain: every receiver of one vote asks)."""
-        signed = self._signed.get(chain_id)
-        if signed is None:
-            signed = self._signed[chain_id] = vote_message(chain_id, self.kind, self.height,
-                                                           self.round, self.block)
-        return signed
+    def _compute(self, chain_id: str) -> bytes:
+        return vote_message(chain_id, self.kind, self.height, self.round, self.block)
 
 
 @dataclass(frozen=True)
-class Proposal:
+class Proposal(_SignedBytes):
     height: int
     round: int
     block: Block
@@ -98,12 +109,9 @@ class Proposal:
     pq_signature: bytes = field(default=b"", compare=False, repr=False)
     _signed: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
-    def message(self, chain_id: str) -> bytes:
-        signed = self._signed.get(chain_id)
-        if signed is None:
-            signed = self._signed[chain_id] = proposal_message(
-                chain_id, self.height, self.round, self.block.hash, self.valid_round)
-        return signed
+    def _compute(self, chain_id: str) -> bytes:
+        return proposal_message(chain_id, self.height, self.round, self.block.hash,
+                                self.valid_round)
 
 
 @dataclass(frozen=True)
