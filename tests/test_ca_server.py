@@ -34,11 +34,27 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from bootstrap.init import InitResult
+from bootstrap.transport_certs import ADMIN_TLS_PURPOSE, INFRA_CA_PURPOSE, TlsIdentity
 from tests import rfc6962_reference as ref
 from tests.support import PASSPHRASE, NodeProcess, run_cli
 from trustchain.keystore import KeyStore
 
 NETWORK_NAME = "www.alpha.trust.example.net"
+
+
+def admin_identity(data_dir: Path) -> TlsIdentity:
+    """The node's admin client certificate, chain and key, as the CLI loads them."""
+    from trustchain.storage.database import open_database
+    from trustchain.storage.node import NodeStore
+
+    keystore = KeyStore.open(data_dir / "keys", PASSPHRASE)
+    with open_database(data_dir, readonly=True) as db:
+        store = NodeStore(db)
+        cert = store.latest_certificate(ADMIN_TLS_PURPOSE)
+        issuer = store.latest_certificate(INFRA_CA_PURPOSE)
+    assert cert is not None and issuer is not None
+    key = keystore.private_key(keystore.active(ADMIN_TLS_PURPOSE).id)
+    return TlsIdentity(cert, [issuer], key)  # type: ignore[arg-type]
 
 
 def start(data_dir: Path, node_processes: list[NodeProcess]) -> tuple[NodeProcess, list[str]]:
@@ -409,20 +425,10 @@ def test_rest_issuance_over_http3_with_the_admin_certificate(
     """POST /ca/v1/issue: HTTP/3 carries the client certificate; without one, 403."""
     import asyncio
 
-    from bootstrap.transport_certs import ADMIN_TLS_PURPOSE, INFRA_CA_PURPOSE, TlsIdentity
     from tests.h3client import h3_get
-    from trustchain.storage.database import open_database
-    from trustchain.storage.node import NodeStore
 
     proc, _ = running
-    keystore = KeyStore.open(data_dir / "keys", PASSPHRASE)
-    with open_database(data_dir, readonly=True) as db:
-        store = NodeStore(db)
-        cert = store.latest_certificate(ADMIN_TLS_PURPOSE)
-        issuer = store.latest_certificate(INFRA_CA_PURPOSE)
-    assert cert is not None and issuer is not None
-    key = keystore.private_key(keystore.active(ADMIN_TLS_PURPOSE).id)
-    admin = TlsIdentity(cert, [issuer], key)  # type: ignore[arg-type]
+    admin = admin_identity(data_dir)
     genesis_root = x509.load_pem_x509_certificate(root_pem(data_dir, tmp_path).read_bytes())
     body = json.dumps({"csr": make_csr(tmp_path, NETWORK_NAME).read_text()}).encode()
     host, port = proc.address("quic")
@@ -520,3 +526,48 @@ def test_a_network_with_address_blocks_gets_address_names(
     outside = run_cli("ca", "issue", "--network", "beta", "--csr",
                       make_csr(tmp_path, "www.beta.trust.example.net", "2001:db8:ff::1"), *admin)
     assert outside.returncode == 1 and "outside this network's address blocks" in outside.stderr
+
+
+def test_bad_ca_requests_get_problem_documents_and_the_node_carries_on(
+    running: tuple[NodeProcess, list[str]], data_dir: Path, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from cryptography.x509 import ocsp
+
+    from transport.client import connect
+
+    proc, admin_args = running
+    root = x509.load_pem_x509_certificate(root_pem(data_dir, tmp_path).read_bytes())
+    host, port = proc.address("quic")
+    csr = make_csr(tmp_path, NETWORK_NAME).read_text()
+
+    async def calls() -> list[tuple[int, bytes]]:
+        out = []
+        async with connect(host, port, root=root, server_name="trust.example.net",
+                           identity=admin_identity(data_dir)) as node:
+            for method, message in (
+                ("issue", b"not json"), ("issue", b'{"csr": 5}'),
+                ("issue", json.dumps({"csr": "x" * 70_000}).encode()),
+                ("issue", json.dumps({"csr": csr, "network": "nowhere"}).encode()),
+                ("issue", json.dumps({"csr": csr, "profile": "forever"}).encode()),
+                ("revoke", b'{"serial": "zz"}'), ("revoke", b'{"serial": "abc123"}'),
+                ("rotate", b"{}"), ("ocsp", b"\x30\x03garbage"),
+            ):
+                response = await node.request("ca", method, message)
+                out.append((response.status, response.message))
+        async with connect(host, port, root=root, server_name="trust.example.net") as anon:
+            response = await anon.request("ca", "list", b"{}")
+            out.append((response.status, response.message))
+        return out
+
+    answers = asyncio.run(calls())
+    *problems, (ocsp_status, ocsp_body), (anon_status, _) = answers
+    for status, body in problems:
+        assert status == 400 and json.loads(body)["status"] == 400, body
+    assert ocsp_status == 200
+    assert ocsp.load_der_ocsp_response(ocsp_body).response_status \
+        is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    assert anon_status == 403
+    ok = run_cli("ca", "issue", "--csr", make_csr(tmp_path, NETWORK_NAME), *admin_args)
+    assert ok.returncode == 0, ok.stderr  # still serving
