@@ -14,15 +14,16 @@ import base64
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from trustchain.ct.log import BadSubmission, Log
+from trustchain.ct.log import BadSubmission, Issued, Log
 from trustchain.ct.sequencer import identity
 from trustchain.ct.structs import SCT
-from trustchain.storage.ct_tiles import TileDirectory
+from trustchain.storage.ct_tiles import TileDirectory, TilePlan
 
 log = logging.getLogger("trustchain.ct")
 
@@ -70,6 +71,8 @@ class LogRunner:
         self._clock = clock
         self._waiting: dict[tuple[str, bytes], list[asyncio.Future[SCT]]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: One thread writes tile files, in order (tiles before their checkpoint).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-tiles")
         #: Where the HTTP API is reachable, for log lists served over stoq/1.
         self.base_url = ""
 
@@ -96,6 +99,7 @@ class LogRunner:
             except asyncio.CancelledError:
                 pass
         self._sequence_all()  # nothing acknowledged is lost; pending work is finished
+        self._writer.shutdown(wait=True)
 
     async def add_chain(self, name: str, chain: Sequence[str],
                         precert: bool = False) -> dict[str, object]:
@@ -121,10 +125,28 @@ class LogRunner:
             tick += self._interval
             await asyncio.sleep(max(0.0, tick - loop.time()))
             tick = max(tick, loop.time() - self._interval)  # after a stall, do not race to catch up
-            self._sequence_all()
+            done = self._integrate_all()
+            plans = [(name, plan) for name, plan, _ in done if plan is not None]
+            try:
+                if plans:
+                    # Tile files are written (and fsynced) on a thread, so the event loop
+                    # keeps serving while the disk works; SCTs go out once the files are there.
+                    await loop.run_in_executor(self._writer, self._write, plans)
+            finally:  # (stopping mid-write: the entries are stored; answer anyway)
+                for name, _, issued in done:
+                    self._answer(name, issued)
 
     def _sequence_all(self) -> None:
+        """Integrate every pending entry now, files and answers included (at stop)."""
+        done = self._integrate_all()
+        self._write([(name, plan) for name, plan, _ in done if plan is not None])
+        for name, _, issued in done:
+            self._answer(name, issued)
+
+    def _integrate_all(self) -> list[tuple[str, TilePlan | None, list[Issued]]]:
+        """Sequence each log's pending entries; their tile plans and issued SCTs."""
         now_ms = int(self._clock() * 1000)
+        done = []
         for name, target in self.logs.items():
             if not target.pending:
                 continue
@@ -137,12 +159,20 @@ class LogRunner:
                         if not waiter.done():
                             waiter.set_exception(BadSubmission(f"the log could not store: {exc}"))
                 continue
-            if name in self.tiles:
-                try:
-                    self.tiles[name].publish()
-                except OSError:  # the log is intact; the files catch up next batch or restart
-                    log.exception("log %s: writing tiles failed", name)
-            for item in issued:
-                for waiter in self._waiting.pop((name, item.identity), []):
-                    if not waiter.done():
-                        waiter.set_result(item.sct)
+            plan = self.tiles[name].plan() if name in self.tiles else None
+            done.append((name, plan, issued))
+        return done
+
+    def _write(self, plans: list[tuple[str, TilePlan]]) -> None:
+        for name, plan in plans:
+            try:
+                plan.apply()
+            except OSError:  # the log is intact; the files catch up with the next plan
+                log.exception("log %s: writing tiles failed", name)
+                self.tiles[name].forget()
+
+    def _answer(self, name: str, issued: list[Issued]) -> None:
+        for item in issued:
+            for waiter in self._waiting.pop((name, item.identity), []):
+                if not waiter.done():
+                    waiter.set_result(item.sct)

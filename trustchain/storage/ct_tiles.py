@@ -18,6 +18,7 @@ nothing the HTTP API does not already serve.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trustchain.ct import tiles
@@ -50,6 +51,24 @@ def _remove_tree(directory: Path) -> None:
     directory.rmdir()
 
 
+@dataclass
+class TilePlan:
+    """What one publish writes, computed from the log; writing it needs no log access,
+    so it can run on another thread while the log goes on (file I/O and fsync)."""
+
+    files: list[tuple[Path, bytes, bool]] = field(default_factory=list)  # path, data, replace
+    obsolete: list[Path] = field(default_factory=list)  # partial-tile directories
+
+    def apply(self) -> int:
+        """Write tiles and issuers, remove replaced partials, the checkpoint last."""
+        written = 0
+        for path, data, replace in self.files:
+            written += _write(path, data, replace=replace)
+        for directory in self.obsolete:
+            _remove_tree(directory)
+        return written
+
+
 class TileDirectory:
     def __init__(self, root: Path, log: Log) -> None:
         self.root = root
@@ -59,8 +78,15 @@ class TileDirectory:
 
     def publish(self) -> int:
         """Bring the directory up to the log's signed head; return files written."""
+        return self.plan().apply()
+
+    def plan(self) -> TilePlan:
+        """The files that bring the directory up to the log's signed head (checkpoint last).
+
+        If applying it fails, call :meth:`forget` so that the next plan starts over.
+        """
+        plan = TilePlan()
         size = self.log.tree_size
-        written = 0
         level = 0
         while level <= tiles.MAX_LEVEL and size >> (8 * level):
             covered = size >> (8 * level)
@@ -76,14 +102,19 @@ class TileDirectory:
                     path = f"{name}/{suffix}"
                     target = self.root / "tile" / path
                     if not target.exists():
-                        written += _write(target, self.log.tile(path), replace=False)
+                        plan.files.append((target, self.log.tile(path), False))
                     if width == tiles.TILE_WIDTH:  # partials are only for before the full tile
-                        _remove_tree(target.with_name(target.name + ".p"))
+                        plan.obsolete.append(target.with_name(target.name + ".p"))
             level += 1
         for fingerprint, der in self.log.issuers().items():
             if fingerprint not in self._issuers:
-                written += _write(self.root / "issuer" / fingerprint.hex(), der, replace=False)
+                plan.files.append((self.root / "issuer" / fingerprint.hex(), der, False))
                 self._issuers.add(fingerprint)
-        _write(self.root / "checkpoint", self.log.checkpoint().encode(), replace=True)
+        plan.files.append((self.root / "checkpoint", self.log.checkpoint().encode(), True))
         self._written_size = size
-        return written + 1
+        return plan
+
+    def forget(self) -> None:
+        """After a failed write: the next plan rewrites everything not on disk."""
+        self._written_size = 0
+        self._issuers.clear()
