@@ -16,7 +16,7 @@ import binascii
 import functools
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -98,6 +98,41 @@ def _is_ca(cert: x509.Certificate) -> bool:
     return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
 
 
+#: Links (child DER, parent DER) whose signature verified, shared by every log of
+#: the process: verification is a pure function of those bytes, nearly every
+#: submission repeats its intermediate-to-root link, and a CA's precertificate
+#: goes to each of this node's logs in turn.  Bounded (LRU).
+_VERIFIED_LINKS: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+
+
+def _verify_link(child: x509.Certificate, parent: x509.Certificate) -> None:
+    """``child`` is signed by ``parent`` (raises otherwise)."""
+    key = (child.public_bytes(Encoding.DER), parent.public_bytes(Encoding.DER))
+    if key in _VERIFIED_LINKS:
+        _VERIFIED_LINKS.move_to_end(key)
+        return
+    child.verify_directly_issued_by(parent)
+    _VERIFIED_LINKS[key] = None
+    if len(_VERIFIED_LINKS) > VERIFIED_LINKS:
+        _VERIFIED_LINKS.popitem(last=False)
+
+
+#: Precertificate entries already derived (TBS without poison, issuer key hash), by the
+#: chain's DER: a CA's precertificate reaches each of this node's logs in turn.
+_PRECERT_ENTRIES: OrderedDict[tuple[bytes, ...], Entry] = OrderedDict()
+
+
+def _remembered_precert_entry(certs: list[x509.Certificate],
+                              derive: Callable[[list[x509.Certificate]], Entry]) -> Entry:
+    key = tuple(c.public_bytes(Encoding.DER) for c in certs)
+    entry = _PRECERT_ENTRIES.get(key)
+    if entry is None:
+        entry = _PRECERT_ENTRIES[key] = derive(certs)  # raises for a bad precertificate
+        if len(_PRECERT_ENTRIES) > 1024:
+            _PRECERT_ENTRIES.popitem(last=False)
+    return entry
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -150,10 +185,6 @@ class Log:
         self.log_id = log_id(key.public_key())
         self._sequencer = Sequencer()
         self._chains: dict[bytes, list[bytes]] = {}
-        #: CA-to-issuer links already verified, keyed by the exact DER of both
-        #: certificates: the same bytes verify the same way, and nearly every
-        #: submission repeats its intermediate-to-root link.  Bounded (LRU).
-        self._verified_links: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         #: Every issuer a stored entry refers to, by SHA-256 of its DER.
         self._issuers: dict[bytes, bytes] = {}
         for sequenced, chain in store.entries():
@@ -200,7 +231,7 @@ class Log:
                                 f"this one expires at {not_after.isoformat()}")
         self._check_chain(certs)
         if precert:
-            entry = self._precert_entry(certs)
+            entry = _remembered_precert_entry(certs, self._precert_entry)
             extra = ders  # PrecertChainEntry: the precertificate, then its chain
         else:
             if _has_poison(certs[0]):
@@ -253,16 +284,16 @@ class Log:
 
     def _check_chain(self, certs: list[x509.Certificate]) -> None:
         try:
-            for position, (child, parent) in enumerate(zip(certs, certs[1:], strict=False)):
+            for child, parent in zip(certs, certs[1:], strict=False):
                 if not _is_ca(parent):
                     raise BadSubmission(f"{parent.subject.rfc4514_string()} is not a CA")
-                self._verify_link(child, parent, cache=position > 0)
+                _verify_link(child, parent)
             last = certs[-1]
             for anchor in self._roots:
                 if last == anchor:
                     return
                 try:
-                    self._verify_link(last, anchor, cache=True)
+                    _verify_link(last, anchor)
                     return
                 except (ValueError, InvalidSignature, TypeError):
                     continue
@@ -272,20 +303,6 @@ class Log:
             raise BadSubmission(f"the chain does not verify: {exc}") from None
         raise BadSubmission("the chain does not lead to a root this log accepts")
 
-    def _verify_link(self, child: x509.Certificate, parent: x509.Certificate, *,
-                     cache: bool) -> None:
-        """``child`` is signed by ``parent`` (raises otherwise); CA links are remembered."""
-        if not cache:
-            child.verify_directly_issued_by(parent)
-            return
-        key = (child.public_bytes(Encoding.DER), parent.public_bytes(Encoding.DER))
-        if key in self._verified_links:
-            self._verified_links.move_to_end(key)
-            return
-        child.verify_directly_issued_by(parent)
-        self._verified_links[key] = None
-        if len(self._verified_links) > VERIFIED_LINKS:
-            self._verified_links.popitem(last=False)
 
     # --- sequencing -----------------------------------------------------------
 
