@@ -5,14 +5,16 @@ It proposes the operations waiting in its pool (plus any the caller's
 ``maker`` builds for the block being proposed), accepts a block only if
 every operation is well formed, carries exactly the proofs :data:`POLICY`
 asks for and each verifies against the block it extends, and applies
-decided blocks: registered networks and plots, validator stakes, and
-evidence, which removes the offender from the validator set from the next
-height on (its stake is slashed to nothing).
+decided blocks: admitted nodes, registered networks and plots, validator
+stakes, agreed CA intermediates and CT checkpoints (recorded for the CA and
+distribution code), and evidence, which removes the offender from the
+validator set from the next height on (its stake is slashed to nothing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -45,6 +47,12 @@ class Ledger:
         #: requester (hex) -> plot id (hex) -> seed (hex)
         self.plots: dict[str, dict[str, str]] = {}
         self.slashed: set[str] = set()
+        #: Admitted nodes: node name -> requester (hex).
+        self.members: dict[str, str] = {}
+        #: Agreed CA intermediates (network -> the operation's body) and CT checkpoints to
+        #: cosign (log -> body): recorded here for the CA and distribution code to act on.
+        self.intermediates: dict[str, dict[str, Any]] = {}
+        self.checkpoints: dict[str, dict[str, Any]] = {}
         self.pool: dict[bytes, Entry] = {}
         self._maker = maker
 
@@ -113,6 +121,13 @@ class Ledger:
                 raise ProofError("plot-registration: plot_id and seed (hex)") from None
             if plot_id_for(bytes.fromhex(operation.requester), seed).hex() != plot_id:
                 raise ProofError("plot-registration: the plot id is not the requester's")
+        elif operation.kind is OperationKind.NODE_ADMISSION:
+            if not isinstance(body.get("node"), str) or body["node"] in self.members:
+                raise ProofError("node-admission: a new node name is required")
+        elif operation.kind in (OperationKind.CA_INTERMEDIATE, OperationKind.CT_CHECKPOINT):
+            subject = "network" if operation.kind is OperationKind.CA_INTERMEDIATE else "log"
+            if not isinstance(body.get(subject), str):
+                raise ProofError(f"{operation.kind}: names its {subject}")
         elif operation.kind is OperationKind.VALIDATOR_CHANGE:
             stake = body.get("stake")
             if not isinstance(stake, int) or stake < 0 or not isinstance(body.get("node_id"), str):
@@ -135,6 +150,12 @@ class Ledger:
             self.networks.add(body["name"])
         elif operation.kind is OperationKind.PLOT_REGISTRATION:
             self.plots.setdefault(operation.requester, {})[body["plot_id"]] = body["seed"]
+        elif operation.kind is OperationKind.NODE_ADMISSION:
+            self.members[body["node"]] = operation.requester
+        elif operation.kind is OperationKind.CA_INTERMEDIATE:
+            self.intermediates[body["network"]] = dict(body)
+        elif operation.kind is OperationKind.CT_CHECKPOINT:
+            self.checkpoints[body["log"]] = dict(body)
         elif operation.kind is OperationKind.VALIDATOR_CHANGE:
             node_id, stake = body["node_id"], body["stake"]
             if stake == 0:

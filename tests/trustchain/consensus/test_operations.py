@@ -86,6 +86,13 @@ def test_an_admission_with_all_four_proofs_verifies(plot: Path) -> None:
     entry, plots = admission(plot)
     check(entry, plots=plots)
     assert decode_entry(entry.encode()) == entry  # what blocks carry round-trips
+    ledger = Ledger(CHAIN, VALIDATORS, PARAMS)
+    ledger.plots[REQUESTER.hex()] = plots
+    block = Block(8, PREVIOUS, "v0", (entry.encode(),))
+    assert ledger.valid(block)
+    ledger.committed(block)
+    assert ledger.members == {"n9": REQUESTER.hex()}
+    assert not ledger.valid(block)  # admitted once
 
 
 def test_each_missing_or_foreign_proof_refuses_the_admission(plot: Path) -> None:
