@@ -12,6 +12,7 @@ key in the validator set (hybrid: both must verify).
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -67,14 +68,15 @@ def proposal_message(chain_id: str, height: int, round_: int, block: bytes,
                            "round": round_, "block": block.hex(), "valid_round": valid_round})
 
 
-class _SignedBytes:
+class _SignedBytes(ABC):
     """The bytes a message's signatures cover, computed once per chain id (every
     receiver of one message asks for them)."""
 
     _signed: dict[str, bytes]
 
+    @abstractmethod
     def _compute(self, chain_id: str) -> bytes:
-        raise NotImplementedError
+        """The signed bytes of this message on ``chain_id``."""
 
     def message(self, chain_id: str) -> bytes:
         signed = self._signed.get(chain_id)
