@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -121,7 +122,10 @@ async def issue_all(port: int, identity: TlsIdentity, root: x509.Certificate, cs
             assert "BEGIN CERTIFICATE" in str(answer["chain"])
             latencies.append(time.perf_counter() - started)
 
-    async with _connections(port, identity, root, connections) as nodes:
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(
+            connect("::1", port, root=root, server_name=ORIGIN, identity=identity))
+            for _ in range(connections)]
         await call(nodes[0], "zone-create", {"zone": ORIGIN, "ns": [], "addresses": ["2001:db8::1"],
                                              "dnssec": {"algorithm": 13, "csk": False,
                                                         "nsec3": False}})
@@ -129,19 +133,6 @@ async def issue_all(port: int, identity: TlsIdentity, root: x509.Certificate, cs
         start = time.perf_counter()
         await asyncio.gather(*(worker(nodes[i % connections]) for i in range(concurrency)))
         return len(csrs) / (time.perf_counter() - start), latencies
-
-
-class _connections:
-    def __init__(self, port: int, identity: TlsIdentity, root: x509.Certificate, n: int) -> None:
-        self._contexts = [connect("::1", port, root=root, server_name=ORIGIN, identity=identity)
-                          for _ in range(n)]
-
-    async def __aenter__(self) -> list[object]:
-        return [await c.__aenter__() for c in self._contexts]
-
-    async def __aexit__(self, *exc: object) -> None:
-        for c in self._contexts:
-            await c.__aexit__(None, None, None)
 
 
 def main() -> int:

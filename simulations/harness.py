@@ -184,12 +184,12 @@ class SimApp(Ledger):
 
     def __init__(self, requester: bytes, validators: Mapping[str, ValidatorStake],
                  invalid: bool = False, salt: bytes = b"") -> None:
-        super().__init__(CHAIN, validators, PARAMETERS, maker=self._make)
+        super().__init__(CHAIN, validators, PARAMETERS, maker=self.make_entries)
         self.requester = requester
         self.invalid = invalid
         self.salt = salt
 
-    def _make(self, height: int, previous: bytes) -> list[Entry]:
+    def make_entries(self, height: int, previous: bytes) -> list[Entry]:
         seed = hashlib.sha256(self.salt + b"seed %d" % height).digest()
         operation = Operation(kind=OperationKind.PLOT_REGISTRATION, requester=self.requester.hex(),
                               body={"plot_id": plot_id_for(self.requester, seed).hex(),
@@ -341,7 +341,7 @@ class _Sim:
         app = SimApp(bytes.fromhex(hashlib.sha256(ident.encode()).hexdigest()[:32]), self.stakes,
                      salt=b"fork")
         alternative = Block(block.height, block.previous, block.proposer,
-                            tuple(e.encode() for e in app._make(block.height, block.previous)))
+                            tuple(e.encode() for e in app.make_entries(block.height, block.previous)))
         twin = sign(Proposal(proposal.height, proposal.round, alternative, proposal.valid_round,
                              ident), self.keys[ident], CHAIN, self.pq_keys.get(ident))
         self.forks[(proposal.height, proposal.round, block.hash)] = alternative.hash

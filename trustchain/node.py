@@ -37,7 +37,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bootstrap.enrolment import EnrolmentService
 from bootstrap.genesis import GenesisDocument, verify_genesis
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE, ROOT_KEY_PURPOSE
-from bootstrap.transport_certs import TransportCredentials, ensure_transport_credentials
+from bootstrap.transport_certs import (
+    TransportCredentials,
+    ensure_transport_credentials,
+    node_dns_names,
+)
 from transport.ca import CaRunner
 from transport.ct import LogRunner
 from transport.dns import DnsListener, Notifier
@@ -226,8 +230,7 @@ def build_ct_logs(node: OpenNode) -> list[Log]:
     P-256 key from the key store, generated on first start."""
     logs = []
     # The checkpoint origin: this node's name in its zone, then the log's path.
-    host = dns.name.from_text(f"{node.identity.node_id}.nodes", dns.name.from_text(
-        node.identity.origin)).to_text(omit_final_dot=True)
+    host = node_dns_names(node.identity.origin, node.identity.node_id)[1]
     for spec in node.config.ct_logs:
         purpose = f"ct-log:{spec.name}"
         try:
@@ -246,8 +249,7 @@ def ca_base_url(node: OpenNode) -> str:
     """``ca_url``, or this node's own name in its zone with its HTTP port."""
     if node.config.ca_url:
         return node.config.ca_url
-    host = dns.name.from_text(f"{node.identity.node_id}.nodes", dns.name.from_text(
-        node.identity.origin)).to_text(omit_final_dot=True)
+    host = node_dns_names(node.identity.origin, node.identity.node_id)[1]
     port = node.config.http_port
     return f"http://{host}" if port in (80, 0) else f"http://{host}:{port}"
 

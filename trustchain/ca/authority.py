@@ -133,11 +133,11 @@ class CertificateAuthority:
         return f"{self.base_url.rstrip('/')}/ca/crl/{key_id}/{shard}.crl"
 
     def root_key_id(self) -> str:
-        try:
-            return self.keystore.active(self.root_key_purpose).id
-        except KeyNotFoundError:
+        key_id = self.root_key_id_or_none()
+        if key_id is None:
             raise CaError("this needs the genesis root key, which is not in the key store "
-                          "(kept offline?): import it first") from None
+                          "(kept offline?): import it first")
+        return key_id
 
     # --- issuers ------------------------------------------------------------------
 

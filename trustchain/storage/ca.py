@@ -109,6 +109,9 @@ class CertificateRecord:
 class CaStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: The issuers, parsed once (every issuance and OCSP answer needs them; the node is
+        #: their only writer, through add_issuer).
+        self._issuers: list[IssuerRecord] | None = None
 
     # --- issuers ------------------------------------------------------------------
 
@@ -125,6 +128,7 @@ class CaStore:
                 "active) VALUES (?, ?, ?, ?, ?, ?, 1)",
                 (key_id, network, generation, certificate.public_bytes(Encoding.DER),
                  _ts(certificate.not_valid_after_utc), _ts(now)))
+        self._issuers = None
         return IssuerRecord(key_id, network, generation, certificate, True)
 
     def next_generation(self, network: str) -> int:
@@ -133,13 +137,13 @@ class CaStore:
         return int(row[0] or 0) + 1
 
     def issuers(self, network: str | None = None) -> list[IssuerRecord]:
-        rows = self.db.conn.execute(
-            "SELECT key_id, network, generation, der, active FROM ca_issuers "
-            + ("WHERE network = ? " if network is not None else "")
-            + "ORDER BY network, generation", (network,) if network is not None else ()
-        ).fetchall()
-        return [IssuerRecord(r[0], r[1], r[2], x509.load_der_x509_certificate(r[3]), bool(r[4]))
-                for r in rows]
+        if self._issuers is None:
+            rows = self.db.conn.execute(
+                "SELECT key_id, network, generation, der, active FROM ca_issuers "
+                "ORDER BY network, generation").fetchall()
+            self._issuers = [IssuerRecord(r[0], r[1], r[2], x509.load_der_x509_certificate(r[3]),
+                                          bool(r[4])) for r in rows]
+        return [i for i in self._issuers if network is None or i.network == network]
 
     def active_issuer(self, network: str) -> IssuerRecord | None:
         found = [i for i in self.issuers(network) if i.active]
