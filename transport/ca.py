@@ -14,6 +14,7 @@ import asyncio
 import base64
 import json
 import sqlite3
+import ssl
 from collections.abc import Callable
 from datetime import datetime
 
@@ -27,12 +28,14 @@ from starlette.routing import Route
 from transport.ct import LogRunner
 from transport.group_commit import GroupCommit
 from transport.problem import problem
+from transport.workers import InlineWork, Work
 from trustchain.ca import revocation
 from trustchain.ca.authority import CaError, CertificateAuthority
 from trustchain.ca.issuance import IssuanceError
-from trustchain.ca.lint import LintError, check_precertificate
+from trustchain.ca.lint import LintError
 from trustchain.ca.policy import MAX_CSR_BYTES, PolicyError
 from trustchain.ca.ratelimit import RateLimited
+from trustchain.ca.work import check_request, final_certificate, precertificate
 from trustchain.canonical import canonical_json
 from trustchain.ct.log import BadSubmission
 from trustchain.errors import StorageError
@@ -60,32 +63,42 @@ class NetworkRequest(BaseModel):
     network: str | None = Field(default=None, max_length=63)
 
 
-def pem_chain(certificates: list[x509.Certificate]) -> str:
-    return "".join(c.public_bytes(Encoding.PEM).decode() for c in certificates)
+def pem_chain(certificates: list[bytes]) -> str:
+    """DER certificates as one PEM text, in order."""
+    return "".join(ssl.DER_cert_to_PEM_cert(der) for der in certificates)
+
+
+def serial_of(der: bytes) -> str:
+    return f"{x509.load_der_x509_certificate(der).serial_number:x}"
 
 
 class CaRunner:
     def __init__(self, authority: CertificateAuthority, logs: LogRunner,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], work: Work | None = None) -> None:
         self.authority = authority
         self.logs = logs
         self._clock = clock
+        #: Where the CSR checks and signatures run (worker processes, or inline).
+        self.work: Work = work if work is not None else InlineWork(authority.signer)
         self._commits = GroupCommit(authority.store.db)
 
     async def issue(self, csr: bytes, *, network: str | None, profile: str | None,
-                    peer: Peer | None, client_address: str | None = None) -> list[x509.Certificate]:
-        """The final certificate and its issuer.
+                    peer: Peer | None, client_address: str | None = None) -> list[bytes]:
+        """The final certificate and its issuer, DER.
 
         Its two writes (limits + serial reservation, then certificate + audit
         record) each share a durable commit with the concurrent requests'
         (:class:`GroupCommit`); the precertificate is signed only once its
-        serial is reserved, and logged only after that commit.
+        serial is reserved, and logged only after that commit.  The CSR
+        check and the signatures run in :attr:`work`.
 
         :raises PolicyError, RateLimited, CaError: refused, with the reason.
         """
         ca = self.authority
-        pending = ca.request(csr, network=network, profile=profile, peer=peer,
-                             client_address=client_address, now=self._clock())
+        order = ca.order(csr, network=network, profile=profile, peer=peer,
+                         client_address=client_address, now=self._clock())
+        names = await self.work.run(check_request, csr, order.info.zone, order.info.prefixes)
+        pending = ca.pending(order, names, self._clock())
         chosen = [lg for lg in self.logs.logs.values() if pending.not_after in lg.expiry]
         if len(chosen) < 2:
             raise CaError(f"fewer than two logs of this node accept certificates expiring "
@@ -103,27 +116,25 @@ class CaRunner:
         refusal = await self._commits.run(admit)
         if refusal is not None:
             raise refusal
-        pre = ca.precertificate(pending)
-        if ca.lint:
-            try:
-                check_precertificate(pre.certificate)
-            except LintError as exc:
-                refusal = exc
-                await self._commits.run(lambda conn: ca.release(conn, pending, refusal,
-                                                                self._clock()))
-                raise CaError(str(refusal)) from None
-        chain = [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
-                 for c in (pre.certificate, pre.issuer)]
+        try:
+            pre = await self.work.sign(precertificate, pending.layout, ca.lint)
+        except LintError as exc:
+            lint_refusal = exc
+            await self._commits.run(lambda conn: ca.release(conn, pending, lint_refusal,
+                                                            self._clock()))
+            raise CaError(str(exc)) from None
+        chain = [base64.b64encode(der).decode() for der in (pre, pending.layout.issuer)]
         try:
             scts = await asyncio.gather(*(self.logs.submit(lg.name, chain, precert=True)
                                           for lg in chosen))
         except BadSubmission as exc:
             raise CaError(f"a log refused the precertificate: {exc}") from None
-        final = ca.finalise(pending, pre, [(sct, lg.public_key)
-                                           for sct, lg in zip(scts, chosen, strict=True)])
+        final = await self.work.sign(final_certificate, pending.layout, pre, [
+            (sct.to_bytes(), self.logs.public_key_der(lg.name))
+            for sct, lg in zip(scts, chosen, strict=True)])
         await self._commits.run(lambda conn: ca.record(
             conn, pending, final, [sct.log_id for sct in scts], self._clock()))
-        return [final, pre.issuer]
+        return [final, pending.layout.issuer]
 
     # --- stoq/1 -------------------------------------------------------------------
 
@@ -143,7 +154,7 @@ class CaRunner:
             raise TooManyRequests(str(exc)) from None
         except (PolicyError, CaError, IssuanceError, StorageError) as exc:
             raise BadRequest(str(exc)) from None
-        return canonical_json({"serial": f"{chain[0].serial_number:x}", "chain": pem_chain(chain)})
+        return canonical_json({"serial": serial_of(chain[0]), "chain": pem_chain(chain)})
 
     def _revoke(self, message: bytes, peer: Peer | None) -> bytes:
         req = parse_message(RevokeRequest, message)
@@ -274,8 +285,8 @@ class CaRunner:
                 return problem(429, "too many requests", str(exc))
             except (PolicyError, CaError, IssuanceError, StorageError) as exc:
                 return problem(400, "certificate refused", str(exc))
-            return JSONResponse({"serial": f"{chain[0].serial_number:x}",
-                                 "chain": pem_chain(chain)}, status_code=201)
+            return JSONResponse({"serial": serial_of(chain[0]), "chain": pem_chain(chain)},
+                                status_code=201)
 
         return [
             Route("/ca/v1/issue", issue, methods=["POST"]),

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from trustchain.ct.log import BadSubmission, Issued, Log
+from transport.workers import InlineWork, Work
+from trustchain.ct.log import BadSubmission, Issued, Log, check_submission
 from trustchain.ct.sequencer import identity
 from trustchain.ct.structs import SCT
 from trustchain.storage.ct_tiles import TileDirectory, TilePlan
@@ -61,8 +62,12 @@ def _log_entry(name: str, lg: Log, base: str) -> dict[str, object]:
 class LogRunner:
     def __init__(self, logs: Sequence[Log], interval: float = SEQUENCE_INTERVAL,
                  tile_root: Path | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, work: Work | None = None) -> None:
         self.logs = {lg.name: lg for lg in logs}
+        #: Where submitted chains are verified (worker processes, or inline).
+        self.work: Work = work if work is not None else InlineWork()
+        self._key_ders = {lg.name: lg.public_key.public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo) for lg in logs}
         #: static-ct-api files, one directory per log, kept up to each new head.
         self.tiles = ({name: TileDirectory(tile_root / name, lg) for name, lg in self.logs.items()}
                       if tile_root is not None else {})
@@ -111,12 +116,18 @@ class LogRunner:
         target = self.logs.get(name)
         if target is None:
             raise BadSubmission(f"no log {name!r}")
-        submission = target.check(chain, precert=precert)
+        checked = await self.work.run(check_submission, list(chain), target.roots,
+                                      target.expiry, precert)
+        submission = target.accept(checked)
         if submission.index is not None:
             return target.sct(submission.index)
         waiter: asyncio.Future[SCT] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault((name, identity(submission.entry)), []).append(waiter)
         return await waiter
+
+    def public_key_der(self, name: str) -> bytes:
+        """Log ``name``'s public key, SubjectPublicKeyInfo DER."""
+        return self._key_ders[name]
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -151,6 +151,11 @@ class NodeConfig(BaseModel):
         False, description="Lint every precertificate with pkilint (CA/B Forum profile) before "
         "it is logged, and refuse to issue on any finding at WARNING or above (slower).",
     )
+    ca_workers: Annotated[int, Field(ge=0, le=64)] | None = Field(
+        None, description="Worker processes for CSR checks, certificate signatures and CT "
+        "chain verification, so they use the other cores (0: in the node's own process; "
+        "default: one fewer than the CPUs, at least 0).",
+    )
     ca_rate_limits: dict[str, RateLimitConfig] = Field(
         default_factory=dict, description="Overrides of the CA's rate limits, as "
         "[ca_rate_limits.<name>] tables with count, period_seconds and burst; names: "
@@ -160,6 +165,12 @@ class NodeConfig(BaseModel):
     shutdown_grace_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
         5, description="How long in-flight requests may run after SIGINT/SIGTERM."
     )
+
+    def worker_count(self) -> int:
+        """``ca_workers``, or one fewer than the CPUs this process may use."""
+        if self.ca_workers is not None:
+            return self.ca_workers
+        return max(0, len(os.sched_getaffinity(0)) - 1)
 
     @field_validator("ct_logs", mode="before")
     @classmethod

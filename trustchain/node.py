@@ -49,6 +49,7 @@ from transport.http import HttpListener
 from transport.quic import QuicEndpoint, QuicServices
 from transport.sockets import format_address
 from transport.tls import https_context
+from transport.workers import InlineWork, Work, WorkerPool
 from trustchain.api import create_app
 from trustchain.ca.authority import CertificateAuthority, NetworkInfo
 from trustchain.ca.ratelimit import DEFAULT_LIMITS, Limit
@@ -430,10 +431,14 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         node.identity.genesis_sha256,
     )
     config = node.config
-    ct = LogRunner(build_ct_logs(node), tile_root=ct_tiles_root(node))
+    authority = build_ca(node)
+    workers = config.worker_count()
+    work: Work = (WorkerPool(workers, authority.signer) if workers
+                  else InlineWork(authority.signer))
+    ct = LogRunner(build_ct_logs(node), tile_root=ct_tiles_root(node), work=work)
     public = config.local_address()
     ct.base_url = f"http://{format_address(public, config.http_port)}"
-    ca = CaRunner(build_ca(node), ct, clock=utcnow)
+    ca = CaRunner(authority, ct, clock=utcnow, work=work)
     if config.ca_lint:
         log.info("CA: every precertificate is linted with pkilint before it is logged")
     app = create_app(genesis_bytes=node.genesis_bytes, logs=ct, ca=ca)
@@ -490,6 +495,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         await dns_listener.stop()
         await notifier.stop()
         await ct.stop()
+        await work.close()
         store.stop_run(run_id, utcnow())
     log.info("stopped cleanly")
 

@@ -1,11 +1,16 @@
 """The certificate authority of one node: its issuers, issuance steps, revocation, CRLs, OCSP.
 
-Synchronous; time is passed in.  Issuance is split around the one step that
-waits on the network: :meth:`CertificateAuthority.prepare` (authorise, rate
-limit, check the CSR, reserve a serial, sign the precertificate) and
-:meth:`CertificateAuthority.complete` (verify each SCT, sign the final
-certificate, store it with its audit record in one transaction).  Getting the
-SCTs in between is the caller's job (:mod:`transport.ca`).
+Synchronous; time is passed in.  Issuance is a sequence of steps that the
+caller (:mod:`transport.ca`) drives: :meth:`CertificateAuthority.order`
+(authorise, pick profile and issuer), the CSR check
+(:func:`trustchain.ca.work.check_request`), :meth:`~CertificateAuthority.pending`
+(serial and layout), :meth:`~CertificateAuthority.admit` (rate limits, serial
+reserved), the precertificate (:func:`trustchain.ca.work.precertificate`),
+the logs' SCTs, the final certificate
+(:func:`trustchain.ca.work.final_certificate`) and
+:meth:`~CertificateAuthority.record` (stored with its audit record).  The
+cryptographic steps are pure functions, so the caller may run them in worker
+processes; :meth:`~CertificateAuthority.request` does the first three inline.
 """
 
 from __future__ import annotations
@@ -24,10 +29,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from trustchain.ca import revocation
 from trustchain.ca.audit import KIND_CERT_ISSUE
-from trustchain.ca.issuance import Precertificate, finish_certificate, sign_precertificate
 from trustchain.ca.policy import (
     PolicyError,
-    check_csr,
     load_csr,
     may_request,
     normalise_dns_name,
@@ -37,14 +40,14 @@ from trustchain.ca.profiles import (
     DEFAULT_PROFILE,
     PROFILES,
     CaUrls,
+    Profile,
     intermediate_builder,
-    leaf_builder,
     leaf_validity,
     random_serial,
 )
 from trustchain.ca.ratelimit import address_key, names_key
 from trustchain.ca.signer import Signer
-from trustchain.ct.structs import SCT
+from trustchain.ca.work import Layout, RequestedNames, check_request
 from trustchain.errors import KeyNotFoundError, RemoteError
 from trustchain.keystore import KeyStore, KeyType
 from trustchain.stoq.permissions import Peer
@@ -69,10 +72,23 @@ class NetworkInfo:
 
 
 @dataclass(frozen=True)
+class Order:
+    """An authorised request, before its CSR is checked: who, for which network, how."""
+
+    csr: bytes
+    network: str
+    info: NetworkInfo
+    profile: Profile
+    issuer: IssuerRecord
+    requester: str
+    client_address: str | None
+
+
+@dataclass(frozen=True)
 class Pending:
     """A request that passed policy, laid out as its certificate but not yet signed."""
 
-    builder: x509.CertificateBuilder
+    layout: Layout
     issuer: IssuerRecord
     network: str
     profile: str
@@ -121,6 +137,7 @@ class CertificateAuthority:
     #: CRL shards per issuer for new certificates (Boulder-style partitioned CRLs).
     crl_shards: int = 1
     _crls: dict[tuple[str, int], _CachedCrl] = field(default_factory=dict)
+    _issuer_ders: dict[str, bytes] = field(default_factory=dict)
 
     # --- URLs ---------------------------------------------------------------------
 
@@ -190,11 +207,11 @@ class CertificateAuthority:
                               "give --network")
         return found[0]
 
-    def request(self, csr: bytes, *, network: str | None, profile: str | None,
-                peer: Peer | None, client_address: str | None, now: datetime) -> Pending:
-        """Authorise and check a request and lay out its certificate (nothing signed or stored).
+    def order(self, csr: bytes, *, network: str | None, profile: str | None,
+              peer: Peer | None, client_address: str | None, now: datetime) -> Order:
+        """Authorise a request and choose its profile and issuer (the CSR is checked next).
 
-        :raises PolicyError: the request breaks policy.
+        :raises PolicyError: the requester may not, or the profile does not exist.
         """
         if network is None:
             network = self.network_for(csr)
@@ -204,21 +221,40 @@ class CertificateAuthority:
         if chosen is None:
             raise PolicyError(f"no profile {profile!r}; profiles: {', '.join(PROFILES)}")
         info = self._network(network)
-        zone = info.zone
-        request = check_csr(csr, zone=zone, prefixes=info.prefixes)
-        requester = f"{peer.role.value}:{peer.name}"
-        keys = {"identity": requester, "network": network, "domain": zone.rstrip("."),
-                "names": names_key(request.dns_names)}
-        if client_address:
-            keys["address"] = address_key(client_address)
-        issuer = self.issuer_for(network, now)
+        return Order(csr, network, info, chosen, self.issuer_for(network, now),
+                     f"{peer.role.value}:{peer.name}", client_address)
+
+    def pending(self, order: Order, names: RequestedNames, now: datetime) -> Pending:
+        """Lay out the certificate of a checked request: serial, CRL shard, URLs, limits."""
+        keys = {"identity": order.requester, "network": order.network,
+                "domain": order.info.zone.rstrip("."), "names": names_key(list(names.dns_names))}
+        if order.client_address:
+            keys["address"] = address_key(order.client_address)
+        issuer = order.issuer
         serial = random_serial()
         shard = serial % self.crl_shards
-        builder = leaf_builder(chosen, issuer=issuer.certificate, public_key=request.public_key,
-                               dns_names=request.dns_names, addresses=request.addresses,
-                               urls=self.urls(issuer.key_id, shard), now=now, serial=serial)
-        return Pending(builder, issuer, network, chosen.name, request.dns_names, requester, keys,
-                       serial, leaf_validity(chosen, issuer.certificate, now)[1], shard)
+        layout = Layout(order.csr, order.profile.name, self._issuer_der(issuer), issuer.key_id,
+                        self.urls(issuer.key_id, shard), now, serial, names.dns_names,
+                        names.addresses)
+        return Pending(layout, issuer, order.network, order.profile.name, list(names.dns_names),
+                       order.requester, keys, serial,
+                       leaf_validity(order.profile, issuer.certificate, now)[1], shard)
+
+    def _issuer_der(self, issuer: IssuerRecord) -> bytes:
+        der = self._issuer_ders.get(issuer.key_id)
+        if der is None:
+            der = self._issuer_ders[issuer.key_id] = issuer.certificate.public_bytes(Encoding.DER)
+        return der
+
+    def request(self, csr: bytes, *, network: str | None, profile: str | None,
+                peer: Peer | None, client_address: str | None, now: datetime) -> Pending:
+        """:meth:`order`, the CSR check and :meth:`pending`, inline (nothing signed or stored).
+
+        :raises PolicyError: the request breaks policy.
+        """
+        order = self.order(csr, network=network, profile=profile, peer=peer,
+                           client_address=client_address, now=now)
+        return self.pending(order, check_request(csr, order.info.zone, order.info.prefixes), now)
 
     def admit(self, conn: sqlite3.Connection, pending: Pending, now: datetime) -> None:
         """Charge the rate limits and reserve the serial, in the caller's transaction.
@@ -237,11 +273,6 @@ class CertificateAuthority:
         self.audit.append_in(conn, now, "ratelimit.refuse", pending.requester, {
             "network": pending.network, "names": pending.names, "detail": str(why)})
 
-    def precertificate(self, pending: Pending) -> Precertificate:
-        """Sign the precertificate of an admitted request."""
-        return sign_precertificate(self.signer, pending.builder, pending.issuer.certificate,
-                                   pending.issuer.key_id)
-
     def release(self, conn: sqlite3.Connection, pending: Pending, why: Exception,
                 now: datetime) -> None:
         """Give back the serial of a precertificate that was refused before it was logged."""
@@ -250,28 +281,16 @@ class CertificateAuthority:
             "network": pending.network, "names": pending.names,
             "serial": f"{pending.serial:x}", "detail": str(why)})
 
-    def finalise(self, pending: Pending, pre: Precertificate,
-                 scts: Sequence[tuple[SCT, ec.EllipticCurvePublicKey]]) -> x509.Certificate:
-        """Verify the SCTs (two distinct logs at least) and sign the final certificate."""
-        if len({sct.log_id for sct, _ in scts}) < 2:
-            raise CaError("a certificate needs SCTs from at least two distinct logs")
-        entry = pre.entry
-        for sct, key in scts:
-            try:
-                sct.verify(entry, key)
-            except RemoteError as exc:
-                raise CaError(f"an SCT does not verify: {exc}") from None
-        return finish_certificate(self.signer, pre, [sct.to_bytes() for sct, _ in scts])
-
-    def record(self, conn: sqlite3.Connection, pending: Pending, final: x509.Certificate,
+    def record(self, conn: sqlite3.Connection, pending: Pending, final: bytes,
                log_ids: Sequence[bytes], now: datetime) -> None:
-        """Store the certificate over its reservation with its audit record (caller's transaction)."""
-        self.store.finish(conn, final)
+        """Store the certificate (DER) over its reservation with its audit record
+        (caller's transaction)."""
+        self.store.finish(conn, pending.serial, final)
         self.audit.append_in(conn, now, KIND_CERT_ISSUE, pending.requester, {
-            "serial": f"{final.serial_number:x}", "network": pending.network,
+            "serial": f"{pending.serial:x}", "network": pending.network,
             "profile": pending.profile, "names": pending.names, "issuer": pending.issuer.key_id,
             "logs": [log_id.hex() for log_id in log_ids],
-            "sha256": hashlib.sha256(final.public_bytes(Encoding.DER)).hexdigest()})
+            "sha256": hashlib.sha256(final).hexdigest()})
 
     # --- revocation ---------------------------------------------------------------
 

@@ -169,6 +169,119 @@ class ExpiryRange:
 UNSHARDED = ExpiryRange()
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A submission that passed :func:`check_submission`: its entry and extra data."""
+
+    entry: Entry
+    extra: list[bytes]  # DER: the chain after the leaf (get-entries extra_data)
+
+
+@functools.lru_cache(maxsize=16)
+def _anchors(roots: tuple[bytes, ...]) -> list[x509.Certificate]:
+    return [x509.load_der_x509_certificate(der) for der in roots]
+
+
+def check_submission(chain_b64: Sequence[str], roots: tuple[bytes, ...],
+                     expiry: ExpiryRange, precert: bool = False) -> Checked:
+    """Validate an ``add-chain`` (or ``add-pre-chain``) body up to one of ``roots`` (DER).
+
+    Pure (a function of its arguments), so it can run in a worker process.
+    A precertificate must carry the critical poison extension and be signed
+    by the CA whose certificate follows it, or by a Precertificate Signing
+    Certificate that this CA certified directly; its entry is the
+    TBSCertificate without the poison (and, for a PSC, with the CA as
+    issuer and authority key) and the hash of the CA's key.
+
+    :raises BadSubmission: naming what is wrong.
+    """
+    if not 1 <= len(chain_b64) <= MAX_CHAIN:
+        raise BadSubmission(f"a chain has 1 to {MAX_CHAIN} certificates")
+    try:
+        ders = [base64.b64decode(c, validate=True) for c in chain_b64]
+    except (binascii.Error, ValueError):
+        raise BadSubmission("chain entries must be base64 DER certificates") from None
+    if any(len(d) > MAX_CERT_BYTES for d in ders):
+        raise BadSubmission("a certificate is too large")
+    try:
+        certs = [x509.load_der_x509_certificate(d) for d in ders]
+    except (ValueError, x509.InvalidVersion):
+        raise BadSubmission("a chain entry does not parse as a certificate") from None
+    not_after = certs[0].not_valid_after_utc
+    if not_after not in expiry:
+        raise BadSubmission(f"this log accepts certificates expiring {expiry}; "
+                            f"this one expires at {not_after.isoformat()}")
+    _check_chain(certs, _anchors(roots))
+    if precert:
+        # PrecertChainEntry: the precertificate, then its chain
+        return Checked(_remembered_precert_entry(certs, _precert_entry), ders)
+    if _has_poison(certs[0]):
+        raise BadSubmission("a precertificate goes to add-pre-chain")
+    return Checked(Entry(EntryType.X509, ders[0]), ders[1:])
+
+
+def _precert_entry(certs: list[x509.Certificate]) -> Entry:
+    try:
+        poison = certs[0].extensions.get_extension_for_class(x509.PrecertPoison)
+    except x509.ExtensionNotFound:
+        raise BadSubmission("add-pre-chain needs a precertificate (poison extension)") \
+            from None
+    if not poison.critical:
+        raise BadSubmission("the poison extension must be critical")
+    if len(certs) < 2:
+        raise BadSubmission("a precertificate needs its issuer in the chain")
+    issuer = certs[1]
+    try:
+        usage = issuer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    rewrite: dict[str, bytes] = {}
+    if usage is not None and PRECERT_SIGNING in usage:
+        # RFC 6962 3.1/3.2: a Precertificate Signing Certificate, directly
+        # certified by the CA that will issue the certificate; the entry
+        # names that CA, as the final certificate will.
+        if len(certs) < 3:
+            raise BadSubmission("a precertificate signing certificate needs its CA "
+                                "in the chain")
+        psc, issuer = issuer, certs[2]
+        try:
+            aki = extension_element(psc.tbs_certificate_bytes, AKI_OID)
+        except PrecertError as exc:
+            raise BadSubmission(f"the precertificate signing certificate: {exc}") \
+                from None
+        rewrite["issuer"] = psc.issuer.public_bytes()
+        if aki is not None:
+            rewrite["authority_key_id"] = aki
+    try:
+        tbs = remove_poison(certs[0].tbs_certificate_bytes, **rewrite)
+    except PrecertError as exc:
+        raise BadSubmission(str(exc)) from None
+    spki = issuer.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return Entry(EntryType.PRECERT, tbs, hashlib.sha256(spki).digest())
+
+
+def _check_chain(certs: list[x509.Certificate], roots: list[x509.Certificate]) -> None:
+    try:
+        for child, parent in zip(certs, certs[1:], strict=False):
+            if not _is_ca(parent):
+                raise BadSubmission(f"{parent.subject.rfc4514_string()} is not a CA")
+            _verify_link(child, parent)
+        last = certs[-1]
+        for anchor in roots:
+            if last == anchor:
+                return
+            try:
+                _verify_link(last, anchor)
+                return
+            except (ValueError, InvalidSignature, TypeError):
+                continue
+    except x509.ExtensionNotFound:
+        raise BadSubmission("a CA in the chain has no basicConstraints") from None
+    except (ValueError, InvalidSignature, TypeError, UnsupportedAlgorithm) as exc:
+        raise BadSubmission(f"the chain does not verify: {exc}") from None
+    raise BadSubmission("the chain does not lead to a root this log accepts")
+
+
 class Log:
     def __init__(self, name: str, key: ec.EllipticCurvePrivateKey, store: LogStore,
                  roots: Sequence[x509.Certificate], origin: str | None = None,
@@ -181,7 +294,8 @@ class Log:
         self.origin = origin or name
         self._key = key
         self._store = store
-        self._roots = list(roots)
+        #: The accepted roots, DER.
+        self.roots = tuple(r.public_bytes(Encoding.DER) for r in roots)
         self.log_id = log_id(key.public_key())
         self._sequencer = Sequencer()
         self._chains: dict[bytes, list[bytes]] = {}
@@ -203,106 +317,22 @@ class Log:
     # --- submissions ----------------------------------------------------------
 
     def check(self, chain_b64: Sequence[str], *, precert: bool = False) -> Submission:
-        """Validate an ``add-chain`` (or ``add-pre-chain``) body up to one of the log's roots.
+        """Validate an ``add-chain`` (or ``add-pre-chain``) body and take it in.
 
-        A precertificate must carry the critical poison extension and be signed
-        by the CA whose certificate follows it, or by a Precertificate Signing
-        Certificate that this CA certified directly; its entry is the
-        TBSCertificate without the poison (and, for a PSC, with the CA as
-        issuer and authority key) and the hash of the CA's key.
+        :func:`check_submission` with this log's roots and expiry range, then
+        :meth:`accept`.
 
         :raises BadSubmission: naming what is wrong.
         """
-        if not 1 <= len(chain_b64) <= MAX_CHAIN:
-            raise BadSubmission(f"a chain has 1 to {MAX_CHAIN} certificates")
-        try:
-            ders = [base64.b64decode(c, validate=True) for c in chain_b64]
-        except (binascii.Error, ValueError):
-            raise BadSubmission("chain entries must be base64 DER certificates") from None
-        if any(len(d) > MAX_CERT_BYTES for d in ders):
-            raise BadSubmission("a certificate is too large")
-        try:
-            certs = [x509.load_der_x509_certificate(d) for d in ders]
-        except (ValueError, x509.InvalidVersion):
-            raise BadSubmission("a chain entry does not parse as a certificate") from None
-        not_after = certs[0].not_valid_after_utc
-        if not_after not in self.expiry:
-            raise BadSubmission(f"this log accepts certificates expiring {self.expiry}; "
-                                f"this one expires at {not_after.isoformat()}")
-        self._check_chain(certs)
-        if precert:
-            entry = _remembered_precert_entry(certs, self._precert_entry)
-            extra = ders  # PrecertChainEntry: the precertificate, then its chain
-        else:
-            if _has_poison(certs[0]):
-                raise BadSubmission("a precertificate goes to add-pre-chain")
-            entry = Entry(EntryType.X509, ders[0])
-            extra = ders[1:]
-        index = self._sequencer.submit(entry)
+        return self.accept(check_submission(chain_b64, roots=self.roots, expiry=self.expiry,
+                                            precert=precert))
+
+    def accept(self, checked: Checked) -> Submission:
+        """Queue a checked submission for sequencing (or find it already in the log)."""
+        index = self._sequencer.submit(checked.entry)
         if index is None:
-            self._chains[identity(entry)] = extra
-        return Submission(entry, extra, index)
-
-    def _precert_entry(self, certs: list[x509.Certificate]) -> Entry:
-        try:
-            poison = certs[0].extensions.get_extension_for_class(x509.PrecertPoison)
-        except x509.ExtensionNotFound:
-            raise BadSubmission("add-pre-chain needs a precertificate (poison extension)") \
-                from None
-        if not poison.critical:
-            raise BadSubmission("the poison extension must be critical")
-        if len(certs) < 2:
-            raise BadSubmission("a precertificate needs its issuer in the chain")
-        issuer = certs[1]
-        try:
-            usage = issuer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        except x509.ExtensionNotFound:
-            usage = None
-        rewrite: dict[str, bytes] = {}
-        if usage is not None and PRECERT_SIGNING in usage:
-            # RFC 6962 3.1/3.2: a Precertificate Signing Certificate, directly
-            # certified by the CA that will issue the certificate; the entry
-            # names that CA, as the final certificate will.
-            if len(certs) < 3:
-                raise BadSubmission("a precertificate signing certificate needs its CA "
-                                    "in the chain")
-            psc, issuer = issuer, certs[2]
-            try:
-                aki = extension_element(psc.tbs_certificate_bytes, AKI_OID)
-            except PrecertError as exc:
-                raise BadSubmission(f"the precertificate signing certificate: {exc}") \
-                    from None
-            rewrite["issuer"] = psc.issuer.public_bytes()
-            if aki is not None:
-                rewrite["authority_key_id"] = aki
-        try:
-            tbs = remove_poison(certs[0].tbs_certificate_bytes, **rewrite)
-        except PrecertError as exc:
-            raise BadSubmission(str(exc)) from None
-        spki = issuer.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        return Entry(EntryType.PRECERT, tbs, hashlib.sha256(spki).digest())
-
-    def _check_chain(self, certs: list[x509.Certificate]) -> None:
-        try:
-            for child, parent in zip(certs, certs[1:], strict=False):
-                if not _is_ca(parent):
-                    raise BadSubmission(f"{parent.subject.rfc4514_string()} is not a CA")
-                _verify_link(child, parent)
-            last = certs[-1]
-            for anchor in self._roots:
-                if last == anchor:
-                    return
-                try:
-                    _verify_link(last, anchor)
-                    return
-                except (ValueError, InvalidSignature, TypeError):
-                    continue
-        except x509.ExtensionNotFound:
-            raise BadSubmission("a CA in the chain has no basicConstraints") from None
-        except (ValueError, InvalidSignature, TypeError, UnsupportedAlgorithm) as exc:
-            raise BadSubmission(f"the chain does not verify: {exc}") from None
-        raise BadSubmission("the chain does not lead to a root this log accepts")
-
+            self._chains[identity(checked.entry)] = checked.extra
+        return Submission(checked.entry, checked.extra, index)
 
     # --- sequencing -----------------------------------------------------------
 
@@ -427,7 +457,7 @@ class Log:
         return self._issuers.get(fingerprint) if fingerprint.hex() == fingerprint_hex else None
 
     def get_roots(self) -> dict[str, object]:
-        return {"certificates": [_b64(r.public_bytes(Encoding.DER)) for r in self._roots]}
+        return {"certificates": [_b64(der) for der in self.roots]}
 
 
 def _has_poison(cert: x509.Certificate) -> bool:

@@ -177,14 +177,14 @@ class CaStore:
         conn.execute("DELETE FROM ca_certificates WHERE serial = ? AND state = 'precertificate'",
                      (f"{serial:x}",))
 
-    def finish(self, conn: sqlite3.Connection, certificate: x509.Certificate) -> None:
-        """Store the final certificate over its reservation, in the caller's transaction."""
+    def finish(self, conn: sqlite3.Connection, serial: int, der: bytes) -> None:
+        """Store the final certificate (DER, of ``serial``) over its reservation, in the
+        caller's transaction."""
         updated = conn.execute(
             "UPDATE ca_certificates SET state = 'issued', der = ? "
-            "WHERE serial = ? AND state = 'precertificate'",
-            (certificate.public_bytes(Encoding.DER), f"{certificate.serial_number:x}")).rowcount
+            "WHERE serial = ? AND state = 'precertificate'", (der, f"{serial:x}")).rowcount
         if updated != 1:
-            raise StorageError(f"no reservation for serial {certificate.serial_number:x}")
+            raise StorageError(f"no reservation for serial {serial:x}")
 
     def _record(self, row: sqlite3.Row) -> CertificateRecord:
         return CertificateRecord(

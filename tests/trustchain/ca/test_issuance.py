@@ -10,7 +10,6 @@ import ipaddress
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from bootstrap.root import build_root_certificate
+from tests.trustchain.ca.conftest import ZONE, Pki
 from trustchain.ca.issuance import (
     IssuanceError,
     Precertificate,
@@ -31,48 +30,10 @@ from trustchain.ca.issuance import (
     sct_list_extension,
 )
 from trustchain.ca.policy import CertRequest, PolicyError, check_csr, within
-from trustchain.ca.profiles import PROFILES, CaUrls, intermediate_builder
-from trustchain.ca.signer import Signer
+from trustchain.ca.profiles import PROFILES, intermediate_builder
 from trustchain.ct.structs import leaf_index_extension, sign_sct
-from trustchain.keystore import KdfParams, KeyStore, KeyType
 
-ZONE = "alpha.trust.example.net."
-PASSPHRASE = "issuance test passphrase"
 LINT = Path(sys.executable).parent
-
-
-@dataclass
-class Pki:
-    signer: Signer
-    root: x509.Certificate
-    root_key_id: str
-    intermediate: x509.Certificate
-    intermediate_key_id: str
-    urls: CaUrls
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    now = datetime.now(UTC)
-    keystore = KeyStore.create(tmp_path_factory.mktemp("ca") / "keys", PASSPHRASE,
-                               KdfParams(iterations=1, lanes=1, memory_cost_kib=8192))
-    root_record = keystore.generate(KeyType.ECDSA_P384, "genesis-root", now)
-    root_key = keystore.private_key(root_record.id)
-    assert isinstance(root_key, ec.EllipticCurvePrivateKey)
-    root = build_root_certificate(root_key, "testnet", now)
-    signer = Signer(keystore)
-    record = keystore.generate(KeyType.ECDSA_P256, "ca-issuer:alpha", now)
-    public = record.load_public_key()
-    assert isinstance(public, ec.EllipticCurvePublicKey)
-    base = "http://n1.nodes.trust.example.net"
-    root_urls = CaUrls(f"{base}/ca/crl/{root_record.id}.crl", f"{base}/ocsp",
-                       f"{base}/ca/issuers/{root_record.id}.der")
-    intermediate = signer.sign_certificate(intermediate_builder(
-        root=root, public_key=public, network="alpha", organisation="testnet", zone=ZONE,
-        generation=1, root_urls=root_urls, now=now), root_record.id)
-    urls = CaUrls(f"{base}/ca/crl/{record.id}.crl", f"{base}/ocsp",
-                  f"{base}/ca/issuers/{record.id}.der")
-    return Pki(signer, root, root_record.id, intermediate, record.id, urls)
 
 
 def csr(names: list[str], key: object | None = None, *, ips: list[str] = (),  # type: ignore[assignment]
