@@ -86,7 +86,10 @@ def _log_key(spki: bytes) -> ec.EllipticCurvePublicKey:
     return key
 
 
+@functools.lru_cache(maxsize=4096)
 def _builder(layout: Layout) -> x509.CertificateBuilder:
+    """The certificate's builder (immutable), remembered between the precertificate and the
+    final certificate when both run in the same process."""
     return leaf_builder(PROFILES[layout.profile], issuer=_issuer(layout.issuer),
                         public_key=check_key(load_csr(layout.csr).public_key()),
                         dns_names=list(layout.dns_names), addresses=list(layout.addresses),

@@ -105,9 +105,9 @@ def _is_ca(cert: x509.Certificate) -> bool:
 _VERIFIED_LINKS: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
 
 
-def _verify_link(child: x509.Certificate, parent: x509.Certificate) -> None:
-    """``child`` is signed by ``parent`` (raises otherwise)."""
-    key = (child.public_bytes(Encoding.DER), parent.public_bytes(Encoding.DER))
+def _verify_link(child: x509.Certificate, parent: x509.Certificate,
+                 key: tuple[bytes, bytes]) -> None:
+    """``child`` is signed by ``parent`` (raises otherwise); ``key``: their DER."""
     if key in _VERIFIED_LINKS:
         _VERIFIED_LINKS.move_to_end(key)
         return
@@ -122,9 +122,9 @@ def _verify_link(child: x509.Certificate, parent: x509.Certificate) -> None:
 _PRECERT_ENTRIES: OrderedDict[tuple[bytes, ...], Entry] = OrderedDict()
 
 
-def _remembered_precert_entry(certs: list[x509.Certificate],
+def _remembered_precert_entry(certs: list[x509.Certificate], ders: list[bytes],
                               derive: Callable[[list[x509.Certificate]], Entry]) -> Entry:
-    key = tuple(c.public_bytes(Encoding.DER) for c in certs)
+    key = tuple(ders)
     entry = _PRECERT_ENTRIES.get(key)
     if entry is None:
         entry = _PRECERT_ENTRIES[key] = derive(certs)  # raises for a bad precertificate
@@ -211,10 +211,10 @@ def check_submission(chain_b64: Sequence[str], roots: tuple[bytes, ...],
     if not_after not in expiry:
         raise BadSubmission(f"this log accepts certificates expiring {expiry}; "
                             f"this one expires at {not_after.isoformat()}")
-    _check_chain(certs, _anchors(roots))
+    _check_chain(certs, ders, _anchors(roots), roots)
     if precert:
         # PrecertChainEntry: the precertificate, then its chain
-        return Checked(_remembered_precert_entry(certs, _precert_entry), ders)
+        return Checked(_remembered_precert_entry(certs, ders, _precert_entry), ders)
     if _has_poison(certs[0]):
         raise BadSubmission("a precertificate goes to add-pre-chain")
     return Checked(Entry(EntryType.X509, ders[0]), ders[1:])
@@ -260,18 +260,20 @@ def _precert_entry(certs: list[x509.Certificate]) -> Entry:
     return Entry(EntryType.PRECERT, tbs, hashlib.sha256(spki).digest())
 
 
-def _check_chain(certs: list[x509.Certificate], roots: list[x509.Certificate]) -> None:
+def _check_chain(certs: list[x509.Certificate], ders: list[bytes],
+                 roots: list[x509.Certificate], root_ders: tuple[bytes, ...]) -> None:
     try:
-        for child, parent in zip(certs, certs[1:], strict=False):
+        for i in range(len(certs) - 1):
+            parent = certs[i + 1]
             if not _is_ca(parent):
                 raise BadSubmission(f"{parent.subject.rfc4514_string()} is not a CA")
-            _verify_link(child, parent)
+            _verify_link(certs[i], parent, (ders[i], ders[i + 1]))
         last = certs[-1]
-        for anchor in roots:
-            if last == anchor:
+        for anchor, anchor_der in zip(roots, root_ders, strict=True):
+            if ders[-1] == anchor_der:
                 return
             try:
-                _verify_link(last, anchor)
+                _verify_link(last, anchor, (ders[-1], anchor_der))
                 return
             except (ValueError, InvalidSignature, TypeError):
                 continue
@@ -301,6 +303,10 @@ class Log:
         self._chains: dict[bytes, list[bytes]] = {}
         #: Every issuer a stored entry refers to, by SHA-256 of its DER.
         self._issuers: dict[bytes, bytes] = {}
+        #: Data-tile leaves of the entries sequenced here since the last full tile
+        #: began, by index: the partial tile is rewritten at every new head, and
+        #: reading its entries back from storage each time cost more than keeping them.
+        self._recent_leaves: dict[int, bytes] = {}
         for sequenced, chain in store.entries():
             self._sequencer.restore(sequenced.index, sequenced.entry, sequenced.leaf_hash)
             self._remember_issuers(sequenced.entry, chain)
@@ -362,8 +368,12 @@ class Log:
             self._sequencer.rollback(batch)
             raise
         self._head = head
+        tile_start = batch.entries[0].index // tiles.TILE_WIDTH * tiles.TILE_WIDTH
+        for old in [i for i in self._recent_leaves if i < tile_start]:
+            del self._recent_leaves[old]
         for s in batch.entries:
             self._remember_issuers(s.entry, chains[s.index])
+            self._recent_leaves[s.index] = _tile_leaf(s, chains[s.index])
         return [Issued(s.index, key, sct)
                 for s, key, sct in zip(batch.entries, keys, scts, strict=True)]
 
@@ -437,12 +447,11 @@ class Log:
         start = tile.index * tiles.TILE_WIDTH
         if start + tile.width > self.tree_size:
             raise tiles.TileError("that tile is not in the tree yet")
-        out = []
-        for sequenced, chain in self._store.entries(start, start + tile.width - 1):
-            stamped = timestamped_entry(sequenced.timestamp, sequenced.entry, sequenced.extensions)
-            precert = chain[0] if sequenced.entry.entry_type is EntryType.PRECERT else None
-            out.append(tiles.tile_leaf(stamped, precert, _issuers_of(sequenced.entry, chain)))
-        return b"".join(out)
+        recent = [self._recent_leaves.get(i) for i in range(start, start + tile.width)]
+        if all(leaf is not None for leaf in recent):
+            return b"".join(recent)  # type: ignore[arg-type]
+        return b"".join(_tile_leaf(sequenced, chain)
+                        for sequenced, chain in self._store.entries(start, start + tile.width - 1))
 
     def issuers(self) -> dict[bytes, bytes]:
         """Every issuer of a sequenced entry: SHA-256 fingerprint to DER."""
@@ -470,6 +479,13 @@ def _has_poison(cert: x509.Certificate) -> bool:
             return any(ext.oid == ExtensionOID.PRECERT_POISON for ext in cert.extensions)
         except ValueError as exc:
             raise BadSubmission(f"the certificate's extensions do not parse: {exc}") from None
+
+
+def _tile_leaf(sequenced: Sequenced, chain: list[bytes]) -> bytes:
+    """The entry as a static-ct-api data tile holds it."""
+    stamped = timestamped_entry(sequenced.timestamp, sequenced.entry, sequenced.extensions)
+    precert = chain[0] if sequenced.entry.entry_type is EntryType.PRECERT else None
+    return tiles.tile_leaf(stamped, precert, _issuers_of(sequenced.entry, chain))
 
 
 def _issuers_of(entry: Entry, chain: list[bytes]) -> list[bytes]:
