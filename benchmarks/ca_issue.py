@@ -139,7 +139,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--certificates", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=600)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="ca_workers for the node (default: the node's, CPUs - 1)")
     parser.add_argument("--lint", action="store_true",
                         help="turn on pre-issuance linting (ca_lint): pkilint on every precertificate")
     args = parser.parse_args()
@@ -165,6 +167,8 @@ def main() -> int:
             "quic_max_streams_in_flight = 100", f"quic_max_streams_in_flight = {per_connection}")
         if args.lint:
             text = text.replace("ca_lint = false", "ca_lint = true")
+        if args.workers is not None:
+            text += f"\nca_workers = {args.workers}\n"
         config.write_text(text + "\n" + limits)
         identity, root = admin_identity(data, passphrase)
         proc, port = start_node(data, env, "quic")

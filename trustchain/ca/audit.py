@@ -96,8 +96,19 @@ def record_hash(prev_hash: bytes, seq: int, time: datetime, kind: str, actor: st
 
     :raises CanonicalJSONError: if ``details`` is not canonical-JSON-able.
     """
-    body = canonical_json({"seq": seq, "time": format_time(time), "kind": kind, "actor": actor,
-                           "details": details})
+    return _record_hash(prev_hash, seq, time, kind, actor, canonical_json(details))
+
+
+def _record_hash(prev_hash: bytes, seq: int, time: datetime, kind: str, actor: str,
+                 details_json: bytes) -> bytes:
+    """:func:`record_hash` from the details' canonical JSON, encoded once by the caller.
+
+    The body is the canonical JSON of the record object, its keys in code-point
+    order (actor, details, kind, seq, time); only ``details`` is spliced in.
+    """
+    head = canonical_json({"actor": actor})[:-1]
+    tail = canonical_json({"kind": kind, "seq": seq, "time": format_time(time)})[1:]
+    body = head + b',"details":' + details_json + b"," + tail
     return hashlib.sha256(DOMAIN_TAG + prev_hash + body).digest()
 
 
@@ -126,8 +137,9 @@ def next_record(previous: AuditRecord | None, now: datetime, kind: str, actor: s
         seq, prev_hash = previous.seq + 1, previous.hash
         time = max(time, previous.time)
     try:
-        copied = json.loads(canonical_json(details))
-        digest = record_hash(prev_hash, seq, time, kind, actor, copied)
+        details_json = canonical_json(details)
+        copied = json.loads(details_json)
+        digest = _record_hash(prev_hash, seq, time, kind, actor, details_json)
     except CanonicalJSONError as exc:
         raise ValueError(f"audit details: {exc}") from None
     return AuditRecord(seq, time, kind, actor, copied, prev_hash, digest)

@@ -10,17 +10,16 @@ Signing goes through :class:`trustchain.ca.signer.Signer`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from trustchain.ca.policy import CertRequest
 from trustchain.ca.profiles import CaUrls, Profile, leaf_builder
 from trustchain.ca.signer import Signer
+from trustchain.ct.log import issuer_key_hash
 from trustchain.ct.precert import POISON_OID, remove_poison, without_extension
 from trustchain.ct.structs import Entry, EntryType
 from trustchain.errors import RemoteError
@@ -44,9 +43,8 @@ class Precertificate:
     @property
     def entry(self) -> Entry:
         """The CT log entry the logs sign for it (precert_entry)."""
-        spki = self.issuer.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         return Entry(EntryType.PRECERT, remove_poison(self.certificate.tbs_certificate_bytes),
-                     hashlib.sha256(spki).digest())
+                     issuer_key_hash(self.issuer))
 
 
 def _der_octet_string(data: bytes) -> bytes:

@@ -220,6 +220,13 @@ def check_submission(chain_b64: Sequence[str], roots: tuple[bytes, ...],
     return Checked(Entry(EntryType.X509, ders[0]), ders[1:])
 
 
+@functools.lru_cache(maxsize=256)
+def issuer_key_hash(issuer: x509.Certificate) -> bytes:
+    """SHA-256 of the issuer's SubjectPublicKeyInfo (a precert entry's issuer_key_hash)."""
+    spki = issuer.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).digest()
+
+
 def _precert_entry(certs: list[x509.Certificate]) -> Entry:
     try:
         poison = certs[0].extensions.get_extension_for_class(x509.PrecertPoison)
@@ -256,8 +263,7 @@ def _precert_entry(certs: list[x509.Certificate]) -> Entry:
         tbs = remove_poison(certs[0].tbs_certificate_bytes, **rewrite)
     except PrecertError as exc:
         raise BadSubmission(str(exc)) from None
-    spki = issuer.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return Entry(EntryType.PRECERT, tbs, hashlib.sha256(spki).digest())
+    return Entry(EntryType.PRECERT, tbs, issuer_key_hash(issuer))
 
 
 def _check_chain(certs: list[x509.Certificate], ders: list[bytes],

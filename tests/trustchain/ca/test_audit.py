@@ -74,6 +74,24 @@ def test_record_hash_definition() -> None:
     assert (second.seq, second.prev_hash) == (1, first.hash)
 
 
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.text(st.characters(max_codepoint=127), max_size=5), inner, max_size=3),
+    max_leaves=10)
+
+
+@given(details=st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=5), _JSON,
+                               max_size=4),
+       actor=st.text(min_size=1, max_size=10), seq=st.integers(0, 2**40))
+def test_the_hash_covers_the_canonical_json_of_the_whole_record(
+        details: dict[str, Any], actor: str, seq: int) -> None:
+    body = canonical_json({"seq": seq, "time": format_time(NOW), "kind": KIND_CERT_ISSUE,
+                           "actor": actor, "details": details})
+    assert record_hash(bytes(32), seq, NOW, KIND_CERT_ISSUE, actor, details) == hashlib.sha256(
+        b"trustchain-audit/1\n" + bytes(32) + body).digest()
+
+
 def test_times_are_rfc3339_utc_with_microseconds() -> None:
     eastern = datetime(2026, 11, 25, 7, 0, 0, 5, tzinfo=UTC).astimezone(timezone(timedelta(hours=-5)))
     assert eastern.hour == 2 and format_time(eastern) == "2026-11-25T07:00:00.000005Z"
