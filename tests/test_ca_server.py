@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import urllib.error
@@ -571,3 +573,45 @@ def test_bad_ca_requests_get_problem_documents_and_the_node_carries_on(
     assert anon_status == 403
     ok = run_cli("ca", "issue", "--csr", make_csr(tmp_path, NETWORK_NAME), *admin_args)
     assert ok.returncode == 0, ok.stderr  # still serving
+
+
+def _workers_of(pid: int) -> set[int]:
+    """The node's signing worker processes (its children running transport.workers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if ppid == pid and b"transport.workers" in command:
+            found.add(int(entry.name))
+    return found
+
+
+def test_a_killed_signing_worker_is_replaced_and_the_node_stops_its_workers(
+        running: tuple[NodeProcess, list[str]], data_dir: Path, tmp_path: Path,
+        node_processes: list[NodeProcess]) -> None:
+    proc, admin = running
+    proc, admin = restart_with(proc, data_dir, node_processes,
+                               lambda text: text.replace("# ca_workers = 1", "ca_workers = 2"))
+    issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, NETWORK_NAME), *admin)
+    assert issued.returncode == 0, issued.stderr
+    first = _workers_of(proc.proc.pid)
+    assert len(first) == 2
+    for pid in first:
+        os.kill(pid, signal.SIGKILL)
+    # A request racing the node's notice of the deaths gets 503 "retry", as a client would.
+    for _ in range(3):
+        again = run_cli("ca", "issue", "--csr", make_csr(tmp_path, NETWORK_NAME), *admin)
+        if again.returncode == 0:
+            break
+        assert "retry" in again.stderr, again.stderr
+    assert again.returncode == 0, again.stderr
+    replaced = _workers_of(proc.proc.pid)
+    assert len(replaced) == 2 and not replaced & first
+    assert proc.stop() == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
+

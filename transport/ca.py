@@ -28,7 +28,7 @@ from starlette.routing import Route
 from transport.ct import LogRunner
 from transport.group_commit import GroupCommit
 from transport.problem import problem
-from transport.workers import InlineWork, Work
+from transport.workers import InlineWork, Work, WorkerStopped
 from trustchain.ca import revocation
 from trustchain.ca.authority import CaError, CertificateAuthority
 from trustchain.ca.issuance import IssuanceError
@@ -40,7 +40,13 @@ from trustchain.canonical import canonical_json
 from trustchain.ct.log import BadSubmission
 from trustchain.errors import StorageError
 from trustchain.stoq.permissions import Peer
-from trustchain.stoq.router import BadRequest, Router, TooManyRequests, parse_message
+from trustchain.stoq.router import (
+    BadRequest,
+    Router,
+    TooManyRequests,
+    Unavailable,
+    parse_message,
+)
 
 MAX_OCSP_REQUEST_BYTES = 16 * 1024
 
@@ -154,6 +160,8 @@ class CaRunner:
             raise TooManyRequests(str(exc)) from None
         except (PolicyError, CaError, IssuanceError, StorageError) as exc:
             raise BadRequest(str(exc)) from None
+        except WorkerStopped as exc:
+            raise Unavailable(f"{exc}; retry") from None
         return canonical_json({"serial": serial_of(chain[0]), "chain": pem_chain(chain)})
 
     def _revoke(self, message: bytes, peer: Peer | None) -> bytes:
@@ -285,6 +293,8 @@ class CaRunner:
                 return problem(429, "too many requests", str(exc))
             except (PolicyError, CaError, IssuanceError, StorageError) as exc:
                 return problem(400, "certificate refused", str(exc))
+            except WorkerStopped as exc:
+                return problem(503, "unavailable", f"{exc}; retry")
             return JSONResponse({"serial": serial_of(chain[0]), "chain": pem_chain(chain)},
                                 status_code=201)
 

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from transport.ca import CaRunner
 from transport.ct import LogRunner
 from transport.problem import problem
+from transport.workers import WorkerStopped
 from trustchain.ct.log import MAX_CERT_BYTES, MAX_CHAIN, BadSubmission, Log
 from trustchain.ct.tiles import TileError
 
@@ -68,6 +69,8 @@ def _ct_routes(logs: LogRunner) -> list[Route]:
                 result = await result
         except BadSubmission as exc:
             return problem(400, "bad request", str(exc))
+        except WorkerStopped as exc:
+            return problem(503, "unavailable", f"{exc}; retry")
         return JSONResponse(result)
 
     async def add_chain(request: Request) -> Response:

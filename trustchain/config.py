@@ -294,6 +294,14 @@ def load_config(
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
 
+#: TOML example values for the settings that default to None (unset).
+_EXAMPLES = {
+    "ct_tiles_dir": '"/srv/trustchain/ct"',
+    "ca_url": '"http://ca.example.net"',
+    "ca_workers": "1",
+}
+
+
 def default_config_text() -> str:
     """The commented ``trustchain.toml`` that ``trustchain init`` writes."""
     defaults = NodeConfig()
@@ -307,9 +315,8 @@ def default_config_text() -> str:
         value = getattr(defaults, name)
         if field.description:
             lines.append(f"# {field.description}")
-        if value is None:
-            example = "/srv/trustchain/ct" if name == "ct_tiles_dir" else "http://ca.example.net"
-            lines.append(f'# {name} = "{example}"')
+        if value is None:  # an optional setting: shown commented out, with an example value
+            lines.append(f"# {name} = {_EXAMPLES[name]}")
             continue
         if name == "ct_logs":
             value = [log.name for log in value]

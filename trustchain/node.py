@@ -49,7 +49,7 @@ from transport.http import HttpListener
 from transport.quic import QuicEndpoint, QuicServices
 from transport.sockets import format_address
 from transport.tls import https_context
-from transport.workers import InlineWork, Work, WorkerPool
+from transport.workers import InlineWork, Work, WorkerPool, WorkerStopped
 from trustchain.api import create_app
 from trustchain.ca.authority import CertificateAuthority, NetworkInfo
 from trustchain.ca.ratelimit import DEFAULT_LIMITS, Limit
@@ -74,7 +74,7 @@ from trustchain.errors import (
 )
 from trustchain.keystore import KeyStore, KeyType, key_id_for
 from trustchain.stoq.permissions import Peer
-from trustchain.stoq.router import BadRequest, Handler, Router
+from trustchain.stoq.router import BadRequest, Handler, Router, Unavailable
 from trustchain.storage.audit import AUDIT_SCHEMA, AuditLog
 from trustchain.storage.ca import CA_SCHEMA, CaStore
 from trustchain.storage.ct import CT_SCHEMA, SqliteLogStore
@@ -338,6 +338,8 @@ def register_ct(router: Router, runner: LogRunner) -> None:
                     await runner.add_chain(target.name, body.get("chain") or [], precert))
             except BadSubmission as exc:
                 raise BadRequest(str(exc)) from None
+            except WorkerStopped as exc:
+                raise Unavailable(f"{exc}; retry") from None
         return handler
 
     def log_list(message: bytes, peer: Peer | None) -> bytes:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,25 @@ def test_development_defaults(tmp_path: Path) -> None:
 def test_default_file_round_trips(tmp_path: Path) -> None:
     (tmp_path / "trustchain.toml").write_text(default_config_text())
     assert load_config(tmp_path, environ={}) == NodeConfig()
+
+
+def test_every_commented_example_in_the_default_file_is_valid(tmp_path: Path) -> None:
+    """Uncommenting an optional setting's example line gives a configuration that loads."""
+    lines = default_config_text().splitlines()
+    examples = [i for i, line in enumerate(lines)
+                if line.startswith("# ") and line[2:].split(" = ")[0].split(".")[0]
+                in NodeConfig.model_fields]
+    assert len(examples) >= 4
+    for i in examples:
+        edited = lines[:i] + [lines[i][2:]] + lines[i + 1:]
+        (tmp_path / "trustchain.toml").write_text("\n".join(edited) + "\n")
+        load_config(tmp_path, environ={})
+
+
+def test_ca_workers_default_to_one_fewer_than_the_cpus(tmp_path: Path) -> None:
+    assert NodeConfig().worker_count() == max(0, len(os.sched_getaffinity(0)) - 1)
+    assert NodeConfig(ca_workers=0).worker_count() == 0
+    assert NodeConfig(ca_workers=3).worker_count() == 3
 
 
 def test_priority_file_then_environment_then_flags(tmp_path: Path) -> None:

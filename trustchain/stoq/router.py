@@ -37,6 +37,13 @@ class TooManyRequests(BadRequest):
     title = "too many requests"
 
 
+class Unavailable(BadRequest):
+    """The node cannot serve this right now (e.g. a worker process stopped); retry."""
+
+    status = Status.UNAVAILABLE
+    title = "unavailable"
+
+
 M = TypeVar("M", bound=BaseModel)
 
 
