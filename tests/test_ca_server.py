@@ -615,3 +615,59 @@ def test_a_killed_signing_worker_is_replaced_and_the_node_stops_its_workers(
     assert proc.stop() == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
 
+
+def test_rest_issuance_over_https_with_a_client_certificate(
+    running: tuple[NodeProcess, list[str]], data_dir: Path, tmp_path: Path
+) -> None:
+    """POST /ca/v1/issue over HTTPS: curl with the admin certificate gets a chain; without
+    one, or with a certificate from outside the network, 403 (or no handshake at all)."""
+    proc, _ = running
+    admin = admin_identity(data_dir)
+    (tmp_path / "admin.pem").write_bytes(b"".join(
+        c.public_bytes(Encoding.PEM) for c in (admin.certificate, *admin.chain)))
+    (tmp_path / "admin.key").write_bytes(admin.private_key.private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    root = root_pem(data_dir, tmp_path)
+    (tmp_path / "body.json").write_text(
+        json.dumps({"csr": make_csr(tmp_path, NETWORK_NAME).read_text()}))
+    host, port = proc.address("https")
+
+    def curl(*options: str | Path) -> tuple[int, dict[str, object]]:
+        result = subprocess.run(
+            ["curl", "--silent", "--show-error", "--cacert", root, "--connect-to",
+             f"trust.example.net:443:[{host}]:{port}", "--data-binary", f"@{tmp_path / 'body.json'}",
+             "--write-out", "\n%{http_code}", *options, "https://trust.example.net/ca/v1/issue"],
+            capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        body, _, code = result.stdout.rpartition("\n")
+        return int(code), json.loads(body)
+
+    status, answer = curl()
+    assert status == 403 and "client certificate" in str(answer["detail"])
+    status, answer = curl("--cert", tmp_path / "admin.pem", "--key", tmp_path / "admin.key")
+    assert status == 201, answer
+    leaf, issuer_path = split_chain(str(answer["chain"]), tmp_path)
+    ok = subprocess.run(["openssl", "verify", "-purpose", "sslserver", "-CAfile", root,
+                         "-untrusted", issuer_path, leaf], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # The leaf alone (no intermediate sent) is enough: the node knows its infrastructure CA.
+    (tmp_path / "leaf-only.pem").write_bytes(admin.certificate.public_bytes(Encoding.PEM))
+    (tmp_path / "body.json").write_text(
+        json.dumps({"csr": make_csr(tmp_path, NETWORK_NAME).read_text()}))
+    status, answer = curl("--cert", tmp_path / "leaf-only.pem", "--key", tmp_path / "admin.key")
+    assert status == 201, answer
+    # A self-made certificate is refused in the TLS handshake.
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", tmp_path / "self.key",
+                    "-subj", "/CN=intruder", "-days", "1", "-out", tmp_path / "self.pem"],
+                   check=True, capture_output=True)
+    refused = subprocess.run(
+        ["curl", "--silent", "--cacert", root, "--connect-to",
+         f"trust.example.net:443:[{host}]:{port}", "--cert", tmp_path / "self.pem", "--key",
+         tmp_path / "self.key", "--data-binary", f"@{tmp_path / 'body.json'}",
+         "https://trust.example.net/ca/v1/issue"], capture_output=True, timeout=60)
+    # TLS 1.3 ends the connection with an alert right after the client's Finished:
+    # curl reports a TLS error, an empty reply or a reset, never an HTTP answer.
+    assert refused.returncode in (35, 52, 56) and refused.stdout == b"", refused
+    assert json.loads(http_get(proc, "/logs/a/ct/v1/get-sth"))["tree_size"] >= 2  # still serving
+

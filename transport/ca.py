@@ -270,12 +270,12 @@ class CaRunner:
             return JSONResponse({"serial": f"{serial:x}", "reason": reason.value})
 
         async def issue(request: Request) -> Response:
-            """``ca.issue`` over REST: HTTP/3 with a client certificate (the identity that
-            policy authorises); HTTP/1.1 servers here cannot see client certificates."""
+            """``ca.issue`` over REST, over HTTPS or HTTP/3 with a client certificate (the
+            identity that policy authorises); plain HTTP has none."""
             peer = request.scope.get("extensions", {}).get("trustchain.peer")
             if not isinstance(peer, Peer):
                 return problem(403, "forbidden", "certificate requests need a client "
-                               "certificate: use HTTP/3 on the node's QUIC port, or stoq/1")
+                               "certificate of this network: HTTPS, HTTP/3 or stoq/1")
             raw = bytearray()
             async for chunk in request.stream():
                 raw += chunk

@@ -23,8 +23,10 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from transport.sockets import bind_socket, format_address
+from trustchain.stoq.permissions import Peer
 
 log = logging.getLogger("trustchain.http")
 
@@ -40,13 +42,44 @@ class _Server(uvicorn.Server):
         yield
 
 
+#: From a TLS client's certificate (DER) to the identity it proves, or None.
+Identify = Callable[[bytes], Peer | None]
+
+
+def _identifying_protocol(identify: Identify) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol, telling the app who the TLS client is.
+
+    uvicorn does not pass client certificates to the application; this puts
+    the identity proven by the connection's certificate (checked once per
+    connection) into each request's scope as the ``trustchain.peer``
+    extension, as the HTTP/3 adapter does (None: no certificate, or one that
+    proves no identity here).
+    """
+
+    class IdentifyingProtocol(HttpToolsProtocol):
+        _peer: Peer | None = None
+        _identified = False
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if not self._identified:
+                ssl_object = self.transport.get_extra_info("ssl_object")
+                der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+                self._peer = identify(der) if der else None
+                self._identified = True
+            self.scope["extensions"] = {"trustchain.peer": self._peer}  # type: ignore[dict-item]
+
+    return IdentifyingProtocol
+
+
 class HttpListener:
     def __init__(
         self, app: ASGIApp, addresses: list[str], port: int, grace_seconds: float,
-        *, tls: ssl.SSLContext | None = None,
+        *, tls: ssl.SSLContext | None = None, identify: Identify | None = None,
     ) -> None:
         self._app = app
         self._tls = tls
+        self._identify = identify
         self._scheme = "https" if tls else "http"
         self._addresses = addresses
         self._port = port
@@ -74,8 +107,10 @@ class HttpListener:
         tls = self._tls
         factory: Callable[..., ssl.SSLContext] | None = (
             (lambda _config, _default: tls) if tls is not None else None)
+        protocol: type[HttpToolsProtocol] | str = (
+            _identifying_protocol(self._identify) if self._identify is not None else "httptools")
         config = uvicorn.Config(
-            self._app, http="httptools", lifespan="off", log_config=None, access_log=False,
+            self._app, http=protocol, lifespan="off", log_config=None, access_log=False,
             server_header=False, date_header=False, proxy_headers=False, backlog=BACKLOG,
             timeout_graceful_shutdown=max(1, round(self._grace)), ssl_context_factory=factory,
         )

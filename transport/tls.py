@@ -70,16 +70,24 @@ def client_configuration(
     return config
 
 
-def https_context(identity: TlsIdentity) -> ssl.SSLContext:
+def https_context(identity: TlsIdentity,
+                  client_cas: list[x509.Certificate] | None = None) -> ssl.SSLContext:
     """A TLS server context for HTTPS/1.1 from a key held only in memory.
 
     ``ssl.SSLContext.load_cert_chain`` reads files; the key is handed to it
     through anonymous memory files (``memfd``), so the decrypted key never
-    touches a disk.
+    touches a disk.  With ``client_cas`` (the genesis root and the network's
+    infrastructure CA), clients may present a certificate: one that does not
+    chain to the root is refused in the handshake, and none at all is fine
+    (public routes); which identity a certificate carries is decided later
+    (:func:`trustchain.stoq.identity.identify_peer`).
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])  # multiplexing is HTTP/3's job (QUIC port)
+    if client_cas:
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.load_verify_locations(cadata=pem(*client_cas).decode())
     key_pem = identity.private_key.private_bytes(
         Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
     )

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import dns.name
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bootstrap.enrolment import EnrolmentService
@@ -73,6 +74,7 @@ from trustchain.errors import (
     KeyStoreError,
 )
 from trustchain.keystore import KeyStore, KeyType, key_id_for
+from trustchain.stoq.identity import PeerCertificateError, identify_peer
 from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import BadRequest, Handler, Router, Unavailable
 from trustchain.storage.audit import AUDIT_SCHEMA, AuditLog
@@ -298,6 +300,27 @@ def ct_tiles_root(node: OpenNode) -> Path:
     return root
 
 
+def https_peer(root: x509.Certificate, intermediates: list[x509.Certificate],
+               network: str) -> Callable[[bytes], Peer | None]:
+    """Who an HTTPS client is, from its certificate (DER): this node's admin and node
+    certificates, which chain to the genesis root through this node's infrastructure CA.
+
+    Python's ``ssl`` hands over only the client's own certificate (not the chain it
+    sent), so certificates under another node's intermediate prove nothing here;
+    those peers use HTTP/3 or stoq/1, which see the whole chain.
+    """
+
+    def identify(der: bytes) -> Peer | None:
+        try:
+            leaf = x509.load_der_x509_certificate(der)
+            return identify_peer(leaf, intermediates, root=root, network=network, now=utcnow())
+        except (ValueError, PeerCertificateError) as exc:
+            log.info("an HTTPS client certificate proves no identity here: %s", exc)
+            return None
+
+    return identify
+
+
 def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
     origin = dns.name.from_text(node.identity.origin)
     store = SqliteZoneStore(node.db)
@@ -445,9 +468,11 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         log.info("CA: every precertificate is linted with pkilint before it is logged")
     app = create_app(genesis_bytes=node.genesis_bytes, logs=ct, ca=ca)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds)
+    infra_cas = list(node.credentials.node.chain)
     https = HttpListener(
         app, config.listen, config.https_port, config.shutdown_grace_seconds,
-        tls=https_context(node.credentials.node),
+        tls=https_context(node.credentials.node, [node.credentials.root, *infra_cas]),
+        identify=https_peer(node.credentials.root, infra_cas, node.identity.network_name),
     )
     notifier = Notifier()
     dns_service = build_dns(node, notifier)
