@@ -45,6 +45,7 @@ from typing import Any, Protocol, TypeVar
 
 from trustchain.ca.signer import KeyNotLoaded, Signer
 from trustchain.errors import LocalError
+from trustchain.passphrase import ENV_VAR as PASSPHRASE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +230,10 @@ class WorkerPool:
     async def _start(self) -> _Worker:
         ours, theirs = socket.socketpair()
         root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+        # A worker needs no secret but the keys it is handed: not the key store's passphrase.
+        env = {name: value for name, value in os.environ.items() if name != PASSPHRASE_ENV}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", ""))
+                                            if p)
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "transport.workers", str(theirs.fileno())],

@@ -133,6 +133,16 @@ async def test_a_worker_that_dies_fails_its_calls_and_is_replaced(pki: Pki,
     x509.load_der_x509_certificate(pre).verify_directly_issued_by(pki.intermediate)
 
 
+async def test_a_worker_does_not_inherit_the_passphrase(pki: Pki,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRUSTCHAIN_PASSPHRASE", "not for workers")
+    workers = WorkerPool(1, pki.signer)
+    try:
+        assert await workers.run(os.getenv, "TRUSTCHAIN_PASSPHRASE") is None
+    finally:
+        await workers.close()
+
+
 async def test_a_closed_pool_stops_its_workers(pki: Pki) -> None:
     workers = WorkerPool(2, pki.signer)
     await asyncio.gather(*(workers.run(check_request, csr([NAME]), ZONE, ()) for _ in range(4)))
