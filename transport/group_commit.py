@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from transport.batching import TurnBatch
 from trustchain.storage.database import Database
 
 T = TypeVar("T")
@@ -28,23 +29,14 @@ _Unit = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 class GroupCommit:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._queue: list[_Unit] = []
-        self._scheduled = False
+        self._batch: TurnBatch[Callable[[sqlite3.Connection], Any]] = TurnBatch(self._flush)
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(conn)`` in the next shared transaction; its result once committed."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((work, future))
-        if not self._scheduled:
-            self._scheduled = True
-            # After every callback already ready (the other requests resumed by the same
-            # event) has had its chance to queue its unit too.
-            asyncio.get_running_loop().call_soon(self._flush)
-        return await future
+        result: T = await self._batch.submit(work)
+        return result
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        units, self._queue = self._queue, []
+    def _flush(self, units: list[_Unit]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
         try:
             with self._db.transaction() as conn:

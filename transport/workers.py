@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from transport.batching import TurnBatch
 from trustchain.ca.signer import KeyNotLoaded, Signer
 from trustchain.errors import LocalError
 from trustchain.passphrase import ENV_VAR as PASSPHRASE_ENV
@@ -114,8 +115,7 @@ class WorkerPool:
         self._signer = signer
         self._workers: list[_Worker] = []
         self._ids = itertools.count()
-        self._queue: list[tuple[_Call, asyncio.Future[Any]]] = []
-        self._scheduled = False
+        self._batch: TurnBatch[_Call] = TurnBatch(self._flush)
         self._starting: asyncio.Lock | None = None
         self._closed = False
 
@@ -135,17 +135,11 @@ class WorkerPool:
         if self._closed:
             raise WorkerStopped("the worker pool is closed")
         await self._ensure_workers()
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(((next(self._ids), fn, args, signed), future))
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-        return await future
+        result: T = await self._batch.submit((next(self._ids), fn, args, signed))
+        return result
 
-    def _flush(self) -> None:
-        """Send every queued call, spread over the live workers, one message each."""
-        self._scheduled = False
-        calls, self._queue = self._queue, []
+    def _flush(self, calls: list[tuple[_Call, asyncio.Future[Any]]]) -> None:
+        """Send the calls of one loop turn, spread over the live workers, one message each."""
         live = [w for w in self._workers if w.alive]
         if not live:
             for _, future in calls:
