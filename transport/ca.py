@@ -16,9 +16,9 @@ import json
 import sqlite3
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -74,8 +74,14 @@ def pem_chain(certificates: list[bytes]) -> str:
     return "".join(ssl.DER_cert_to_PEM_cert(der) for der in certificates)
 
 
-def serial_of(der: bytes) -> str:
-    return f"{x509.load_der_x509_certificate(der).serial_number:x}"
+@dataclass(frozen=True)
+class IssuedChain:
+    serial: int
+    chain: list[bytes]  # DER: the certificate, then its issuer
+
+    def answer(self) -> dict[str, str]:
+        """The JSON answer of ``ca.issue`` and ``POST /ca/v1/issue``."""
+        return {"serial": f"{self.serial:x}", "chain": pem_chain(self.chain)}
 
 
 class CaRunner:
@@ -89,8 +95,8 @@ class CaRunner:
         self._commits = GroupCommit(authority.store.db)
 
     async def issue(self, csr: bytes, *, network: str | None, profile: str | None,
-                    peer: Peer | None, client_address: str | None = None) -> list[bytes]:
-        """The final certificate and its issuer, DER.
+                    peer: Peer | None, client_address: str | None = None) -> IssuedChain:
+        """The final certificate and its issuer.
 
         Its two writes (limits + serial reservation, then certificate + audit
         record) each share a durable commit with the concurrent requests'
@@ -140,7 +146,7 @@ class CaRunner:
             for sct, lg in zip(scts, chosen, strict=True)])
         await self._commits.run(lambda conn: ca.record(
             conn, pending, final, [sct.log_id for sct in scts], self._clock()))
-        return [final, pending.layout.issuer]
+        return IssuedChain(pending.serial, [final, pending.layout.issuer])
 
     # --- stoq/1 -------------------------------------------------------------------
 
@@ -162,7 +168,7 @@ class CaRunner:
             raise BadRequest(str(exc)) from None
         except WorkerStopped as exc:
             raise Unavailable(f"{exc}; retry") from None
-        return canonical_json({"serial": serial_of(chain[0]), "chain": pem_chain(chain)})
+        return canonical_json(chain.answer())
 
     def _revoke(self, message: bytes, peer: Peer | None) -> bytes:
         req = parse_message(RevokeRequest, message)
@@ -295,8 +301,7 @@ class CaRunner:
                 return problem(400, "certificate refused", str(exc))
             except WorkerStopped as exc:
                 return problem(503, "unavailable", f"{exc}; retry")
-            return JSONResponse({"serial": serial_of(chain[0]), "chain": pem_chain(chain)},
-                                status_code=201)
+            return JSONResponse(chain.answer(), status_code=201)
 
         return [
             Route("/ca/v1/issue", issue, methods=["POST"]),

@@ -274,12 +274,16 @@ def build_ca(node: OpenNode) -> CertificateAuthority:
         return {row["name"]: NetworkInfo(row["zone"], tuple(row["prefixes"]))
                 for row in zones.networks()}
 
+    def network(name: str) -> NetworkInfo | None:
+        row = zones.network(name)
+        return NetworkInfo(row["zone"], tuple(row["prefixes"])) if row is not None else None
+
     return CertificateAuthority(
         keystore=node.keystore, signer=Signer(node.keystore), store=CaStore(node.db),
         audit=AuditLog(node.db), limiter=RateLimiter(node.db, rate_limits(node.config)),
         root=node.genesis.root_certificate, root_key_purpose=ROOT_KEY_PURPOSE,
         own_network=node.identity.network_name, organisation=node.identity.network_name,
-        base_url=ca_base_url(node), networks=networks, lint=node.config.ca_lint,
+        base_url=ca_base_url(node), networks=networks, network=network, lint=node.config.ca_lint,
         crl_shards=node.config.ca_crl_shards,
     )
 

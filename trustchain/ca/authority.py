@@ -130,8 +130,10 @@ class CertificateAuthority:
     organisation: str
     #: Public base URL (http://host[:port]) for CRL, OCSP and issuer URLs.
     base_url: str
-    #: The registered networks (read at each use: registrations are live).
+    #: The registered networks, and one of them by name (read at each use:
+    #: registrations are live).
     networks: Callable[[], dict[str, NetworkInfo]]
+    network: Callable[[str], NetworkInfo | None]
     #: Run pkilint on each precertificate before it is logged (trustchain/ca/lint.py).
     lint: bool = False
     #: CRL shards per issuer for new certificates (Boulder-style partitioned CRLs).
@@ -186,7 +188,7 @@ class CertificateAuthority:
         return issued
 
     def _network(self, network: str) -> NetworkInfo:
-        info = self.networks().get(network)
+        info = self.network(network)
         if info is None:
             raise CaError(f"no network {network!r} is registered (trustchain network register)")
         return info

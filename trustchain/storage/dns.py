@@ -251,6 +251,15 @@ class SqliteZoneStore:
                 (name, _key(zone), mode, now.isoformat(), json.dumps(prefixes or [])),
             )
 
+    def network(self, name: str) -> dict[str, Any] | None:
+        row = self.db.conn.execute(
+            "SELECT name, zone, mode, registered_at, prefixes FROM dns_networks WHERE name = ?",
+            (name,)).fetchone()
+        if row is None:
+            return None
+        n, z, m, t, p = row
+        return {"name": n, "zone": z, "mode": m, "registered_at": t, "prefixes": json.loads(p)}
+
     def networks(self) -> list[dict[str, Any]]:
         rows = self.db.conn.execute(
             "SELECT name, zone, mode, registered_at, prefixes FROM dns_networks ORDER BY name"
