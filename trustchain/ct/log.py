@@ -362,7 +362,8 @@ class Log:
         if batch is None:
             return []
         keys = [identity(s.entry) for s in batch.entries]
-        scts = [sign_sct(self._key, s.timestamp, s.entry, s.extensions) for s in batch.entries]
+        scts = [sign_sct(self._key, s.timestamp, s.entry, s.extensions, self.log_id)
+                for s in batch.entries]
         chains = {s.index: self._chains.pop(key, []) for s, key in zip(batch.entries, keys,
                                                                          strict=True)}
         try:

@@ -157,8 +157,9 @@ class SCT:
 
 
 def sign_sct(key: ec.EllipticCurvePrivateKey, timestamp: int, entry: Entry,
-             extensions: bytes) -> SCT:
-    unsigned = SCT(log_id(key.public_key()), timestamp, extensions, b"")
+             extensions: bytes, key_log_id: bytes | None = None) -> SCT:
+    """An SCT by the log whose key is ``key`` (``key_log_id``: its log ID, if known)."""
+    unsigned = SCT(key_log_id or log_id(key.public_key()), timestamp, extensions, b"")
     return SCT(unsigned.log_id, timestamp, extensions,
                key.sign(unsigned.signed_data(entry), ec.ECDSA(hashes.SHA256())))
 
