@@ -31,6 +31,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from bootstrap.root import random_serial, signature_hash
 from trustchain.errors import KeyNotFoundError, KeyStoreError
 from trustchain.keystore import KeyStore, KeyType
+from trustchain.stoq.identity import identity_uri
+from trustchain.stoq.permissions import Role
 from trustchain.storage.node import NodeStore
 
 INFRA_CA_PURPOSE = "infrastructure-ca"
@@ -57,11 +59,11 @@ _KU_LEAF = x509.KeyUsage(
 
 
 def node_uri(network: str, node_id: str) -> str:
-    return f"trustchain://{network}/node/{node_id}"
+    return identity_uri(network, Role.NODE, node_id)
 
 
 def admin_uri(network: str, name: str) -> str:
-    return f"trustchain://{network}/admin/{name}"
+    return identity_uri(network, Role.ADMIN, name)
 
 
 def node_dns_names(origin: str, node_id: str) -> list[str]:

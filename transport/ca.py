@@ -33,15 +33,16 @@ from trustchain.ca import revocation
 from trustchain.ca.authority import CaError, CertificateAuthority
 from trustchain.ca.issuance import IssuanceError
 from trustchain.ca.lint import LintError
-from trustchain.ca.policy import MAX_CSR_BYTES, PolicyError
+from trustchain.ca.policy import MAX_CSR_BYTES, NotAuthorised, PolicyError
 from trustchain.ca.ratelimit import RateLimited
 from trustchain.ca.work import check_request, final_certificate, precertificate
 from trustchain.canonical import canonical_json
 from trustchain.ct.log import BadSubmission
 from trustchain.errors import StorageError
-from trustchain.stoq.permissions import Peer
+from trustchain.stoq.permissions import Peer, Role
 from trustchain.stoq.router import (
     BadRequest,
+    Forbidden,
     Router,
     TooManyRequests,
     Unavailable,
@@ -109,7 +110,8 @@ class CaRunner:
         ca = self.authority
         order = ca.order(csr, network=network, profile=profile, peer=peer,
                          client_address=client_address, now=self._clock())
-        names = await self.work.run(check_request, csr, order.info.zone, order.info.prefixes)
+        names = await self.work.run(check_request, csr, order.info.zone, order.info.prefixes,
+                                    order.profile.name)
         pending = ca.pending(order, names, self._clock())
         chosen = [lg for lg in self.logs.logs.values() if pending.not_after in lg.expiry]
         if len(chosen) < 2:
@@ -164,19 +166,38 @@ class CaRunner:
                                      peer=peer)
         except RateLimited as exc:
             raise TooManyRequests(str(exc)) from None
+        except NotAuthorised as exc:
+            raise Forbidden(str(exc)) from None
         except (PolicyError, CaError, IssuanceError, StorageError) as exc:
             raise BadRequest(str(exc)) from None
         except WorkerStopped as exc:
             raise Unavailable(f"{exc}; retry") from None
         return canonical_json(chain.answer())
 
+    def _network_of(self, peer: Peer | None) -> str | None:
+        """The one network a network credential may act for (None: this network's admin,
+        who acts for all).
+
+        :raises BadRequest: the credential is not (or no longer) good.
+        """
+        assert peer is not None
+        if peer.role is not Role.NETWORK:
+            return None
+        try:
+            self.authority.authorise(peer, peer.name, self._clock())
+        except NotAuthorised as exc:
+            raise Forbidden(str(exc)) from None
+        return peer.name
+
     def _revoke(self, message: bytes, peer: Peer | None) -> bytes:
         req = parse_message(RevokeRequest, message)
         assert peer is not None
+        network = self._network_of(peer)
         try:
             reason = revocation.RevocationReason.parse(req.reason)
             self.authority.revoke(int(req.serial, 16), reason,
-                                  actor=f"{peer.role.value}:{peer.name}", now=self._clock())
+                                  actor=f"{peer.role.value}:{peer.name}", now=self._clock(),
+                                  network=network)
         except (ValueError, CaError, StorageError) as exc:
             raise BadRequest(str(exc)) from None
         return canonical_json({"serial": req.serial.lower(), "reason": reason.value})
@@ -197,10 +218,14 @@ class CaRunner:
 
     def _list(self, message: bytes, peer: Peer | None) -> bytes:
         req = parse_message(NetworkRequest, message)
+        own = self._network_of(peer)
+        if own is not None and req.network not in (None, own):
+            raise BadRequest(f"the credential of network {own} lists that network's "
+                             "certificates only")
         rows = [{"serial": f"{r.serial:x}", "network": r.network, "profile": r.profile,
                  "names": ",".join(r.names), "not_after": r.not_after.isoformat(),
                  "state": "revoked" if r.revoked_at else r.state}
-                for r in self.authority.store.certificates(req.network)]
+                for r in self.authority.store.certificates(own or req.network)]
         return canonical_json(rows)
 
     def _ocsp(self, message: bytes, peer: Peer | None) -> bytes:
@@ -297,6 +322,8 @@ class CaRunner:
                                          profile=req.profile, peer=peer, client_address=None)
             except RateLimited as exc:
                 return problem(429, "too many requests", str(exc))
+            except NotAuthorised as exc:
+                return problem(403, "forbidden", str(exc))
             except (PolicyError, CaError, IssuanceError, StorageError) as exc:
                 return problem(400, "certificate refused", str(exc))
             except WorkerStopped as exc:

@@ -275,9 +275,36 @@ def cmd_join(args: argparse.Namespace) -> int:
     return 0
 
 
+def _file_identity(args: argparse.Namespace) -> Any:
+    """A client identity from --cert (PEM: the certificate, then its issuer) and --key (PEM;
+    an encrypted key is opened with the passphrase)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from bootstrap.transport_certs import TlsIdentity
+    from trustchain.errors import LocalError
+
+    if args.key is None:
+        raise LocalError("--cert needs --key FILE (the credential's private key)")
+    try:
+        chain = x509.load_pem_x509_certificates(Path(args.cert).read_bytes())
+        key_pem = Path(args.key).read_bytes()
+    except OSError as exc:
+        raise LocalError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise LocalError(f"{args.cert}: no PEM certificates ({exc})") from None
+    try:
+        password = _passphrase(args)().encode() if b"ENCRYPTED" in key_pem else None
+        key = load_pem_private_key(key_pem, password)
+    except (ValueError, TypeError) as exc:
+        raise LocalError(f"{args.key}: cannot load the private key ({exc})") from None
+    return TlsIdentity(chain[0], chain[1:], key)  # type: ignore[arg-type]
+
+
 def _admin_call(args: argparse.Namespace, method: str, message: bytes,
                 service: str = "admin") -> Any:
-    """Call a method on the node in --data-dir with its admin certificate."""
+    """Call a method on the node in --data-dir with its admin certificate, or with the
+    credential in --cert/--key (a federated network's admin) on --server."""
     import asyncio
 
     from bootstrap.transport_certs import ADMIN_TLS_PURPOSE, INFRA_CA_PURPOSE, TlsIdentity
@@ -289,25 +316,34 @@ def _admin_call(args: argparse.Namespace, method: str, message: bytes,
     from trustchain.storage.database import open_database
     from trustchain.storage.node import NodeStore
 
-    layout = DataDir(args.data_dir)
-    layout.require_initialised()
-    root, origin = _trust_anchor(argparse.Namespace(genesis=None, pin=None, data_dir=args.data_dir))
-    keystore = KeyStore.open(layout.keys_dir, _passphrase(args)())
-    with open_database(layout.path, readonly=True) as db:
-        store = NodeStore(db)
-        cert = store.latest_certificate(ADMIN_TLS_PURPOSE)
-        issuer = store.latest_certificate(INFRA_CA_PURPOSE)
-    if cert is None or issuer is None:
-        raise LocalError("this node holds no admin certificate (only founding nodes do, so far)")
-    key = keystore.private_key(keystore.active(ADMIN_TLS_PURPOSE).id)
-    identity = TlsIdentity(cert, [issuer], key)  # type: ignore[arg-type]
-    if args.server:
+    if getattr(args, "cert", None) is not None:
+        if not args.server:
+            raise LocalError("--cert needs --server [ADDR]:PORT (the node to ask)")
+        root, origin = _trust_anchor(args)
+        identity = _file_identity(args)
         host, port = parse_server(args.server)
     else:
-        config = load_config(layout.path)
-        host, port = config.local_address(), config.quic_port
-        if port == 0:
-            raise LocalError("the node's QUIC port is 0 (chosen at start): pass --server")
+        layout = DataDir(args.data_dir)
+        layout.require_initialised()
+        root, origin = _trust_anchor(argparse.Namespace(genesis=None, pin=None,
+                                                        data_dir=args.data_dir))
+        keystore = KeyStore.open(layout.keys_dir, _passphrase(args)())
+        with open_database(layout.path, readonly=True) as db:
+            store = NodeStore(db)
+            cert = store.latest_certificate(ADMIN_TLS_PURPOSE)
+            issuer = store.latest_certificate(INFRA_CA_PURPOSE)
+        if cert is None or issuer is None:
+            raise LocalError("this node holds no admin certificate (only founding nodes do, "
+                             "so far)")
+        key = keystore.private_key(keystore.active(ADMIN_TLS_PURPOSE).id)
+        identity = TlsIdentity(cert, [issuer], key)  # type: ignore[arg-type]
+        if args.server:
+            host, port = parse_server(args.server)
+        else:
+            config = load_config(layout.path)
+            host, port = config.local_address(), config.quic_port
+            if port == 0:
+                raise LocalError("the node's QUIC port is 0 (chosen at start): pass --server")
 
     async def call() -> Any:
         async with connect(host, port, root=root, server_name=origin, identity=identity) as node:
@@ -990,6 +1026,16 @@ def build_parser() -> argparse.ArgumentParser:
         if json_output:
             p.add_argument("--json", action="store_true", help="machine-readable output")
 
+    def credential_options(p: argparse.ArgumentParser) -> None:
+        group = p.add_argument_group(
+            "as a federated network's admin (its network-admin credential; needs --server)")
+        group.add_argument("--cert", metavar="FILE",
+                           help="PEM: the credential, then its issuer")
+        group.add_argument("--key", metavar="FILE", help="PEM private key of the credential")
+        group.add_argument("--genesis", metavar="FILE",
+                           help="the network's genesis document (default: the node in --data-dir)")
+        group.add_argument("--pin", metavar="SHA256", help="the SHA-256 pin of --genesis")
+
     def dnssec_choices(p: argparse.ArgumentParser) -> None:
         group = p.add_argument_group("DNSSEC of a new zone")
         group.add_argument("--algorithm", type=int, choices=[13, 15], default=13,
@@ -1106,14 +1152,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csr", required=True, metavar="FILE", help="PEM or DER CSR ('-': stdin)")
     p.add_argument("--network", metavar="N",
                    help="the registered network the names belong to (default: found from them)")
-    p.add_argument("--profile", metavar="P", help="server-90d (default), short-lived, node")
+    p.add_argument("--profile", metavar="P",
+                   help="server-90d (default), short-lived, node, network-admin")
     admin_options(p)
+    credential_options(p)
     p = sub.add_parser("revoke", help="revoke a certificate by serial (hex)")
     p.add_argument("serial", metavar="SERIAL")
     p.add_argument("--reason", default="unspecified", metavar="R",
                    help="unspecified, key-compromise, affiliation-changed, superseded, "
                    "cessation-of-operation, privilege-withdrawn")
     admin_options(p)
+    credential_options(p)
     p = sub.add_parser("rotate", help="a new intermediate for a network (the old one keeps "
                        "answering for its certificates)")
     p.add_argument("network", metavar="NETWORK")
@@ -1121,6 +1170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="issued certificates, newest first")
     p.add_argument("--network", metavar="N")
     admin_options(p, json_output=True)
+    credential_options(p)
     p = sub.add_parser("export-root-key", help="move the genesis root key out of the key store "
                        "into FILE, to keep offline (node stopped)")
     p.add_argument("--out", required=True, metavar="FILE")

@@ -304,10 +304,12 @@ def ct_tiles_root(node: OpenNode) -> Path:
     return root
 
 
-def https_peer(root: x509.Certificate, intermediates: list[x509.Certificate],
+def https_peer(root: x509.Certificate, intermediates: Callable[[], list[x509.Certificate]],
                network: str) -> Callable[[bytes], Peer | None]:
     """Who an HTTPS client is, from its certificate (DER): this node's admin and node
-    certificates, which chain to the genesis root through this node's infrastructure CA.
+    certificates, which chain to the genesis root through this node's infrastructure CA,
+    and federated networks' credentials, through their intermediates in this node's CA
+    (``intermediates`` answers both, read at each handshake).
 
     Python's ``ssl`` hands over only the client's own certificate (not the chain it
     sent), so certificates under another node's intermediate prove nothing here;
@@ -317,7 +319,8 @@ def https_peer(root: x509.Certificate, intermediates: list[x509.Certificate],
     def identify(der: bytes) -> Peer | None:
         try:
             leaf = x509.load_der_x509_certificate(der)
-            return identify_peer(leaf, intermediates, root=root, network=network, now=utcnow())
+            return identify_peer(leaf, intermediates(), root=root, network=network,
+                                 now=utcnow())
         except (ValueError, PeerCertificateError) as exc:
             log.info("an HTTPS client certificate proves no identity here: %s", exc)
             return None
@@ -476,7 +479,10 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     https = HttpListener(
         app, config.listen, config.https_port, config.shutdown_grace_seconds,
         tls=https_context(node.credentials.node, [node.credentials.root, *infra_cas]),
-        identify=https_peer(node.credentials.root, infra_cas, node.identity.network_name),
+        identify=https_peer(
+            node.credentials.root,
+            lambda: [*infra_cas, *(i.certificate for i in authority.store.issuers())],
+            node.identity.network_name),
     )
     notifier = Notifier()
     dns_service = build_dns(node, notifier)

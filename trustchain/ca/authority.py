@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from trustchain.ca import revocation
 from trustchain.ca.audit import KIND_CERT_ISSUE
 from trustchain.ca.policy import (
+    NotAuthorised,
     PolicyError,
     load_csr,
     may_request,
@@ -38,6 +39,7 @@ from trustchain.ca.policy import (
 )
 from trustchain.ca.profiles import (
     DEFAULT_PROFILE,
+    NETWORK_ADMIN_PROFILE,
     PROFILES,
     CaUrls,
     Profile,
@@ -50,7 +52,8 @@ from trustchain.ca.signer import Signer
 from trustchain.ca.work import Layout, RequestedNames, check_request
 from trustchain.errors import KeyNotFoundError, RemoteError
 from trustchain.keystore import KeyStore, KeyType
-from trustchain.stoq.permissions import Peer
+from trustchain.stoq.identity import identity_uri
+from trustchain.stoq.permissions import Peer, Role
 from trustchain.storage.audit import AuditLog
 from trustchain.storage.ca import CaStore, IssuerRecord
 from trustchain.storage.ratelimit import RateLimiter
@@ -209,27 +212,54 @@ class CertificateAuthority:
                               "give --network")
         return found[0]
 
+    def authorise(self, peer: Peer | None, network: str, now: datetime) -> Peer:
+        """The requester may act for ``network``: this network's admin, or that network's
+        own admin credential, issued by this CA for it, not revoked, not expired.
+
+        :raises NotAuthorised: for anyone else.
+        """
+        may_request(peer, network=network, own_network=self.own_network)
+        assert peer is not None
+        if peer.role is Role.NETWORK:
+            record = self.store.certificate(peer.serial) if peer.serial is not None else None
+            if (record is None or record.network != peer.name or record.state != "issued"
+                    or record.profile != NETWORK_ADMIN_PROFILE):
+                raise NotAuthorised(f"this CA issued no credential of network {peer.name} "
+                                  "with that serial")
+            if record.revoked_at is not None:
+                raise NotAuthorised(f"the credential of network {peer.name} was revoked")
+            if record.not_after <= now:
+                raise NotAuthorised(f"the credential of network {peer.name} has expired")
+        return peer
+
     def order(self, csr: bytes, *, network: str | None, profile: str | None,
               peer: Peer | None, client_address: str | None, now: datetime) -> Order:
         """Authorise a request and choose its profile and issuer (the CSR is checked next).
 
         :raises PolicyError: the requester may not, or the profile does not exist.
         """
-        if network is None:
-            network = self.network_for(csr)
-        may_request(peer, network=network, own_network=self.own_network)
-        assert peer is not None
         chosen = PROFILES.get(profile or DEFAULT_PROFILE)
         if chosen is None:
             raise PolicyError(f"no profile {profile!r}; profiles: {', '.join(PROFILES)}")
+        if network is None:
+            if peer is not None and peer.role is Role.NETWORK:
+                network = peer.name
+            elif chosen.network_identity:
+                raise PolicyError(f"name the network whose {chosen.name} credential this is")
+            else:
+                network = self.network_for(csr)
+        requester = self.authorise(peer, network, now)
         info = self._network(network)
         return Order(csr, network, info, chosen, self.issuer_for(network, now),
-                     f"{peer.role.value}:{peer.name}", client_address)
+                     f"{requester.role.value}:{requester.name}", client_address)
 
     def pending(self, order: Order, names: RequestedNames, now: datetime) -> Pending:
         """Lay out the certificate of a checked request: serial, CRL shard, URLs, limits."""
+        uris = ((identity_uri(self.own_network, Role.NETWORK, order.network),)
+                if order.profile.network_identity else ())
+        every_name = [*names.dns_names, *names.addresses, *uris]
         keys = {"identity": order.requester, "network": order.network,
-                "domain": order.info.zone.rstrip("."), "names": names_key(list(names.dns_names))}
+                "domain": order.info.zone.rstrip("."), "names": names_key(every_name)}
         if order.client_address:
             keys["address"] = address_key(order.client_address)
         issuer = order.issuer
@@ -237,8 +267,8 @@ class CertificateAuthority:
         shard = serial % self.crl_shards
         layout = Layout(order.csr, order.profile.name, self._issuer_der(issuer), issuer.key_id,
                         self.urls(issuer.key_id, shard), now, serial, names.dns_names,
-                        names.addresses)
-        return Pending(layout, issuer, order.network, order.profile.name, list(names.dns_names),
+                        names.addresses, uris)
+        return Pending(layout, issuer, order.network, order.profile.name, every_name,
                        order.requester, keys, serial,
                        leaf_validity(order.profile, issuer.certificate, now)[1], shard)
 
@@ -256,7 +286,8 @@ class CertificateAuthority:
         """
         order = self.order(csr, network=network, profile=profile, peer=peer,
                            client_address=client_address, now=now)
-        return self.pending(order, check_request(csr, order.info.zone, order.info.prefixes), now)
+        return self.pending(order, check_request(csr, order.info.zone, order.info.prefixes,
+                                                 order.profile.name), now)
 
     def admit(self, conn: sqlite3.Connection, pending: Pending, now: datetime) -> None:
         """Charge the rate limits and reserve the serial, in the caller's transaction.
@@ -297,10 +328,12 @@ class CertificateAuthority:
     # --- revocation ---------------------------------------------------------------
 
     def revoke(self, serial: int, reason: revocation.RevocationReason, *, actor: str,
-               now: datetime) -> None:
+               now: datetime, network: str | None = None) -> None:
+        """Revoke by serial; with ``network``, only a certificate of that network."""
         record = self.store.certificate(serial)
-        if record is None:
-            raise CaError(f"no certificate with serial {serial:x}")
+        if record is None or (network is not None and record.network != network):
+            raise CaError(f"no certificate with serial {serial:x}"
+                          + (f" in network {network}" if network is not None else ""))
         with self.store.db.transaction() as conn:
             self.store.revoke(conn, serial, reason.value, now)
             self.audit.append_in(conn, now, "cert.revoke", actor, {

@@ -76,11 +76,11 @@ def sign_precertificate(signer: Signer, builder: x509.CertificateBuilder,
 
 def build_precertificate(
     signer: Signer, *, issuer: x509.Certificate, issuer_key_id: str, profile: Profile,
-    request: CertRequest, urls: CaUrls, now: datetime,
+    request: CertRequest, urls: CaUrls, now: datetime, uris: Sequence[str] = (),
 ) -> Precertificate:
     builder = leaf_builder(profile, issuer=issuer, public_key=request.public_key,
                            dns_names=request.dns_names, addresses=request.addresses, urls=urls,
-                           now=now)
+                           now=now, uris=uris)
     return sign_precertificate(signer, builder, issuer, issuer_key_id)
 
 

@@ -42,6 +42,10 @@ class PolicyError(RemoteError):
     """The request breaks issuance policy (the message says which rule)."""
 
 
+class NotAuthorised(PolicyError):
+    """The requester may not act for that network (HTTP and stoq/1: 403)."""
+
+
 @dataclass(frozen=True)
 class CertRequest:
     """What a valid CSR asks for, normalised."""
@@ -100,12 +104,20 @@ def within(name: str, zone: str) -> bool:
     return bare == zone or bare.endswith("." + zone)
 
 
-def check_csr(data: bytes, *, zone: str, prefixes: tuple[str, ...] = ()) -> CertRequest:
-    """Apply the policy in the module docstring to a CSR for the network whose DNS subtree is ``zone``."""
+def check_possession(data: bytes) -> tuple[x509.CertificateSigningRequest, SubjectKey]:
+    """The CSR parses, its self-signature verifies and its key is allowed.
+
+    :raises PolicyError: naming the rule broken.
+    """
     csr = load_csr(data)
     if not csr.is_signature_valid:
         raise PolicyError("the CSR's signature does not verify (no proof of the private key)")
-    key = check_key(csr.public_key())
+    return csr, check_key(csr.public_key())
+
+
+def check_csr(data: bytes, *, zone: str, prefixes: tuple[str, ...] = ()) -> CertRequest:
+    """Apply the policy in the module docstring to a CSR for the network whose DNS subtree is ``zone``."""
+    csr, key = check_possession(data)
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -149,14 +161,17 @@ def check_csr(data: bytes, *, zone: str, prefixes: tuple[str, ...] = ()) -> Cert
 def may_request(peer: Peer | None, *, network: str, own_network: str) -> None:
     """Mutual-TLS authorisation for issuance and revocation in ``network``.
 
-    Federated networks hold no identities of their own yet (the federation
-    issue adds them), so today only this TrustChain network's operator (an
-    admin certificate) acts for the networks registered here.
+    This TrustChain network's operator (an admin certificate) acts for every
+    network registered here; a federated network's admin credential (role
+    ``network``, the ``network-admin`` profile) acts for that network only.
+    Nodes do not request certificates this way.  Whether a network credential
+    is still good is checked by the CA (:meth:`CertificateAuthority.authorise`).
 
-    :raises PolicyError: for anyone else.
+    :raises NotAuthorised: for anyone else.
     """
     if peer is None:
-        raise PolicyError("certificate requests need a client certificate (or ACME)")
-    if peer.network != own_network or peer.role is not Role.ADMIN:
-        raise PolicyError(f"{peer.role.value} {peer.name} may not request certificates "
-                          f"for network {network}")
+        raise NotAuthorised("certificate requests need a client certificate (or ACME)")
+    if peer.network == own_network and (
+            peer.role is Role.ADMIN or (peer.role is Role.NETWORK and peer.name == network)):
+        return
+    raise NotAuthorised(f"{peer.role.value} {peer.name} may not act for network {network}")

@@ -5,9 +5,16 @@ Follows the CA/Browser Forum Baseline Requirements (2.x) section 7.1.2 as
 
 * subscriber certificates (``server-90d``, ``short-lived``, ``node``) have an
   empty subject and a critical subjectAltName, the domain-validated reserved
-  policy OID, AKI but no SKI (BR 7.1.2.7.6: "NOT RECOMMENDED"), a critical
+  policy OID (TLS server profiles only), AKI but no SKI (BR 7.1.2.7.6: "NOT RECOMMENDED"), a critical
   keyUsage of digitalSignature (plus keyEncipherment for RSA keys), the EKU of
   the profile, a CRL distribution point and AIA (OCSP responder and issuer);
+* ``network-admin`` is a federated network's admin credential: a TLS client
+  certificate from that network's own intermediate whose only name is the
+  URI ``trustchain://<this network>/network/<that network>``
+  (:func:`trustchain.stoq.identity.identity_uri`), whatever names the CSR
+  asks for; no DV policy and, as RFC 5280 recommends, an SKI.  The
+  intermediate's name constraints (DNS and IP subtrees) do not constrain
+  URIs (RFC 5280 4.2.1.10); OpenSSL and ``cryptography`` agree;
 * network intermediates (:func:`intermediate_builder`) are technically
   constrained subordinate CAs: pathLen 0, serverAuth/clientAuth EKU, and name
   constraints that permit only the network's DNS subtree and exclude every
@@ -23,6 +30,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,8 +52,17 @@ class Profile:
     lifetime: timedelta
     usages: tuple[x509.ObjectIdentifier, ...]
     description: str
+    #: The certificate names the requesting network's admin identity (a URI), not the
+    #: CSR's names (the CSR then only proves possession of the key).
+    network_identity: bool = False
+
+    @property
+    def server(self) -> bool:
+        """A TLS server certificate (the CA/B Forum's rules and DV policy apply)."""
+        return ExtendedKeyUsageOID.SERVER_AUTH in self.usages
 
 
+NETWORK_ADMIN_PROFILE = "network-admin"
 PROFILES: dict[str, Profile] = {
     p.name: p for p in (
         Profile("server-90d", timedelta(days=90), (ExtendedKeyUsageOID.SERVER_AUTH,),
@@ -55,6 +72,9 @@ PROFILES: dict[str, Profile] = {
         Profile("node", timedelta(days=90),
                 (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
                 "mutual TLS between nodes: server and client, 90 days"),
+        Profile(NETWORK_ADMIN_PROFILE, timedelta(days=90), (ExtendedKeyUsageOID.CLIENT_AUTH,),
+                "a federated network's admin credential (TLS client), 90 days",
+                network_identity=True),
     )
 }
 DEFAULT_PROFILE = "server-90d"
@@ -115,9 +135,11 @@ def _leaf_key_usage(key: SubjectKey) -> x509.KeyUsage:
         decipher_only=False)
 
 
-def subject_alt_names(dns_names: list[str], addresses: list[str]) -> x509.SubjectAlternativeName:
+def subject_alt_names(dns_names: list[str], addresses: list[str],
+                      uris: Sequence[str] = ()) -> x509.SubjectAlternativeName:
     names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    names += [x509.UniformResourceIdentifier(u) for u in uris]
     return x509.SubjectAlternativeName(names)
 
 
@@ -137,11 +159,11 @@ def leaf_validity(profile: Profile, issuer: x509.Certificate,
 def leaf_builder(
     profile: Profile, *, issuer: x509.Certificate, public_key: SubjectKey,
     dns_names: list[str], addresses: list[str], urls: CaUrls, now: datetime,
-    serial: int | None = None,
+    serial: int | None = None, uris: Sequence[str] = (),
 ) -> x509.CertificateBuilder:
     """A subscriber certificate of ``profile``, without SCTs or poison (added by the caller)."""
     not_before, not_after = leaf_validity(profile, issuer, now)
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
         .issuer_name(issuer.subject)
@@ -151,9 +173,16 @@ def leaf_builder(
         .not_valid_after(not_after)
         .add_extension(_aki(issuer), critical=False)
         .add_extension(_aia(urls, ocsp=True), critical=False)
-        .add_extension(_DV_POLICY, critical=False)
+    )
+    if profile.server:
+        builder = builder.add_extension(_DV_POLICY, critical=False)
+    else:  # RFC 5280 4.2.1.2 SHOULD; only the BRs (TLS servers) advise against it
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
+                                        critical=False)
+    return (
+        builder
         .add_extension(x509.ExtendedKeyUsage(list(profile.usages)), critical=False)
-        .add_extension(subject_alt_names(dns_names, addresses), critical=True)
+        .add_extension(subject_alt_names(dns_names, addresses, uris), critical=True)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_crl_dp(urls.crl), critical=False)
         .add_extension(_leaf_key_usage(public_key), critical=True)

@@ -34,8 +34,8 @@ from trustchain.ca.issuance import (
     sign_precertificate,
 )
 from trustchain.ca.lint import check_precertificate
-from trustchain.ca.policy import check_csr, check_key, load_csr
-from trustchain.ca.profiles import PROFILES, CaUrls, leaf_builder
+from trustchain.ca.policy import check_csr, check_key, check_possession, load_csr
+from trustchain.ca.profiles import DEFAULT_PROFILE, PROFILES, CaUrls, leaf_builder
 from trustchain.ca.signer import Signer
 from trustchain.ct.structs import SCT
 from trustchain.errors import RemoteError
@@ -54,6 +54,7 @@ class Layout:
     serial: int
     dns_names: tuple[str, ...]
     addresses: tuple[str, ...]
+    uris: tuple[str, ...] = ()  # the network-admin profile's identity
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,16 @@ class RequestedNames:
     addresses: tuple[str, ...]
 
 
-def check_request(csr: bytes, zone: str, prefixes: tuple[str, ...]) -> RequestedNames:
-    """:func:`~trustchain.ca.policy.check_csr` (signature, key, names), answering the names.
+def check_request(csr: bytes, zone: str, prefixes: tuple[str, ...],
+                  profile: str = DEFAULT_PROFILE) -> RequestedNames:
+    """:func:`~trustchain.ca.policy.check_csr` (signature, key, names), answering the names;
+    for a profile that names the network's identity, only the signature and the key.
 
     :raises PolicyError: naming the rule the CSR breaks.
     """
+    if PROFILES[profile].network_identity:
+        check_possession(csr)
+        return RequestedNames((), ())
     request = check_csr(csr, zone=zone, prefixes=prefixes)
     return RequestedNames(tuple(request.dns_names), tuple(request.addresses))
 
@@ -93,7 +99,8 @@ def _builder(layout: Layout) -> x509.CertificateBuilder:
     return leaf_builder(PROFILES[layout.profile], issuer=_issuer(layout.issuer),
                         public_key=check_key(load_csr(layout.csr).public_key()),
                         dns_names=list(layout.dns_names), addresses=list(layout.addresses),
-                        urls=layout.urls, now=layout.now, serial=layout.serial)
+                        urls=layout.urls, now=layout.now, serial=layout.serial,
+                        uris=layout.uris)
 
 
 def precertificate(signer: Signer, layout: Layout, lint: bool = False) -> bytes:
@@ -104,7 +111,7 @@ def precertificate(signer: Signer, layout: Layout, lint: bool = False) -> bytes:
     pre = sign_precertificate(signer, _builder(layout), _issuer(layout.issuer),
                               layout.issuer_key_id)
     if lint:
-        check_precertificate(pre.certificate)
+        check_precertificate(pre.certificate, PROFILES[layout.profile].server)
     return pre.certificate.public_bytes(Encoding.DER)
 
 

@@ -4,6 +4,15 @@ aioquic checks that the client holds the private key of the certificate it
 presents (the TLS CertificateVerify) but does not validate the chain; this
 module does, with ``cryptography``'s X.509 verifier, against the genesis root
 only (never the system store), at the time passed in.
+
+Identities are URIs in the certificate's subjectAltName, under this
+TrustChain network's name (:func:`identity_uri`):
+``trustchain://<network>/node/<node id>``, ``.../admin/<name>`` and, for the
+admin of a federated network registered here, ``.../network/<its name>``
+(the CA's ``network-admin`` profile).  A verified chain proves who issued the
+certificate; whether a network credential is still good (issued by this CA
+for that network, not revoked) is the CA's to check, by the serial that the
+:class:`Peer` carries.
 """
 
 from __future__ import annotations
@@ -21,6 +30,11 @@ class PeerCertificateError(RemoteError):
     """The client certificate was not issued for this network."""
 
 
+def identity_uri(network: str, role: Role, name: str) -> str:
+    """The subjectAltName URI naming ``name`` in ``role`` in TrustChain network ``network``."""
+    return f"trustchain://{network}/{role.value}/{name}"
+
+
 def identify_peer(
     leaf: x509.Certificate, chain: list[x509.Certificate], *, root: x509.Certificate,
     network: str, now: datetime,
@@ -35,6 +49,6 @@ def identify_peer(
     for name in verified.subjects or []:
         if isinstance(name, x509.UniformResourceIdentifier) and name.value.startswith(prefix):
             kind, _, ident = name.value[len(prefix):].partition("/")
-            if kind in ("node", "admin") and ident and "/" not in ident:
-                return Peer(Role(kind), ident, network)
+            if kind in ("node", "admin", "network") and ident and "/" not in ident:
+                return Peer(Role(kind), ident, network, leaf.serial_number)
     raise PeerCertificateError("client certificate names no TrustChain identity of this network")

@@ -9,6 +9,10 @@ answered 404.  Access levels:
             DNS queries, CT reads, revocation status, ACME.
 ``NODE``    peers holding a TrustChain node certificate of this network (and
             the local operator's admin certificate).
+``NETWORK`` a federated network's admin credential (a ``network-admin``
+            certificate from that network's intermediate) or an admin
+            certificate of this network; the handler's policy then limits a
+            network's credential to that network's own objects.
 ``ADMIN``   only an admin certificate of this network.
 """
 
@@ -21,12 +25,15 @@ from enum import Enum
 class Access(Enum):
     PUBLIC = "public"
     NODE = "node"
+    NETWORK = "network"
     ADMIN = "admin"
 
 
 class Role(Enum):
     NODE = "node"
     ADMIN = "admin"
+    #: The admin of a federated network registered here (``name`` is that network).
+    NETWORK = "network"
 
 
 @dataclass(frozen=True)
@@ -34,8 +41,10 @@ class Peer:
     """Who is on the other end of a connection, as proven by its client certificate."""
 
     role: Role
-    name: str  # node id, or admin name
-    network: str
+    name: str  # node id, admin name, or (Role.NETWORK) the federated network's name
+    network: str  # this TrustChain network
+    #: The client certificate's serial (the CA checks a network credential's status by it).
+    serial: int | None = None
 
 
 #: (service, method) -> access.  Later issues add their methods here.
@@ -59,10 +68,10 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("ct", "get-roots"): Access.PUBLIC,
     # The CA (transport/ca.py): issuance policy (trustchain/ca/policy.py) decides
     # further who may act for which network; OCSP is public, as over HTTP.
-    ("ca", "issue"): Access.ADMIN,
-    ("ca", "revoke"): Access.ADMIN,
+    ("ca", "issue"): Access.NETWORK,
+    ("ca", "revoke"): Access.NETWORK,
     ("ca", "rotate"): Access.ADMIN,
-    ("ca", "list"): Access.ADMIN,
+    ("ca", "list"): Access.NETWORK,
     ("ca", "ocsp"): Access.PUBLIC,
     ("consensus", "validators"): Access.NODE,
     ("admin", "status"): Access.ADMIN,
@@ -96,4 +105,6 @@ def allowed(access: Access, peer: Peer | None) -> bool:
         return False
     if access is Access.NODE:
         return peer.role in (Role.NODE, Role.ADMIN)
+    if access is Access.NETWORK:
+        return peer.role in (Role.NETWORK, Role.ADMIN)
     return peer.role is Role.ADMIN

@@ -30,6 +30,13 @@ class BadRequest(RemoteError):
     title = "bad request"
 
 
+class Forbidden(BadRequest):
+    """The caller is authenticated but may not do this (the detail says why)."""
+
+    status = Status.FORBIDDEN
+    title = "forbidden"
+
+
 class TooManyRequests(BadRequest):
     """A rate limit refused the request; the detail says when to retry."""
 
@@ -80,11 +87,13 @@ class Router:
                 Status.NOT_FOUND, "unknown method", f"{request.service}.{request.method}"
             )
         if not allowed(access, peer):
-            need = "an admin" if access is Access.ADMIN else "a node or admin"
+            need = {Access.ADMIN: "an admin client certificate of this network",
+                    Access.NETWORK: "a network's admin credential or an admin client "
+                                    "certificate of this network"}.get(
+                access, "a node or admin client certificate of this network")
             return Status.FORBIDDEN, problem(
                 Status.FORBIDDEN, "forbidden",
-                f"{request.service}.{request.method} requires {need} client certificate "
-                "of this network",
+                f"{request.service}.{request.method} requires {need}",
             )
         try:
             result: Any = handler(request.message, peer)

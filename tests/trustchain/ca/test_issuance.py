@@ -51,12 +51,12 @@ def csr(names: list[str], key: object | None = None, *, ips: list[str] = (),  # 
     return builder.sign(key, algorithm).public_bytes(Encoding.PEM)  # type: ignore[arg-type]
 
 
-def issue(pki: Pki, names: list[str], profile: str = "server-90d") -> tuple[Precertificate,
-                                                                          x509.Certificate]:
+def issue(pki: Pki, names: list[str], profile: str = "server-90d",
+          uris: tuple[str, ...] = ()) -> tuple[Precertificate, x509.Certificate]:
     request = check_csr(csr(names), zone=ZONE)
     pre = build_precertificate(pki.signer, issuer=pki.intermediate,
                                issuer_key_id=pki.intermediate_key_id, profile=PROFILES[profile],
-                               request=request, urls=pki.urls, now=datetime.now(UTC))
+                               request=request, urls=pki.urls, now=datetime.now(UTC), uris=uris)
     return pre, finish_certificate(pki.signer, pre, scts_for(pre))
 
 
@@ -137,7 +137,7 @@ def test_within_is_label_wise() -> None:
 # --- profiles, judged by pkilint -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("profile", sorted(p.name for p in PROFILES.values() if p.server))
 def test_leaf_and_precertificate_pass_cabf_lint(pki: Pki, tmp_path: Path, profile: str) -> None:
     pre, final = issue(pki, ["www.alpha.trust.example.net"], profile)
     assert lint("lint_cabf_serverauth_cert", pem(tmp_path / "leaf.pem", final),
@@ -326,3 +326,54 @@ def test_address_names_inside_the_network_blocks_only(pki: Pki, tmp_path: Path) 
              "-untrusted", pem(tmp_path / "inter.pem", constrained),
              pem(tmp_path / "leaf.pem", leaf)], capture_output=True, text=True)
         assert (result.returncode == 0) == ok, result.stdout + result.stderr
+
+
+# --- a federated network's admin credential (network-admin) ------------------------------
+
+
+CREDENTIAL_URI = "trustchain://testnet/network/alpha"
+
+
+def credential(pki: Pki) -> tuple[Precertificate, x509.Certificate]:
+    """A network-admin certificate as the CA lays it out: the URI is its only name."""
+    request = CertRequest(ec.generate_private_key(ec.SECP256R1()).public_key(), [], [])
+    pre = build_precertificate(pki.signer, issuer=pki.intermediate,
+                               issuer_key_id=pki.intermediate_key_id,
+                               profile=PROFILES["network-admin"], request=request, urls=pki.urls,
+                               now=datetime.now(UTC), uris=(CREDENTIAL_URI,))
+    return pre, finish_certificate(pki.signer, pre, scts_for(pre))
+
+
+def test_a_network_credential_is_a_client_certificate_under_the_network_intermediate(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """OpenSSL and cryptography accept it for TLS clients (the URI is outside the DNS and IP
+    name constraints' reach), refuse it for servers, and the node reads it as the network's
+    admin."""
+    from trustchain.ca.lint import lint_precertificate
+    from trustchain.stoq.identity import identify_peer
+    from trustchain.stoq.permissions import Role
+
+    pre, final = credential(pki)
+    san = final.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert list(san) == [x509.UniformResourceIdentifier(CREDENTIAL_URI)]
+    assert final.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value == \
+        x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH])
+    with pytest.raises(x509.ExtensionNotFound):  # no DV policy on a non-TLS-server certificate
+        final.extensions.get_extension_for_class(x509.CertificatePolicies)
+    for purpose, ok in (("sslclient", True), ("sslserver", False)):
+        result = subprocess.run(
+            ["openssl", "verify", "-x509_strict", "-purpose", purpose,
+             "-CAfile", pem(tmp_path / "root.pem", pki.root),
+             "-untrusted", pem(tmp_path / "inter.pem", pki.intermediate),
+             pem(tmp_path / "leaf.pem", final)], capture_output=True, text=True)
+        assert (result.returncode == 0) == ok, result.stdout + result.stderr
+    peer = identify_peer(final, [pki.intermediate], root=pki.root, network="testnet",
+                         now=datetime.now(UTC))
+    assert (peer.role, peer.name, peer.serial) == (Role.NETWORK, "alpha", final.serial_number)
+    # RFC 5280 lint: nothing but pkilint's known false positive on our identity URIs (its
+    # URI check knows a fixed list of schemes), which pre-issuance linting sets aside too.
+    findings = lint("lint_pkix_cert", pem(tmp_path / "cred.pem", final))
+    assert [(f["code"], f["message"]) for f in findings] == [
+        ("pkix.invalid_uri_syntax", f'Invalid URI syntax: "{CREDENTIAL_URI}"')]
+    assert lint_precertificate(pre.certificate, server=False) == []
