@@ -529,6 +529,9 @@ def test_a_network_with_address_blocks_gets_address_names(
     outside = run_cli("ca", "issue", "--network", "beta", "--csr",
                       make_csr(tmp_path, "www.beta.trust.example.net", "2001:db8:ff::1"), *admin)
     assert outside.returncode == 1 and "outside this network's address blocks" in outside.stderr
+    only_address = run_cli("ca", "issue", "--network", "beta", "--csr",
+                           make_csr(tmp_path, "2001:db8:be::80"), *admin)
+    assert only_address.returncode == 0, only_address.stderr
 
 
 def test_bad_ca_requests_get_problem_documents_and_the_node_carries_on(
