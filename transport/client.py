@@ -20,13 +20,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aioquic.asyncio.client import connect as quic_connect
-from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
 from cryptography import x509
 
 from bootstrap.transport_certs import TlsIdentity
 from transport.tls import client_configuration
+from transport.transmit import CoalescedTransmit
 from trustchain.errors import RemoteError
 from trustchain.stoq import doq
 from trustchain.stoq.connection import RequestFailed, ResponseReceived, StoqClient
@@ -46,7 +46,7 @@ class StreamError(RemoteError):
         self.error_code = error_code
 
 
-class NodeClientProtocol(QuicConnectionProtocol):
+class NodeClientProtocol(CoalescedTransmit):
     def __init__(self, quic: QuicConnection, **kwargs: Any) -> None:
         super().__init__(quic, **kwargs)
         self._stoq = StoqClient(quic)
@@ -100,7 +100,7 @@ class NodeClientProtocol(QuicConnectionProtocol):
             raise ConnectError(f"connection closed: {self.terminated.reason_phrase}")
         waiter = self._loop.create_future()
         self._waiters[stream_id] = waiter
-        self.transmit()
+        self.transmit_soon()
         return waiter
 
     async def request(self, service: str, method: str, message: bytes = b"") -> Response:

@@ -25,7 +25,6 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.buffer import Buffer
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
@@ -39,6 +38,7 @@ from bootstrap.transport_certs import TlsIdentity
 from transport import h3
 from transport.sockets import bind_socket, format_address
 from transport.tls import peer_certificates, request_client_certificates, server_configuration
+from transport.transmit import CoalescedTransmit
 from trustchain.dns.handler import DnsHandler, QueryContext
 from trustchain.stoq import doq
 from trustchain.stoq.admission import Admission, Decision
@@ -75,7 +75,7 @@ class QuicServices:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
-class NodeQuicProtocol(QuicConnectionProtocol):
+class NodeQuicProtocol(CoalescedTransmit):
     def __init__(self, quic: QuicConnection, *, services: QuicServices, **kwargs: Any) -> None:
         super().__init__(quic, **kwargs)
         request_client_certificates(quic)
@@ -183,7 +183,7 @@ class NodeQuicProtocol(QuicConnectionProtocol):
                 stoq.abort(received.stream_id, ErrorCode.INTERNAL_ERROR)
             else:
                 stoq.send_response(received.stream_id, status, message)
-            self.transmit()
+            self.transmit_soon()
 
         task = asyncio.ensure_future(finish())
         self._services.tasks.add(task)
