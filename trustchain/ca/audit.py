@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,6 +88,8 @@ class AuditRecord:
     details: dict[str, Any]
     prev_hash: bytes
     hash: bytes
+    #: ``details`` as canonical JSON, as hashed (kept so that storing it encodes nothing again).
+    details_json: bytes = field(default=b"", compare=False, repr=False)
 
 
 def record_hash(prev_hash: bytes, seq: int, time: datetime, kind: str, actor: str,
@@ -142,7 +144,7 @@ def next_record(previous: AuditRecord | None, now: datetime, kind: str, actor: s
         digest = _record_hash(prev_hash, seq, time, kind, actor, details_json)
     except CanonicalJSONError as exc:
         raise ValueError(f"audit details: {exc}") from None
-    return AuditRecord(seq, time, kind, actor, copied, prev_hash, digest)
+    return AuditRecord(seq, time, kind, actor, copied, prev_hash, digest, details_json)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ swapped for the SCT list.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,11 +86,12 @@ def _issuer(der: bytes) -> x509.Certificate:
 
 
 @functools.lru_cache(maxsize=64)
-def _log_key(spki: bytes) -> ec.EllipticCurvePublicKey:
+def _log_key(spki: bytes) -> tuple[ec.EllipticCurvePublicKey, bytes]:
+    """A log's key from its SubjectPublicKeyInfo (DER), and its log ID (RFC 6962 3.2)."""
     key = load_der_public_key(spki)
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise IssuanceError("a log key is not an ECDSA key")
-    return key
+    return key, hashlib.sha256(spki).digest()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -129,9 +131,9 @@ def final_certificate(signer: Signer, layout: Layout, precertificate_der: bytes,
     pre = Precertificate(_builder(layout), x509.load_der_x509_certificate(precertificate_der),
                          _issuer(layout.issuer), layout.issuer_key_id)
     entry = pre.entry
-    for sct, key in parsed:
+    for sct, (key, key_log_id) in parsed:
         try:
-            sct.verify(entry, key)
+            sct.verify(entry, key, key_log_id)
         except RemoteError as exc:
             raise IssuanceError(f"an SCT does not verify: {exc}") from None
     return finish_certificate(signer, pre, [raw for raw, _ in scts]).public_bytes(Encoding.DER)

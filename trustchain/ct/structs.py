@@ -146,9 +146,11 @@ class SCT:
     def leaf_index(self) -> int | None:
         return parse_leaf_index(self.extensions)
 
-    def verify(self, entry: Entry, key: ec.EllipticCurvePublicKey) -> None:
-        """:raises DecodeError: if the signature or log ID does not match."""
-        if self.log_id != log_id(key):
+    def verify(self, entry: Entry, key: ec.EllipticCurvePublicKey,
+               key_log_id: bytes | None = None) -> None:
+        """:raises DecodeError: if the signature or log ID (``key_log_id``: the key's, if
+        known) does not match."""
+        if self.log_id != (key_log_id or log_id(key)):
             raise DecodeError("the SCT is from another log")
         try:
             key.verify(self.signature, self.signed_data(entry), ec.ECDSA(hashes.SHA256()))

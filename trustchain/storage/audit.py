@@ -142,8 +142,7 @@ class AuditLog:
                     "INSERT INTO audit_log (seq, time, kind, actor, details, prev_hash, hash) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (record.seq, format_time(record.time), record.kind, record.actor,
-                     canonical_json(record.details).decode("utf-8"), record.prev_hash,
-                     record.hash),
+                     record.details_json.decode("utf-8"), record.prev_hash, record.hash),
                 )
             except sqlite3.IntegrityError as exc:
                 if attempt:
