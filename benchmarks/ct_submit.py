@@ -169,7 +169,8 @@ def main() -> int:
         chains = make_chains(data, passphrase, args.entries)
         raw = floor(chains)
         print(f"floor (parse + verify the chain + sign the SCT, in-process): {raw:,.0f} chains/s")
-        proc, port = start_node(data, env, "http")
+        proc, ports = start_node(data, env, "http")
+        port = ports["http"]
         cpu_before = cpu_seconds(proc.pid)
         client_before = time.process_time()
         try:

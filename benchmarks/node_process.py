@@ -36,18 +36,19 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def start_node(data: Path, env: dict[str, str], listener: str) -> tuple[subprocess.Popen[str], int]:
-    """``trustchain serve`` on ``data``, ready; with the port of ``listener`` (http, quic, ...)."""
+def start_node(data: Path, env: dict[str, str],
+               *listeners: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    """``trustchain serve`` on ``data``, ready; with the ports of ``listeners`` (http, quic, ...)."""
     proc = subprocess.Popen([sys.executable, "-m", "trustchain", "serve", "--data-dir", str(data)],
                             env=env, stderr=subprocess.PIPE, text=True, cwd=REPO)
     assert proc.stderr is not None
-    port = 0
+    ports: dict[str, int] = {}
     for line in proc.stderr:
-        if m := re.search(rf"listening: {listener} on \[::1\]:(\d+)/", line):
-            port = int(m[1])
+        if (m := re.search(r"listening: (\w+) on \[::1\]:(\d+)/", line)) and m[1] in listeners:
+            ports[m[1]] = int(m[2])
         if "node ready" in line:
             break
-    if not port:
+    if set(ports) != set(listeners):
         proc.kill()
         raise RuntimeError("the node did not start")
-    return proc, port
+    return proc, ports

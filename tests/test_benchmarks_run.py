@@ -1,0 +1,33 @@
+"""The CA and CT benchmarks still run, on a few requests (their figures are not judged here:
+speed lives in benchmarks/, never in a timed test)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import REPO
+
+
+def run_benchmark(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("via", ["stoq", "https"])
+def test_ca_issue_benchmark_runs(via: str) -> None:
+    out = run_benchmark("benchmarks/ca_issue.py", "--certificates", "40", "--concurrency", "8",
+                        "--connections", "2", "--via", via)
+    assert "floor (CSR parse + verify" in out
+    assert "certificates per node CPU-second" in out
+    assert "stored: 40 certificates, 40 audit records" in out
+
+
+def test_ct_submit_benchmark_runs() -> None:
+    out = run_benchmark("benchmarks/ct_submit.py", "--entries", "40", "--connections", "4",
+                        "--proof-leaves", "1000", "--proof-samples", "10")
+    assert "merge delay" in out
