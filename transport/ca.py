@@ -178,7 +178,7 @@ class CaRunner:
         """The one network a network credential may act for (None: this network's admin,
         who acts for all).
 
-        :raises BadRequest: the credential is not (or no longer) good.
+        :raises Forbidden: the credential is not (or no longer) good.
         """
         assert peer is not None
         if peer.role is not Role.NETWORK:
@@ -220,8 +220,8 @@ class CaRunner:
         req = parse_message(NetworkRequest, message)
         own = self._network_of(peer)
         if own is not None and req.network not in (None, own):
-            raise BadRequest(f"the credential of network {own} lists that network's "
-                             "certificates only")
+            raise Forbidden(f"the credential of network {own} lists that network's "
+                            "certificates only")
         rows = [{"serial": f"{r.serial:x}", "network": r.network, "profile": r.profile,
                  "names": ",".join(r.names), "not_after": r.not_after.isoformat(),
                  "state": "revoked" if r.revoked_at else r.state}

@@ -1151,7 +1151,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "on stdout")
     p.add_argument("--csr", required=True, metavar="FILE", help="PEM or DER CSR ('-': stdin)")
     p.add_argument("--network", metavar="N",
-                   help="the registered network the names belong to (default: found from them)")
+                   help="the registered network the names belong to (default: found from them; "
+                   "with --cert, the credential's network)")
     p.add_argument("--profile", metavar="P",
                    help="server-90d (default), short-lived, node, network-admin")
     admin_options(p)

@@ -225,7 +225,7 @@ class CertificateAuthority:
             if (record is None or record.network != peer.name or record.state != "issued"
                     or record.profile != NETWORK_ADMIN_PROFILE):
                 raise NotAuthorised(f"this CA issued no credential of network {peer.name} "
-                                  "with that serial")
+                                    "with that serial")
             if record.revoked_at is not None:
                 raise NotAuthorised(f"the credential of network {peer.name} was revoked")
             if record.not_after <= now:

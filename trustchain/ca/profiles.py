@@ -5,7 +5,7 @@ Follows the CA/Browser Forum Baseline Requirements (2.x) section 7.1.2 as
 
 * subscriber certificates (``server-90d``, ``short-lived``, ``node``) have an
   empty subject and a critical subjectAltName, the domain-validated reserved
-  policy OID (TLS server profiles only), AKI but no SKI (BR 7.1.2.7.6: "NOT RECOMMENDED"), a critical
+  policy OID, AKI but no SKI (BR 7.1.2.7.6: "NOT RECOMMENDED"), a critical
   keyUsage of digitalSignature (plus keyEncipherment for RSA keys), the EKU of
   the profile, a CRL distribution point and AIA (OCSP responder and issuer);
 * ``network-admin`` is a federated network's admin credential: a TLS client
