@@ -48,8 +48,9 @@ from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
 from bootstrap.genesis import parse_genesis  # noqa: E402
-from bootstrap.transport_certs import ADMIN_TLS_PURPOSE, INFRA_CA_PURPOSE, TlsIdentity  # noqa: E402
+from bootstrap.transport_certs import ADMIN_TLS_PURPOSE, INFRA_CA_PURPOSE  # noqa: E402
 from transport.client import connect  # noqa: E402
+from trustchain.identity import TlsIdentity  # noqa: E402
 from trustchain.keystore import KeyStore  # noqa: E402
 from trustchain.storage.database import open_database  # noqa: E402
 from trustchain.storage.node import NodeStore  # noqa: E402

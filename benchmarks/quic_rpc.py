@@ -40,7 +40,8 @@ from aioquic.quic.events import QuicEvent, StreamDataReceived  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from bootstrap.root import build_root_certificate  # noqa: E402
-from bootstrap.transport_certs import TlsIdentity, build_intermediate, build_leaf  # noqa: E402
+from bootstrap.transport_certs import build_intermediate, build_leaf  # noqa: E402
+from trustchain.identity import TlsIdentity
 
 PAYLOAD = b"\x00" * 40  # about the size of a DNS query
 HOST = "::1"

@@ -37,10 +37,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 from pydantic import BaseModel, ConfigDict, Field
 
-from bootstrap.transport_certs import TlsIdentity, build_leaf, node_dns_names, node_uri
+from bootstrap.transport_certs import build_leaf, node_dns_names, node_uri
 from trustchain.canonical import canonical_json
+from trustchain.identity import Peer, TlsIdentity
 from trustchain.keystore import key_id_for, spki_der
-from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import BadRequest, parse_message
 from trustchain.storage.node import Enrolment, NodeStore
 

@@ -39,9 +39,9 @@ from trustchain.config import default_config_text
 from trustchain.datadir import DataDir
 from trustchain.errors import KeyNotFoundError, LocalError, RemoteError
 from trustchain.fsutil import ensure_private_dir, fsync_dir, write_private_file
+from trustchain.identity import PeerCertificateError, identify_peer
 from trustchain.keystore import KeyStore, KeyType
 from trustchain.stoq.framing import Status
-from trustchain.stoq.identity import PeerCertificateError, identify_peer
 from trustchain.storage.database import Database
 from trustchain.storage.migrations import migrate
 from trustchain.storage.node import NODE_SCHEMA, NodeIdentity, NodeStore

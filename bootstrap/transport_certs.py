@@ -30,9 +30,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bootstrap.root import random_serial, signature_hash
 from trustchain.errors import KeyNotFoundError, KeyStoreError
+from trustchain.identity import Role, TlsIdentity, identity_uri
 from trustchain.keystore import KeyStore, KeyType
-from trustchain.stoq.identity import identity_uri
-from trustchain.stoq.permissions import Role
 from trustchain.storage.node import NodeStore
 
 INFRA_CA_PURPOSE = "infrastructure-ca"
@@ -134,15 +133,6 @@ def build_leaf(
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .sign(issuer_key, signature_hash(issuer_key))
     )
-
-
-@dataclass(frozen=True)
-class TlsIdentity:
-    """A certificate, the chain up to (not including) the root, and its private key."""
-
-    certificate: x509.Certificate
-    chain: list[x509.Certificate]
-    private_key: ec.EllipticCurvePrivateKey
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,6 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bootstrap.genesis import ProofParameters
 from trustchain.consensus.evidence import (
     DuplicateVote,
     Evidence,
@@ -63,6 +62,7 @@ from trustchain.consensus.messages import (
     sign,
 )
 from trustchain.consensus.operations import Entry, Operation, OperationKind, ProofBundle, WorkPart
+from trustchain.consensus.parameters import ProofParameters
 from trustchain.consensus.proofs import Challenge, ProofError
 from trustchain.consensus.proofs.space import plot_id_for
 from trustchain.consensus.proofs.stake import ValidatorStake, verify_commit

@@ -12,8 +12,8 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.events import QuicEvent
 from cryptography import x509
 
-from bootstrap.transport_certs import TlsIdentity
 from transport.tls import client_configuration
+from trustchain.identity import TlsIdentity
 
 
 class _H3Client(QuicConnectionProtocol):

@@ -37,9 +37,10 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from bootstrap.init import InitResult
-from bootstrap.transport_certs import ADMIN_TLS_PURPOSE, INFRA_CA_PURPOSE, TlsIdentity
+from bootstrap.transport_certs import ADMIN_TLS_PURPOSE, INFRA_CA_PURPOSE
 from tests import rfc6962_reference as ref
 from tests.support import PASSPHRASE, NodeProcess, run_cli
+from trustchain.identity import TlsIdentity
 from trustchain.keystore import KeyStore
 
 NETWORK_NAME = "www.alpha.trust.example.net"

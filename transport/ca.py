@@ -39,7 +39,7 @@ from trustchain.ca.work import check_request, final_certificate, precertificate
 from trustchain.canonical import canonical_json
 from trustchain.ct.log import BadSubmission
 from trustchain.errors import StorageError
-from trustchain.stoq.permissions import Peer, Role
+from trustchain.identity import Peer, Role
 from trustchain.stoq.router import (
     BadRequest,
     Forbidden,

@@ -24,10 +24,10 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
 from cryptography import x509
 
-from bootstrap.transport_certs import TlsIdentity
 from transport.tls import client_configuration
 from transport.transmit import CoalescedTransmit
 from trustchain.errors import RemoteError
+from trustchain.identity import TlsIdentity
 from trustchain.stoq import doq
 from trustchain.stoq.connection import RequestFailed, ResponseReceived, StoqClient
 from trustchain.stoq.framing import ALPN as STOQ_ALPN

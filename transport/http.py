@@ -26,7 +26,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from transport.sockets import bind_socket, format_address
-from trustchain.stoq.permissions import Peer
+from trustchain.identity import Peer
 
 log = logging.getLogger("trustchain.http")
 

@@ -34,19 +34,17 @@ from aioquic.quic.packet import QuicErrorCode, QuicPacketType, pull_quic_header
 from aioquic.quic.retry import QuicRetryTokenHandler
 from cryptography import x509
 
-from bootstrap.transport_certs import TlsIdentity
 from transport import h3
 from transport.sockets import bind_socket, format_address
 from transport.tls import peer_certificates, request_client_certificates, server_configuration
 from transport.transmit import CoalescedTransmit
 from trustchain.dns.handler import DnsHandler, QueryContext
+from trustchain.identity import Peer, PeerCertificateError, TlsIdentity, identify_peer
 from trustchain.stoq import doq
 from trustchain.stoq.admission import Admission, Decision
 from trustchain.stoq.connection import RequestReceived, StoqServer, StreamRejected
 from trustchain.stoq.framing import ALPN as STOQ_ALPN
 from trustchain.stoq.framing import DEFAULT_MAX_MESSAGE, ErrorCode
-from trustchain.stoq.identity import PeerCertificateError, identify_peer
-from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import Router
 
 log = logging.getLogger("trustchain.quic")

@@ -11,7 +11,7 @@ on the server side it
 
 :func:`request_client_certificates` sets the flag when aioquic creates the
 TLS context; :func:`peer_certificates` reads what the client presented, and
-``trustchain.stoq.identity`` validates it.  Both touch private attributes,
+``trustchain.identity`` validates it.  Both touch private attributes,
 so they live here, in one place, and the mutual-TLS tests fail loudly if an
 aioquic upgrade changes them.
 """
@@ -27,7 +27,7 @@ from aioquic.quic.connection import QuicConnection
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from bootstrap.transport_certs import TlsIdentity
+from trustchain.identity import TlsIdentity
 
 
 def pem(*certificates: x509.Certificate) -> bytes:
@@ -47,7 +47,7 @@ def server_configuration(
     config.certificate = identity.certificate
     config.certificate_chain = list(identity.chain)
     config.private_key = identity.private_key
-    # Client certificates are checked by trustchain.stoq.identity, not by aioquic.
+    # Client certificates are checked by trustchain.identity, not by aioquic.
     config.verify_mode = ssl.CERT_NONE
     config.cadata = pem(root)
     return config
@@ -80,7 +80,7 @@ def https_context(identity: TlsIdentity,
     infrastructure CA), clients may present a certificate: one that does not
     chain to the root is refused in the handshake, and none at all is fine
     (public routes); which identity a certificate carries is decided later
-    (:func:`trustchain.stoq.identity.identify_peer`).
+    (:func:`trustchain.identity.identify_peer`).
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2

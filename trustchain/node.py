@@ -73,9 +73,8 @@ from trustchain.errors import (
     KeyNotFoundError,
     KeyStoreError,
 )
+from trustchain.identity import Peer, PeerCertificateError, identify_peer
 from trustchain.keystore import KeyStore, KeyType, key_id_for
-from trustchain.stoq.identity import PeerCertificateError, identify_peer
-from trustchain.stoq.permissions import Peer
 from trustchain.stoq.router import BadRequest, Handler, Router, Unavailable
 from trustchain.storage.audit import AUDIT_SCHEMA, AuditLog
 from trustchain.storage.ca import CA_SCHEMA, CaStore

@@ -51,9 +51,8 @@ from trustchain.ca.ratelimit import address_key, names_key
 from trustchain.ca.signer import Signer
 from trustchain.ca.work import Layout, RequestedNames, check_request
 from trustchain.errors import KeyNotFoundError, RemoteError
+from trustchain.identity import Peer, Role, identity_uri
 from trustchain.keystore import KeyStore, KeyType
-from trustchain.stoq.identity import identity_uri
-from trustchain.stoq.permissions import Peer, Role
 from trustchain.storage.audit import AuditLog
 from trustchain.storage.ca import CaStore, IssuerRecord
 from trustchain.storage.ratelimit import RateLimiter

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from trustchain.ca.profiles import SubjectKey
 from trustchain.errors import RemoteError
-from trustchain.stoq.permissions import Peer, Role
+from trustchain.identity import Peer, Role
 
 MAX_NAMES = 100
 MAX_CSR_BYTES = 64 * 1024

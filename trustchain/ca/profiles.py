@@ -11,7 +11,7 @@ Follows the CA/Browser Forum Baseline Requirements (2.x) section 7.1.2 as
 * ``network-admin`` is a federated network's admin credential: a TLS client
   certificate from that network's own intermediate whose only name is the
   URI ``trustchain://<this network>/network/<that network>``
-  (:func:`trustchain.stoq.identity.identity_uri`), whatever names the CSR
+  (:func:`trustchain.identity.identity_uri`), whatever names the CSR
   asks for; no DV policy and, as RFC 5280 recommends, an SKI.  The
   intermediate's name constraints (DNS and IP subtrees) do not constrain
   URIs (RFC 5280 4.2.1.10); OpenSSL and ``cryptography`` agree;

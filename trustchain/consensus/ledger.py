@@ -19,7 +19,6 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from bootstrap.genesis import ProofParameters
 from trustchain.consensus.evidence import EvidenceError, evidence_from_body
 from trustchain.consensus.messages import Block
 from trustchain.consensus.operations import (
@@ -29,6 +28,7 @@ from trustchain.consensus.operations import (
     decode_entry,
     verify_entry,
 )
+from trustchain.consensus.parameters import ProofParameters
 from trustchain.consensus.proofs import ProofError
 from trustchain.consensus.proofs.space import plot_id_for
 from trustchain.consensus.proofs.stake import ValidatorStake

@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bootstrap.genesis import ProofParameters
 from trustchain.canonical import canonical_json
+from trustchain.consensus.parameters import ProofParameters
 from trustchain.consensus.proofs import Challenge, ProofError
 from trustchain.consensus.proofs.delay import DelayProof, verify_delay
 from trustchain.consensus.proofs.space import SpaceProof, verify_space

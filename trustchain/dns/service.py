@@ -48,7 +48,7 @@ from trustchain.dns.zone import (
     serial_newer,
 )
 from trustchain.errors import StorageError
-from trustchain.stoq.permissions import Peer
+from trustchain.identity import Peer
 from trustchain.stoq.router import BadRequest, parse_message
 
 log = logging.getLogger("trustchain.dns")

@@ -18,8 +18,9 @@ answered 404.  Access levels:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+
+from trustchain.identity import Peer, Role
 
 
 class Access(Enum):
@@ -27,24 +28,6 @@ class Access(Enum):
     NODE = "node"
     NETWORK = "network"
     ADMIN = "admin"
-
-
-class Role(Enum):
-    NODE = "node"
-    ADMIN = "admin"
-    #: The admin of a federated network registered here (``name`` is that network).
-    NETWORK = "network"
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Who is on the other end of a connection, as proven by its client certificate."""
-
-    role: Role
-    name: str  # node id, admin name, or (Role.NETWORK) the federated network's name
-    network: str  # this TrustChain network
-    #: The client certificate's serial (the CA checks a network credential's status by it).
-    serial: int | None = None
 
 
 #: (service, method) -> access.  Later issues add their methods here.

@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from trustchain.errors import RemoteError
+from trustchain.identity import Peer
 from trustchain.stoq.connection import problem
 from trustchain.stoq.framing import Request, Status
-from trustchain.stoq.permissions import PERMISSIONS, Access, Peer, allowed
+from trustchain.stoq.permissions import PERMISSIONS, Access, allowed
 
 Handler = Callable[[bytes, Peer | None], bytes | Awaitable[bytes]]
 

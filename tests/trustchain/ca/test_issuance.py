@@ -351,8 +351,7 @@ def test_a_network_credential_is_a_client_certificate_under_the_network_intermed
     name constraints' reach), refuse it for servers, and the node reads it as the network's
     admin."""
     from trustchain.ca.lint import lint_precertificate
-    from trustchain.stoq.identity import identify_peer
-    from trustchain.stoq.permissions import Role
+    from trustchain.identity import Role, identify_peer
 
     pre, final = credential(pki)
     san = final.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bootstrap.genesis import ProofParameters
 from trustchain.consensus.evidence import DuplicateVote, evidence_body
 from trustchain.consensus.ledger import Ledger
 from trustchain.consensus.messages import Block, Vote, VoteKind, sign
@@ -30,6 +29,7 @@ from trustchain.consensus.operations import (
     verify_entry,
     work_part,
 )
+from trustchain.consensus.parameters import ProofParameters
 from trustchain.consensus.proofs import Challenge, ProofError
 from trustchain.consensus.proofs.delay import prove_delay
 from trustchain.consensus.proofs.space import create_plot, plot_id_for, prove_space

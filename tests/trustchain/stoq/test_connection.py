@@ -13,8 +13,9 @@ from aioquic.quic.events import ConnectionTerminated, QuicEvent
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bootstrap.root import build_root_certificate
-from bootstrap.transport_certs import TlsIdentity, build_intermediate, build_leaf
+from bootstrap.transport_certs import build_intermediate, build_leaf
 from transport.tls import client_configuration, server_configuration
+from trustchain.identity import TlsIdentity
 from trustchain.stoq import doq
 from trustchain.stoq.connection import (
     PushReceived,

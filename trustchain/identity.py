@@ -1,4 +1,7 @@
-"""Turning a client certificate chain into a :class:`Peer`, or refusing it.
+"""Who is on the other end: a :class:`Peer` proven by its client certificate.
+
+Every service may ask who called it (the CA's issuance policy, the stoq/1
+permission table, enrolment), so identity lives here, below them all.
 
 aioquic checks that the client holds the private key of the certificate it
 presents (the TLS CertificateVerify) but does not validate the chain; this
@@ -17,13 +20,43 @@ for that network, not revoked) is the CA's to check, by the serial that the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from trustchain.errors import RemoteError
-from trustchain.stoq.permissions import Peer, Role
+
+
+class Role(Enum):
+    NODE = "node"
+    ADMIN = "admin"
+    #: The admin of a federated network registered here (``name`` is that network).
+    NETWORK = "network"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a connection, as proven by its client certificate."""
+
+    role: Role
+    name: str  # node id, admin name, or (Role.NETWORK) the federated network's name
+    network: str  # this TrustChain network
+    #: The client certificate's serial (the CA checks a network credential's status by it).
+    serial: int | None = None
+
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    """A certificate, the chain up to (not including) the root, and its private key."""
+
+    certificate: x509.Certificate
+    chain: list[x509.Certificate]
+    private_key: ec.EllipticCurvePrivateKey
+
 
 
 class PeerCertificateError(RemoteError):
