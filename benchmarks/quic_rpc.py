@@ -74,6 +74,7 @@ class EchoServer(QuicConnectionProtocol):
 async def run_server(kind: str) -> None:
     from transport.quic import QuicEndpoint, QuicServices
     from transport.tls import server_configuration
+    from transport.problem import problem_for
     from trustchain.stoq.router import Router
 
     identity, root = credentials(Path("."))
@@ -83,7 +84,7 @@ async def run_server(kind: str) -> None:
         server = await quic_serve(HOST, 0, configuration=config, create_protocol=EchoServer)
         port = server._transport.get_extra_info("sockname")[1]
     else:
-        router = Router()
+        router = Router(problem_for)
         router.register("dns", "query", lambda message, peer: message)
         services = QuicServices(
             dns=lambda q, ctx: q, router=router, root=root, network="bench",

@@ -25,11 +25,12 @@ from tests import rfc6962_reference as ref
 from tests.trustchain.ct.test_log import CA_B64, LOG_KEY, ROOT, leaf
 from transport.ct import LogRunner
 from transport.http import HttpListener
-from trustchain.api import create_app
 from trustchain.ct.log import Log
 from trustchain.storage.ct import CT_SCHEMA, SqliteLogStore
 from trustchain.storage.database import open_database
 from trustchain.storage.migrations import migrate
+from trustchain.wiring.ct_api import ct_service
+from trustchain.wiring.http import create_app
 
 MINUTE = 60.0
 WAVES = 5
@@ -64,7 +65,7 @@ async def test_an_auditor_follows_the_log_across_twenty_minutes(tmp_path: Path) 
     migrate(db, CT_SCHEMA)
     clock = FakeClock(1_790_000_000.0)
     runner = LogRunner([Log("a", LOG_KEY, SqliteLogStore(db, "a"), [ROOT])], clock=clock)
-    listener = HttpListener(create_app(genesis_bytes=b"{}", logs=runner), ["::1"], 0, 1.0)
+    listener = HttpListener(create_app(genesis_bytes=b"{}", services=[ct_service(runner)]), ["::1"], 0, 1.0)
     runner.start()
     port = (await listener.start())[0][1]
     key = LOG_KEY.public_key()

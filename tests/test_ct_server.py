@@ -358,3 +358,46 @@ def test_logs_sharded_by_expiry_with_tiles_outside_the_data_directory(
     assert stat.S_IMODE(public.stat().st_mode) == 0o755
     assert not (data_dir / "ct-tiles").exists()
     assert proc.stop() == 0
+
+
+def test_bad_stoq_ct_arguments_get_problem_documents_and_the_log_carries_on(
+    node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+) -> None:
+    """The same argument checks as over HTTP: a non-integer, NaN, an infinity or an
+    out-of-range number is a 400 problem (never a reset), an unknown log a 404."""
+    import asyncio
+
+    from bootstrap.genesis import parse_genesis
+    from transport.client import connect
+
+    proc, _, _ = start_node(data_dir, node_processes)
+    quic_host, quic_port = proc.address("quic")
+    genesis = parse_genesis((data_dir / "genesis.json").read_bytes())
+    root, origin = genesis.root_certificate, genesis.body.origin.rstrip(".")
+
+    async def calls() -> list[tuple[str, int, dict]]:
+        out = []
+        async with connect(quic_host, quic_port, root=root, server_name=origin) as anon:
+            for method, message in (
+                ("get-sth-consistency", b'{"log": "a", "first": "x", "second": 1}'),
+                ("get-sth-consistency", b'{"log": "a", "first": 0, "second": Infinity}'),
+                ("get-entries", b'{"log": "a", "start": "abc", "end": 1}'),
+                ("get-entries", b'{"log": "a", "start": NaN, "end": 1}'),
+                ("get-entry-and-proof", b'{"log": "a", "leaf_index": 1e400, "tree_size": 1}'),
+                ("add-chain", b'{"log": "a", "chain": [1, 2]}'),
+                ("get-sth", b'[1, 2]'),
+                ("get-sth", b'{"log": "zz"}'),
+            ):
+                response = await anon.request("ct", method, message)
+                out.append((method, response.status, json.loads(response.message)))
+            response = await anon.request("ct", "get-sth", b'{"log": "a"}')
+            out.append(("get-sth", response.status, json.loads(response.message)))
+        return out
+
+    *refused, (_, unknown_status, unknown), (_, ok_status, sth) = asyncio.run(calls())
+    for method, status, problem in refused:
+        assert (status, problem["status"]) == (400, 400), (method, problem)
+        assert problem["detail"], (method, problem)
+    assert (unknown_status, unknown["status"]) == (404, 404)
+    assert ok_status == 200 and sth["tree_size"] == 0
+    assert proc.stop() == 0

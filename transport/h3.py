@@ -19,6 +19,8 @@ from aioquic.h3.exceptions import H3Error
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import QuicEvent, StreamReset
 
+from trustchain.problem import PROBLEM_JSON, Problem
+
 log = logging.getLogger("trustchain.h3")
 
 ALPN = "h3"
@@ -70,7 +72,7 @@ class H3Server:
             request = self._requests[event.stream_id]
             request.size += len(event.data)
             if request.size > self._max_body:
-                self._refuse(event.stream_id, 413, b"request body too large")
+                self._refuse(event.stream_id, Problem(413, "the request body is too large"))
                 return
             request.body.put_nowait({
                 "type": "http.request", "body": event.data, "more_body": not event.stream_ended,
@@ -90,7 +92,7 @@ class H3Server:
         request = _Request(event.stream_id)
         self._requests[event.stream_id] = request
         if not method or not path.startswith(b"/"):
-            self._refuse(event.stream_id, 400, b"malformed request")
+            self._refuse(event.stream_id, Problem(400, "malformed request"))
             return
         if event.stream_ended:
             request.body.put_nowait({"type": "http.request", "body": b"", "more_body": False})
@@ -140,15 +142,15 @@ class H3Server:
         except Exception:
             log.exception("ASGI application failed on HTTP/3")
             if not started and self._requests.get(stream_id) is request:
-                self._refuse(stream_id, 500, b"internal error")
+                self._refuse(stream_id, Problem(500))
 
-    def _refuse(self, stream_id: int, status: int, detail: bytes) -> None:
+    def _refuse(self, stream_id: int, problem: Problem) -> None:
         request = self._requests.pop(stream_id, None)
         if request is not None and request.task is not None:
             request.task.cancel()
-        body = b'{"status":%d,"title":"%s"}' % (status, detail)
         self._h3.send_headers(stream_id, [
-            (b":status", str(status).encode()), (b"content-type", b"application/problem+json"),
+            (b":status", str(problem.status).encode()),
+            (b"content-type", PROBLEM_JSON.encode()),
         ])
-        self._h3.send_data(stream_id, body, end_stream=True)
+        self._h3.send_data(stream_id, problem.to_json(), end_stream=True)
         self._transmit()

@@ -1,16 +1,60 @@
-"""RFC 9457 problem documents: every HTTP error the node answers with."""
+"""Which error answers which status: the one table, for every transport.
+
+Services raise their own errors (the CA's :class:`PolicyError`, a CT log's
+:class:`BadSubmission`, ...); the edges' method tables raise the generic
+refusals of :mod:`trustchain.errors`.  :func:`problem_for` turns either into
+a :class:`~trustchain.problem.Problem`; stoq/1 sends it as the response
+message, HTTP and HTTP/3 as ``application/problem+json``.  Anything not
+listed here is a bug, not a refusal: the transport logs it and answers 500
+(HTTP) or resets the stream (stoq/1).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from starlette.responses import Response
 
-from starlette.responses import JSONResponse
+from transport.workers import WorkerStopped
+from trustchain.ca.lint import LintError
+from trustchain.ca.policy import NotAuthorised, PolicyError
+from trustchain.ca.ratelimit import RateLimited
+from trustchain.ct.log import BadSubmission
+from trustchain.ct.tiles import TileError
+from trustchain.errors import BadRequest, Forbidden, NotFound, RemoteError, Unavailable
+from trustchain.problem import PROBLEM_JSON, Problem
 
-PROBLEM_JSON = "application/problem+json"
+#: (error class, status), most specific first; the first ``isinstance`` match wins.
+STATUSES: tuple[tuple[type[Exception], int], ...] = (
+    (NotAuthorised, 403),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (TileError, 404),
+    (RateLimited, 429),
+    (Unavailable, 503),
+    (WorkerStopped, 503),
+    (PolicyError, 400),
+    (LintError, 400),
+    (BadSubmission, 400),
+    (BadRequest, 400),
+    # Any other data from elsewhere that a service found invalid.
+    (RemoteError, 400),
+)
 
 
-def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+def problem_for(exc: Exception) -> Problem | None:
+    """The answer to a request that raised ``exc``; None for a bug (not a refusal)."""
+    for kind, status in STATUSES:
+        if isinstance(exc, kind):
+            detail = str(exc)
+            if isinstance(exc, WorkerStopped):
+                detail = f"{detail}; retry"
+            return Problem(status, detail)
+    return None
+
+
+def problem_response(problem: Problem) -> Response:
+    """A problem as an HTTP response (HTTP/1.1 and HTTP/3 alike)."""
+    return Response(problem.to_json(), status_code=problem.status, media_type=PROBLEM_JSON)
+
+
+def problem(status: int, detail: str = "") -> Response:
+    return problem_response(Problem(status, detail))

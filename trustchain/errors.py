@@ -103,3 +103,25 @@ class PinMismatchError(GenesisError):
 
 class CanonicalJSONError(RemoteError):
     """The document is not canonical JSON."""
+
+
+# --- refusals of a request ----------------------------------------------------
+# Raised by the edges' method tables for what is wrong with a request as a
+# whole; each service raises its own errors for the rest.  transport/problem.py
+# maps both to a status, once for every transport.
+
+
+class BadRequest(RemoteError):
+    """The request is not valid for this method."""
+
+
+class Forbidden(RemoteError):
+    """The caller is authenticated but may not do this."""
+
+
+class NotFound(RemoteError):
+    """There is no such thing here."""
+
+
+class Unavailable(TrustchainError):
+    """The node cannot serve this right now; retry."""

@@ -19,7 +19,8 @@ from transport.tls import pem
 from trustchain.config import NodeConfig
 from trustchain.datadir import DataDir
 from trustchain.dns.handler import DnsHandler, QueryContext
-from trustchain.node import OpenNode, build_router, open_node
+from trustchain.wiring.node import OpenNode, open_node
+from trustchain.wiring.serve import base_services, build_router
 
 ORIGIN = "trust.example.net"
 #: The test double of the DNS issue's engine (the edge this issue tests is the transport).
@@ -58,7 +59,7 @@ async def quic_server(node: InitResult, data_dir: Path, tmp_path: Path) -> Async
     opened = open_node(DataDir(data_dir), NodeConfig(), lambda: PASSPHRASE)
     handler: DnsHandler = fixed_records
     services = QuicServices(
-        dns=handler, router=build_router(opened, handler), root=opened.credentials.root,
+        dns=handler, router=build_router(base_services(opened, handler)), root=opened.credentials.root,
         network="testnet", clock=lambda: datetime.now(UTC),
     )
     endpoint = QuicEndpoint(services, opened.credentials.node, ["::1"], 0)

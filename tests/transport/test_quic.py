@@ -194,10 +194,10 @@ async def test_malformed_stream_is_reset_and_the_connection_lives_on(
 
 async def _endpoint(quic_server: RunningServer, **limits):
     from transport.quic import QuicEndpoint, QuicServices
-    from trustchain.node import build_router
+    from trustchain.wiring.serve import base_services, build_router
 
     services = QuicServices(
-        dns=lambda q, c: q, router=build_router(quic_server.node, lambda q, c: q),
+        dns=lambda q, c: q, router=build_router(base_services(quic_server.node, lambda q, c: q)),
         root=quic_server.credentials.root, network="testnet", clock=lambda: datetime.now(UTC),
     )
     endpoint = QuicEndpoint(services, quic_server.credentials.node, ["::1"], 0, **limits)

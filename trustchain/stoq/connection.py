@@ -20,7 +20,7 @@ from aioquic.quic.connection import (
 )
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
 
-from trustchain.canonical import canonical_json
+from trustchain.problem import Problem
 from trustchain.stoq.framing import (
     DEFAULT_MAX_MESSAGE,
     ErrorCode,
@@ -73,11 +73,6 @@ class RequestFailed:
     stream_id: int
     error_code: int
     reason: str
-
-
-def problem(status: Status, title: str, detail: str) -> bytes:
-    """An RFC 9457-style problem document in canonical JSON."""
-    return canonical_json({"status": int(status), "title": title, "detail": detail})
 
 
 ServerEvent = RequestReceived | PushReceived | StreamRejected
@@ -144,10 +139,10 @@ class StoqServer(_Streams):
                 return [PushReceived(sid, result)]
             if len(self._open) >= self._max_in_flight:
                 self._quic.send_stream_data(sid, encode_response(
-                    Status.TOO_MANY_REQUESTS, problem(
-                        Status.TOO_MANY_REQUESTS, "too many requests",
+                    Status.TOO_MANY_REQUESTS, Problem(
+                        Status.TOO_MANY_REQUESTS,
                         f"more than {self._max_in_flight} requests in flight on this connection",
-                    )), end_stream=True)
+                    ).to_json()), end_stream=True)
                 return []
             self._open.add(sid)
             return [RequestReceived(sid, result)]

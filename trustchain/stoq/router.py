@@ -1,10 +1,13 @@
 """Dispatching stoq/1 requests to service handlers, after the permission check.
 
 Pure: a handler takes the request message and the peer and returns the
-response message (or raises :class:`BadRequest`); the router turns that into
-a status and a message.  Errors are problem documents (RFC 9457) in canonical
-JSON.  Handlers may be coroutines; :meth:`Router.dispatch` then returns an
-awaitable that the adapter awaits.
+response message, or raises; the router turns that into a status and a
+message.  Which error becomes which status is not the router's to know: the
+``describe`` function it is built with (:func:`transport.problem.problem_for`)
+decides, the same for every transport.  An error it does not describe is a
+bug and propagates (the adapter resets the stream).  Handlers may be
+coroutines; :meth:`Router.dispatch` then returns an awaitable that the
+adapter awaits.
 """
 
 from __future__ import annotations
@@ -15,42 +18,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from trustchain.errors import RemoteError
+from trustchain.errors import BadRequest
 from trustchain.identity import Peer
-from trustchain.stoq.connection import problem
+from trustchain.problem import Problem
 from trustchain.stoq.framing import Request, Status
 from trustchain.stoq.permissions import PERMISSIONS, Access, allowed
 
 Handler = Callable[[bytes, Peer | None], bytes | Awaitable[bytes]]
-
-
-class BadRequest(RemoteError):
-    """The request message is not valid for this method (or refused: see ``status``)."""
-
-    status: Status = Status.BAD_REQUEST
-    title = "bad request"
-
-
-class Forbidden(BadRequest):
-    """The caller is authenticated but may not do this (the detail says why)."""
-
-    status = Status.FORBIDDEN
-    title = "forbidden"
-
-
-class TooManyRequests(BadRequest):
-    """A rate limit refused the request; the detail says when to retry."""
-
-    status = Status.TOO_MANY_REQUESTS
-    title = "too many requests"
-
-
-class Unavailable(BadRequest):
-    """The node cannot serve this right now (e.g. a worker process stopped); retry."""
-
-    status = Status.UNAVAILABLE
-    title = "unavailable"
-
+Describe = Callable[[Exception], Problem | None]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -63,18 +38,26 @@ def parse_message(model: type[M], message: bytes) -> M:
     try:
         return model.model_validate_json(message)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(map(str, err["loc"]))
-        raise BadRequest(f"{where + ': ' if where else ''}{err['msg']}") from None
+        raise BadRequest(first_error(exc)) from None
+
+
+def first_error(exc: ValidationError) -> str:
+    """The first thing pydantic found wrong, as one line naming the field."""
+    err = exc.errors()[0]
+    where = ".".join(map(str, err["loc"]))
+    return f"{where + ': ' if where else ''}{err['msg']}"
 
 
 class Router:
-    def __init__(self) -> None:
+    def __init__(self, describe: Describe) -> None:
         self._handlers: dict[tuple[str, str], Handler] = {}
+        self._describe = describe
 
     def register(self, service: str, method: str, handler: Handler) -> None:
         if (service, method) not in PERMISSIONS:
             raise ValueError(f"{service}.{method} has no entry in the permission table")
+        if (service, method) in self._handlers:
+            raise ValueError(f"{service}.{method} is registered twice")
         self._handlers[(service, method)] = handler
 
     def dispatch(
@@ -84,29 +67,35 @@ class Router:
         access = PERMISSIONS.get(key)
         handler = self._handlers.get(key)
         if access is None or handler is None:
-            return Status.NOT_FOUND, problem(
-                Status.NOT_FOUND, "unknown method", f"{request.service}.{request.method}"
-            )
+            return _answer(Problem(Status.NOT_FOUND, f"{request.service}.{request.method}",
+                                   "unknown method"))
         if not allowed(access, peer):
             need = {Access.ADMIN: "an admin client certificate of this network",
                     Access.NETWORK: "a network's admin credential or an admin client "
                                     "certificate of this network"}.get(
                 access, "a node or admin client certificate of this network")
-            return Status.FORBIDDEN, problem(
-                Status.FORBIDDEN, "forbidden",
-                f"{request.service}.{request.method} requires {need}",
-            )
+            return _answer(Problem(Status.FORBIDDEN,
+                                   f"{request.service}.{request.method} requires {need}"))
         try:
             result: Any = handler(request.message, peer)
-        except BadRequest as exc:
-            return exc.status, problem(exc.status, exc.title, str(exc))
+        except Exception as exc:
+            return self._refusal(exc)
         if inspect.isawaitable(result):
             return self._finish(result)
         return Status.OK, result
 
-    @staticmethod
-    async def _finish(pending: Awaitable[bytes]) -> tuple[int, bytes]:
+    def _refusal(self, exc: Exception) -> tuple[int, bytes]:
+        problem = self._describe(exc)
+        if problem is None:
+            raise exc
+        return _answer(problem)
+
+    async def _finish(self, pending: Awaitable[bytes]) -> tuple[int, bytes]:
         try:
             return Status.OK, await pending
-        except BadRequest as exc:
-            return exc.status, problem(exc.status, exc.title, str(exc))
+        except Exception as exc:
+            return self._refusal(exc)
+
+
+def _answer(problem: Problem) -> tuple[int, bytes]:
+    return problem.status, problem.to_json()

@@ -1,0 +1,186 @@
+"""The CA's methods: stoq/1 ``ca`` and the HTTP routes (issuance, revocation, CRLs,
+issuer certificates, OCSP), in one table.
+
+Issuance is one method on both transports: stoq/1 ``ca.issue`` and REST
+``POST /ca/v1/issue`` (HTTPS or HTTP/3 with a client certificate; plain
+HTTP has none, so policy refuses it).
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import BaseModel, ConfigDict, Field
+
+from transport.ca import CaRunner
+from transport.methods import Call, Method, Reply, Service
+from trustchain.ca import revocation
+from trustchain.ca.authority import CaError
+from trustchain.ca.policy import MAX_CSR_BYTES
+from trustchain.errors import BadRequest, Forbidden, NotFound, StorageError
+from trustchain.identity import Peer, Role
+
+MAX_OCSP_REQUEST_BYTES = 16 * 1024
+
+
+class IssueRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    csr: str = Field(max_length=MAX_CSR_BYTES)
+    network: str | None = Field(default=None, max_length=63)
+    profile: str | None = Field(default=None, max_length=32)
+
+
+class RevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    serial: str = Field(pattern=r"^[0-9a-fA-F]{1,40}$")
+    reason: str = Field(default="unspecified", max_length=32)
+
+
+class RevokeByKey(BaseModel):
+    """Revocation by proof of the certificate's private key (no account, no TLS identity)."""
+
+    model_config = ConfigDict(extra="ignore")
+    certificate: str = Field(max_length=64 * 1024)
+    signature: str = Field(max_length=4096)
+    reason: str = Field(default="unspecified", max_length=32)
+
+
+class NetworkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    network: str | None = Field(default=None, max_length=63)
+
+
+def pem_chain(certificates: list[bytes]) -> str:
+    """DER certificates as one PEM text, in order."""
+    return "".join(ssl.DER_cert_to_PEM_cert(der) for der in certificates)
+
+
+def ca_service(runner: CaRunner) -> Service:
+    authority = runner.authority
+
+    def actor(peer: Peer | None) -> str:
+        assert peer is not None  # the permission table admits identified callers only
+        return f"{peer.role.value}:{peer.name}"
+
+    def network_of(peer: Peer | None) -> str | None:
+        """The one network a network credential may act for (None: this network's admin,
+        who acts for all).
+
+        :raises Forbidden: the credential is not (or no longer) good.
+        """
+        if peer is None:
+            raise Forbidden("certificate requests need a client certificate of this "
+                            "network: HTTPS, HTTP/3 or stoq/1")
+        if peer.role is not Role.NETWORK:
+            return None
+        authority.authorise(peer, peer.name, runner.now())
+        return peer.name
+
+    async def issue(call: Call) -> dict[str, str]:
+        if call.peer is None:
+            raise Forbidden("certificate requests need a client certificate of this network: "
+                            "HTTPS, HTTP/3 or stoq/1")
+        req = call.parse(IssueRequest)
+        try:
+            chain = await runner.issue(req.csr.encode(), network=req.network,
+                                       profile=req.profile, peer=call.peer, client_address=None)
+        except StorageError as exc:
+            raise BadRequest(str(exc)) from None
+        return {"serial": f"{chain.serial:x}", "chain": pem_chain(chain.chain)}
+
+    def revoke(call: Call) -> dict[str, str]:
+        req = call.parse(RevokeRequest)
+        network = network_of(call.peer)
+        try:
+            reason = revocation.RevocationReason.parse(req.reason)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        try:
+            authority.revoke(int(req.serial, 16), reason, actor=actor(call.peer),
+                             now=runner.now(), network=network)
+        except StorageError as exc:
+            raise BadRequest(str(exc)) from None
+        return {"serial": req.serial.lower(), "reason": reason.value}
+
+    def revoke_by_key(call: Call) -> dict[str, str]:
+        req = call.parse(RevokeByKey)
+        try:
+            certificate = base64.b64decode(req.certificate, validate=True)
+            signature = base64.b64decode(req.signature, validate=True)
+            reason = revocation.RevocationReason.parse(req.reason)
+        except ValueError as exc:
+            raise BadRequest('{"certificate": base64 DER, "reason": R, "signature": base64}: '
+                             f"{exc}") from None
+        try:
+            serial = authority.revoke_by_key(certificate, reason, signature, runner.now())
+        except StorageError as exc:
+            raise BadRequest(str(exc)) from None
+        return {"serial": f"{serial:x}", "reason": reason.value}
+
+    def rotate(call: Call) -> dict[str, Any]:
+        req = call.parse(NetworkRequest)
+        if not req.network:
+            raise BadRequest("name the network to rotate")
+        issued = authority.rotate(req.network, runner.now(), actor=actor(call.peer))
+        return {"network": issued.network, "generation": issued.generation,
+                "key_id": issued.key_id,
+                "not_after": issued.certificate.not_valid_after_utc.isoformat()}
+
+    def listing(call: Call) -> list[dict[str, str]]:
+        req = call.parse(NetworkRequest)
+        own = network_of(call.peer)
+        if own is not None and req.network not in (None, own):
+            raise Forbidden(f"the credential of network {own} lists that network's "
+                            "certificates only")
+        return [{"serial": f"{r.serial:x}", "network": r.network, "profile": r.profile,
+                 "names": ",".join(r.names), "not_after": r.not_after.isoformat(),
+                 "state": "revoked" if r.revoked_at else r.state}
+                for r in authority.store.certificates(own or req.network)]
+
+    def ocsp(call: Call) -> Reply:
+        """RFC 6960: the DER OCSPRequest in (POST body, GET path, stoq/1 message)."""
+        request = call.body
+        if "request" in call.args:  # GET /ocsp/<base64 of the DER request>
+            try:
+                request = revocation.ocsp_request_from_get_path(str(call.args["request"]))
+            except ValueError:
+                request = b""
+        if len(request) > MAX_OCSP_REQUEST_BYTES:
+            request = b""  # answered malformedRequest
+        return Reply(authority.ocsp(request, runner.now()), "application/ocsp-response")
+
+    def crl(call: Call) -> Reply:
+        try:
+            der = authority.crl(str(call.args["key_id"]), runner.now(), int(call.args["shard"]))
+        except CaError as exc:
+            raise NotFound(str(exc)) from None
+        return Reply(der, "application/pkix-crl", {"cache-control": "public, max-age=3600"})
+
+    def issuer(call: Call) -> Reply:
+        key_id = str(call.args["key_id"])
+        if key_id == authority.root_key_id_or_none():
+            cert = authority.root
+        else:
+            record = authority.store.issuer(key_id)
+            if record is None:
+                raise NotFound(f"no issuer {key_id}")
+            cert = record.certificate
+        return Reply(cert.public_bytes(Encoding.DER), "application/pkix-cert",
+                     {"cache-control": "public, max-age=86400"})
+
+    return Service("ca", (
+        Method(issue, stoq="issue", http="POST /ca/v1/issue", http_status=201,
+               max_body=2 * MAX_CSR_BYTES),
+        Method(revoke, stoq="revoke"),
+        Method(rotate, stoq="rotate"),
+        Method(listing, stoq="list"),
+        Method(ocsp, stoq="ocsp", http="POST /ocsp", raw=True,
+               max_body=MAX_OCSP_REQUEST_BYTES + 1),
+        Method(ocsp, http="GET /ocsp/{request:path}"),
+        Method(revoke_by_key, http="POST /ca/revoke"),
+        Method(crl, http="GET /ca/crl/{key_id:str}/{shard:int}.crl"),
+        Method(issuer, http="GET /ca/issuers/{key_id:str}.der"),
+    ))

@@ -1,0 +1,121 @@
+"""The CT logs' methods: RFC 6962 over HTTP (``/logs/<log>/ct/v1/...``) and stoq/1 ``ct``,
+and the static-ct-api read path over HTTP.
+
+One table: each RFC 6962 method is served over both transports from the same
+handler, with its arguments from the JSON message (stoq/1) or the query
+string and path (HTTP), validated by the same model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from transport.ct import LogRunner
+from transport.methods import Call, Method, Reply, Service
+from trustchain.ct.log import MAX_CERT_BYTES, MAX_CHAIN, Log
+from trustchain.errors import NotFound
+
+#: add-chain bodies: MAX_CHAIN certificates of MAX_CERT_BYTES, base64 and JSON.
+MAX_SUBMISSION_BYTES = (MAX_CHAIN * MAX_CERT_BYTES * 4) // 3 + 64 * 1024
+#: Tiles and issuers never change once served.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+Index = Field(ge=0, le=2**62)
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    log: str = Field(max_length=64)
+
+
+class Submission(_Args):
+    chain: list[str] = Field(max_length=MAX_CHAIN)
+
+
+class Consistency(_Args):
+    first: int = Index
+    second: int = Index
+
+
+class ProofByHash(_Args):
+    hash: str = Field(max_length=128)
+    tree_size: int = Index
+
+
+class Entries(_Args):
+    start: int = Index
+    end: int = Index
+
+
+class EntryAndProof(_Args):
+    leaf_index: int = Index
+    tree_size: int = Index
+
+
+def ct_service(runner: LogRunner) -> Service:
+    """Every CT method of the node's logs."""
+
+    def log_of(args: _Args) -> Log:
+        found = runner.logs.get(args.log)
+        if found is None:
+            raise NotFound(f"no log {args.log!r}")
+        return found
+
+    def read(model: type[_Args], answer: Callable[[Log, Any], dict[str, object]]
+             ) -> Callable[[Call], dict[str, object]]:
+        def handler(call: Call) -> dict[str, object]:
+            args = call.parse(model)
+            return answer(log_of(args), args)
+        return handler
+
+    def submit(precert: bool) -> Callable[[Call], Any]:
+        async def handler(call: Call) -> dict[str, object]:
+            args = call.parse(Submission)
+            return await runner.add_chain(log_of(args).name, args.chain, precert)
+        return handler
+
+    def log_list(call: Call) -> dict[str, object]:
+        return runner.log_list(call.base_url or runner.base_url)
+
+    def checkpoint(call: Call) -> Reply:
+        return Reply(log_of(call.parse(_Args)).checkpoint().encode(), "text/plain; charset=utf-8",
+                     {"cache-control": "no-cache, max-age=0"})
+
+    def tile(call: Call) -> Reply:
+        data = log_of(call.parse(_Args)).tile(str(call.args["path"]))
+        return Reply(data, "application/octet-stream", {"cache-control": IMMUTABLE})
+
+    def issuer(call: Call) -> Reply:
+        der = log_of(call.parse(_Args)).issuer(str(call.args["fingerprint"]))
+        if der is None:
+            raise NotFound("no submitted chain holds that issuer")
+        return Reply(der, "application/pkix-cert", {"cache-control": IMMUTABLE})
+
+    base = "/logs/{log}/ct/v1/"
+    return Service("ct", (
+        Method(log_list, stoq="logs", http="GET /logs"),
+        Method(submit(False), stoq="add-chain", http=f"POST {base}add-chain",
+               max_body=MAX_SUBMISSION_BYTES),
+        Method(submit(True), stoq="add-pre-chain", http=f"POST {base}add-pre-chain",
+               max_body=MAX_SUBMISSION_BYTES),
+        Method(read(_Args, lambda lg, a: lg.get_sth()), stoq="get-sth",
+               http=f"GET {base}get-sth"),
+        Method(read(Consistency, lambda lg, a: lg.get_sth_consistency(a.first, a.second)),
+               stoq="get-sth-consistency", http=f"GET {base}get-sth-consistency"),
+        Method(read(ProofByHash, lambda lg, a: lg.get_proof_by_hash(a.hash, a.tree_size)),
+               stoq="get-proof-by-hash", http=f"GET {base}get-proof-by-hash"),
+        Method(read(Entries, lambda lg, a: lg.get_entries(a.start, a.end)),
+               stoq="get-entries", http=f"GET {base}get-entries"),
+        Method(read(EntryAndProof, lambda lg, a: lg.get_entry_and_proof(a.leaf_index,
+                                                                          a.tree_size)),
+               stoq="get-entry-and-proof", http=f"GET {base}get-entry-and-proof"),
+        Method(read(_Args, lambda lg, a: lg.get_roots()), stoq="get-roots",
+               http=f"GET {base}get-roots"),
+        # The static-ct-api monitoring prefix: the same as the submission prefix.
+        Method(checkpoint, http="GET /logs/{log}/checkpoint"),
+        Method(tile, http="GET /logs/{log}/tile/{path:path}"),
+        Method(issuer, http="GET /logs/{log}/issuer/{fingerprint}"),
+    ))

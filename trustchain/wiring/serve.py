@@ -1,0 +1,213 @@
+"""``trustchain serve``: start a node's listeners and run until SIGINT or SIGTERM.
+
+On SIGINT or SIGTERM the listeners stop accepting, in-flight requests get
+the configured grace period, the run is recorded as cleanly stopped, and
+the database is checkpointed and closed before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from transport import methods
+from transport.ca import CaRunner
+from transport.ct import LogRunner
+from transport.dns import DnsListener, Notifier
+from transport.http import HttpListener
+from transport.methods import Service
+from transport.problem import problem_for
+from transport.quic import QuicEndpoint, QuicServices
+from transport.sockets import format_address
+from transport.tls import https_context
+from transport.workers import InlineWork, Work, WorkerPool
+from trustchain.config import load_config
+from trustchain.datadir import DataDir
+from trustchain.dns.handler import DnsHandler
+from trustchain.dns.service import DnsService
+from trustchain.stoq.router import Router
+from trustchain.storage.node import NodeStore
+from trustchain.wiring.ca_api import ca_service
+from trustchain.wiring.ct_api import ct_service
+from trustchain.wiring.http import create_app
+from trustchain.wiring.node import (
+    OpenNode,
+    build_ca,
+    build_ct_logs,
+    build_dns,
+    ct_tiles_root,
+    https_peer,
+    open_node,
+    utcnow,
+)
+from trustchain.wiring.node_api import (
+    dns_query_service,
+    enrolment_for,
+    node_services,
+    zone_service,
+)
+
+log = logging.getLogger("trustchain.node")
+
+#: How often the node looks for signatures nearing expiry.
+RESIGN_CHECK_SECONDS = 600.0
+
+
+def build_router(services: Iterable[Service]) -> Router:
+    """The stoq/1 methods of ``services`` (permissions: trustchain.stoq.permissions)."""
+    router = Router(problem_for)
+    methods.register(router, services)
+    return router
+
+
+def base_services(node: OpenNode, dns_handler: DnsHandler) -> list[Service]:
+    """What every node serves over stoq/1 before its DNS, CT and CA services."""
+    enrolment = enrolment_for(node, utcnow, secrets.token_bytes)
+    return [dns_query_service(dns_handler), *node_services(node, enrolment)]
+
+
+async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
+    """Run the node's services until ``stop`` is set."""
+    store = NodeStore(node.db)
+    run_id, previous = store.start_run(os.getpid(), utcnow())
+    if previous is not None and previous.stopped_at is None:
+        log.warning(
+            "the previous run (pid %d, started %s) did not shut down cleanly",
+            previous.pid, previous.started_at,
+        )
+    log.info(
+        "node %s of network %s (origin %s), genesis sha256:%s",
+        node.identity.node_id, node.identity.network_name, node.identity.origin,
+        node.identity.genesis_sha256,
+    )
+    config = node.config
+    authority = build_ca(node)
+    workers = config.worker_count()
+    work: Work = (WorkerPool(workers, authority.signer) if workers
+                  else InlineWork(authority.signer))
+    ct = LogRunner(build_ct_logs(node), tile_root=ct_tiles_root(node), work=work)
+    public = config.local_address()
+    ct.base_url = f"http://{format_address(public, config.http_port)}"
+    ca = CaRunner(authority, ct, clock=utcnow, work=work)
+    if config.ca_lint:
+        log.info("CA: every precertificate is linted with pkilint before it is logged")
+    notifier = Notifier()
+    dns_service = build_dns(node, notifier)
+    dns_handler: DnsHandler = dns_service.handle
+    services = [*base_services(node, dns_handler), zone_service(dns_service), ct_service(ct),
+                ca_service(ca)]
+    app = create_app(genesis_bytes=node.genesis_bytes, services=services)
+    http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds)
+    infra_cas = list(node.credentials.node.chain)
+    https = HttpListener(
+        app, config.listen, config.https_port, config.shutdown_grace_seconds,
+        tls=https_context(node.credentials.node, [node.credentials.root, *infra_cas]),
+        identify=https_peer(
+            node.credentials.root,
+            lambda: [*infra_cas, *(i.certificate for i in authority.store.issuers())],
+            node.identity.network_name),
+    )
+    dns_listener = DnsListener(
+        dns_handler, dns_service.handle_stream, config.listen, config.dns_port,
+        rate_limit=config.dns_rate_limit, slip=config.dns_rate_limit_slip,
+        idle_timeout=config.dns_tcp_idle_timeout_seconds,
+    )
+    quic = QuicEndpoint(
+        QuicServices(
+            dns=dns_handler,
+            dns_stream=dns_service.handle_stream,
+            router=build_router(services),
+            root=node.credentials.root,
+            network=node.identity.network_name,
+            clock=utcnow,
+            max_message=config.stoq_max_message_bytes,
+            max_queries_in_flight=config.quic_max_streams_in_flight,
+            app=app,
+        ),
+        node.credentials.node,
+        config.listen,
+        config.quic_port,
+        idle_timeout=config.quic_idle_timeout_seconds,
+        retry_above_per_second=config.quic_retry_above_per_second,
+        max_connections_per_address=config.quic_max_connections_per_address,
+    )
+    try:
+        ct.start()
+        await dns_listener.start()
+        await http.start()
+        await https.start()
+        await quic.start()
+        log.info("node ready")
+        resigner = asyncio.ensure_future(_resign_periodically(dns_service, stop))
+        await stop.wait()
+        log.info("shutting down")
+        await resigner
+    finally:
+        await quic.stop()
+        await https.stop()
+        await http.stop()
+        await dns_listener.stop()
+        await notifier.stop()
+        await ct.stop()
+        await work.close()
+        store.stop_run(run_id, utcnow())
+    log.info("stopped cleanly")
+
+
+async def _resign_periodically(service: DnsService, stop: asyncio.Event) -> None:
+    """Re-sign zones whose signatures near expiry, until the node stops."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), RESIGN_CHECK_SECONDS)
+        except TimeoutError:
+            count = service.resign_due()
+            if count:
+                log.info("re-signed %d zone(s) whose signatures neared expiry", count)
+            for step in service.advance_rollovers():
+                log.info("DNSSEC rollover: %s", step)
+
+
+def run(
+    data_dir: Path,
+    passphrase: Callable[[], str],
+    overrides: Mapping[str, Any] | None = None,
+) -> None:
+    """``trustchain serve``: run the node in ``data_dir`` until SIGINT/SIGTERM."""
+    layout = DataDir(data_dir)
+    layout.require_initialised()
+    with layout.lock():
+        config = load_config(data_dir, overrides)
+        logging.getLogger("trustchain").setLevel(config.log_level.upper())
+        node = open_node(layout, config, passphrase)
+        try:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(_main(node))
+        finally:
+            node.db.close()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where installed (Linux), else asyncio's default."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def _main(node: OpenNode) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await serve_node(node, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
