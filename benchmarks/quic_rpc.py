@@ -72,9 +72,9 @@ class EchoServer(QuicConnectionProtocol):
 
 
 async def run_server(kind: str) -> None:
+    from transport.problem import problem_for
     from transport.quic import QuicEndpoint, QuicServices
     from transport.tls import server_configuration
-    from transport.problem import problem_for
     from trustchain.stoq.router import Router
 
     identity, root = credentials(Path("."))

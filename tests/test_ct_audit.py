@@ -29,7 +29,7 @@ from trustchain.ct.log import Log
 from trustchain.storage.ct import CT_SCHEMA, SqliteLogStore
 from trustchain.storage.database import open_database
 from trustchain.storage.migrations import migrate
-from trustchain.wiring.ct_api import ct_service
+from trustchain.wiring.ct import ct_service
 from trustchain.wiring.http import create_app
 
 MINUTE = 60.0

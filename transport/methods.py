@@ -122,6 +122,11 @@ def encode(answer: Answer) -> tuple[bytes, str, Mapping[str, str]]:
     return canonical_json(answer), "application/json", {}
 
 
+def message_method(name: str, handler: Callable[[bytes, Peer | None], bytes]) -> Method:
+    """A stoq/1 method whose handler takes the raw message and the peer."""
+    return Method(lambda call: handler(call.body, call.peer), stoq=name, raw=True)
+
+
 # --- stoq/1 -----------------------------------------------------------------------
 
 

@@ -18,49 +18,40 @@ are :func:`trustchain.wiring.serve.run`'s, 4 and 5 :func:`open_node`'s):
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime
 
-import dns.name
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
+from bootstrap.enrolment import EnrolmentService
 from bootstrap.genesis import GenesisDocument, verify_genesis
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE, ROOT_KEY_PURPOSE
 from bootstrap.transport_certs import (
     TransportCredentials,
     ensure_transport_credentials,
-    node_dns_names,
 )
-from transport.dns import Notifier
-from trustchain.ca.authority import CertificateAuthority, NetworkInfo
-from trustchain.ca.ratelimit import DEFAULT_LIMITS, Limit
-from trustchain.ca.signer import Signer
+from transport.methods import Call, Method, Service, message_method
 from trustchain.config import NodeConfig
-from trustchain.ct.log import ExpiryRange, Log
 from trustchain.datadir import DataDir
-from trustchain.dns.service import DnsService
+from trustchain.dns.handler import DnsHandler, QueryContext
 from trustchain.errors import (
-    ConfigError,
+    BadRequest,
     DataDirError,
     GenesisError,
-    KeyNotFoundError,
     KeyStoreError,
 )
 from trustchain.identity import Peer, PeerCertificateError, identify_peer
-from trustchain.keystore import KeyStore, KeyType, key_id_for
-from trustchain.storage.audit import AUDIT_SCHEMA, AuditLog
-from trustchain.storage.ca import CA_SCHEMA, CaStore
-from trustchain.storage.ct import CT_SCHEMA, SqliteLogStore
+from trustchain.keystore import KeyStore, key_id_for
+from trustchain.storage.audit import AUDIT_SCHEMA
+from trustchain.storage.ca import CA_SCHEMA
+from trustchain.storage.ct import CT_SCHEMA
 from trustchain.storage.database import Database, open_database
-from trustchain.storage.dns import DNS_SCHEMA, SqliteZoneStore
+from trustchain.storage.dns import DNS_SCHEMA
 from trustchain.storage.migrations import migrate
 from trustchain.storage.node import NODE_SCHEMA, NodeIdentity, NodeStore
-from trustchain.storage.ratelimit import RATELIMIT_SCHEMA, RateLimiter
-from trustchain.wiring.keys import KeystoreDnssecKeys, KeystoreSecrets
+from trustchain.storage.ratelimit import RATELIMIT_SCHEMA
+from trustchain.wiring.status import node_status
 
 log = logging.getLogger("trustchain.node")
 
@@ -122,82 +113,6 @@ def open_node(
     return OpenNode(layout, config, keystore, db, identity, genesis, genesis_bytes, credentials)
 
 
-def build_ct_logs(node: OpenNode) -> list[Log]:
-    """The node's CT logs (``ct_logs`` in the configuration), each with its own
-    P-256 key from the key store, generated on first start."""
-    logs = []
-    # The checkpoint origin: this node's name in its zone, then the log's path.
-    host = node_dns_names(node.identity.origin, node.identity.node_id)[1]
-    for spec in node.config.ct_logs:
-        purpose = f"ct-log:{spec.name}"
-        try:
-            record = node.keystore.active(purpose)
-        except KeyNotFoundError:
-            record = node.keystore.generate(KeyType.ECDSA_P256, purpose, utcnow())
-        key = node.keystore.private_key(record.id)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        logs.append(Log(spec.name, key, SqliteLogStore(node.db, spec.name),
-                        [node.genesis.root_certificate], origin=f"{host}/logs/{spec.name}",
-                        expiry=ExpiryRange(spec.not_after_start, spec.not_after_end)))
-    return logs
-
-
-def ca_base_url(node: OpenNode) -> str:
-    """``ca_url``, or this node's own name in its zone with its HTTP port."""
-    if node.config.ca_url:
-        return node.config.ca_url
-    host = node_dns_names(node.identity.origin, node.identity.node_id)[1]
-    port = node.config.http_port
-    return f"http://{host}" if port in (80, 0) else f"http://{host}:{port}"
-
-
-def rate_limits(config: NodeConfig) -> dict[str, Limit]:
-    """The default limits with the operator's ``ca_rate_limits`` over them."""
-    limits = dict(DEFAULT_LIMITS)
-    for name, override in config.ca_rate_limits.items():
-        limits[name] = Limit(name, override.count, timedelta(seconds=override.period_seconds),
-                             override.burst, what=DEFAULT_LIMITS[name].what)
-    return limits
-
-
-def build_ca(node: OpenNode) -> CertificateAuthority:
-    """The node's CA: its stores, the signing layer over the key store, limits and audit log."""
-    zones = SqliteZoneStore(node.db)
-
-    def networks() -> dict[str, NetworkInfo]:
-        return {row["name"]: NetworkInfo(row["zone"], tuple(row["prefixes"]))
-                for row in zones.networks()}
-
-    def network(name: str) -> NetworkInfo | None:
-        row = zones.network(name)
-        return NetworkInfo(row["zone"], tuple(row["prefixes"])) if row is not None else None
-
-    return CertificateAuthority(
-        keystore=node.keystore, signer=Signer(node.keystore), store=CaStore(node.db),
-        audit=AuditLog(node.db), limiter=RateLimiter(node.db, rate_limits(node.config)),
-        root=node.genesis.root_certificate, root_key_purpose=ROOT_KEY_PURPOSE,
-        own_network=node.identity.network_name, organisation=node.identity.network_name,
-        base_url=ca_base_url(node), networks=networks, network=network, lint=node.config.ca_lint,
-        crl_shards=node.config.ca_crl_shards,
-    )
-
-
-def ct_tiles_root(node: OpenNode) -> Path:
-    """Where the static-ct-api files go (``ct_tiles_dir``, relative to the data directory).
-
-    :raises ConfigError: if the directory cannot be created.
-    """
-    configured = node.config.ct_tiles_dir
-    root = node.layout.path / configured if configured is not None else node.layout.ct_tiles_dir
-    try:
-        root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"ct_tiles_dir {root}: {exc.strerror}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise ConfigError(f"ct_tiles_dir {root}: not writable by this user")
-    return root
-
-
 def https_peer(root: x509.Certificate, intermediates: Callable[[], list[x509.Certificate]],
                network: str) -> Callable[[bytes], Peer | None]:
     """Who an HTTPS client is, from its certificate (DER): this node's admin and node
@@ -222,12 +137,40 @@ def https_peer(root: x509.Certificate, intermediates: Callable[[], list[x509.Cer
     return identify
 
 
-def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
-    origin = dns.name.from_text(node.identity.origin)
-    store = SqliteZoneStore(node.db)
-    return DnsService(
-        store, now=utcnow,
-        default_ns=dns.name.from_text(f"{node.identity.node_id}.nodes", origin),
-        secrets=KeystoreSecrets(node.keystore, utcnow), notifier=notifier, origin=origin,
-        keys=KeystoreDnssecKeys(node.keystore, store, utcnow),
+def dns_query_service(handler: DnsHandler) -> Service:
+    def query(call: Call) -> bytes:
+        response = handler(call.body, QueryContext("stoq"))
+        if response is None:
+            raise BadRequest("not a DNS query")
+        return response
+
+    return Service("dns", (Method(query, stoq="query", raw=True),))
+
+
+def node_services(node: OpenNode, enrolment: EnrolmentService) -> list[Service]:
+    """Validators, status and enrolment: what every node serves."""
+
+    def validators(call: Call) -> list[object]:
+        return [v.model_dump(mode="json") for v in node.genesis.body.validators]
+
+    def status(call: Call) -> dict[str, object]:
+        return node_status(node.layout.path)
+
+    return [
+        Service("consensus", (Method(validators, stoq="validators"),)),
+        Service("ca", (message_method("enrol-challenge", enrolment.challenge),
+                       message_method("enrol-request", enrolment.request),
+                       message_method("enrol-status", enrolment.status))),
+        Service("admin", (Method(status, stoq="status"),
+                          message_method("enrolments", enrolment.list),
+                          message_method("approve", enrolment.approve),
+                          message_method("reject", enrolment.reject))),
+    ]
+
+
+def enrolment_for(node: OpenNode, clock: Callable[[], datetime],
+                  random_bytes: Callable[[int], bytes]) -> EnrolmentService:
+    return EnrolmentService(
+        NodeStore(node.db), network=node.identity.network_name, origin=node.identity.origin,
+        issuer=node.credentials.issuer, now=clock, random_bytes=random_bytes,
     )

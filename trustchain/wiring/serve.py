@@ -33,24 +33,18 @@ from trustchain.dns.handler import DnsHandler
 from trustchain.dns.service import DnsService
 from trustchain.stoq.router import Router
 from trustchain.storage.node import NodeStore
-from trustchain.wiring.ca_api import ca_service
-from trustchain.wiring.ct_api import ct_service
+from trustchain.wiring.ca import build_ca, ca_service
+from trustchain.wiring.ct import build_ct_logs, ct_service, ct_tiles_root
+from trustchain.wiring.dns import build_dns, zone_service
 from trustchain.wiring.http import create_app
 from trustchain.wiring.node import (
     OpenNode,
-    build_ca,
-    build_ct_logs,
-    build_dns,
-    ct_tiles_root,
-    https_peer,
-    open_node,
-    utcnow,
-)
-from trustchain.wiring.node_api import (
     dns_query_service,
     enrolment_for,
+    https_peer,
     node_services,
-    zone_service,
+    open_node,
+    utcnow,
 )
 
 log = logging.getLogger("trustchain.node")

@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import base64
 import ssl
+from datetime import timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict, Field
 
+from bootstrap.init import ROOT_KEY_PURPOSE
+from bootstrap.transport_certs import node_dns_names
 from transport.ca import CaRunner
 from transport.methods import Call, Method, Reply, Service
 from trustchain.ca import revocation
-from trustchain.ca.authority import CaError
+from trustchain.ca.authority import CaError, CertificateAuthority, NetworkInfo
 from trustchain.ca.policy import MAX_CSR_BYTES
+from trustchain.ca.ratelimit import DEFAULT_LIMITS, Limit
+from trustchain.ca.signer import Signer
+from trustchain.config import NodeConfig
 from trustchain.errors import BadRequest, Forbidden, NotFound, StorageError
 from trustchain.identity import Peer, Role
+from trustchain.storage.audit import AuditLog
+from trustchain.storage.ca import CaStore
+from trustchain.storage.dns import SqliteZoneStore
+from trustchain.storage.ratelimit import RateLimiter
+from trustchain.wiring.node import OpenNode
 
 MAX_OCSP_REQUEST_BYTES = 16 * 1024
 
@@ -56,6 +67,46 @@ class NetworkRequest(BaseModel):
 def pem_chain(certificates: list[bytes]) -> str:
     """DER certificates as one PEM text, in order."""
     return "".join(ssl.DER_cert_to_PEM_cert(der) for der in certificates)
+
+
+def ca_base_url(node: OpenNode) -> str:
+    """``ca_url``, or this node's own name in its zone with its HTTP port."""
+    if node.config.ca_url:
+        return node.config.ca_url
+    host = node_dns_names(node.identity.origin, node.identity.node_id)[1]
+    port = node.config.http_port
+    return f"http://{host}" if port in (80, 0) else f"http://{host}:{port}"
+
+
+def rate_limits(config: NodeConfig) -> dict[str, Limit]:
+    """The default limits with the operator's ``ca_rate_limits`` over them."""
+    limits = dict(DEFAULT_LIMITS)
+    for name, override in config.ca_rate_limits.items():
+        limits[name] = Limit(name, override.count, timedelta(seconds=override.period_seconds),
+                             override.burst, what=DEFAULT_LIMITS[name].what)
+    return limits
+
+
+def build_ca(node: OpenNode) -> CertificateAuthority:
+    """The node's CA: its stores, the signing layer over the key store, limits and audit log."""
+    zones = SqliteZoneStore(node.db)
+
+    def networks() -> dict[str, NetworkInfo]:
+        return {row["name"]: NetworkInfo(row["zone"], tuple(row["prefixes"]))
+                for row in zones.networks()}
+
+    def network(name: str) -> NetworkInfo | None:
+        row = zones.network(name)
+        return NetworkInfo(row["zone"], tuple(row["prefixes"])) if row is not None else None
+
+    return CertificateAuthority(
+        keystore=node.keystore, signer=Signer(node.keystore), store=CaStore(node.db),
+        audit=AuditLog(node.db), limiter=RateLimiter(node.db, rate_limits(node.config)),
+        root=node.genesis.root_certificate, root_key_purpose=ROOT_KEY_PURPOSE,
+        own_network=node.identity.network_name, organisation=node.identity.network_name,
+        base_url=ca_base_url(node), networks=networks, network=network, lint=node.config.ca_lint,
+        crl_shards=node.config.ca_crl_shards,
+    )
 
 
 def ca_service(runner: CaRunner) -> Service:

@@ -8,15 +8,22 @@ string and path (HTTP), validated by the same model.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field
 
+from bootstrap.transport_certs import node_dns_names
 from transport.ct import LogRunner
 from transport.methods import Call, Method, Reply, Service
-from trustchain.ct.log import MAX_CERT_BYTES, MAX_CHAIN, Log
-from trustchain.errors import NotFound
+from trustchain.ct.log import MAX_CERT_BYTES, MAX_CHAIN, ExpiryRange, Log
+from trustchain.errors import ConfigError, KeyNotFoundError, NotFound
+from trustchain.keystore import KeyType
+from trustchain.storage.ct import SqliteLogStore
+from trustchain.wiring.node import OpenNode, utcnow
 
 #: add-chain bodies: MAX_CHAIN certificates of MAX_CERT_BYTES, base64 and JSON.
 MAX_SUBMISSION_BYTES = (MAX_CHAIN * MAX_CERT_BYTES * 4) // 3 + 64 * 1024
@@ -53,6 +60,42 @@ class Entries(_Args):
 class EntryAndProof(_Args):
     leaf_index: int = Index
     tree_size: int = Index
+
+
+def build_ct_logs(node: OpenNode) -> list[Log]:
+    """The node's CT logs (``ct_logs`` in the configuration), each with its own
+    P-256 key from the key store, generated on first start."""
+    logs = []
+    # The checkpoint origin: this node's name in its zone, then the log's path.
+    host = node_dns_names(node.identity.origin, node.identity.node_id)[1]
+    for spec in node.config.ct_logs:
+        purpose = f"ct-log:{spec.name}"
+        try:
+            record = node.keystore.active(purpose)
+        except KeyNotFoundError:
+            record = node.keystore.generate(KeyType.ECDSA_P256, purpose, utcnow())
+        key = node.keystore.private_key(record.id)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        logs.append(Log(spec.name, key, SqliteLogStore(node.db, spec.name),
+                        [node.genesis.root_certificate], origin=f"{host}/logs/{spec.name}",
+                        expiry=ExpiryRange(spec.not_after_start, spec.not_after_end)))
+    return logs
+
+
+def ct_tiles_root(node: OpenNode) -> Path:
+    """Where the static-ct-api files go (``ct_tiles_dir``, relative to the data directory).
+
+    :raises ConfigError: if the directory cannot be created.
+    """
+    configured = node.config.ct_tiles_dir
+    root = node.layout.path / configured if configured is not None else node.layout.ct_tiles_dir
+    try:
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"ct_tiles_dir {root}: {exc.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError(f"ct_tiles_dir {root}: not writable by this user")
+    return root
 
 
 def ct_service(runner: LogRunner) -> Service:
