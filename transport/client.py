@@ -107,13 +107,6 @@ class NodeClientProtocol(CoalescedTransmit):
         """Send one stoq/1 request and wait for its response."""
         return await self._wait(self._stoq.send_request(service, method, message))
 
-    async def raw_request(self, data: bytes) -> Response:
-        """Send pre-framed bytes as a request stream (for tests of the server's parser)."""
-        stream_id = self._quic.get_next_available_stream_id()
-        self._quic.send_stream_data(stream_id, data, end_stream=True)
-        self._stoq._waiting.add(stream_id)
-        return await self._wait(stream_id)
-
     async def doq_query(self, query: bytes) -> bytes:
         """Send one DNS query over DoQ (its ID must be 0) and return the response wire."""
         stream_id = self._quic.get_next_available_stream_id()

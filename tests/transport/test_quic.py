@@ -7,6 +7,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dns.asyncquery
 import dns.exception
@@ -186,10 +187,19 @@ async def test_malformed_stream_is_reset_and_the_connection_lives_on(
     async with connect(quic_server.host, quic_server.port, root=quic_server.credentials.root,
                        server_name=ORIGIN) as client:
         with pytest.raises(StreamError) as info:
-            await client.raw_request(wire)
+            await raw_request(client, wire)
         assert info.value.error_code == code
         response = await client.request("dns", "query", q.to_wire())
         assert response.status == Status.OK
+
+
+async def raw_request(client: Any, data: bytes) -> Any:
+    """Send pre-framed bytes as a request stream: fault injection from outside the client,
+    through its connection, for tests of the server's parser."""
+    stream_id = client._quic.get_next_available_stream_id()
+    client._quic.send_stream_data(stream_id, data, end_stream=True)
+    client._stoq._waiting.add(stream_id)
+    return await client._wait(stream_id)
 
 
 async def _endpoint(quic_server: RunningServer, **limits):

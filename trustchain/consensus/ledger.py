@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from trustchain.consensus.evidence import EvidenceError, evidence_from_body
 from trustchain.consensus.messages import Block
@@ -165,6 +164,3 @@ class Ledger:
                     ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(body["ed25519"]))
                 self.validators[node_id] = ValidatorStake(key, stake)
 
-
-def raw_key(key: ed25519.Ed25519PublicKey) -> str:
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()

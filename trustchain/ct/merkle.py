@@ -16,7 +16,7 @@ and a CT witness must accept that first step.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from trustchain.errors import RemoteError
 
@@ -106,25 +106,34 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
     _check(proof, leaf, expected_root)
     if not 0 <= index < size:
         raise ProofError(f"index {index} is outside a tree of {size}")
-    fn, sn = index, size - 1
     value = leaf
-    for item in proof:
+    for item, left in _climb(index, size - 1, proof, "the tree is deep"):
+        value = node_hash(item, value) if left else node_hash(value, item)
+    if value != expected_root:
+        raise ProofError("the proof leads to another root")
+
+
+def _climb(fn: int, sn: int, path: Sequence[bytes], depth: str) -> Iterator[tuple[bytes, bool]]:
+    """RFC 9162's walk from a node up to the root (2.1.3.2 step 5, 2.1.4.2 step 6): each
+    proof item with whether it is the left sibling (``item || value``) or the right.
+
+    ``fn`` is the node's index and ``sn`` the last index, at the level the path starts.
+
+    :raises ProofError: the path is longer or shorter than ``depth`` (a phrase).
+    """
+    for item in path:
         if sn == 0:
-            raise ProofError("the proof is longer than the tree is deep")
-        if fn & 1 or fn == sn:
-            value = node_hash(item, value)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            value = node_hash(value, item)
+            raise ProofError(f"the proof is longer than {depth}")
+        left = bool(fn & 1 or fn == sn)
+        yield item, left
+        if left and not fn & 1:
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
         fn >>= 1
         sn >>= 1
     if sn != 0:
-        raise ProofError("the proof is shorter than the tree is deep")
-    if value != expected_root:
-        raise ProofError("the proof leads to another root")
+        raise ProofError(f"the proof is shorter than {depth}")
 
 
 def verify_consistency(old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes,
@@ -159,24 +168,13 @@ def verify_consistency(old_size: int, new_size: int, proof: Sequence[bytes], old
     while fn & 1:
         fn >>= 1
         sn >>= 1
-    first = path[0]
-    fr = sr = first
-    for item in path[1:]:
-        if sn == 0:
-            raise ProofError("the proof is longer than the trees need")
-        if fn & 1 or fn == sn:
+    fr = sr = path[0]
+    for item, left in _climb(fn, sn, path[1:], "the trees need"):
+        if left:
             fr = node_hash(item, fr)
             sr = node_hash(item, sr)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
         else:
             sr = node_hash(sr, item)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("the proof is shorter than the trees need")
     if fr != old_root:
         raise ProofError("the proof does not lead to the old root")
     if sr != new_root:

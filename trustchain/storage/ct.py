@@ -110,12 +110,3 @@ class SqliteLogStore:
     def size(self) -> int:
         return int(self.db.conn.execute(
             "SELECT count(*) FROM ct_entries WHERE log = ?", (self.log,)).fetchone()[0])
-
-    def bytes_per_entry(self) -> float:
-        """Stored bytes per entry (entry rows only), for the operator's capacity planning."""
-        row = self.db.conn.execute(
-            "SELECT count(*), coalesce(sum(length(body) + length(leaf_hash) + length(identity) "
-            "+ length(issuer_key_hash) + length(chain) + 16), 0) FROM ct_entries WHERE log = ?",
-            (self.log,),
-        ).fetchone()
-        return row[1] / row[0] if row[0] else 0.0
