@@ -136,7 +136,7 @@ def _row(zone_key: str, rrset: dns.rrset.RRset) -> tuple[str, str, int, str, int
 
 
 class SqliteZoneStore:
-    """The zone store of a node (see :class:`trustchain.dns.service.ZoneStore`)."""
+    """The zone store of a node (see :class:`trustchain.dns.service.DnsStore`)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -1,17 +1,121 @@
 """The DNS service's wiring: built over the zone tables and the key store, and its
 management methods (admin only, stoq/1 ``admin``).
+
+The methods' JSON requests are validated here by the models below, turned into
+the DNS core's values, and its answers rendered back as JSON.  The formats are
+the CLI's and operators' scripts': they do not change.
 """
 
 from __future__ import annotations
 
+import base64
+import ipaddress
+from collections.abc import Callable
+from typing import Annotated, Any
+
 import dns.name
+import dns.rdatatype
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from transport.dns import Notifier
-from transport.methods import Service, message_method
+from transport.methods import Call, Method, Service
+from trustchain.dns.networks import NameServer
+from trustchain.dns.records import DEFAULT_TTL, parse_name
+from trustchain.dns.records import Record as CoreRecord
+from trustchain.dns.records import RecordSelector as CoreSelector
 from trustchain.dns.service import DnsService
+from trustchain.dns.zone import Zone
+from trustchain.dns.zones import SigningChoices
 from trustchain.storage.dns import SqliteZoneStore
 from trustchain.wiring.keys import KeystoreDnssecKeys, KeystoreSecrets
 from trustchain.wiring.node import OpenNode, utcnow
+
+Ttl = Annotated[int, Field(ge=0, le=2**31 - 1)]
+DomainName = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ZoneName(_Msg):
+    zone: DomainName
+
+
+class DnssecChoices(_Msg):
+    algorithm: int = Field(13, description="13 (ECDSA P-256) or 15 (Ed25519)")
+    csk: bool = False
+    nsec3: bool = False
+
+    def core(self) -> SigningChoices:
+        return SigningChoices(self.algorithm, self.csk, self.nsec3)
+
+
+class ZoneCreate(_Msg):
+    zone: DomainName
+    dnssec: DnssecChoices = Field(default_factory=DnssecChoices)
+    ns: list[str] = Field(default_factory=list, max_length=13)
+    addresses: list[str] = Field(default_factory=list, max_length=16)
+    email: str | None = Field(default=None, max_length=255)
+    ttl: Ttl = DEFAULT_TTL
+
+
+class SecondaryRequest(_Msg):
+    zone: DomainName
+    address: str = Field(min_length=2, max_length=64)
+    port: int = Field(53, ge=1, le=65535)
+    key: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{0,62}$")
+
+
+class Rollover(_Msg):
+    zone: DomainName
+    role: str = Field(pattern="^(ksk|zsk)$")
+
+
+class NetworkRegister(_Msg):
+    name: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+    #: Name servers: ``NAME`` or ``NAME=ADDR[,ADDR...]`` (addresses: glue for names inside).
+    delegate: list[str] = Field(default_factory=list, max_length=13)
+    ds: list[str] = Field(default_factory=list, max_length=8)
+    #: Address blocks of the network (CIDR): its CA may certify addresses inside them.
+    prefixes: list[str] = Field(default_factory=list, max_length=16)
+
+    @field_validator("prefixes")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=True)))
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an address block (CIDR, host bits zero): "
+                                 f"{exc}") from None
+        return out
+
+
+class ZoneImport(_Msg):
+    text: str = Field(max_length=16 * 1024 * 1024)
+    dnssec: DnssecChoices | None = None
+    origin: str | None = Field(default=None, max_length=255)
+    replace: bool = False
+
+
+class Record(_Msg):
+    name: DomainName
+    type: str = Field(min_length=1, max_length=16)
+    ttl: Ttl = DEFAULT_TTL
+    data: str = Field(min_length=1, max_length=65535)
+
+
+class RecordSelector(_Msg):
+    name: DomainName
+    type: str | None = Field(default=None, max_length=16)
+    data: str | None = Field(default=None, max_length=65535)
+
+
+class ChangeSet(_Msg):
+    add: list[Record] = Field(default_factory=list, max_length=10_000)
+    delete: list[RecordSelector] = Field(default_factory=list, max_length=10_000)
 
 
 def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
@@ -25,23 +129,117 @@ def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
     )
 
 
+def _serial(zone: Zone) -> dict[str, Any]:
+    return {"zone": zone.origin.to_text(), "serial": zone.serial}
+
+
+def _name_server(item: str) -> NameServer:
+    """``NAME`` or ``NAME=ADDR[,ADDR...]``; a name is absolute with or without its dot."""
+    host, _, addresses = item.partition("=")
+    return NameServer(parse_name(host if host.endswith(".") else host + "."),
+                      tuple(filter(None, addresses.split(","))))
+
+
 def zone_service(service: DnsService) -> Service:
     """Zone, record, secondary, network and DNSSEC management (admin only)."""
-    return Service("admin", tuple(message_method(name, handler) for name, handler in (
-        ("zone-create", service.zone_create),
-        ("zone-delete", service.zone_delete),
-        ("zone-list", service.zone_list),
-        ("zone-export", service.zone_export),
-        ("zone-import", service.zone_import),
-        ("records-list", service.records_list),
-        ("records-change", service.records_change),
-        ("secondary-add", service.secondary_add),
-        ("secondary-list", service.secondary_list),
-        ("secondary-remove", service.secondary_remove),
-        ("network-register", service.network_register),
-        ("network-list", service.network_list),
-        ("dnssec-ds", service.dnssec_ds),
-        ("dnssec-status", service.dnssec_status),
-        ("dnssec-rollover", service.dnssec_rollover),
-        ("dnssec-ds-published", service.dnssec_ds_published),
-    )))
+    zones, dnssec = service.zones, service.dnssec
+
+    def on_zone(answer: Callable[[dns.name.Name], Any]) -> Callable[[Call], Any]:
+        """A method whose request names one zone (``{"zone": ...}``)."""
+        return lambda call: answer(parse_name(call.parse(ZoneName).zone))
+
+    def zone_create(call: Call) -> dict[str, Any]:
+        req = call.parse(ZoneCreate)
+        origin = parse_name(req.zone)
+        return _serial(zones.create(
+            origin, ns=[parse_name(n) for n in req.ns], addresses=req.addresses,
+            email=parse_name(req.email.replace("@", ".")) if req.email else None,
+            ttl=req.ttl, dnssec=req.dnssec.core()))
+
+    def zone_import(call: Call) -> dict[str, Any]:
+        req = call.parse(ZoneImport)
+        return _serial(zones.import_text(
+            req.text, parse_name(req.origin) if req.origin else None,
+            dnssec=req.dnssec.core() if req.dnssec else None, replace=req.replace))
+
+    def zone_list(call: Call) -> list[dict[str, Any]]:
+        return [{"zone": z.origin.to_text(), "serial": z.serial, "rrsets": len(z.rrsets)}
+                for z in zones.all()]
+
+    def zone_delete(origin: dns.name.Name) -> dict[str, Any]:
+        return {"zone": zones.delete(origin).origin.to_text(), "deleted": True}
+
+    def zone_export(origin: dns.name.Name) -> dict[str, Any]:
+        zone = zones.zone(origin)
+        return {**_serial(zone), "text": zone.to_text()}
+
+    def records_list(origin: dns.name.Name) -> list[dict[str, Any]]:
+        return [{"name": r.name.to_text(), "type": dns.rdatatype.to_text(r.rdtype),
+                 "ttl": r.ttl, "data": rdata.to_text()}
+                for r in zones.zone(origin).sorted_rrsets() for rdata in r]
+
+    def records_change(call: Call) -> dict[str, Any]:
+        req = call.parse(ChangeSet)
+        add = [CoreRecord(parse_name(r.name), r.type, r.data, r.ttl) for r in req.add]
+        delete = [CoreSelector(parse_name(s.name), s.type, s.data) for s in req.delete]
+        return _serial(zones.change(add, delete))
+
+    def secondary_add(call: Call) -> dict[str, Any]:
+        req = call.parse(SecondaryRequest)
+        secondary, secret = service.secondaries.add(parse_name(req.zone), req.address,
+                                                    req.port, req.key)
+        return {"zone": secondary.zone.to_text(), "address": secondary.address,
+                "port": secondary.port, "key": secondary.key_name, "algorithm": "hmac-sha256",
+                "secret": base64.b64encode(secret).decode()}
+
+    def secondary_list(call: Call) -> list[dict[str, Any]]:
+        return [{"zone": s.zone.to_text(), "address": s.address, "port": s.port,
+                 "key": s.key_name} for s in service.secondaries.all()]
+
+    def secondary_remove(call: Call) -> dict[str, Any]:
+        req = call.parse(SecondaryRequest)
+        removed = service.secondaries.remove(parse_name(req.zone), req.address, req.port)
+        return {"zone": removed.zone.to_text(), "address": removed.address,
+                "port": removed.port, "removed": True}
+
+    def network_register(call: Call) -> dict[str, Any]:
+        req = call.parse(NetworkRegister)
+        network = service.networks.register(
+            req.name, [_name_server(item) for item in req.delegate], req.ds, req.prefixes)
+        return {"name": network.name, "zone": network.zone.to_text(), "mode": network.mode,
+                "prefixes": network.prefixes,
+                "name_servers": [n.to_text() for n in network.name_servers]}
+
+    def dnssec_ds(origin: dns.name.Name) -> dict[str, Any]:
+        zone, ds = dnssec.ds(origin)
+        return {"zone": zone.origin.to_text(), "ds": [r.to_text() for r in ds],
+                "text": ds.to_text()}
+
+    def dnssec_rollover(call: Call) -> dict[str, Any]:
+        req = call.parse(Rollover)
+        origin = parse_name(req.zone)
+        dnssec.rollover(origin, req.role)
+        return dnssec.status(origin)
+
+    def dnssec_ds_published(origin: dns.name.Name) -> dict[str, Any]:
+        dnssec.ds_published(origin)
+        return dnssec.status(origin)
+
+    return Service("admin", (
+        Method(zone_create, stoq="zone-create"),
+        Method(on_zone(zone_delete), stoq="zone-delete"),
+        Method(zone_list, stoq="zone-list"),
+        Method(on_zone(zone_export), stoq="zone-export"),
+        Method(zone_import, stoq="zone-import"),
+        Method(on_zone(records_list), stoq="records-list"),
+        Method(records_change, stoq="records-change"),
+        Method(secondary_add, stoq="secondary-add"),
+        Method(secondary_list, stoq="secondary-list"),
+        Method(secondary_remove, stoq="secondary-remove"),
+        Method(network_register, stoq="network-register"),
+        Method(lambda call: service.networks.all(), stoq="network-list"),
+        Method(on_zone(dnssec_ds), stoq="dnssec-ds"),
+        Method(on_zone(dnssec.status), stoq="dnssec-status"),
+        Method(dnssec_rollover, stoq="dnssec-rollover"),
+        Method(on_zone(dnssec_ds_published), stoq="dnssec-ds-published"),
+    ))

@@ -1,0 +1,216 @@
+"""Zone and record management: create, import, delete, and change sets.
+
+Every change is checked as the whole zone it would produce, then stored in
+one transaction with a new SOA serial and published (signed, if the node
+signs it) to the zone server, or refused as a whole.  Secondaries are told
+of each change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import dns.name
+import dns.rrset
+
+from trustchain.dns.dnssec import SignedZone
+from trustchain.dns.records import (
+    DEFAULT_TTL,
+    DnsRequestError,
+    Record,
+    RecordSelector,
+    apply_change,
+    build_zone,
+    rrset_from_text,
+)
+from trustchain.dns.secondaries import Secondaries
+from trustchain.dns.serving import ZoneServer
+from trustchain.dns.xfr import Journal
+from trustchain.dns.zone import Zone, ZoneError, from_text, next_serial, serial_newer
+from trustchain.errors import StorageError
+
+#: SOA timers for new zones: refresh, retry, expire, negative-caching TTL.
+SOA_TIMERS = (7200, 3600, 1209600, 300)
+
+#: Signs a new version of a zone, reusing what it can of the previous one (None: unsigned).
+Sign = Callable[[Zone, SignedZone | None], SignedZone | None]
+
+
+class ZoneStore(Protocol):
+    """Durable zones and their DNSSEC choices.
+
+    Every write has committed when it returns.  :meth:`replace` writes the
+    changed RRsets, the new serial and the journal entry (for IXFR) in one
+    transaction.
+    """
+
+    def zones(self) -> list[Zone]: ...
+    def create(self, zone: Zone, now: datetime) -> None:
+        """:raises StorageError: the zone exists."""
+        ...
+
+    def replace(self, old: Zone, new: Zone, now: datetime) -> None:
+        """:raises StorageError: what is stored is no longer ``old``."""
+        ...
+
+    def delete(self, origin: dns.name.Name) -> None: ...
+    def journal(self, origin: dns.name.Name) -> Journal: ...
+    def set_dnssec_policy(self, zone: dns.name.Name, algorithm: int, csk: bool,
+                          nsec3: bool) -> None: ...
+    def dnssec_policy(self, zone: dns.name.Name) -> tuple[int, bool, bool]:
+        """(algorithm, CSK instead of KSK+ZSK, NSEC3 instead of NSEC)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SigningChoices:
+    """How a new zone is signed, once the node signs it."""
+
+    #: 13 (ECDSA P-256) or 15 (Ed25519).
+    algorithm: int = 13
+    #: One combined signing key instead of a KSK and a ZSK.
+    csk: bool = False
+    #: NSEC3 denial of existence instead of NSEC.
+    nsec3: bool = False
+
+
+class Zones:
+    """The node's zones: every change stored, published and announced."""
+
+    def __init__(self, store: ZoneStore, server: ZoneServer, secondaries: Secondaries, *,
+                 sign: Sign, now: Callable[[], datetime], default_ns: dns.name.Name) -> None:
+        self._store = store
+        self._server = server
+        self._secondaries = secondaries
+        self._sign = sign
+        #: The clock, and the name server of new zones (this node): also for networks.
+        self.now = now
+        self.default_ns = default_ns
+
+    def zone(self, origin: dns.name.Name) -> Zone:
+        """:raises DnsRequestError: no zone ``origin`` here."""
+        return self._server.zone(origin)
+
+    def get(self, origin: dns.name.Name) -> Zone | None:
+        """The zone at ``origin``, if this node serves one there."""
+        return self._server.zoneset.zones.get(origin)
+
+    def all(self) -> list[Zone]:
+        """Every zone, by origin."""
+        return sorted(self._server.zoneset.zones.values(), key=lambda z: z.origin)
+
+    def today(self) -> int:
+        """Today as ``YYYYMMDD``, the date part of the serials this node gives."""
+        return int(self.now().strftime("%Y%m%d"))
+
+    def create(self, origin: dns.name.Name, *, ns: Sequence[dns.name.Name] = (),
+               addresses: Sequence[str] = (), email: dns.name.Name | None = None,
+               ttl: int = DEFAULT_TTL, dnssec: SigningChoices | None = None) -> Zone:
+        """A new zone holding its SOA and NS (default: this node), with glue from
+        ``addresses`` for the name servers inside it."""
+        if origin in self._server.zoneset.zones:
+            raise DnsRequestError(f"zone {origin} already exists")
+        ns_names = list(ns) or [self.default_ns]
+        email = email or dns.name.Name((b"hostmaster", *origin.labels))
+        refresh, retry, expire, minimum = SOA_TIMERS
+        serial = next_serial(0, self.today())
+        rrsets = [
+            dns.rrset.from_text(origin, ttl, "IN", "SOA",
+                                f"{ns_names[0]} {email} {serial} {refresh} {retry} {expire} {minimum}"),
+            dns.rrset.from_text_list(origin, ttl, "IN", "NS", [n.to_text() for n in ns_names]),
+        ]
+        for address in addresses:
+            rdtype = "AAAA" if ":" in address else "A"
+            for name in ns_names:
+                if name.is_subdomain(origin):
+                    rrsets.append(rrset_from_text(name, rdtype, ttl, address, origin))
+        return self.add(build_zone(origin, rrsets), dnssec)
+
+    def import_text(self, text: str, origin: dns.name.Name | None = None, *,
+                    dnssec: SigningChoices | None = None, replace: bool = False) -> Zone:
+        """A zone from a zone file: new, or in place of the one there (``replace``); a
+        replacement's serial moves forward if the file's does not, for the secondaries."""
+        try:
+            zone = from_text(text, origin)
+        except ZoneError as exc:
+            raise DnsRequestError(str(exc)) from None
+        old = self.get(zone.origin)
+        if old is None:
+            return self.add(zone, dnssec)
+        if not replace:
+            raise DnsRequestError(f"zone {zone.origin} exists: pass replace to overwrite it")
+        if not serial_newer(zone.serial, old.serial):
+            zone = zone.with_serial(next_serial(old.serial, self.today()))
+        return self.replace(old, zone)
+
+    def delete(self, origin: dns.name.Name) -> Zone:
+        """Delete the zone (its secondaries and keys' states go with it); returns it."""
+        zone = self.zone(origin)
+        self._store.delete(zone.origin)
+        zones = dict(self._server.zoneset.zones)
+        del zones[zone.origin]
+        self.publish(zones)
+        self._secondaries.reload()
+        return zone
+
+    def change(self, add: Sequence[Record] = (), delete: Sequence[RecordSelector] = ()) -> Zone:
+        """Apply a change set (deletions, then additions) to the one zone it touches."""
+        names = [r.name for r in add] + [s.name for s in delete]
+        if not names:
+            raise DnsRequestError("the change set is empty")
+        found = [self._server.zoneset.find(n) for n in names]
+        if any(z is None for z in found):
+            raise DnsRequestError("a record is outside every zone of this node")
+        if len({z.origin for z in found if z is not None}) != 1:
+            raise DnsRequestError("a change set must stay within one zone")
+        old = found[0]
+        assert old is not None
+        rrsets = apply_change(old, add, delete)
+        return self.update(old, build_zone(old.origin, rrsets.values(),
+                                           "change refused, nothing applied: "))
+
+    # --- the steps every change takes (also for DNSSEC and networks) -------------
+
+    def add(self, zone: Zone, dnssec: SigningChoices | None = None) -> Zone:
+        """Store and publish a new zone."""
+        if dnssec is not None:
+            if dnssec.algorithm not in (13, 15):
+                raise DnsRequestError(
+                    "DNSSEC algorithm must be 13 (ECDSA P-256) or 15 (Ed25519)")
+            self._store.set_dnssec_policy(zone.origin, dnssec.algorithm, dnssec.csk,
+                                          dnssec.nsec3)
+        try:
+            self._store.create(zone, self.now())
+        except StorageError as exc:
+            raise DnsRequestError(str(exc)) from None
+        zones = dict(self._server.zoneset.zones)
+        zones[zone.origin] = zone
+        self.publish(zones, changed=zone)
+        return zone
+
+    def update(self, old: Zone, candidate: Zone) -> Zone:
+        """Store and publish ``candidate`` in place of ``old``, with the next serial."""
+        return self.replace(old, candidate.with_serial(next_serial(old.serial, self.today())))
+
+    def replace(self, old: Zone, new: Zone) -> Zone:
+        """Store and publish ``new`` (serial and all) in place of ``old``."""
+        self._store.replace(old, new, self.now())
+        zones = dict(self._server.zoneset.zones)
+        zones[new.origin] = new
+        self.publish(zones, changed=new)
+        return new
+
+    def publish(self, zones: Mapping[dns.name.Name, Zone], changed: Zone | None = None) -> None:
+        """Serve ``zones``, signing ``changed`` anew and telling its secondaries."""
+        current = self._server.zoneset
+        signed = {o: s for o, s in current.signed.items() if o in zones}
+        if changed is not None:
+            new = self._sign(changed, current.signed.get(changed.origin))
+            if new is not None:
+                signed[changed.origin] = new
+        self._server.publish(zones, signed)
+        if changed is not None:
+            self._secondaries.notify(changed)
