@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+import dns.exception
 import dns.name
 import dns.rdatatype
 import dns.rrset
@@ -92,8 +93,11 @@ class Networks:
         rrsets[(child, dns.rdatatype.NS)] = dns.rrset.from_text_list(
             child, ttl, "IN", "NS", [n.to_text() for n in ns_names])
         if ds:
-            rrsets[(child, dns.rdatatype.DS)] = dns.rrset.from_text_list(
-                child, ttl, "IN", "DS", list(ds))
+            try:
+                rrsets[(child, dns.rdatatype.DS)] = dns.rrset.from_text_list(
+                    child, ttl, "IN", "DS", list(ds))
+            except dns.exception.DNSException as exc:
+                raise DnsRequestError(f"a DS record {list(ds)!r} does not parse: {exc}") from None
         hosted = not delegate
         refused = "registration refused: "
         new_parent = build_zone(origin, rrsets.values(), refused)

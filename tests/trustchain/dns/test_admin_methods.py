@@ -194,3 +194,11 @@ def test_network_and_dnssec_methods_answer_as_before(admin: Admin) -> None:
         ("ksk", "active"), ("zsk", "active"), ("zsk", "published")]
     assert admin.refusal("dnssec-ds-published", {"zone": "acme.example.net"}) == (
         "no KSK rollover is waiting for its DS")
+
+
+def test_a_malformed_ds_is_refused_not_a_reset(admin: Admin) -> None:
+    admin("zone-create", {"zone": "example.net", "ns": ["ns.example.org"]})
+    detail = admin.refusal("network-register", {"name": "acme", "delegate": ["ns.acme.org"],
+                                                "ds": ["not a DS record"]})
+    assert detail.startswith("a DS record ['not a DS record'] does not parse")
+    assert admin("network-list", {}) == []
