@@ -23,13 +23,16 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.support import free_dns_port  # noqa: E402
+
 ZONE = "bench.example."
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -52,20 +55,6 @@ def make_zone(directory: Path) -> tuple[Path, Path]:
     query_file = directory / "queries.txt"
     query_file.write_text("\n".join(queries) + "\n")
     return zone, query_file
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on ::1 (a DNS server such as NSD needs both)."""
-    while True:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:
-            udp.bind(("::1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("::1", port))
-                except OSError:
-                    continue  # the TCP twin is taken (an outgoing connection, say)
-                return port
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -205,7 +194,7 @@ def main() -> int:
         print(f"zone: 2,009 RRs; queries: {len(queries.read_text().splitlines())} names "
               f"(hits, NXDOMAIN, NODATA, wildcard); dnsperf {args.seconds}s, "
               f"{args.clients} clients; cpus: {os.cpu_count()}")
-        nsd_port = free_port()
+        nsd_port = free_dns_port()
         nsd = run_nsd(directory, zone, nsd_port)
         try:
             nsd_qps, nsd_per_cpu = measure(nsd.pid, nsd_port, queries, args.seconds, args.clients)

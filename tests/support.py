@@ -9,6 +9,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -153,6 +154,20 @@ class NodeProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=PROCESS_TIMEOUT)
+
+
+def free_dns_port() -> int:
+    """A port free for both UDP and TCP on ::1 (a DNS server such as NSD needs both)."""
+    while True:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:
+            udp.bind(("::1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("::1", port))
+                except OSError:
+                    continue  # the TCP twin is taken (an outgoing connection, say)
+                return port
 
 
 def snapshot_tree(root: Path) -> dict[str, tuple[int, int, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,22 +11,8 @@ from pathlib import Path
 import pytest
 
 from bootstrap.init import InitResult
-from tests.support import NodeProcess, run_cli, serve_zone, trust_anchor
+from tests.support import NodeProcess, free_dns_port, run_cli, serve_zone, trust_anchor
 from tests.trustchain.dns.zonedata import EXAMPLE
-
-
-def free_dns_port() -> int:
-    """A port free for both UDP and TCP on ::1 (a DNS server such as NSD needs both)."""
-    while True:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:
-            udp.bind(("::1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("::1", port))
-                except OSError:
-                    continue  # the TCP twin is taken (an outgoing connection, say)
-                return port
 
 
 def dig(port: int, *args: str) -> subprocess.CompletedProcess[str]:
