@@ -38,17 +38,15 @@ DOMAIN_TAG = b"trustchain-audit/1\n"
 GENESIS_HASH = bytes(32)
 HASH_SIZE = 32
 
-# Record kinds (open-ended: any name matching KIND_PATTERN is accepted).
+# Record kinds written today (open-ended: any name matching KIND_PATTERN is accepted).
 KIND_KEY_GENERATE = "key.generate"
 KIND_KEY_EXPORT = "key.export"
 KIND_KEY_RETIRE = "key.retire"
 KIND_CERT_ISSUE = "cert.issue"
 KIND_CERT_REVOKE = "cert.revoke"
 KIND_RATELIMIT_REFUSE = "ratelimit.refuse"
+KIND_LINT_REFUSE = "lint.refuse"
 KIND_CA_ROTATE = "ca.rotate"
-KIND_CRL_PUBLISH = "crl.publish"
-KINDS = frozenset({KIND_KEY_GENERATE, KIND_KEY_EXPORT, KIND_KEY_RETIRE, KIND_CERT_ISSUE,
-                   KIND_CERT_REVOKE, KIND_RATELIMIT_REFUSE, KIND_CA_ROTATE, KIND_CRL_PUBLISH})
 KIND_PATTERN = re.compile(r"[a-z]+(\.[a-z-]+)+")
 
 # Problem kinds reported by the verifier.

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from cryptography import x509
 
-from trustchain.ca.policy import CertRequest
-from trustchain.ca.profiles import CaUrls, Profile, leaf_builder
 from trustchain.ca.signer import Signer
 from trustchain.ct.log import issuer_key_hash
 from trustchain.ct.precert import POISON_OID, remove_poison, without_extension
@@ -72,16 +69,6 @@ def sign_precertificate(signer: Signer, builder: x509.CertificateBuilder,
     poisoned = builder.add_extension(x509.PrecertPoison(), critical=True)
     return Precertificate(builder, signer.sign_certificate(poisoned, issuer_key_id), issuer,
                           issuer_key_id)
-
-
-def build_precertificate(
-    signer: Signer, *, issuer: x509.Certificate, issuer_key_id: str, profile: Profile,
-    request: CertRequest, urls: CaUrls, now: datetime, uris: Sequence[str] = (),
-) -> Precertificate:
-    builder = leaf_builder(profile, issuer=issuer, public_key=request.public_key,
-                           dns_names=request.dns_names, addresses=request.addresses, urls=urls,
-                           now=now, uris=uris)
-    return sign_precertificate(signer, builder, issuer, issuer_key_id)
 
 
 def finish_certificate(signer: Signer, pre: Precertificate,

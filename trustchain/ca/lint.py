@@ -10,7 +10,8 @@ The precertificate has the final certificate's content; its signature is
 not yet public, and a refused one is never logged.
 
 pkilint is pure Python and far slower than signing (see docs/performance.md):
-off by default, for operators who prefer the check to the throughput.
+off by default, for operators who prefer the check to the throughput, and
+an optional dependency (the ``lint`` extra).
 """
 
 from __future__ import annotations
@@ -21,17 +22,29 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from trustchain.errors import RemoteError
+from trustchain.errors import LocalError, RemoteError
+
+INSTALL_PKILINT = "pip install 'trustchain[lint]'"
 
 
 class LintError(RemoteError):
     """pkilint found a problem; the certificate was not issued."""
 
 
+def require_pkilint() -> None:
+    """:raises LocalError: pkilint is not installed (``ca_lint = true`` needs it)."""
+    try:
+        import pkilint  # noqa: F401
+    except ImportError:
+        raise LocalError("ca_lint = true needs pkilint, which is not installed: "
+                         f"{INSTALL_PKILINT}") from None
+
+
 @functools.cache
 def _linter(server: bool) -> tuple[Any, Any, Any]:
     """pkilint's validators, built once (building them is slow): the CA/B Forum's for DV
     TLS server precertificates, or RFC 5280's (as ``lint_pkix_cert`` runs them)."""
+    require_pkilint()
     from pkilint import loader
     from pkilint.cabf import serverauth
     from pkilint.cabf.serverauth import serverauth_constants
@@ -63,11 +76,14 @@ def _known_false_positive(code: str, message: str | None) -> bool:
 
 
 def lint_precertificate(precertificate: x509.Certificate, server: bool = True) -> list[str]:
-    """pkilint's findings at WARNING or above, as ``code (SEVERITY): message`` lines."""
+    """pkilint's findings at WARNING or above, as ``code (SEVERITY): message`` lines.
+
+    :raises LocalError: pkilint is not installed.
+    """
+    documents, validator, filters = _linter(server)
     from pkilint import finding_filter
     from pkilint.validation import ValidationFindingSeverity
 
-    documents, validator, filters = _linter(server)
     document = documents.load_der_document(precertificate.public_bytes(Encoding.DER),
                                            "precertificate")
     results, _ = finding_filter.filter_results(filters, validator.validate(document.root))

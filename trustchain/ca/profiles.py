@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -87,14 +86,6 @@ class CaUrls:
     crl: str
     ocsp: str
     issuer: str
-
-
-def random_serial() -> int:
-    """128 random bits, positive, and (for DER) below 2**159; uniqueness is the store's job."""
-    while True:
-        serial = secrets.randbits(128)
-        if serial:
-            return serial
 
 
 @functools.lru_cache(maxsize=256)
@@ -158,17 +149,20 @@ def leaf_validity(profile: Profile, issuer: x509.Certificate,
 
 def leaf_builder(
     profile: Profile, *, issuer: x509.Certificate, public_key: SubjectKey,
-    dns_names: list[str], addresses: list[str], urls: CaUrls, now: datetime,
-    serial: int | None = None, uris: Sequence[str] = (),
+    dns_names: list[str], addresses: list[str], urls: CaUrls, now: datetime, serial: int,
+    uris: Sequence[str] = (),
 ) -> x509.CertificateBuilder:
-    """A subscriber certificate of ``profile``, without SCTs or poison (added by the caller)."""
+    """A subscriber certificate of ``profile``, without SCTs or poison (added by the caller).
+
+    ``serial`` is drawn by the caller (the CA's store makes sure it is never used twice).
+    """
     not_before, not_after = leaf_validity(profile, issuer, now)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
         .issuer_name(issuer.subject)
         .public_key(public_key)
-        .serial_number(serial if serial is not None else random_serial())
+        .serial_number(serial)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(_aki(issuer), critical=False)
@@ -192,7 +186,7 @@ def leaf_builder(
 def intermediate_builder(
     *, root: x509.Certificate, public_key: ec.EllipticCurvePublicKey, network: str,
     organisation: str, zone: str, generation: int, root_urls: CaUrls, now: datetime,
-    prefixes: tuple[str, ...] = (),
+    serial: int, prefixes: tuple[str, ...] = (),
 ) -> x509.CertificateBuilder:
     """A name-constrained TLS subordinate CA for one federated network: its DNS subtree,
     and its registered address blocks (every address excluded when it has none)."""
@@ -216,7 +210,7 @@ def intermediate_builder(
         .subject_name(subject)
         .issuer_name(root.subject)
         .public_key(public_key)
-        .serial_number(random_serial())
+        .serial_number(serial)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(

@@ -77,14 +77,6 @@ class RevocationReason(StrEnum):
         raise ValueError(f"unknown revocation reason {text!r}: use one of {allowed} "
                          "(or the RFC 5280 camelCase name)")
 
-    @classmethod
-    def from_flag(cls, flag: x509.ReasonFlags) -> RevocationReason:
-        """The reason for a ``cryptography`` flag; ValueError for the ones the BR forbid."""
-        try:
-            return cls(flag.value)
-        except ValueError:
-            raise ValueError(f"revocation reason {flag.value} is not allowed") from None
-
     @property
     def flag(self) -> x509.ReasonFlags:
         return x509.ReasonFlags(self.value)

@@ -4,7 +4,8 @@ Like ``cryptography``'s *hazmat* layer, this is a deliberately small, low
 layer: everything above it builds unsigned objects (certificate, CRL and
 OCSP builders) and asks a :class:`Signer` to sign them with a key named by
 its key-store id.  The keys stay encrypted at rest in the key store
-(:mod:`trustchain.keystore`) and decrypted only inside this object's memory;
+(any :class:`PrivateKeys`: the node's is :class:`trustchain.keystore.KeyStore`)
+and decrypted only inside this object's memory;
 no other CA module ever holds a private key, so a separate signer process
 (or an HSM, should an operator want one) could replace this class behind the
 same four methods without touching policy code.
@@ -18,6 +19,8 @@ key it raises :class:`KeyNotLoaded`, and the node answers with that key.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -30,9 +33,20 @@ from cryptography.hazmat.primitives.serialization import (
 from cryptography.x509 import ocsp
 
 from trustchain.errors import KeyStoreError
-from trustchain.keystore import KeyStore, PublicKey
 
 CaKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+CaPublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+class PrivateKeys(Protocol):
+    """Where a signer reads the private keys it signs with (the node's key store)."""
+
+    def private_key(self, key_id: str) -> object:
+        """The key ``key_id``, decrypted.
+
+        :raises KeyNotFoundError: the store has no such key.
+        """
+        ...
 
 
 def _hash_for(key: CaKey) -> hashes.SHA256 | hashes.SHA384 | None:
@@ -61,8 +75,8 @@ def _checked(key_id: str, key: object) -> CaKey:
 class Signer:
     """Signs with CA keys held in the node's key store (or handed to it), by key id."""
 
-    def __init__(self, keystore: KeyStore | None) -> None:
-        self._keystore = keystore
+    def __init__(self, keys: PrivateKeys | None) -> None:
+        self._store = keys
         self._keys: dict[str, CaKey] = {}
 
     @classmethod
@@ -73,9 +87,9 @@ class Signer:
     def _key(self, key_id: str) -> CaKey:
         key = self._keys.get(key_id)
         if key is None:
-            if self._keystore is None:
+            if self._store is None:
                 raise KeyNotLoaded(key_id)
-            key = self._keys[key_id] = _checked(key_id, self._keystore.private_key(key_id))
+            key = self._keys[key_id] = _checked(key_id, self._store.private_key(key_id))
         return key
 
     def key_material(self, key_id: str) -> bytes:
@@ -91,10 +105,8 @@ class Signer:
         """Take a key handed over by :meth:`key_material` (a worker's detached signer)."""
         self._keys[key_id] = _checked(key_id, load_der_private_key(material, password=None))
 
-    def public_key(self, key_id: str) -> PublicKey:
-        if self._keystore is None:
-            return self._key(key_id).public_key()
-        return self._keystore.record(key_id).load_public_key()
+    def public_key(self, key_id: str) -> CaPublicKey:
+        return self._key(key_id).public_key()
 
     def sign_certificate(self, builder: x509.CertificateBuilder, key_id: str) -> x509.Certificate:
         key = self._key(key_id)

@@ -95,9 +95,9 @@ def _log_key(spki: bytes) -> tuple[ec.EllipticCurvePublicKey, bytes]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _builder(layout: Layout) -> x509.CertificateBuilder:
-    """The certificate's builder (immutable), remembered between the precertificate and the
-    final certificate when both run in the same process."""
+def certificate_builder(layout: Layout) -> x509.CertificateBuilder:
+    """The certificate's builder (immutable, without poison or SCTs), remembered between the
+    precertificate and the final certificate when both run in the same process."""
     return leaf_builder(PROFILES[layout.profile], issuer=_issuer(layout.issuer),
                         public_key=check_key(load_csr(layout.csr).public_key()),
                         dns_names=list(layout.dns_names), addresses=list(layout.addresses),
@@ -110,7 +110,7 @@ def precertificate(signer: Signer, layout: Layout, lint: bool = False) -> bytes:
 
     :raises LintError: pkilint found something at WARNING or above.
     """
-    pre = sign_precertificate(signer, _builder(layout), _issuer(layout.issuer),
+    pre = sign_precertificate(signer, certificate_builder(layout), _issuer(layout.issuer),
                               layout.issuer_key_id)
     if lint:
         check_precertificate(pre.certificate, PROFILES[layout.profile].server)
@@ -128,7 +128,7 @@ def final_certificate(signer: Signer, layout: Layout, precertificate_der: bytes,
     parsed = [(SCT.from_bytes(raw), _log_key(spki)) for raw, spki in scts]
     if len({sct.log_id for sct, _ in parsed}) < 2:
         raise IssuanceError("a certificate needs SCTs from at least two distinct logs")
-    pre = Precertificate(_builder(layout), x509.load_der_x509_certificate(precertificate_der),
+    pre = Precertificate(certificate_builder(layout), x509.load_der_x509_certificate(precertificate_der),
                          _issuer(layout.issuer), layout.issuer_key_id)
     entry = pre.entry
     for sct, (key, key_log_id) in parsed:

@@ -4,9 +4,9 @@ Contract: :meth:`AuditLog.append` has committed (``synchronous=FULL``) when it
 returns, unless the caller already had a transaction open on the database's
 connection, in which case the record commits or rolls back with the
 caller's transaction; :meth:`AuditLog.append_in` takes that connection
-explicitly, so that issuance writes its certificate row and its audit record
-in one transaction.  An append is one ``INSERT``: the head is kept in memory
-after it is first read.
+explicitly (the CA core's :class:`trustchain.ca.store.AuditTrail`), so that
+issuance writes its certificate row and its audit record in one transaction.
+An append is one ``INSERT``: the head is kept in memory after it is first read.
 
 Triggers refuse ``UPDATE`` and ``DELETE`` on ``audit_log``, and refuse an
 ``INSERT`` that does not extend the current head (wrong ``prev_hash``, or a
@@ -23,7 +23,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from trustchain.ca.audit import (
     PROBLEM_MALFORMED,
@@ -34,6 +34,7 @@ from trustchain.ca.audit import (
     next_record,
     parse_time,
 )
+from trustchain.ca.store import Txn
 from trustchain.canonical import canonical_json
 from trustchain.errors import CanonicalJSONError, StorageError
 from trustchain.storage.database import Database
@@ -124,14 +125,15 @@ class AuditLog:
             self._head_known = False  # rolled back: the cached head may not exist
             raise
 
-    def append_in(self, conn: sqlite3.Connection, now: datetime, kind: str, actor: str,
+    def append_in(self, txn: Txn, now: datetime, kind: str, actor: str,
                   details: dict[str, Any]) -> AuditRecord:
-        """Append one record inside the caller's open transaction on ``conn``.
+        """Append one record inside the caller's open transaction (a ``sqlite3.Connection``).
 
         The record is final only when that transaction commits.  If it rolls
         back, the head kept in memory is stale; the next append notices (the
         insert trigger refuses it), re-reads the head and retries.
         """
+        conn = cast(sqlite3.Connection, txn)
         for attempt in range(2):
             if not self._head_known or attempt:
                 self._head = self._read_head(conn)

@@ -1,25 +1,27 @@
 """Tables owned by the CA: its issuers, every serial it used, revocations, CRL numbers.
 
-A serial is reserved (``reserve``) when its precertificate is signed, before
-anything leaves the CA, and the primary key makes it unique: a collision
-(2**-128 a draw, or a bug) fails the insert instead of issuing a duplicate.
-The final certificate is written over the reservation together with its
-audit record in one transaction (``finish`` takes the open connection).  A
-serial whose precertificate was logged but whose certificate was never
-finished stays ``precertificate``: for revocation and OCSP it counts as
-issued, as the CA/Browser Forum requires.
+Implements :class:`trustchain.ca.store.CaStore`, whose docstring is the
+contract: a method without a transaction argument has committed
+(``synchronous=FULL``) when it returns; one with a transaction writes in the
+caller's open transaction (a ``sqlite3.Connection`` inside ``BEGIN
+IMMEDIATE``: the node's group commit, or :meth:`SqliteCaStore.write`) and is
+durable when that commits.  The serial is the primary key of
+``ca_certificates``, so a serial can never be reserved twice (a collision
+is 2**-128 a draw, or a bug), whatever became of its first reservation.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from trustchain.ca.store import CertificateRecord, IssuerRecord, Reservation, Txn
 from trustchain.errors import StorageError
 from trustchain.storage.database import Database
 from trustchain.storage.migrations import Migration, Schema
@@ -80,54 +82,38 @@ def _dt(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-@dataclass(frozen=True)
-class IssuerRecord:
-    key_id: str
-    network: str
-    generation: int
-    certificate: x509.Certificate
-    active: bool
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class CertificateRecord:
-    serial: int
-    issuer_key_id: str
-    network: str
-    profile: str
-    names: list[str]
-    not_after: datetime
-    requester: str
-    issued_at: datetime
-    state: str
-    certificate: x509.Certificate | None
-    revoked_at: datetime | None
-    reason: str | None
-    crl_shard: int = 0
+def _conn(txn: Txn) -> sqlite3.Connection:
+    """The open connection behind a transaction handle (this store hands out no other)."""
+    return cast(sqlite3.Connection, txn)
 
 
-class CaStore:
+class SqliteCaStore:
+    """The CA's tables in the node database (:class:`trustchain.ca.store.CaStore`)."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
         #: The issuers, parsed once (every issuance and OCSP answer needs them; the node is
         #: their only writer, through add_issuer).
         self._issuers: list[IssuerRecord] | None = None
 
+    def write(self, fn: Callable[[Txn], T]) -> T:
+        with self.db.transaction() as conn:
+            return fn(conn)
+
     # --- issuers ------------------------------------------------------------------
 
-    def add_issuer(self, key_id: str, network: str, certificate: x509.Certificate,
-                   now: datetime) -> IssuerRecord:
-        """Store a new intermediate for ``network``; it becomes the active one."""
-        with self.db.transaction() as conn:
-            row = conn.execute("SELECT max(generation) FROM ca_issuers WHERE network = ?",
-                               (network,)).fetchone()
-            generation = (row[0] or 0) + 1
-            conn.execute("UPDATE ca_issuers SET active = 0 WHERE network = ?", (network,))
-            conn.execute(
-                "INSERT INTO ca_issuers (key_id, network, generation, der, not_after, created_at, "
-                "active) VALUES (?, ?, ?, ?, ?, ?, 1)",
-                (key_id, network, generation, certificate.public_bytes(Encoding.DER),
-                 _ts(certificate.not_valid_after_utc), _ts(now)))
+    def add_issuer(self, txn: Txn, key_id: str, network: str, generation: int,
+                   certificate: x509.Certificate, now: datetime) -> IssuerRecord:
+        conn = _conn(txn)
+        conn.execute("UPDATE ca_issuers SET active = 0 WHERE network = ?", (network,))
+        conn.execute(
+            "INSERT INTO ca_issuers (key_id, network, generation, der, not_after, created_at, "
+            "active) VALUES (?, ?, ?, ?, ?, ?, 1)",
+            (key_id, network, generation, certificate.public_bytes(Encoding.DER),
+             _ts(certificate.not_valid_after_utc), _ts(now)))
         self._issuers = None
         return IssuerRecord(key_id, network, generation, certificate, True)
 
@@ -155,32 +141,26 @@ class CaStore:
 
     # --- certificates ---------------------------------------------------------------
 
-    def reserve_in(self, conn: sqlite3.Connection, serial: int, issuer_key_id: str,
-                   network: str, profile: str, names: list[str], not_after: datetime,
-                   requester: str, now: datetime, crl_shard: int = 0) -> None:
-        """Record a serial as used by a precertificate, in the caller's transaction.
-
-        :raises StorageError: if the serial was ever used before.
-        """
+    def reserve(self, txn: Txn, reservation: Reservation) -> bool:
+        r = reservation
         try:
-            conn.execute(
+            _conn(txn).execute(
                 "INSERT INTO ca_certificates (serial, issuer_key_id, network, profile, names, "
                 "not_after, requester, issued_at, state, crl_shard) VALUES (?, ?, ?, ?, ?, ?, ?, "
                 "?, 'precertificate', ?)",
-                (f"{serial:x}", issuer_key_id, network, profile, json.dumps(names),
-                 _ts(not_after), requester, _ts(now), crl_shard))
+                (f"{r.serial:x}", r.issuer_key_id, r.network, r.profile, json.dumps(r.names),
+                 _ts(r.not_after), r.requester, _ts(r.issued_at), r.crl_shard))
         except sqlite3.IntegrityError:
-            raise StorageError(f"serial {serial:x} was used before") from None
+            return False
+        return True
 
-    def release_in(self, conn: sqlite3.Connection, serial: int) -> None:
-        """Drop the reservation of a serial whose precertificate never left the CA."""
-        conn.execute("DELETE FROM ca_certificates WHERE serial = ? AND state = 'precertificate'",
-                     (f"{serial:x}",))
+    def release(self, txn: Txn, serial: int) -> None:
+        _conn(txn).execute(
+            "DELETE FROM ca_certificates WHERE serial = ? AND state = 'precertificate'",
+            (f"{serial:x}",))
 
-    def finish(self, conn: sqlite3.Connection, serial: int, der: bytes) -> None:
-        """Store the final certificate (DER, of ``serial``) over its reservation, in the
-        caller's transaction."""
-        updated = conn.execute(
+    def finish(self, txn: Txn, serial: int, der: bytes) -> None:
+        updated = _conn(txn).execute(
             "UPDATE ca_certificates SET state = 'issued', der = ? "
             "WHERE serial = ? AND state = 'precertificate'", (der, f"{serial:x}")).rowcount
         if updated != 1:
@@ -190,10 +170,11 @@ class CaStore:
         return CertificateRecord(
             int(row["serial"], 16), row["issuer_key_id"], row["network"], row["profile"],
             json.loads(row["names"]), _dt(row["not_after"]), row["requester"],
-            _dt(row["issued_at"]), row["state"],
-            x509.load_der_x509_certificate(row["der"]) if row["der"] is not None else None,
-            _dt(row["revoked_at"]) if row["revoked_at"] else None, row["reason"],
-            row["crl_shard"])
+            _dt(row["issued_at"]), row["crl_shard"], state=row["state"],
+            certificate=x509.load_der_x509_certificate(row["der"])
+            if row["der"] is not None else None,
+            revoked_at=_dt(row["revoked_at"]) if row["revoked_at"] else None,
+            reason=row["reason"])
 
     def certificate(self, serial: int) -> CertificateRecord | None:
         row = self.db.conn.execute("SELECT * FROM ca_certificates WHERE serial = ?",
@@ -208,31 +189,27 @@ class CaStore:
             ((network, limit) if network is not None else (limit,))).fetchall()
         return [self._record(r) for r in rows]
 
-    def revoke(self, conn: sqlite3.Connection, serial: int, reason: str, now: datetime) -> None:
-        """Mark ``serial`` revoked, in the caller's transaction.
-
-        :raises StorageError: if it is unknown or already revoked.
-        """
-        row = conn.execute("SELECT revoked_at FROM ca_certificates WHERE serial = ?",
-                           (f"{serial:x}",)).fetchone()
-        if row is None:
-            raise StorageError(f"no certificate with serial {serial:x}")
-        if row[0] is not None:
-            raise StorageError(f"serial {serial:x} was already revoked at {row[0]}")
-        conn.execute("UPDATE ca_certificates SET revoked_at = ?, reason = ? WHERE serial = ?",
-                     (_ts(now), reason, f"{serial:x}"))
+    def revoke(self, txn: Txn, serial: int, reason: str, now: datetime) -> bool:
+        return _conn(txn).execute(
+            "UPDATE ca_certificates SET revoked_at = ?, reason = ? "
+            "WHERE serial = ? AND revoked_at IS NULL",
+            (_ts(now), reason, f"{serial:x}")).rowcount == 1
 
     def revoked(self, issuer_key_id: str, now: datetime,
                 shard: int = 0) -> list[CertificateRecord]:
-        """Revoked, unexpired certificates of one CRL shard of an issuer (what that CRL lists)."""
         rows = self.db.conn.execute(
             "SELECT * FROM ca_certificates WHERE issuer_key_id = ? AND crl_shard = ? "
             "AND revoked_at IS NOT NULL AND not_after > ? ORDER BY serial",
             (issuer_key_id, shard, _ts(now))).fetchall()
         return [self._record(r) for r in rows]
 
+    def crl_shards(self, issuer_key_id: str) -> set[int]:
+        rows = self.db.conn.execute(
+            "SELECT DISTINCT crl_shard FROM ca_certificates WHERE issuer_key_id = ?",
+            (issuer_key_id,)).fetchall()
+        return {int(r[0]) for r in rows}
+
     def next_crl_number(self, issuer: str) -> int:
-        """A CRL number larger than every one used before for ``issuer`` (committed first)."""
         with self.db.transaction() as conn:
             row = conn.execute("SELECT number FROM ca_crl_numbers WHERE issuer = ?",
                                (issuer,)).fetchone()

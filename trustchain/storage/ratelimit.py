@@ -5,8 +5,9 @@ Contract: :meth:`RateLimiter.check` decides every bucket it is given in one
 none; when it returns, the consumption has committed (``synchronous=FULL``),
 so a restart -- or another process on the same database -- never hands out
 the same capacity twice.  :meth:`RateLimiter.check_in` does the same inside
-the caller's open transaction, committed with it.  The arithmetic is the pure
-GCRA core, :mod:`trustchain.ca.ratelimit`.
+the caller's open transaction, committed with it (the CA core's
+:class:`trustchain.ca.store.Limits`).  The arithmetic is the pure GCRA core,
+:mod:`trustchain.ca.ratelimit`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import cast
 
 from trustchain.ca.ratelimit import Decision, Limit, RateLimited, check
+from trustchain.ca.store import Txn
 from trustchain.storage.database import Database
 from trustchain.storage.migrations import Migration, Schema
 
@@ -69,13 +72,13 @@ class RateLimiter:
         with self.db.transaction() as conn:
             self.check_in(conn, keys, now, cost)
 
-    def check_in(self, conn: sqlite3.Connection, keys: Buckets, now: datetime,
-                 cost: int = 1) -> None:
+    def check_in(self, txn: Txn, keys: Buckets, now: datetime, cost: int = 1) -> None:
         """:meth:`check` inside the caller's open transaction (committed or rolled back with it).
 
         A refusal raises before anything is written, so the caller's own
         writes are untouched; it decides whether to roll them back.
         """
+        conn = cast(sqlite3.Connection, txn)
         at = _seconds(now)
         pairs = keys.items() if isinstance(keys, Mapping) else keys
         decisions: dict[tuple[str, str], tuple[Limit, Decision]] = {}

@@ -18,20 +18,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bootstrap.init import ROOT_KEY_PURPOSE
 from bootstrap.transport_certs import node_dns_names
-from transport.ca import CaRunner
+from transport.ca import CaRunner, new_serial
 from transport.methods import Call, Method, Reply, Service
 from trustchain.ca import revocation
-from trustchain.ca.authority import CaError, CertificateAuthority, NetworkInfo
+from trustchain.ca.authority import CertificateAuthority, NetworkInfo
+from trustchain.ca.lint import require_pkilint
 from trustchain.ca.policy import MAX_CSR_BYTES
 from trustchain.ca.ratelimit import DEFAULT_LIMITS, Limit
 from trustchain.ca.signer import Signer
 from trustchain.config import NodeConfig
-from trustchain.errors import BadRequest, Forbidden, NotFound, StorageError
+from trustchain.errors import BadRequest, Forbidden, NotFound
 from trustchain.identity import Peer, Role
 from trustchain.storage.audit import AuditLog
-from trustchain.storage.ca import CaStore
+from trustchain.storage.ca import SqliteCaStore
 from trustchain.storage.dns import SqliteZoneStore
 from trustchain.storage.ratelimit import RateLimiter
+from trustchain.wiring.keys import KeystoreCaKeys
 from trustchain.wiring.node import OpenNode
 
 MAX_OCSP_REQUEST_BYTES = 16 * 1024
@@ -88,7 +90,12 @@ def rate_limits(config: NodeConfig) -> dict[str, Limit]:
 
 
 def build_ca(node: OpenNode) -> CertificateAuthority:
-    """The node's CA: its stores, the signing layer over the key store, limits and audit log."""
+    """The node's CA: its stores, the signing layer over the key store, limits and audit log.
+
+    :raises LocalError: ``ca_lint = true`` but pkilint is not installed.
+    """
+    if node.config.ca_lint:
+        require_pkilint()
     zones = SqliteZoneStore(node.db)
 
     def networks() -> dict[str, NetworkInfo]:
@@ -100,7 +107,8 @@ def build_ca(node: OpenNode) -> CertificateAuthority:
         return NetworkInfo(row["zone"], tuple(row["prefixes"])) if row is not None else None
 
     return CertificateAuthority(
-        keystore=node.keystore, signer=Signer(node.keystore), store=CaStore(node.db),
+        keys=KeystoreCaKeys(node.keystore), signer=Signer(node.keystore),
+        store=SqliteCaStore(node.db),
         audit=AuditLog(node.db), limiter=RateLimiter(node.db, rate_limits(node.config)),
         root=node.genesis.root_certificate, root_key_purpose=ROOT_KEY_PURPOSE,
         own_network=node.identity.network_name, organisation=node.identity.network_name,
@@ -135,11 +143,8 @@ def ca_service(runner: CaRunner) -> Service:
             raise Forbidden("certificate requests need a client certificate of this network: "
                             "HTTPS, HTTP/3 or stoq/1")
         req = call.parse(IssueRequest)
-        try:
-            chain = await runner.issue(req.csr.encode(), network=req.network,
-                                       profile=req.profile, peer=call.peer, client_address=None)
-        except StorageError as exc:
-            raise BadRequest(str(exc)) from None
+        chain = await runner.issue(req.csr.encode(), network=req.network,
+                                   profile=req.profile, peer=call.peer, client_address=None)
         return {"serial": f"{chain.serial:x}", "chain": pem_chain(chain.chain)}
 
     def revoke(call: Call) -> dict[str, str]:
@@ -149,11 +154,8 @@ def ca_service(runner: CaRunner) -> Service:
             reason = revocation.RevocationReason.parse(req.reason)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        try:
-            authority.revoke(int(req.serial, 16), reason, actor=actor(call.peer),
-                             now=runner.now(), network=network)
-        except StorageError as exc:
-            raise BadRequest(str(exc)) from None
+        authority.revoke(int(req.serial, 16), reason, actor=actor(call.peer), now=runner.now(),
+                         network=network)
         return {"serial": req.serial.lower(), "reason": reason.value}
 
     def revoke_by_key(call: Call) -> dict[str, str]:
@@ -165,17 +167,15 @@ def ca_service(runner: CaRunner) -> Service:
         except ValueError as exc:
             raise BadRequest('{"certificate": base64 DER, "reason": R, "signature": base64}: '
                              f"{exc}") from None
-        try:
-            serial = authority.revoke_by_key(certificate, reason, signature, runner.now())
-        except StorageError as exc:
-            raise BadRequest(str(exc)) from None
+        serial = authority.revoke_by_key(certificate, reason, signature, runner.now())
         return {"serial": f"{serial:x}", "reason": reason.value}
 
     def rotate(call: Call) -> dict[str, Any]:
         req = call.parse(NetworkRequest)
         if not req.network:
             raise BadRequest("name the network to rotate")
-        issued = authority.rotate(req.network, runner.now(), actor=actor(call.peer))
+        issued = authority.rotate(req.network, runner.now(), actor=actor(call.peer),
+                                  serial=new_serial())
         return {"network": issued.network, "generation": issued.generation,
                 "key_id": issued.key_id,
                 "not_after": issued.certificate.not_valid_after_utc.isoformat()}
@@ -204,10 +204,7 @@ def ca_service(runner: CaRunner) -> Service:
         return Reply(authority.ocsp(request, runner.now()), "application/ocsp-response")
 
     def crl(call: Call) -> Reply:
-        try:
-            der = authority.crl(str(call.args["key_id"]), runner.now(), int(call.args["shard"]))
-        except CaError as exc:
-            raise NotFound(str(exc)) from None
+        der = authority.crl(str(call.args["key_id"]), runner.now(), int(call.args["shard"]))
         return Reply(der, "application/pkix-crl", {"cache-control": "public, max-age=3600"})
 
     def issuer(call: Call) -> Reply:

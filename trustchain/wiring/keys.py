@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import dns.name
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustchain.dns.dnssec import Role as DnssecRole
 from trustchain.dns.dnssec import SigningKey, make_dnskey
@@ -108,3 +109,23 @@ class KeystoreDnssecKeys:
 
     def mark_ds_published(self, origin: dns.name.Name, key_id: str) -> None:
         self._store.set_ds_published(origin, key_id, self._clock())
+
+
+class KeystoreCaKeys:
+    """The CA's keys in the node's key store (:class:`trustchain.ca.store.CaKeys`): the
+    genesis root key, unless kept offline, and the network intermediates' keys."""
+
+    def __init__(self, keystore: KeyStore) -> None:
+        self._keystore = keystore
+
+    def key_id(self, purpose: str) -> str | None:
+        try:
+            return self._keystore.active(purpose).id
+        except KeyNotFoundError:
+            return None
+
+    def generate(self, purpose: str, now: datetime) -> tuple[str, ec.EllipticCurvePublicKey]:
+        record = self._keystore.generate(KeyType.ECDSA_P256, purpose, now)
+        public = record.load_public_key()
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        return record.id, public

@@ -20,6 +20,7 @@ from transport import methods
 from transport.ca import CaRunner
 from transport.ct import LogRunner
 from transport.dns import DnsListener, Notifier
+from transport.group_commit import GroupCommit
 from transport.http import HttpListener
 from transport.methods import Service
 from transport.problem import problem_for
@@ -88,7 +89,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     ct = LogRunner(build_ct_logs(node), tile_root=ct_tiles_root(node), work=work)
     public = config.local_address()
     ct.base_url = f"http://{format_address(public, config.http_port)}"
-    ca = CaRunner(authority, ct, clock=utcnow, work=work)
+    ca = CaRunner(authority, ct, clock=utcnow, commits=GroupCommit(node.db), work=work)
     if config.ca_lint:
         log.info("CA: every precertificate is linted with pkilint before it is logged")
     notifier = Notifier()

@@ -26,6 +26,7 @@ class Pki:
     intermediate: x509.Certificate
     intermediate_key_id: str
     urls: CaUrls
+    keystore: KeyStore
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
                        f"{base}/ca/issuers/{root_record.id}.der")
     intermediate = signer.sign_certificate(intermediate_builder(
         root=root, public_key=public, network="alpha", organisation="testnet", zone=ZONE,
-        generation=1, root_urls=root_urls, now=now), root_record.id)
+        generation=1, root_urls=root_urls, now=now, serial=1001), root_record.id)
     urls = CaUrls(f"{base}/ca/crl/{record.id}.crl", f"{base}/ocsp",
                   f"{base}/ca/issuers/{record.id}.der")
-    return Pki(signer, root, root_record.id, intermediate, record.id, urls)
+    return Pki(signer, root, root_record.id, intermediate, record.id, urls, keystore)

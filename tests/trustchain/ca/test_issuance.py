@@ -7,6 +7,7 @@ pkilint (CA/B Forum and PKIX profiles), ``openssl verify`` and
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
@@ -25,12 +26,18 @@ from tests.trustchain.ca.conftest import ZONE, Pki
 from trustchain.ca.issuance import (
     IssuanceError,
     Precertificate,
-    build_precertificate,
     finish_certificate,
     sct_list_extension,
 )
-from trustchain.ca.policy import CertRequest, PolicyError, check_csr, within
+from trustchain.ca.policy import PolicyError, check_csr, within
 from trustchain.ca.profiles import PROFILES, intermediate_builder
+from trustchain.ca.work import (
+    Layout,
+    certificate_builder,
+    check_request,
+    final_certificate,
+    precertificate,
+)
 from trustchain.ct.structs import leaf_index_extension, sign_sct
 
 LINT = Path(sys.executable).parent
@@ -51,22 +58,50 @@ def csr(names: list[str], key: object | None = None, *, ips: list[str] = (),  # 
     return builder.sign(key, algorithm).public_bytes(Encoding.PEM)  # type: ignore[arg-type]
 
 
+SERIALS = itertools.count(0x7E57_0001)
+
+
+def layout(pki: Pki, request: bytes, profile: str = "server-90d", *,
+           dns_names: tuple[str, ...] | list[str], addresses: tuple[str, ...] = (),
+           uris: tuple[str, ...] = (), issuer: x509.Certificate | None = None,
+           issuer_key_id: str | None = None) -> Layout:
+    """A certificate as the CA lays it out (names as given: policy is not checked here)."""
+    return Layout(request, profile, (issuer or pki.intermediate).public_bytes(Encoding.DER),
+                  issuer_key_id or pki.intermediate_key_id, pki.urls, datetime.now(UTC),
+                  next(SERIALS), tuple(dns_names), addresses, uris)
+
+
+def sign_layout(pki: Pki, laid_out: Layout) -> tuple[Precertificate, x509.Certificate]:
+    """The path production takes (:mod:`trustchain.ca.work`): the precertificate, two logs'
+    SCTs over it, the final certificate."""
+    pre_der = precertificate(pki.signer, laid_out)
+    pre = Precertificate(certificate_builder(laid_out), x509.load_der_x509_certificate(pre_der),
+                         x509.load_der_x509_certificate(laid_out.issuer), laid_out.issuer_key_id)
+    final = final_certificate(pki.signer, laid_out, pre_der, log_scts(pre))
+    return pre, x509.load_der_x509_certificate(final)
+
+
 def issue(pki: Pki, names: list[str], profile: str = "server-90d",
           uris: tuple[str, ...] = ()) -> tuple[Precertificate, x509.Certificate]:
-    request = check_csr(csr(names), zone=ZONE)
-    pre = build_precertificate(pki.signer, issuer=pki.intermediate,
-                               issuer_key_id=pki.intermediate_key_id, profile=PROFILES[profile],
-                               request=request, urls=pki.urls, now=datetime.now(UTC), uris=uris)
-    return pre, finish_certificate(pki.signer, pre, scts_for(pre))
+    request = csr(names)
+    checked = check_request(request, ZONE, (), profile)
+    return sign_layout(pki, layout(pki, request, profile, dns_names=checked.dns_names,
+                                   addresses=checked.addresses, uris=uris))
 
 
 LOG_KEYS = [ec.generate_private_key(ec.SECP256R1()) for _ in range(2)]
 
 
-def scts_for(pre: Precertificate) -> list[bytes]:
-    """Real SCTs from two logs' keys over the precertificate's entry (the CA checks them later)."""
-    return [sign_sct(key, 1_790_000_000_000, pre.entry, leaf_index_extension(7)).to_bytes()
+def log_scts(pre: Precertificate) -> list[tuple[bytes, bytes]]:
+    """Real SCTs from two logs' keys over the precertificate's entry (the CA checks them
+    before it signs), each with its log's key (SubjectPublicKeyInfo DER)."""
+    return [(sign_sct(key, 1_790_000_000_000, pre.entry, leaf_index_extension(7)).to_bytes(),
+             key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
             for key in LOG_KEYS]
+
+
+def scts_for(pre: Precertificate) -> list[bytes]:
+    return [sct for sct, _ in log_scts(pre)]
 
 
 def pem(path: Path, *certs: x509.Certificate) -> Path:
@@ -193,12 +228,8 @@ def test_a_leaf_verifies_with_openssl_and_cryptography(pki: Pki, tmp_path: Path)
 
 def forged(pki: Pki, name: str) -> x509.Certificate:
     """What a CA that skipped policy would sign: a name outside the network's subtree."""
-    request = CertRequest(ec.generate_private_key(ec.SECP256R1()).public_key(), [name], [])
-    pre = build_precertificate(pki.signer, issuer=pki.intermediate,
-                               issuer_key_id=pki.intermediate_key_id,
-                               profile=PROFILES["server-90d"], request=request, urls=pki.urls,
-                               now=datetime.now(UTC))
-    return finish_certificate(pki.signer, pre, scts_for(pre))
+    return sign_layout(pki, layout(pki, csr(["www.alpha.trust.example.net"]),
+                                   dns_names=[name]))[1]
 
 
 def test_a_certificate_forged_outside_the_constraints_fails_both_validators(
@@ -222,7 +253,8 @@ def test_the_directory_name_trap(pki: Pki, tmp_path: Path) -> None:
     signer = pki.signer
     base = intermediate_builder(root=pki.root, public_key=pki.intermediate.public_key(),  # type: ignore[arg-type]
                                 network="alpha", organisation="testnet", zone=ZONE,
-                                generation=2, root_urls=pki.urls, now=datetime.now(UTC))
+                                generation=2, root_urls=pki.urls, now=datetime.now(UTC),
+                                serial=2002)
     builder = x509.CertificateBuilder().subject_name(pki.intermediate.subject) \
         .issuer_name(pki.root.subject).public_key(pki.intermediate.public_key()) \
         .serial_number(x509.random_serial_number()) \
@@ -306,20 +338,15 @@ def test_address_names_inside_the_network_blocks_only(pki: Pki, tmp_path: Path) 
                       prefixes=blocks)
     record_key = ec.generate_private_key(ec.SECP256R1())
     root_key_id = pki.root_key_id
-    intermediate_key = pki.signer._keystore.add(record_key, "ca-issuer:alpha-ip",  # type: ignore[attr-defined]
-                                               datetime.now(UTC))
+    intermediate_key = pki.keystore.add(record_key, "ca-issuer:alpha-ip", datetime.now(UTC))
     constrained = pki.signer.sign_certificate(intermediate_builder(
         root=pki.root, public_key=record_key.public_key(), network="alpha",
         organisation="testnet", zone=ZONE, prefixes=blocks, generation=3, root_urls=pki.urls,
-        now=datetime.now(UTC)), root_key_id)
+        now=datetime.now(UTC), serial=3003), root_key_id)
     for address, ok in (("2001:db8:a::7", True), ("2001:db8:b::1", False)):
-        leaf_request = CertRequest(ec.generate_private_key(ec.SECP256R1()).public_key(),
-                                   ["www.alpha.trust.example.net"], [address])
-        pre = build_precertificate(pki.signer, issuer=constrained,
-                                   issuer_key_id=intermediate_key.id,
-                                   profile=PROFILES["server-90d"], request=leaf_request,
-                                   urls=pki.urls, now=datetime.now(UTC))
-        leaf = finish_certificate(pki.signer, pre, scts_for(pre))
+        _, leaf = sign_layout(pki, layout(
+            pki, csr(["www.alpha.trust.example.net"]), dns_names=["www.alpha.trust.example.net"],
+            addresses=(address,), issuer=constrained, issuer_key_id=intermediate_key.id))
         result = subprocess.run(
             ["openssl", "verify", "-x509_strict", "-purpose", "sslserver", "-verify_ip", address,
              "-CAfile", pem(tmp_path / "root.pem", pki.root),
@@ -336,12 +363,7 @@ CREDENTIAL_URI = "trustchain://testnet/network/alpha"
 
 def credential(pki: Pki) -> tuple[Precertificate, x509.Certificate]:
     """A network-admin certificate as the CA lays it out: the URI is its only name."""
-    request = CertRequest(ec.generate_private_key(ec.SECP256R1()).public_key(), [], [])
-    pre = build_precertificate(pki.signer, issuer=pki.intermediate,
-                               issuer_key_id=pki.intermediate_key_id,
-                               profile=PROFILES["network-admin"], request=request, urls=pki.urls,
-                               now=datetime.now(UTC), uris=(CREDENTIAL_URI,))
-    return pre, finish_certificate(pki.signer, pre, scts_for(pre))
+    return issue(pki, ["www.alpha.trust.example.net"], "network-admin", uris=(CREDENTIAL_URI,))
 
 
 def test_a_network_credential_is_a_client_certificate_under_the_network_intermediate(
