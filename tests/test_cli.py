@@ -226,3 +226,10 @@ def test_interactive_prompt_mismatch(tmp_path: Path) -> None:
         ["init", "--data-dir", str(tmp_path / "d")], ["first answer", "second answer"], env)
     assert code == 1
     assert "the passphrases do not match" in out
+
+
+def test_audit_verify_on_a_node_that_never_ran(cli_node: Path) -> None:
+    result = run_cli("audit", "verify", "--data-dir", cli_node, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["ok"], report["count"], report["problem"]) == (True, 0, None)

@@ -4,7 +4,8 @@ The audited original shipped `default_for_testing()` in production paths,
 verifiers that returned true, and hard-coded localhost answers.  These tests
 scan every module that ships (trustchain/, transport/, bootstrap/,
 simulations/) and fail on any of them; each rule is itself tested on a
-snippet that breaks it.
+snippet that breaks it.  The last rule keeps the import graph flowing one
+way: CLI and wiring → transport → local state → service cores → base.
 """
 
 from __future__ import annotations
@@ -29,6 +30,62 @@ _BYPASS_WORDS = re.compile(r"default_for_testing|for_testing\(|skip_verif|insecu
                            re.I)
 _VERIFIER_NAME = re.compile(r"^_?(verify|validate|check|is_valid|authenticate|authori[sz]e)", re.I)
 _LOOPBACK = re.compile(r"^\[?(localhost|127(\.\d+){3}|::1|0:0:0:0:0:0:0:1)\]?(:\d+)?$", re.I)
+
+
+#: Module prefixes → the group they belong to (the longest prefix wins).
+GROUPS = {
+    "trustchain.cli": "cli", "trustchain.__main__": "cli",
+    "trustchain.wiring": "wiring",
+    "bootstrap": "bootstrap",
+    "simulations": "simulations",
+    "transport": "transport",
+    # Local state: SQLite implementations of the cores' storage contracts, the key
+    # store, the configuration and the data directory.
+    "trustchain.storage": "state", "trustchain.keystore": "state", "trustchain.config": "state",
+    "trustchain.datadir": "state", "trustchain.passphrase": "state",
+    # The service cores: pure protocol logic.
+    "trustchain.dns": "dns", "trustchain.ca": "ca", "trustchain.ct": "ct",
+    "trustchain.consensus": "consensus", "trustchain.stoq": "stoq",
+    # What every layer shares: errors, canonical JSON, identity, problem documents.
+    "trustchain": "base",
+}
+#: Outer groups may import inner ones (a higher rank imports a lower), never the reverse.
+RANK = {"cli": 6, "wiring": 5, "bootstrap": 4, "simulations": 4, "transport": 3, "state": 2,
+        "dns": 1, "ca": 1, "ct": 1, "consensus": 1, "stoq": 1, "base": 0}
+#: Cores are independent of each other, but for these codecs: the CA logs
+#: precertificates (ct.structs, ct.precert), consensus evidence carries CT heads.
+BETWEEN_CORES = {("ca", "ct"), ("consensus", "ct")}
+
+
+def group_of(module: str) -> str | None:
+    """The group of a product module (None: a third-party or standard module)."""
+    for prefix in sorted(GROUPS, key=len, reverse=True):
+        if module == prefix or module.startswith(prefix + "."):
+            return GROUPS[prefix]
+    return None
+
+
+def import_violations(source: str, relpath: Path) -> list[str]:
+    """Imports that run against the layering (every import, also inside functions)."""
+    here = group_of(".".join(relpath.with_suffix("").parts))
+    if here is None:
+        return []
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            targets = [node.module]
+        else:
+            continue
+        for target in targets:
+            there = group_of(target)
+            if there is None or there == here:
+                continue
+            if RANK[there] < RANK[here] or (here, there) in BETWEEN_CORES:
+                continue
+            found.append(f"{relpath}:{node.lineno}: {here} may not import {target} ({there})")
+    return found
 
 
 def product_files() -> list[Path]:
@@ -98,6 +155,38 @@ def test_product_code_is_clean() -> None:
     assert len(files) > 10
     problems = [p for f in files for p in violations(f.read_text(), f.relative_to(REPO))]
     assert problems == []
+
+
+def test_imports_flow_one_way() -> None:
+    problems = [p for f in product_files()
+                for p in import_violations(f.read_text(), f.relative_to(REPO))]
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("snippet", "path", "expected"),
+    [
+        ("from transport.client import connect\n", "trustchain/ca/x.py", "ca may not import"),
+        ("from trustchain.stoq.router import BadRequest\n", "trustchain/dns/x.py",
+         "dns may not import trustchain.stoq.router"),
+        ("import trustchain.storage.ca\n", "trustchain/ca/authority.py", "(state)"),
+        ("def f():\n    from trustchain.wiring.serve import run\n", "transport/x.py",
+         "transport may not import trustchain.wiring.serve"),
+        ("from bootstrap.genesis import X\n", "trustchain/consensus/x.py", "(bootstrap)"),
+        ("from trustchain.cli import main\n", "trustchain/wiring/x.py", "(cli)"),
+    ],
+)
+def test_the_import_rule_catches_a_violation(snippet: str, path: str, expected: str) -> None:
+    assert any(expected in v for v in import_violations(snippet, Path(path)))
+
+
+def test_the_import_rule_allows_the_layering() -> None:
+    allowed = ("import asyncio\nfrom trustchain.ct.structs import SCT\n"
+               "from trustchain.errors import RemoteError\nfrom trustchain.identity import Peer\n")
+    assert import_violations(allowed, Path("trustchain/ca/x.py")) == []
+    assert import_violations("from trustchain.ca.authority import CaError\n"
+                             "from trustchain.storage.ca import CaStore\n",
+                             Path("transport/x.py")) == []
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,11 @@ def format_index(index: int) -> str:
     return "/".join([*("x" + p for p in parts[:-1]), parts[-1]])
 
 
+def tile_suffix(index: int, width: int) -> str:
+    """``<N>[.p/<W>]``: tile ``index`` holding ``width`` entries (a full tile has no suffix)."""
+    return format_index(index) + ("" if width == TILE_WIDTH else f".p/{width}")
+
+
 def tile_hashes(levels: list[list[bytes]], tile: TilePath, tree_size: int) -> bytes:
     """The hashes of a Merkle tile from a tree's complete-subtree levels.
 

@@ -96,8 +96,7 @@ class TileDirectory:
                 width = min(tiles.TILE_WIDTH, covered - index * tiles.TILE_WIDTH)
                 if width <= 0:
                     continue
-                suffix = tiles.format_index(index) + ("" if width == tiles.TILE_WIDTH
-                                                      else f".p/{width}")
+                suffix = tiles.tile_suffix(index, width)
                 for name in names:
                     path = f"{name}/{suffix}"
                     target = self.root / "tile" / path

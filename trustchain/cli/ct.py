@@ -1,0 +1,188 @@
+"""``ct logs|get-sth|verify-inclusion|verify-consistency``: a node's CT logs, checked as a
+monitor would (trustchain/ct/monitor.py) from what the node or its static files answer."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from trustchain.cli.common import add_command, add_group, print_json
+from trustchain.cli.remote import CtCall, Node, add_trust_anchor, ct_session, parse_server, trust_anchor
+from trustchain.errors import LocalError, RemoteError
+
+if TYPE_CHECKING:
+    from trustchain.ct.structs import TreeHead
+
+T = TypeVar("T")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    sub = add_group(commands, "ct", "certificate transparency logs of a node")
+    _node_options(add_command(sub, "logs", "the node's logs as Chrome/Apple log-list JSON",
+                              cmd_ct_logs))
+    p = add_command(sub, "get-sth", "a log's signed tree head, its signature checked",
+                    cmd_ct_get_sth)
+    p.add_argument("log", metavar="LOG")
+    _node_options(p)
+    p = add_command(sub, "verify-inclusion", "prove a certificate is in a log",
+                    cmd_ct_verify_inclusion)
+    p.add_argument("cert", metavar="CERT")
+    p.add_argument("--log", default="a", help="log name (default: a)")
+    p.add_argument("--tiles", metavar="URL",
+                   help="read only the log's static-ct-api files under URL (its monitoring "
+                        "prefix) instead of asking a node; needs --log-key")
+    p.add_argument("--log-key", metavar="BASE64",
+                   help="the log's public key (SubjectPublicKeyInfo, base64, as in log lists)")
+    _node_options(p, server_required=False)
+    p = add_command(sub, "verify-consistency", "prove tree FIRST is a prefix of tree SECOND",
+                    cmd_ct_verify_consistency)
+    p.add_argument("log", metavar="LOG")
+    p.add_argument("first", metavar="FIRST", type=int)
+    p.add_argument("second", metavar="SECOND", type=int)
+    _node_options(p)
+
+
+def _node_options(parser: argparse.ArgumentParser, server_required: bool = True) -> None:
+    parser.add_argument("--server", required=server_required, metavar="[ADDR]:PORT",
+                        help="the node's QUIC address")
+    add_trust_anchor(parser, "trust anchor (default: the node in --data-dir)")
+
+
+def _session(args: argparse.Namespace, work: Callable[[CtCall], Awaitable[T]]) -> T:
+    """Run ``work`` on the node at --server, checked against the trust anchor given."""
+    host, port = parse_server(args.server)
+    root, origin = trust_anchor(args.genesis, args.pin, args.data_dir)
+    return ct_session(Node(host, port, root, args.server_name or origin), work)
+
+
+async def _signed_head(call: CtCall, log: str) -> tuple[TreeHead, Any]:
+    """The log's tree head, its signature checked with the key the node's log list gives,
+    and the ``get-sth`` answer as the node sent it."""
+    from trustchain.ct import monitor
+
+    key = monitor.log_key(await call("logs", {}), log)
+    sth = await call("get-sth", {"log": log})
+    return monitor.verify_sth(sth, key), sth
+
+
+def cmd_ct_logs(args: argparse.Namespace) -> int:
+    async def logs(call: CtCall) -> Any:
+        return await call("logs", {})
+
+    print_json(_session(args, logs))
+    return 0
+
+
+def cmd_ct_get_sth(args: argparse.Namespace) -> int:
+    async def sth(call: CtCall) -> Any:
+        return (await _signed_head(call, args.log))[1]
+
+    print_json(_session(args, sth))
+    print("tree head signature verified with the log's key", file=sys.stderr)
+    return 0
+
+
+def cmd_ct_verify_consistency(args: argparse.Namespace) -> int:
+    from trustchain.ct import monitor
+
+    first, second = args.first, args.second
+
+    async def consistency(call: CtCall) -> str:
+        head, _ = await _signed_head(call, args.log)
+        if not 0 <= first <= second <= head.size:
+            raise LocalError(f"need 0 <= FIRST <= SECOND <= {head.size}")
+        hashes: list[bytes] = []
+        while len(hashes) < second:
+            hashes += monitor.leaf_hashes(await call("get-entries", {
+                "log": args.log, "start": len(hashes), "end": second - 1}))
+        proof = await call("get-sth-consistency", {"log": args.log, "first": first,
+                                                   "second": second})
+        monitor.verify_consistency(first, second, head, hashes, proof)
+        return f"OK: tree {first} is a prefix of tree {second} in log {args.log}"
+
+    print(_session(args, consistency))
+    return 0
+
+
+def cmd_ct_verify_inclusion(args: argparse.Namespace) -> int:
+    if args.tiles is None and args.server is None:
+        raise LocalError("give --server (a node) or --tiles URL --log-key KEY (static files)")
+    der = _certificate(args.cert)
+    if args.tiles is not None:
+        if args.log_key is None:
+            raise LocalError("--tiles needs --log-key (the log's key from a log list)")
+        print(_inclusion_by_tiles(args.tiles, args.log_key, der))
+        return 0
+    print(_session(args, lambda call: _inclusion(call, args.log, der)))
+    return 0
+
+
+def _certificate(path: str) -> bytes:
+    """The DER of the certificate in ``path`` (PEM or DER)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise LocalError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        cert = (x509.load_pem_x509_certificate(raw) if b"-----BEGIN" in raw
+                else x509.load_der_x509_certificate(raw))
+    except ValueError:
+        raise LocalError(f"{path} is not a certificate (PEM or DER)") from None
+    return cert.public_bytes(Encoding.DER)
+
+
+async def _inclusion(call: CtCall, log: str, der: bytes) -> str:
+    """Page through the log's entries up to its signed head for ``der``, then prove it."""
+    from trustchain.ct import monitor
+
+    head, _ = await _signed_head(call, log)
+    start = 0
+    while start < head.size:
+        page = await call("get-entries", {"log": log, "start": start, "end": head.size - 1})
+        found = monitor.find_certificate(page, start, der)
+        if found is not None:
+            proof = await call("get-proof-by-hash", {
+                "log": log, "hash": base64.b64encode(found.leaf_hash).decode(),
+                "tree_size": head.size})
+            monitor.verify_inclusion(found, proof, head)
+            return f"OK: entry {found.index} of log {log}, included in its signed tree of {head.size}"
+        start += len(page["entries"])
+    raise RemoteError(f"the certificate is not in log {log}")
+
+
+def _inclusion_by_tiles(url: str, key_b64: str, der: bytes) -> str:
+    """Check ``der`` against the log's static-ct-api files under ``url`` (over HTTP)."""
+    import binascii
+    import urllib.error
+    import urllib.request
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    from trustchain.ct import monitor
+
+    try:
+        key = load_der_public_key(base64.b64decode(key_b64, validate=True))
+    except (binascii.Error, ValueError):
+        raise LocalError("--log-key is not a base64 public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise LocalError("--log-key is not an ECDSA key")
+    base = url.rstrip("/")
+
+    def fetch(path: str) -> bytes:
+        try:
+            with urllib.request.urlopen(f"{base}/{path}", timeout=30) as response:
+                return bytes(response.read())
+        except (urllib.error.URLError, OSError) as exc:
+            raise RemoteError(f"cannot fetch {base}/{path}: {exc}") from None
+
+    proven = monitor.verify_tiles(fetch, key, der)
+    return (f"OK: entry {proven.index} of {proven.origin}, included in its signed checkpoint "
+            f"of {proven.tree_size}")

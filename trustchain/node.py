@@ -1,2 +1,0 @@
-"""Temporary: moved to trustchain.wiring (removed once the CLI package lands)."""
-from trustchain.wiring.serve import run  # noqa: F401

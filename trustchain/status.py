@@ -1,2 +1,0 @@
-"""Temporary: moved to trustchain.wiring.status."""
-from trustchain.wiring.status import node_status, render_status  # noqa: F401
