@@ -139,6 +139,9 @@ def violations(source: str, relpath: Path) -> list[str]:
             for name in names:
                 if name.split(".")[0] in {"asyncio", "socket", "selectors", "subprocess"}:
                     found.append(f"{relpath}:{node.lineno}: I/O import {name} in a pure core")
+                if name.split(".")[0] in {"secrets", "random"}:
+                    found.append(f"{relpath}:{node.lineno}: ambient randomness {name} in a "
+                                 "pure core (pass it in)")
             if isinstance(node, ast.Attribute) and (
                 isinstance(node.value, ast.Name) and (node.value.id, node.attr) in {
                     ("time", "time"), ("time", "monotonic"), ("os", "urandom"),
@@ -203,6 +206,7 @@ def test_the_import_rule_allows_the_layering() -> None:
         ("import asyncio\n", "trustchain/dns/answer.py", "I/O import"),
         ("import time\nt = time.time()\n", "trustchain/ct/log.py", "ambient time.time"),
         ("import os\nr = os.urandom(16)\n", "trustchain/consensus/x.py", "ambient os.urandom"),
+        ("import secrets\n", "trustchain/ca/profiles.py", "ambient randomness secrets"),
     ],
 )
 def test_each_rule_catches_its_violation(snippet: str, path: str, expected: str) -> None:

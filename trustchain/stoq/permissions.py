@@ -49,7 +49,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("ct", "get-entries"): Access.PUBLIC,
     ("ct", "get-entry-and-proof"): Access.PUBLIC,
     ("ct", "get-roots"): Access.PUBLIC,
-    # The CA (transport/ca.py): issuance policy (trustchain/ca/policy.py) decides
+    # The CA (trustchain/wiring/ca.py): issuance policy (trustchain/ca/policy.py) decides
     # further who may act for which network; OCSP is public, as over HTTP.
     ("ca", "issue"): Access.NETWORK,
     ("ca", "revoke"): Access.NETWORK,
@@ -61,7 +61,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("admin", "enrolments"): Access.ADMIN,
     ("admin", "approve"): Access.ADMIN,
     ("admin", "reject"): Access.ADMIN,
-    # Zone management (trustchain/dns/service.py).
+    # Zone management (trustchain/wiring/dns.py over trustchain/dns/).
     ("admin", "zone-create"): Access.ADMIN,
     ("admin", "zone-delete"): Access.ADMIN,
     ("admin", "zone-list"): Access.ADMIN,

@@ -4,8 +4,8 @@ Routes: ``GET /healthz`` (liveness, ``{"status": "ok"}``), ``GET /genesis.json``
 (the network's genesis document, byte for byte as pinned: a joining node
 checks its SHA-256 against the pin it was given), and every method of the
 services' tables that has an HTTP route (:mod:`transport.methods`): the CT
-logs' RFC 6962 API and static-ct-api assets (:mod:`trustchain.wiring.ct_api`),
-the CA's issuance, revocation, CRLs and OCSP (:mod:`trustchain.wiring.ca_api`).
+logs' RFC 6962 API and static-ct-api assets (:mod:`trustchain.wiring.ct`),
+the CA's issuance, revocation, CRLs and OCSP (:mod:`trustchain.wiring.ca`).
 
 Errors are RFC 9457 problem documents (``application/problem+json``), the
 same shape stoq/1 answers with.
