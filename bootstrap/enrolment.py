@@ -39,9 +39,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bootstrap.transport_certs import build_leaf, node_dns_names, node_uri
 from trustchain.canonical import canonical_json
+from trustchain.errors import BadRequest
 from trustchain.identity import Peer, TlsIdentity
 from trustchain.keystore import key_id_for, spki_der
-from trustchain.stoq.router import BadRequest, parse_message
+from trustchain.stoq.router import parse_message
 from trustchain.storage.node import Enrolment, NodeStore
 
 SIGNING_PREFIX = b"TrustChain enrolment v1\0"

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from bootstrap.enrolment import EnrolmentService, EnrolmentState, build_request
 from bootstrap.root import build_root_certificate
 from bootstrap.transport_certs import build_intermediate
+from trustchain.errors import BadRequest
 from trustchain.identity import TlsIdentity, identify_peer
 from trustchain.keystore import key_id_for
-from trustchain.stoq.router import BadRequest
 from trustchain.storage.database import open_database
 from trustchain.storage.migrations import migrate
 from trustchain.storage.node import NODE_SCHEMA, NodeStore

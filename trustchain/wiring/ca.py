@@ -89,7 +89,12 @@ def rate_limits(config: NodeConfig) -> dict[str, Limit]:
     return limits
 
 
-def build_ca(node: OpenNode) -> CertificateAuthority:
+def ca_limiter(node: OpenNode) -> RateLimiter:
+    """The CA's rate limits, persisted in the node's database."""
+    return RateLimiter(node.db, rate_limits(node.config))
+
+
+def build_ca(node: OpenNode, limiter: RateLimiter) -> CertificateAuthority:
     """The node's CA: its stores, the signing layer over the key store, limits and audit log.
 
     :raises LocalError: ``ca_lint = true`` but pkilint is not installed.
@@ -109,7 +114,7 @@ def build_ca(node: OpenNode) -> CertificateAuthority:
     return CertificateAuthority(
         keys=KeystoreCaKeys(node.keystore), signer=Signer(node.keystore),
         store=SqliteCaStore(node.db),
-        audit=AuditLog(node.db), limiter=RateLimiter(node.db, rate_limits(node.config)),
+        audit=AuditLog(node.db), limiter=limiter,
         root=node.genesis.root_certificate, root_key_purpose=ROOT_KEY_PURPOSE,
         own_network=node.identity.network_name, organisation=node.identity.network_name,
         base_url=ca_base_url(node), networks=networks, network=network, lint=node.config.ca_lint,

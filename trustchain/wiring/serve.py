@@ -34,7 +34,8 @@ from trustchain.dns.handler import DnsHandler
 from trustchain.dns.service import DnsService
 from trustchain.stoq.router import Router
 from trustchain.storage.node import NodeStore
-from trustchain.wiring.ca import build_ca, ca_service
+from trustchain.storage.ratelimit import RateLimiter
+from trustchain.wiring.ca import build_ca, ca_limiter, ca_service
 from trustchain.wiring.ct import build_ct_logs, ct_service, ct_tiles_root
 from trustchain.wiring.dns import build_dns, zone_service
 from trustchain.wiring.http import create_app
@@ -50,8 +51,8 @@ from trustchain.wiring.node import (
 
 log = logging.getLogger("trustchain.node")
 
-#: How often the node looks for signatures nearing expiry.
-RESIGN_CHECK_SECONDS = 600.0
+#: How often the node looks for signatures nearing expiry and idle rate-limit buckets.
+MAINTENANCE_SECONDS = 600.0
 
 
 def build_router(services: Iterable[Service]) -> Router:
@@ -82,7 +83,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         node.identity.genesis_sha256,
     )
     config = node.config
-    authority = build_ca(node)
+    limiter = ca_limiter(node)
+    authority = build_ca(node, limiter)
     workers = config.worker_count()
     work: Work = (WorkerPool(workers, authority.signer) if workers
                   else InlineWork(authority.signer))
@@ -139,10 +141,10 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         await https.start()
         await quic.start()
         log.info("node ready")
-        resigner = asyncio.ensure_future(_resign_periodically(dns_service, stop))
+        maintenance = asyncio.ensure_future(_maintain(dns_service, limiter, stop))
         await stop.wait()
         log.info("shutting down")
-        await resigner
+        await maintenance
     finally:
         await quic.stop()
         await https.stop()
@@ -155,17 +157,20 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     log.info("stopped cleanly")
 
 
-async def _resign_periodically(service: DnsService, stop: asyncio.Event) -> None:
-    """Re-sign zones whose signatures near expiry, until the node stops."""
+async def _maintain(service: DnsService, limiter: RateLimiter, stop: asyncio.Event) -> None:
+    """Until the node stops: re-sign zones whose signatures near expiry, take the DNSSEC
+    rollover steps that are due, and forget rate-limit buckets that are full again (they
+    would otherwise accumulate one row per requester for ever)."""
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), RESIGN_CHECK_SECONDS)
+            await asyncio.wait_for(stop.wait(), MAINTENANCE_SECONDS)
         except TimeoutError:
             count = service.resign_due()
             if count:
                 log.info("re-signed %d zone(s) whose signatures neared expiry", count)
             for step in service.advance_rollovers():
                 log.info("DNSSEC rollover: %s", step)
+            limiter.prune(utcnow())
 
 
 def run(
