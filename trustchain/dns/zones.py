@@ -197,10 +197,7 @@ class Zones:
 
     def replace(self, old: Zone, new: Zone) -> Zone:
         """Store and publish ``new`` (serial and all) in place of ``old``."""
-        try:
-            self._store.replace(old, new, self.now())
-        except StorageError as exc:  # another change landed first: the client retries
-            raise DnsRequestError(str(exc)) from None
+        self._store.replace(old, new, self.now())
         zones = dict(self._server.zoneset.zones)
         zones[new.origin] = new
         self.publish(zones, changed=new)
