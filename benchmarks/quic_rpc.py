@@ -37,10 +37,8 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol  # noqa: E402
 from aioquic.asyncio.server import serve as quic_serve  # noqa: E402
 from aioquic.quic.configuration import QuicConfiguration  # noqa: E402
 from aioquic.quic.events import QuicEvent, StreamDataReceived  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
-from bootstrap.root import build_root_certificate  # noqa: E402
-from bootstrap.transport_certs import build_intermediate, build_leaf  # noqa: E402
+from tests.pki import node_pki  # noqa: E402
 from trustchain.identity import TlsIdentity
 
 PAYLOAD = b"\x00" * 40  # about the size of a DNS query
@@ -50,16 +48,8 @@ SERVER_NAME = "bench.example"
 
 def credentials(directory: Path) -> tuple[TlsIdentity, object]:
     """Ephemeral PKI shaped like a node's (root -> intermediate -> leaf)."""
-    now = datetime.now(UTC)
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root = build_root_certificate(root_key, "bench", now)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = build_intermediate(root_key, root, ca_key.public_key(), "bench", "bench", now)
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = build_leaf(ca_key, ca, key.public_key(), common_name="bench", network="bench",
-                      uri="trustchain://bench/node/bench", dns_names=[SERVER_NAME],
-                      server=True, now=now)
-    return TlsIdentity(leaf, [ca], key), root
+    pki = node_pki(now=datetime.now(UTC), network="bench", node_id="bench")
+    return pki.identity("bench", dns_names=[SERVER_NAME]), pki.root
 
 
 # --- servers (run in a child process) -------------------------------------------------

@@ -200,7 +200,8 @@ def test_kill_9_under_load_loses_no_acknowledged_entry(
 
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from bootstrap.transport_certs import INFRA_CA_PURPOSE, build_leaf
+    from bootstrap.transport_certs import INFRA_CA_PURPOSE
+    from tests.pki import der_b64, new_key, node_leaf
     from trustchain.ct.merkle import verify_consistency
 
     keystore = KeyStore.open(data_dir / "keys", PASSPHRASE)
@@ -208,13 +209,11 @@ def test_kill_9_under_load_loses_no_acknowledged_entry(
     with open_database(data_dir, readonly=True) as db:
         ca = NodeStore(db).latest_certificate(INFRA_CA_PURPOSE)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey) and ca is not None
-    subject = ec.generate_private_key(ec.SECP256R1()).public_key()
-    ca_b64 = base64.b64encode(ca.public_bytes(Encoding.DER)).decode()
-    chains = [[base64.b64encode(build_leaf(
-        ca_key, ca, subject, common_name=f"k{i}", network="testnet",
-        uri=f"trustchain://testnet/node/k{i}", dns_names=[f"k{i}.example"], server=True,
-        now=datetime.now(UTC)).public_bytes(Encoding.DER)).decode(), ca_b64]
-        for i in range(400)]
+    subject = new_key().public_key()
+    ca_b64 = der_b64(ca)
+    chains = [[der_b64(node_leaf(ca_key, ca, subject, node_id=f"k{i}", network="testnet",
+                                 now=datetime.now(UTC))), ca_b64]
+              for i in range(400)]
 
     proc, host, port = start_node(data_dir, node_processes)
     acknowledged: list[tuple[str, dict[str, object]]] = []
@@ -259,11 +258,11 @@ def test_kill_9_under_load_loses_no_acknowledged_entry(
                        base64.b64decode(sth_before["sha256_root_hash"]),
                        base64.b64decode(sth["sha256_root_hash"]))
     root = base64.b64decode(sth["sha256_root_hash"])
-    for der_b64, sct in honoured:
+    for leaf_b64, sct in honoured:
         extensions = base64.b64decode(str(sct["extensions"]))
         index = SCT(b"", 0, extensions, b"").leaf_index
         leaf = merkle_tree_leaf(int(str(sct["timestamp"])),
-                                Entry(EntryType.X509, base64.b64decode(der_b64)), extensions)
+                                Entry(EntryType.X509, base64.b64decode(leaf_b64)), extensions)
         answer = json.loads(request(host, port, "GET", "/logs/a/ct/v1/get-entry-and-proof?"
                                     f"leaf_index={index}&tree_size={sth['tree_size']}")[2])
         assert base64.b64decode(answer["leaf_input"]) == leaf

@@ -17,8 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bootstrap.enrolment import EnrolmentService, EnrolmentState, build_request
-from bootstrap.root import build_root_certificate
-from bootstrap.transport_certs import build_intermediate
+from tests.pki import node_pki
 from trustchain.errors import BadRequest
 from trustchain.identity import TlsIdentity, identify_peer
 from trustchain.keystore import key_id_for
@@ -38,19 +37,16 @@ class Clock:
 @pytest.fixture
 def setup(tmp_path: Path):
     clock = Clock()
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root = build_root_certificate(root_key, "testnet", clock.now)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = build_intermediate(root_key, root, ca_key.public_key(), "testnet", "n1", clock.now)
+    pki = node_pki(now=clock.now)
     db = open_database(tmp_path)
     migrate(db, NODE_SCHEMA)
     counter = iter(range(10**6))
     service = EnrolmentService(
         NodeStore(db), network="testnet", origin="trust.example.net.",
-        issuer=TlsIdentity(ca, [], ca_key), now=clock,
+        issuer=TlsIdentity(pki.ca, [], pki.ca_key), now=clock,
         random_bytes=lambda n: next(counter).to_bytes(n, "big"),
     )
-    yield service, clock, root
+    yield service, clock, pki.root
     db.close()
 
 

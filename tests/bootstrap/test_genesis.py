@@ -21,6 +21,7 @@ from bootstrap.genesis import (
     verify_genesis,
 )
 from bootstrap.root import build_root_certificate
+from tests.pki import cert_builder, der_b64, signed
 from trustchain.canonical import canonical_json
 from trustchain.errors import GenesisError, PinMismatchError
 
@@ -168,25 +169,15 @@ def test_non_canonical_bytes_rejected(setup) -> None:
 
 
 def test_root_must_be_a_self_signed_ca(setup, now: datetime) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     root_key, founders, _ = setup
-    other = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "not a CA")])
-    leaf = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(root_key.public_key()).serial_number(1)
-        .not_valid_before(now).not_valid_after(now.replace(year=now.year + 1))
-        .sign(root_key, hashes.SHA384())
-    )
+    # Self-signed with the root's key, but no BasicConstraints: not a CA.
+    leaf = signed(cert_builder("not a CA", root_key.public_key(), serial=1, not_before=now,
+                               days=365), root_key)
     doc = json.loads(setup[2].to_bytes())
-    doc["body"]["root_certificate"] = base64.b64encode(leaf.public_bytes(Encoding.DER)).decode()
+    doc["body"]["root_certificate"] = der_b64(leaf)
     data = _resign(doc, (root_key, founders))
     with pytest.raises(GenesisError, match="lacks"):
         verify_genesis(data, genesis_pin(data))
-    del other
 
 
 def test_parse_genesis_file_from_disk(node, data_dir: Path) -> None:

@@ -16,10 +16,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.pki import cert_builder, dn, new_key, signed
 from tests.support import PASSPHRASE, REPO
 from trustchain.ca.revocation import (
     CertStatusInfo,
@@ -58,56 +59,28 @@ class Pki:
     issuer: OcspIssuer
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "testnet"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not ca, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-        encipher_only=False, decipher_only=False,
-    )
-
-
-def _builder(subject: str, public_key: ec.EllipticCurvePublicKey, issuer: x509.Certificate | None,
-             *, path_length: int | None, days: int) -> x509.CertificateBuilder:
-    builder = (
-        x509.CertificateBuilder().subject_name(_name(subject))
-        .issuer_name(issuer.subject if issuer else _name(subject)).public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(hours=1)).not_valid_after(NOW + timedelta(days=days))
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(x509.BasicConstraints(ca=path_length is not None, path_length=path_length),
-                       critical=True)
-        .add_extension(_usage(ca=path_length is not None), critical=True)
-    )
-    if issuer is not None:
-        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-    return builder
-
-
 def make_pki(directory: Path) -> Pki:
     """Root (P-256, pathLen 1) → intermediate (pathLen 0, key in a KeyStore) → server leaf."""
     cheap = KdfParams(iterations=1, lanes=1, memory_cost_kib=8192)
     keystore = KeyStore.create(directory / "keys", PASSPHRASE, cheap)
     signer = Signer(keystore)
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root = _builder("Test Root", root_key.public_key(), None, path_length=1, days=3650).sign(
-        root_key, hashes.SHA256())
+    since = NOW - timedelta(hours=1)
+    root_key = new_key()
+    root = signed(cert_builder(
+        dn("Test Root", organisation="testnet"), root_key.public_key(), not_before=since,
+        days=3650, ca=True, path_length=1, key_usage=True, subject_key_id=True), root_key)
     record = keystore.generate(KeyType.ECDSA_P256, "ca-intermediate", NOW)
     inter_public = record.load_public_key()
     assert isinstance(inter_public, ec.EllipticCurvePublicKey)
-    intermediate = _builder("Test Issuing CA", inter_public, root, path_length=0, days=1825).sign(
-        root_key, hashes.SHA256())
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    intermediate = signed(cert_builder(
+        dn("Test Issuing CA", organisation="testnet"), inter_public, issuer=root,
+        not_before=since, days=1825, ca=True, path_length=0, key_usage=True, subject_key_id=True,
+        authority_key_id=True), root_key)
     leaf = signer.sign_certificate(
-        _builder("www.trust.example", leaf_key.public_key(), intermediate, path_length=None, days=90)
+        cert_builder(dn("www.trust.example", organisation="testnet"), new_key().public_key(),
+                     issuer=intermediate, not_before=since, days=90, ca=False, key_usage=True,
+                     subject_key_id=True, authority_key_id=True, dns_names=["www.trust.example"])
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("www.trust.example")]), critical=False)
         .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
             [x509.UniformResourceIdentifier(CRL_URL)], None, None, None)]), critical=False)
         .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from bootstrap.root import build_root_certificate
-from bootstrap.transport_certs import build_intermediate, build_leaf
+from tests.pki import cert_builder, der_b64, new_key, node_leaf, node_pki, signed
 from trustchain.ct.log import BadSubmission, Log
 from trustchain.ct.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
 from trustchain.ct.structs import Entry, EntryType, TreeHead, merkle_tree_leaf
@@ -22,22 +22,14 @@ from trustchain.storage.database import open_database
 from trustchain.storage.migrations import migrate
 
 NOW = datetime.now(UTC)
-ROOT_KEY = ec.generate_private_key(ec.SECP256R1())
-ROOT = build_root_certificate(ROOT_KEY, "testnet", NOW)
-CA_KEY = ec.generate_private_key(ec.SECP256R1())
-CA = build_intermediate(ROOT_KEY, ROOT, CA_KEY.public_key(), "testnet", "n1", NOW)
-LOG_KEY = ec.generate_private_key(ec.SECP256R1())
+PKI = node_pki(now=NOW)
+ROOT, CA, CA_KEY = PKI.root, PKI.ca, PKI.ca_key
+CA_B64 = der_b64(CA)
+LOG_KEY = new_key()
 
 
 def leaf(name: str) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = build_leaf(CA_KEY, CA, key.public_key(), common_name=name, network="testnet",
-                      uri=f"trustchain://testnet/node/{name}", dns_names=[f"{name}.example"],
-                      server=True, now=NOW)
-    return base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
-
-
-CA_B64 = base64.b64encode(CA.public_bytes(Encoding.DER)).decode()
+    return der_b64(PKI.leaf(name))
 
 
 @pytest.fixture
@@ -162,17 +154,15 @@ def test_bad_chains_are_refused(db, chain: list[str], message: str) -> None:
 def test_a_remembered_intermediate_does_not_excuse_a_bad_leaf(db) -> None:
     log = new_log(db)
     log.check([leaf("good"), CA_B64])  # the CA-to-root link is now remembered
-    rogue_key = ec.generate_private_key(ec.SECP256R1())
-    forged = build_leaf(rogue_key, CA, rogue_key.public_key(), common_name="forged",
-                        network="testnet", uri="trustchain://testnet/node/forged",
-                        dns_names=["forged.example"], server=True, now=NOW)
+    rogue_key = new_key()
+    forged = node_leaf(rogue_key, CA, rogue_key.public_key(), node_id="forged", network="testnet",
+                       now=NOW)
     with pytest.raises(BadSubmission, match="does not verify"):
-        log.check([base64.b64encode(forged.public_bytes(Encoding.DER)).decode(), CA_B64])
+        log.check([der_b64(forged), CA_B64])
 
 
 def test_a_chain_from_another_root_is_refused(db) -> None:
-    other_key = ec.generate_private_key(ec.SECP256R1())
-    other_root = build_root_certificate(other_key, "othernet", NOW)
+    other_root = build_root_certificate(new_key(), "othernet", NOW)
     log = Log("a", LOG_KEY, SqliteLogStore(db, "a"), [other_root])
     with pytest.raises(BadSubmission, match="does not lead to a root"):
         log.check([leaf("w"), CA_B64])
@@ -196,23 +186,9 @@ def test_entry_identity_distinguishes_types() -> None:
 
 
 def _precert(poison: bool = True) -> str:
-    from datetime import timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pre")]))
-               .issuer_name(CA.subject).public_key(key.public_key()).serial_number(77)
-               .not_valid_before(NOW).not_valid_after(NOW + timedelta(days=30))
-               .add_extension(x509.SubjectAlternativeName([x509.DNSName("pre.example")]),
-                              critical=False))
-    if poison:
-        builder = builder.add_extension(x509.PrecertPoison(), critical=True)
-    cert = builder.sign(CA_KEY, hashes.SHA256())
-    return base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+    return der_b64(signed(cert_builder("pre", new_key().public_key(), issuer=CA, serial=77,
+                                       not_before=NOW, days=30, dns_names=["pre.example"],
+                                       poison=poison), CA_KEY))
 
 
 def test_precertificate_entries(db) -> None:
@@ -245,42 +221,22 @@ def test_precertificate_entries(db) -> None:
 
 def test_a_precertificate_signing_certificate_is_accepted_per_rfc6962(db) -> None:
     """The entry is byte for byte the TBS of the certificate the CA will issue."""
-    from datetime import timedelta
+    psc_key = new_key()
+    psc = signed(cert_builder("n1 PSC", psc_key.public_key(), issuer=CA, serial=5, not_before=NOW,
+                              days=30, ca=True, path_length=0, authority_key_id=True)
+                 .add_extension(x509.ExtendedKeyUsage([x509.ObjectIdentifier(
+                     "1.3.6.1.4.1.11129.2.4.4")]), critical=False), CA_KEY)
+    subject_key = new_key().public_key()
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    psc_key = ec.generate_private_key(ec.SECP256R1())
-    psc = (x509.CertificateBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "n1 PSC")]))
-           .issuer_name(CA.subject).public_key(psc_key.public_key()).serial_number(5)
-           .not_valid_before(NOW).not_valid_after(NOW + timedelta(days=30))
-           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-           .add_extension(x509.ExtendedKeyUsage([x509.ObjectIdentifier(
-               "1.3.6.1.4.1.11129.2.4.4")]), critical=False)
-           .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-               CA_KEY.public_key()), critical=False)
-           .sign(CA_KEY, hashes.SHA256()))
-    subject_key = ec.generate_private_key(ec.SECP256R1()).public_key()
-
-    def certificate(issuer: x509.Name, issuer_key: ec.EllipticCurvePrivateKey,
+    def certificate(issuer: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKey,
                     poison: bool) -> x509.Certificate:
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p")]))
-                   .issuer_name(issuer).public_key(subject_key).serial_number(1234)
-                   .not_valid_before(NOW).not_valid_after(NOW + timedelta(days=30))
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                       issuer_key.public_key()), critical=False)
-                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("p.example")]),
-                                  critical=False))
-        if poison:
-            builder = builder.add_extension(x509.PrecertPoison(), critical=True)
-        return builder.sign(issuer_key, hashes.SHA256())
+        return signed(cert_builder("p", subject_key, issuer=issuer, serial=1234, not_before=NOW,
+                                   days=30, authority_key_id=True, dns_names=["p.example"],
+                                   poison=poison), issuer_key)
 
-    precert = certificate(psc.subject, psc_key, poison=True)
-    final = certificate(CA.subject, CA_KEY, poison=False)
-    b64 = [base64.b64encode(c.public_bytes(Encoding.DER)).decode() for c in (precert, psc)]
+    precert = certificate(psc, psc_key, poison=True)
+    final = certificate(CA, CA_KEY, poison=False)
+    b64 = [der_b64(c) for c in (precert, psc)]
     log = new_log(db)
     submission = log.check([b64[0], b64[1], CA_B64], precert=True)
     assert submission.entry.body == final.tbs_certificate_bytes

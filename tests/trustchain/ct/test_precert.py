@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.pki import cert_builder, dn, new_key, signed
 from trustchain.ct.precert import PrecertError, remove_poison
 
-KEY = ec.generate_private_key(ec.SECP256R1())
+KEY = new_key()
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
 
 def build(extras: list[x509.ExtensionType], poison_at: int | None, names: int = 1):
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "www.example.net")]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CA")]))
-        .public_key(KEY.public_key()).serial_number(123456789)
-        .not_valid_before(NOW).not_valid_after(NOW + timedelta(days=90))
-    )
+    builder = cert_builder("www.example.net", KEY.public_key(), issuer=dn("CA"),
+                           serial=123456789, not_before=NOW, days=90)
     items: list[tuple[x509.ExtensionType, bool]] = [(e, False) for e in extras]
     if poison_at is not None:
         items.insert(poison_at, (x509.PrecertPoison(), True))
     for ext, critical in items:
         builder = builder.add_extension(ext, critical=critical)
-    return builder.sign(KEY, hashes.SHA256())
+    return signed(builder, KEY)
 
 
 EXTRAS = [

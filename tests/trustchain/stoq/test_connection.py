@@ -10,10 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from bootstrap.root import build_root_certificate
-from bootstrap.transport_certs import build_intermediate, build_leaf
+from tests.pki import node_pki
 from transport.tls import client_configuration, server_configuration
 from trustchain.identity import TlsIdentity
 from trustchain.stoq import doq
@@ -35,15 +33,8 @@ NOW = datetime.now(UTC)
 
 @pytest.fixture(scope="module")
 def pki() -> tuple[TlsIdentity, object]:
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root = build_root_certificate(root_key, "testnet", NOW)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = build_intermediate(root_key, root, ca_key.public_key(), "testnet", "n1", NOW)
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = build_leaf(ca_key, ca, key.public_key(), common_name="n1", network="testnet",
-                      uri="trustchain://testnet/node/n1", dns_names=["trust.example.net"],
-                      server=True, now=NOW)
-    return TlsIdentity(leaf, [ca], key), root
+    made = node_pki(now=NOW)
+    return made.identity("n1", dns_names=["trust.example.net"]), made.root
 
 
 @dataclass
