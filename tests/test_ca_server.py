@@ -232,6 +232,24 @@ def _digitally_signed(sct: x509.certificate_transparency.SignedCertificateTimest
     return b"\x04\x03" + len(sct.signature).to_bytes(2, "big") + sct.signature
 
 
+def _issue_over_stoq(proc: NodeProcess, data_dir: Path, tmp_path: Path,
+                     csr: str) -> tuple[int, dict]:
+    import asyncio
+
+    from transport.client import connect
+
+    root = x509.load_pem_x509_certificate(root_pem(data_dir, tmp_path).read_bytes())
+    host, port = proc.address("quic")
+
+    async def call() -> tuple[int, dict]:
+        async with connect(host, port, root=root, server_name="trust.example.net",
+                           identity=admin_identity(data_dir)) as node:
+            response = await node.request("ca", "issue", json.dumps({"csr": csr}).encode())
+            return response.status, json.loads(response.message)
+
+    return asyncio.run(call())
+
+
 def test_rate_limit_refusal_survives_a_restart(
     running: tuple[NodeProcess, list[str]], data_dir: Path,
     node_processes: list[NodeProcess], tmp_path: Path
@@ -249,13 +267,16 @@ def test_rate_limit_refusal_survives_a_restart(
     proc, admin = start(data_dir, node_processes)
     still = run_cli("ca", "issue", "--csr", csr, *admin)
     assert still.returncode == 1 and "rate limit 'names'" in still.stderr
+    status, problem = _issue_over_stoq(proc, data_dir, tmp_path, csr.read_text())
+    assert status == 429 and problem["status"] == 429
+    assert 0 < problem["retry_after"] <= 86400  # seconds; HTTP sends it as Retry-After
     other = run_cli("ca", "issue", "--csr", make_csr(tmp_path, "api.alpha.trust.example.net"),
                     *admin)
     assert other.returncode == 0, other.stderr  # another name set has its own bucket
     assert proc.stop() == 0
     with sqlite3.connect(data_dir / "node.db") as db:
         kinds = [r[0] for r in db.execute("SELECT kind FROM audit_log ORDER BY seq")]
-    assert kinds.count("ratelimit.refuse") == 2 and kinds.count("cert.issue") == 3
+    assert kinds.count("ratelimit.refuse") == 3 and kinds.count("cert.issue") == 3
 
 
 def test_the_root_key_can_be_kept_offline(

@@ -40,6 +40,10 @@ STATUSES: tuple[tuple[type[Exception], int], ...] = (
 )
 
 
+#: Retry-After of a 503 (a worker restarting, the node busy): soon.
+UNAVAILABLE_RETRY_SECONDS = 1
+
+
 def problem_for(exc: Exception) -> Problem | None:
     """The answer to a request that raised ``exc``; None for a bug (not a refusal)."""
     for kind, status in STATUSES:
@@ -47,13 +51,21 @@ def problem_for(exc: Exception) -> Problem | None:
             detail = str(exc)
             if isinstance(exc, WorkerStopped):
                 detail = f"{detail}; retry"
-            return Problem(status, detail)
+            retry = None
+            if isinstance(exc, RateLimited):
+                retry = exc.retry_seconds
+            elif status == 503:
+                retry = UNAVAILABLE_RETRY_SECONDS
+            return Problem(status, detail, retry_after=retry)
     return None
 
 
 def problem_response(problem: Problem) -> Response:
     """A problem as an HTTP response (HTTP/1.1 and HTTP/3 alike)."""
-    return Response(problem.to_json(), status_code=problem.status, media_type=PROBLEM_JSON)
+    headers = ({"retry-after": str(problem.retry_after)} if problem.retry_after is not None
+               else None)
+    return Response(problem.to_json(), status_code=problem.status, media_type=PROBLEM_JSON,
+                    headers=headers)
 
 
 def problem(status: int, detail: str = "") -> Response:

@@ -36,12 +36,17 @@ class Problem:
     #: A short summary; by default the one of the status.
     title: str = ""
     type: str = "about:blank"
+    #: Seconds after which a retry may succeed (429 and 503): HTTP's Retry-After
+    #: header, and the document's ``retry_after`` member on every transport.
+    retry_after: int | None = None
 
     def document(self) -> dict[str, object]:
         body: dict[str, object] = {"type": self.type, "status": int(self.status),
                                    "title": self.title or TITLES.get(self.status, "error")}
         if self.detail:
             body["detail"] = self.detail
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
         return body
 
     def to_json(self) -> bytes:

@@ -245,6 +245,9 @@ class RateLimited(RemoteError):
         self.cost = cost
         #: When the request would be allowed (to the second, rounded up); None: never.
         self.retry_at: datetime | None = None
+        #: Seconds until then (HTTP Retry-After); for a request that can never pass, the
+        #: limit's period: no sooner is worth asking again.
+        self.retry_seconds = max(1, math.ceil(limit.period.total_seconds()))
         head = f"rate limit {limit.name!r} for {key}: {limit.describe()}; "
         if retry_after >= NEVER:
             super().__init__(head + f"a request costing {cost} exceeds the burst of "
@@ -256,6 +259,7 @@ class RateLimited(RemoteError):
             retry_at = retry_at.replace(microsecond=0) + timedelta(seconds=1)
         self.retry_at = retry_at
         wait = math.ceil((retry_at - now).total_seconds())
+        self.retry_seconds = max(1, wait)
         super().__init__(head + f"retry after {self.retry_at.strftime('%Y-%m-%dT%H:%M:%SZ')} "
                          f"(in {_format_wait(wait)})")
 

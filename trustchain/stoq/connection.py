@@ -142,6 +142,7 @@ class StoqServer(_Streams):
                     Status.TOO_MANY_REQUESTS, Problem(
                         Status.TOO_MANY_REQUESTS,
                         f"more than {self._max_in_flight} requests in flight on this connection",
+                        retry_after=1,
                     ).to_json()), end_stream=True)
                 return []
             self._open.add(sid)
