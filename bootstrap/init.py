@@ -8,6 +8,7 @@ directory and reports any half-moved entries instead of guessing).
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from bootstrap.root import build_root_certificate
 from bootstrap.transport_certs import ensure_transport_credentials
 from trustchain.config import default_config_text
 from trustchain.datadir import DataDir
-from trustchain.fsutil import ensure_private_dir, fsync_dir, write_private_file
+from trustchain.fsutil import FILE_MODE, ensure_private_dir, fsync_dir, write_private_file
 from trustchain.keystore import KdfParams, KeyRecord, KeyStore, KeyType
 from trustchain.storage.database import Database
 from trustchain.storage.migrations import migrate
@@ -123,6 +124,8 @@ def init_node(
             )
         if not layout.config_file.exists():
             write_private_file(staging.config_file, default_config_text().encode())
+        else:  # the operator's own file: private like every other (it may name secrets' paths)
+            os.chmod(layout.config_file, FILE_MODE)
         write_private_file(staging.genesis_file, genesis_bytes)
 
         for name in DataDir.INIT_ENTRIES:  # genesis.json last: it marks the node complete

@@ -233,3 +233,18 @@ def test_audit_verify_on_a_node_that_never_ran(cli_node: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["ok"], report["count"], report["problem"]) == (True, 0, None)
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(cli_node: Path) -> None:
+    """``trustchain status | head`` printed a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trustchain", "status", "--data-dir", str(cli_node)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before it writes anything: every write meets a closed pipe
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) in (0, 141)
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr.decode()

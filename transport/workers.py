@@ -311,7 +311,10 @@ def serve(sock: socket.socket) -> None:
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node stops us by closing the socket
     with socket.socket(fileno=int(argv[1])) as sock:
-        serve(sock)
+        try:
+            serve(sock)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the node died (killed) with work in flight: nobody is left to answer
     return 0
 
 

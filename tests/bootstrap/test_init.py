@@ -95,8 +95,10 @@ def test_existing_config_file_is_kept(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "trustchain.toml").write_text("http_port = 9999\n")
+    (data_dir / "trustchain.toml").chmod(0o644)
     init_node(data_dir, PASSPHRASE, network_name="x", origin="x.example.", now=datetime.now(UTC))
     assert (data_dir / "trustchain.toml").read_text() == "http_port = 9999\n"
+    assert stat.S_IMODE((data_dir / "trustchain.toml").stat().st_mode) == 0o600  # as every file
 
 
 def test_p256_root_option(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -44,10 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's per-connection chatter
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # inside the try: a reader that went away is handled below
+        return status
     except TrustchainError as exc:
         print(f"trustchain: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("trustchain: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`trustchain status | head`): stop quietly, as tools
+        # killed by SIGPIPE do, without a traceback at exit when stdout is flushed.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
