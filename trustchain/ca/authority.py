@@ -22,6 +22,10 @@ in worker processes and share its writes' commits with other requests':
 6. :class:`~trustchain.ca.steps.SignFinal`, which verifies the SCTs;
 7. :class:`~trustchain.ca.steps.Write`: the certificate over its
    reservation, with its audit record.
+
+An issuance cut short by a stop between steps 3 and 7 leaves its serial
+reserved; :meth:`CertificateAuthority.reconcile` settles those at start
+(the reasons are in :mod:`trustchain.ca.store`).
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ from trustchain.identity import Peer, Role, identity_uri
 ISSUER_RENEWAL = timedelta(days=90)
 #: Serials are positive and fit a DER INTEGER of 20 octets (RFC 5280 4.1.2.2).
 MAX_SERIAL = 2**159
+#: The audit kind of a reservation settled at start, and the one outcome it has today.
+KIND_CERT_RECONCILE = "cert.reconcile"
+ABANDONED = "abandoned"
 
 
 @dataclass(frozen=True)
@@ -275,6 +282,33 @@ class CertificateAuthority(Revocations):
             (sct, lg.key) for sct, lg in zip(scts, chosen, strict=True)))
         yield Write(lambda txn, at: self._record(txn, pending, final, chosen, at))
         return IssuedChain(serial, [final, pending.layout.issuer])
+
+    def reconcile(self, now: datetime, actor: str = "ca") -> list[int]:
+        """Mark every unfinished reservation ``abandoned``, each with a ``cert.reconcile``
+        audit record, in one transaction; return their serials.
+
+        For the start of a node, before it issues: a reservation still in state
+        ``precertificate`` then belongs to a request that died with the last
+        process (an issuance in flight would find its serial abandoned).
+        """
+        unfinished = self.store.unfinished()
+
+        def write(txn: Txn) -> list[int]:
+            done = []
+            for record in unfinished:
+                if not self.store.abandon(txn, record.serial):
+                    continue
+                self.audit.append_in(txn, now, KIND_CERT_RECONCILE, actor, {
+                    "serial": f"{record.serial:x}", "outcome": ABANDONED,
+                    "network": record.network, "profile": record.profile,
+                    "names": record.names, "issuer": record.issuer_key_id,
+                    "reserved_at": record.issued_at.isoformat(),
+                    "detail": "the final certificate was never stored; the serial stays "
+                              "issued for revocation, OCSP and CRLs"})
+                done.append(record.serial)
+            return done
+
+        return self.store.write(write) if unfinished else []
 
     def _order(self, csr: bytes, network: str | None, profile: str | None, peer: Peer | None,
                now: datetime, issuer_serial: int) -> _Order:

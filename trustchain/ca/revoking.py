@@ -5,6 +5,12 @@
 uses; like the rest of the CA it is synchronous, takes the time as an
 argument, and reaches storage through :class:`~trustchain.ca.store.CaStore`.
 A revocation and its audit record commit in one transaction.
+
+A serial counts as issued for revocation status in every state it can be
+in (``precertificate``, ``issued``, ``abandoned``): a precertificate implies
+its certificate (BR 7.1.2.9), so OCSP answers for it, ``ca revoke`` takes it,
+and revocation by the certificate's key accepts its precertificate, which is
+all a subscriber of an abandoned serial can find (in CT logs).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -23,7 +29,7 @@ from trustchain.ca import revocation
 from trustchain.ca.audit import KIND_CERT_REVOKE
 from trustchain.ca.errors import CaError, UnknownCrl
 from trustchain.ca.signer import Signer
-from trustchain.ca.store import AuditTrail, CaKeys, CaStore, Txn
+from trustchain.ca.store import AuditTrail, CaKeys, CaStore, CertificateRecord, Txn
 
 #: CRLs are re-signed this often even when nothing changed, and valid for twice as long
 #: (BR 4.9.7: nextUpdate at most 10 days after thisUpdate for subscriber CRLs).
@@ -31,6 +37,10 @@ CRL_REFRESH = timedelta(days=1)
 CRL_VALIDITY = timedelta(days=7)
 ROOT_CRL_VALIDITY = timedelta(days=365)
 OCSP_VALIDITY = timedelta(days=4)
+#: What cryptography raises for a certificate it cannot take, at load or (lazily) when a
+#: field is first read: anyone may send one to revocation by key.
+_UNPARSABLE = (ValueError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+               x509.UnsupportedGeneralNameType)
 
 
 def revocation_message(certificate_der: bytes, reason: revocation.RevocationReason) -> bytes:
@@ -101,10 +111,10 @@ class Revocations:
         """
         try:
             cert = x509.load_der_x509_certificate(certificate_der)
-        except ValueError:
+        except _UNPARSABLE:
             raise CaError("the certificate does not parse") from None
         record = self.store.certificate(cert.serial_number)
-        if record is None or record.certificate is None or record.certificate != cert:
+        if record is None or not self._issued_here(cert, record):
             raise CaError("this CA did not issue that certificate")
         message = revocation_message(certificate_der, reason)
         key = cert.public_key()
@@ -122,6 +132,21 @@ class Revocations:
             raise CaError("the signature does not verify with the certificate's key") from None
         self.revoke(cert.serial_number, reason, actor="certificate-key", now=now)
         return cert.serial_number
+
+    def _issued_here(self, cert: x509.Certificate, record: CertificateRecord) -> bool:
+        """``cert`` is the stored certificate of its serial, or a precertificate of that
+        serial signed by the serial's issuer (it implies the certificate, finished or not)."""
+        if record.certificate is not None and record.certificate == cert:
+            return True
+        issuer = self.store.issuer(record.issuer_key_id)
+        try:
+            cert.extensions.get_extension_for_class(x509.PrecertPoison)
+            if issuer is None:
+                return False
+            cert.verify_directly_issued_by(issuer.certificate)
+        except (x509.ExtensionNotFound, TypeError, InvalidSignature, *_UNPARSABLE):
+            return False
+        return True
 
     def crl(self, key_id: str, now: datetime, shard: int = 0) -> bytes:
         """The current CRL (one shard) of issuer ``key_id`` (the root or an intermediate), DER.

@@ -16,9 +16,26 @@ group commit), and how a revocation and its audit record commit together
 Serials.  A serial is reserved (:meth:`CaStore.reserve`) before its
 precertificate is signed, so nothing leaves the CA under a serial that is
 not recorded; a serial is never reserved twice, whatever happened to its
-first use.  A reservation whose precertificate was logged but whose final
-certificate was never stored stays a ``precertificate``: for revocation and
-OCSP it counts as issued, as the CA/Browser Forum requires.
+first use.
+
+Unfinished issuances.  A serial is in one of three states: ``precertificate``
+(reserved; its precertificate may have been signed and logged, the final
+certificate not yet stored), ``issued`` (the final certificate stored over
+it) or ``abandoned``.  A node that stops mid-issuance (a crash, a kill)
+leaves ``precertificate`` reservations that no request will ever finish: their
+requester got no answer.  At start, before the CA issues anything,
+:meth:`~trustchain.ca.authority.CertificateAuthority.reconcile` marks every
+one ``abandoned``, each with a ``cert.reconcile`` audit record, rather than
+finishing it: a final certificate signed then would reach nobody (the client
+retries under a new serial), and the request's CSR is not kept to lay it out
+again.  The precertificate may be public in CT logs, and the CA/Browser
+Forum treats a precertificate as proof that its certificate exists (BR
+7.1.2.9, 4.9): so in every state the serial counts as issued for revocation,
+OCSP and CRLs.  OCSP answers ``good`` until it is revoked, ``ca revoke``
+takes its serial, and revocation by the certificate's key accepts its
+precertificate (:mod:`trustchain.ca.revoking`).  Only ``issued`` serials are
+credentials (a network-admin certificate that was never delivered acts for
+nobody).
 """
 
 from __future__ import annotations
@@ -68,7 +85,9 @@ class Reservation:
 class CertificateRecord(Reservation):
     """A serial as stored: its reservation, then its final certificate and its revocation."""
 
-    state: str = "precertificate"  # reserved (its precertificate maybe logged), or "issued"
+    #: "precertificate" (reserved, its precertificate maybe logged), "issued" or "abandoned"
+    #: (never finished, reconciled at start: still issued for revocation status).
+    state: str = "precertificate"
     certificate: x509.Certificate | None = None
     revoked_at: datetime | None = None
     reason: str | None = None
@@ -108,6 +127,15 @@ class CaStore(Protocol):
 
         :raises StorageError: there is no reservation (a bug: callers reserve first).
         """
+        ...
+
+    def unfinished(self) -> list[CertificateRecord]:
+        """Every reservation still in state ``precertificate``, oldest first."""
+        ...
+
+    def abandon(self, txn: Txn, serial: int) -> bool:
+        """Mark a ``precertificate`` reservation ``abandoned`` (never to be finished; still
+        revocable); False, writing nothing, if it is in another state or unknown."""
         ...
 
     def certificate(self, serial: int) -> CertificateRecord | None: ...

@@ -7,7 +7,8 @@ caller's open transaction (a ``sqlite3.Connection`` inside ``BEGIN
 IMMEDIATE``: the node's group commit, or :meth:`SqliteCaStore.write`) and is
 durable when that commits.  The serial is the primary key of
 ``ca_certificates``, so a serial can never be reserved twice (a collision
-is 2**-128 a draw, or a bug), whatever became of its first reservation.
+is 2**-128 a draw, or a bug), whatever became of its first reservation
+(``issued``, still a ``precertificate``, or ``abandoned`` at a restart).
 """
 
 from __future__ import annotations
@@ -69,6 +70,34 @@ CA_SCHEMA = Schema(
             2,
             "CRL shards: each certificate is listed, once revoked, on one shard of its issuer",
             "ALTER TABLE ca_certificates ADD COLUMN crl_shard INTEGER NOT NULL DEFAULT 0",
+        ),
+        Migration(
+            3,
+            "state 'abandoned': a reservation reconciled at start, never to be finished",
+            # SQLite cannot alter a CHECK: the table is rebuilt (its rows copied by column
+            # name) in this migration's transaction.  Nothing refers to ca_certificates, so
+            # dropping and renaming it leaves every foreign key as it was.
+            """
+            CREATE TABLE ca_certificates_v3 (
+                serial TEXT PRIMARY KEY,
+                issuer_key_id TEXT NOT NULL REFERENCES ca_issuers (key_id),
+                network TEXT NOT NULL, profile TEXT NOT NULL, names TEXT NOT NULL,
+                not_after TEXT NOT NULL, requester TEXT NOT NULL, issued_at TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('precertificate', 'issued', 'abandoned')),
+                der BLOB, revoked_at TEXT, reason TEXT,
+                crl_shard INTEGER NOT NULL DEFAULT 0
+            ) STRICT;
+            INSERT INTO ca_certificates_v3 (serial, issuer_key_id, network, profile, names,
+                not_after, requester, issued_at, state, der, revoked_at, reason, crl_shard)
+            SELECT serial, issuer_key_id, network, profile, names, not_after, requester,
+                issued_at, state, der, revoked_at, reason, crl_shard FROM ca_certificates;
+            DROP TABLE ca_certificates;
+            ALTER TABLE ca_certificates_v3 RENAME TO ca_certificates;
+            CREATE INDEX ca_certificates_revoked ON ca_certificates (issuer_key_id, revoked_at)
+                WHERE revoked_at IS NOT NULL;
+            CREATE INDEX ca_certificates_unfinished ON ca_certificates (issued_at)
+                WHERE state = 'precertificate';
+            """,
         ),
     ),
 )
@@ -165,6 +194,17 @@ class SqliteCaStore:
             "WHERE serial = ? AND state = 'precertificate'", (der, f"{serial:x}")).rowcount
         if updated != 1:
             raise StorageError(f"no reservation for serial {serial:x}")
+
+    def unfinished(self) -> list[CertificateRecord]:
+        rows = self.db.conn.execute(
+            "SELECT * FROM ca_certificates WHERE state = 'precertificate' "
+            "ORDER BY issued_at, serial").fetchall()
+        return [self._record(r) for r in rows]
+
+    def abandon(self, txn: Txn, serial: int) -> bool:
+        return _conn(txn).execute(
+            "UPDATE ca_certificates SET state = 'abandoned' "
+            "WHERE serial = ? AND state = 'precertificate'", (f"{serial:x}",)).rowcount == 1
 
     def _record(self, row: sqlite3.Row) -> CertificateRecord:
         return CertificateRecord(

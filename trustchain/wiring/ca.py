@@ -9,6 +9,7 @@ HTTP has none, so policy refuses it).
 from __future__ import annotations
 
 import base64
+import logging
 import ssl
 from datetime import timedelta
 from typing import Any
@@ -34,7 +35,9 @@ from trustchain.storage.ca import SqliteCaStore
 from trustchain.storage.dns import SqliteZoneStore
 from trustchain.storage.ratelimit import RateLimiter
 from trustchain.wiring.keys import KeystoreCaKeys
-from trustchain.wiring.node import OpenNode
+from trustchain.wiring.node import OpenNode, utcnow
+
+log = logging.getLogger("trustchain.ca")
 
 MAX_OCSP_REQUEST_BYTES = 16 * 1024
 
@@ -120,6 +123,18 @@ def build_ca(node: OpenNode, limiter: RateLimiter) -> CertificateAuthority:
         base_url=ca_base_url(node), networks=networks, network=network, lint=node.config.ca_lint,
         crl_shards=node.config.ca_crl_shards,
     )
+
+
+def reconcile_at_start(authority: CertificateAuthority) -> list[int]:
+    """Settle the issuances the last run left unfinished, before any listener opens (so no
+    request of this run can be among them); say so in the log."""
+    serials = authority.reconcile(utcnow())
+    if serials:
+        log.warning("CA: %d issuance(s) cut short by the last stop: serial(s) %s marked "
+                    "abandoned (still revocable; audit kind cert.reconcile)", len(serials),
+                    ", ".join(f"{s:x}" for s in serials[:10])
+                    + (", ..." if len(serials) > 10 else ""))
+    return serials
 
 
 def ca_service(runner: CaRunner) -> Service:

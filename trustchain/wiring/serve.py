@@ -35,7 +35,7 @@ from trustchain.dns.service import DnsService
 from trustchain.stoq.router import Router
 from trustchain.storage.node import NodeStore
 from trustchain.storage.ratelimit import RateLimiter
-from trustchain.wiring.ca import build_ca, ca_limiter, ca_service
+from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_start
 from trustchain.wiring.ct import build_ct_logs, ct_service, ct_tiles_root
 from trustchain.wiring.dns import build_dns, zone_service
 from trustchain.wiring.http import create_app
@@ -85,6 +85,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     config = node.config
     limiter = ca_limiter(node)
     authority = build_ca(node, limiter)
+    reconcile_at_start(authority)  # before the listeners open
     workers = config.worker_count()
     work: Work = (WorkerPool(workers, authority.signer) if workers
                   else InlineWork(authority.signer))
