@@ -1,8 +1,9 @@
-"""Binding listening sockets the same way for every transport."""
+"""Binding listening sockets the same way for every transport; who a client is for caps."""
 
 from __future__ import annotations
 
 import ipaddress
+import resource
 import socket
 
 from trustchain.errors import ListenError
@@ -36,3 +37,27 @@ def bind_socket(address: str, port: int, kind: socket.SocketKind) -> socket.sock
             f"cannot listen on {format_address(address, port)}/{proto}: {exc.strerror}"
         ) from None
     return sock
+
+
+def client_key(host: str) -> str:
+    """The client a connection from ``host`` is counted against in per-address caps.
+
+    An IPv4 address (IPv4-mapped ones included) counts as itself; an IPv6 client
+    by its /64, the smallest block a host is given and may pick addresses from at
+    will, so that it cannot step around a cap by changing its interface identifier.
+    """
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def descriptor_limit() -> int:
+    """How many file descriptors this process may hold open (its soft limit)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)

@@ -48,6 +48,10 @@ DEFAULT_NETWORK_NAME = "hypermesh"
 DEFAULT_ORIGIN = "trust.hypermesh.online."
 
 Port = Annotated[int, Field(ge=0, le=65535)]
+#: The HTTP edge's limits (docs/operations.md says what each answers).
+Seconds = Annotated[int, Field(ge=1, le=3600)]
+HeadBytes = Annotated[int, Field(ge=256, le=1024 * 1024)]
+Connections = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
 class CtLogConfig(BaseModel):
@@ -111,8 +115,9 @@ class NodeConfig(BaseModel):
         "a stateless Retry (address validation); 0 validates every client.",
     )
     quic_max_streams_in_flight: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        100, description="Requests (DoQ queries, stoq/1 requests) one connection may have "
-        "in flight; more are refused (DOQ_EXCESSIVE_LOAD, stoq/1 status 429).",
+        100, description="Requests (DoQ queries, stoq/1 and HTTP/3 requests) one connection "
+        "may have in flight; more are refused (DOQ_EXCESSIVE_LOAD, stoq/1 status 429, "
+        "H3_REQUEST_REJECTED).",
     )
     dns_tcp_idle_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
         10, description="DNS over TCP connections idle this long are closed."
@@ -124,6 +129,38 @@ class NodeConfig(BaseModel):
     dns_rate_limit_slip: Annotated[int, Field(ge=0, le=10)] = Field(
         2, description="Over the limit, every Nth response is sent truncated (TC) instead "
         "of dropped, so real clients retry over TCP (0: drop all).",
+    )
+    http_max_request_line_bytes: HeadBytes = Field(
+        8192, description="Longest HTTP request line (method, target, version); longer is "
+        "answered 414 and the connection closed.",
+    )
+    http_max_header_bytes: HeadBytes = Field(
+        32768, description="Largest header section of an HTTP request (HTTP/3: encoded, and "
+        "decoded); larger is answered 431 and the connection closed (HTTP/3: the stream is "
+        "reset with H3_EXCESSIVE_LOAD while the section is still arriving).",
+    )
+    http_max_headers: Annotated[int, Field(ge=8, le=10_000)] = Field(
+        100, description="Most header fields in one HTTP or HTTP/3 request; more are answered 431.",
+    )
+    http_header_timeout_seconds: Seconds = Field(
+        10, description="Time for a request's head to arrive, from the connection (TLS "
+        "handshake included) or from the request's first byte; later: 408 and closed, or "
+        "closed if nothing came (HTTP/3: the stream reset with H3_REQUEST_REJECTED).",
+    )
+    http_body_timeout_seconds: Seconds = Field(
+        30, description="Longest wait for the next piece of a request body while the "
+        "application reads it; longer: 408 and the connection closed (HTTP/3: 408 on the stream).",
+    )
+    http_keepalive_timeout_seconds: Seconds = Field(
+        15, description="HTTP(S) connections idle this long between requests are closed."
+    )
+    http_max_connections_per_address: Connections = Field(
+        64, description="Open connections from one client address (IPv6: one /64) on each "
+        "HTTP(S) listener; more get 503 with Retry-After (HTTPS: closed before the handshake).",
+    )
+    http_max_connections: Connections = Field(
+        1024, description="Open connections on each HTTP(S) listener (at most a quarter of "
+        "the process's descriptor limit); more get 503 with Retry-After, as above.",
     )
     stoq_max_message_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
         1024 * 1024, description="Largest stoq/1 message accepted on one stream."

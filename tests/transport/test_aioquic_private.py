@@ -48,3 +48,16 @@ def test_server_and_protocol_attributes() -> None:
         assert _assigned(QuicServer, name), f"aioquic.asyncio.server.QuicServer.{name}"
     for name in ("_quic", "_loop"):
         assert _assigned(QuicConnectionProtocol, name), f"QuicConnectionProtocol.{name}"
+
+
+def test_h3_connection_hooks() -> None:
+    """transport/h3.py turns off the QPACK dynamic table by resetting these in an
+    ``_init_connection`` override, which the constructor calls after setting them."""
+    from aioquic.h3.connection import H3Connection
+
+    init = inspect.getsource(H3Connection.__init__)
+    for name in ("self._max_table_capacity = ", "self._blocked_streams = ", "self._decoder = "):
+        assert name in init, f"H3Connection.__init__ no longer sets {name.strip(' =')}"
+    assert init.index("self._decoder = ") < init.index("self._init_connection()"), \
+        "H3Connection.__init__ calls _init_connection before making its decoder"
+    assert callable(getattr(H3Connection, "_get_local_settings", None)), "_get_local_settings"

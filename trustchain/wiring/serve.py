@@ -21,7 +21,8 @@ from transport.ca import CaRunner
 from transport.ct import LogRunner
 from transport.dns import DnsListener, Notifier
 from transport.group_commit import GroupCommit
-from transport.http import HttpListener
+from transport.h3 import H3Limits, LimitedApp
+from transport.http import HttpLimits, HttpListener
 from transport.methods import Service
 from transport.problem import problem_for
 from transport.quic import QuicEndpoint, QuicServices
@@ -101,10 +102,12 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     services = [*base_services(node, dns_handler), zone_service(dns_service), ct_service(ct),
                 ca_service(ca)]
     app = create_app(genesis_bytes=node.genesis_bytes, services=services)
-    http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds)
+    limits = HttpLimits.from_config(config)
+    http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds,
+                        limits=limits)
     infra_cas = list(node.credentials.node.chain)
     https = HttpListener(
-        app, config.listen, config.https_port, config.shutdown_grace_seconds,
+        app, config.listen, config.https_port, config.shutdown_grace_seconds, limits=limits,
         tls=https_context(node.credentials.node, [node.credentials.root, *infra_cas]),
         identify=https_peer(
             node.credentials.root,
@@ -126,7 +129,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
             clock=utcnow,
             max_message=config.stoq_max_message_bytes,
             max_queries_in_flight=config.quic_max_streams_in_flight,
-            app=app,
+            app=LimitedApp(app, H3Limits.from_config(config)),
         ),
         node.credentials.node,
         config.listen,
