@@ -164,7 +164,7 @@ class EnrolmentService:
             csr_key = csr.public_key()
             ed_key = load_der_public_key(ed_spki)
             ml_key = load_der_public_key(ml_spki)
-        except (ValueError, UnsupportedAlgorithm):
+        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion):
             raise BadRequest("the CSR or a public key does not parse") from None
         if not csr_ok:
             raise BadRequest("the CSR's signature is invalid")

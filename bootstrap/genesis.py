@@ -272,7 +272,12 @@ def check_genesis(document: GenesisDocument) -> None:
             raise GenesisError(f"duplicate signature by {signature.signer} ({signature.algorithm})")
         seen.add(slot)
         key = required[slot]
-        value = base64.b64decode(signature.value)
+        try:
+            value = base64.b64decode(signature.value, validate=True)
+        except binascii.Error:
+            raise GenesisError(
+                f"signature by {signature.signer} ({signature.algorithm}) is not base64"
+            ) from None
         try:
             if isinstance(key, ec.EllipticCurvePublicKey):
                 key.verify(value, message, ec.ECDSA(signature_hash(key)))
@@ -292,7 +297,7 @@ def _check_root(root: x509.Certificate) -> ec.EllipticCurvePublicKey:
     # cryptography parses certificate fields lazily: any access can raise ValueError.
     try:
         return _check_root_fields(root)
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
         raise GenesisError(f"genesis root certificate is malformed: {exc}") from None
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from starlette.convertors import IntegerConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -33,6 +34,15 @@ M = TypeVar("M", bound=BaseModel)
 
 #: Largest HTTP request body a method reads unless it says otherwise.
 DEFAULT_MAX_BODY = 64 * 1024
+#: Deepest nesting of a JSON request: arguments are objects of scalars and lists of
+#: scalars or small objects; deeper documents are refused before any parser recurses.
+MAX_JSON_DEPTH = 32
+#: Arrays and objects a request body may hold (a CT chain needs 2).  Parsing many
+#: small ones is slow (~430 ms for 900 KB of them) on the event loop every listener shares.
+MAX_JSON_CONTAINERS = 4096
+
+_NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
 
 
 @dataclass(frozen=True)
@@ -100,17 +110,60 @@ class Service:
 def json_args(body: bytes) -> dict[str, Any]:
     """A request body as a JSON object of arguments (an empty body: no arguments).
 
-    :raises BadRequest: not a JSON object (or nested too deeply to parse).
+    Its nesting is bounded (:func:`nests_within`) before it is parsed, and its
+    numbers must be integers: this API has no floats (canonical JSON has
+    none), so ``1.5``, ``1e400``, ``NaN`` and ``Infinity`` are refused here
+    rather than reaching a model as a float.
+
+    :raises BadRequest: not a JSON object of at most :data:`MAX_JSON_DEPTH` levels
+        whose numbers are integers.
     """
     if not body.strip():
         return {}
-    try:
-        value = json.loads(body)
+    if not nests_within(body, MAX_JSON_DEPTH):
+        raise BadRequest(f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels) "
+                         f"or holds more than {MAX_JSON_CONTAINERS} arrays and objects")
+    try:  # UTF-8 only (RFC 8259 section 8.1): the depth check reads the bytes as such
+        value = json.loads(body.decode(), parse_float=_no_float, parse_constant=_no_float)
     except (ValueError, RecursionError):
-        raise BadRequest("the body is not JSON") from None
+        raise BadRequest("the body is not JSON (UTF-8)") from None
     if not isinstance(value, dict):
         raise BadRequest("the body must be a JSON object")
     return value
+
+
+def _no_float(text: str) -> Any:
+    raise BadRequest(f"numbers must be integers, not {text[:20]}")
+
+
+def nests_within(text: bytes, limit: int, containers: int = MAX_JSON_CONTAINERS) -> bool:
+    """Whether the JSON ``text`` nests at most ``limit`` arrays and objects deep, and holds
+    at most ``containers`` of them, decided without parsing it, in a few passes at C
+    speed (a 900 KB CT submission: under 1 ms).
+
+    Only the brackets outside strings count: escaped backslashes and quotes are dropped,
+    then every string.  ``limit + 1`` openers in a row are too deep at once; otherwise each
+    pass removes the innermost empty pairs, one level everywhere, so a document nested
+    ``d`` deep is gone after ``d`` passes.  Unbalanced brackets are not JSON: False.
+    """
+    brackets = text.translate(None, _NOT_BRACKETS)
+    if brackets.count(b"[") + brackets.count(b"{") <= min(limit, containers):
+        return True
+    flat = text.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(flat.split(b'"')[::2]).translate(_ONE_KIND, _NOT_BRACKETS)
+    if brackets.count(b"[") > containers:
+        return False
+    too_deep = b"[" * (limit + 1)
+    for _ in range(limit + 1):
+        if not brackets:
+            return True
+        if too_deep in brackets:
+            return False
+        shorter = brackets.replace(b"[]", b"")
+        if shorter == brackets:
+            return False
+        brackets = shorter
+    return not brackets
 
 
 def encode(answer: Answer) -> tuple[bytes, str, Mapping[str, str]]:
@@ -166,6 +219,17 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise BadRequest(f"the body is larger than {limit} bytes")
     return bytes(body)
+
+
+class _PathInteger(IntegerConvertor):
+    """``{name:int}`` in a route: at most 18 digits.  Starlette's own takes any number
+    and ``int()`` refuses more than 4,300 while routing, before any handler could say
+    400: a 500.  A longer number matches no route (404)."""
+
+    regex = "[0-9]{1,18}"
+
+
+register_url_convertor("int", _PathInteger())
 
 
 def routes(services: Iterable[Service]) -> list[Route]:

@@ -47,12 +47,17 @@ def canonical_json(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON bytes.
 
     :raises CanonicalJSONError: if ``value`` holds anything outside the
-        supported subset (floats, huge integers, non-ASCII or non-string keys).
+        supported subset (floats, huge integers, non-ASCII or non-string keys,
+        strings with a lone surrogate).
     """
     _check(value, "$")
-    return json.dumps(
+    text = json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" parses, but is no character)
+        raise CanonicalJSONError("a string holds a lone UTF-16 surrogate") from None
 
 
 def parse_canonical_json(data: bytes) -> Any:
@@ -66,7 +71,7 @@ def parse_canonical_json(data: bytes) -> Any:
     """
     try:
         value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, an integer too long
         raise CanonicalJSONError(f"not valid JSON: {exc}") from None
     if canonical_json(value) != data:
         raise CanonicalJSONError("JSON is valid but not in canonical form")

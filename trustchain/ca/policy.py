@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from trustchain.ca.profiles import SubjectKey
@@ -36,6 +37,11 @@ from trustchain.identity import Peer, Role
 MAX_NAMES = 100
 MAX_CSR_BYTES = 64 * 1024
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+#: What ``cryptography`` raises for a CSR it cannot take: when loading it (a version other
+#: than 1), or lazily, at the first use of a field (a key that is no point on its curve, an
+#: unknown curve or key type, duplicate or undecodable extensions).
+_MALFORMED = (ValueError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension,
+              x509.UnsupportedGeneralNameType)
 
 
 class PolicyError(RemoteError):
@@ -62,7 +68,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_csr(data)
         return x509.load_der_x509_csr(data)
-    except ValueError as exc:
+    except _MALFORMED as exc:
         raise PolicyError(f"the CSR does not parse: {exc}") from None
 
 
@@ -110,9 +116,13 @@ def check_possession(data: bytes) -> tuple[x509.CertificateSigningRequest, Subje
     :raises PolicyError: naming the rule broken.
     """
     csr = load_csr(data)
-    if not csr.is_signature_valid:
+    try:
+        valid, key = csr.is_signature_valid, csr.public_key()
+    except _MALFORMED as exc:
+        raise PolicyError(f"the CSR's public key does not parse: {exc}") from None
+    if not valid:
         raise PolicyError("the CSR's signature does not verify (no proof of the private key)")
-    return csr, check_key(csr.public_key())
+    return csr, check_key(key)
 
 
 def check_csr(data: bytes, *, zone: str, prefixes: tuple[str, ...] = ()) -> CertRequest:
@@ -123,7 +133,7 @@ def check_csr(data: bytes, *, zone: str, prefixes: tuple[str, ...] = ()) -> Cert
     except x509.ExtensionNotFound:
         raise PolicyError("the CSR asks for no names (no subjectAltName extension request)") \
             from None
-    except ValueError as exc:
+    except _MALFORMED as exc:
         raise PolicyError(f"the CSR's extension requests do not parse: {exc}") from None
     try:
         constraints = csr.extensions.get_extension_for_class(x509.BasicConstraints).value

@@ -25,6 +25,7 @@ from trustchain.consensus.proofs.delay import DelayProof, verify_delay
 from trustchain.consensus.proofs.space import SpaceProof, verify_space
 from trustchain.consensus.proofs.stake import CommitCertificate, ValidatorStake, verify_commit
 from trustchain.consensus.proofs.work import WorkProof, verify_work
+from trustchain.errors import CanonicalJSONError
 
 MAX_OPERATION_BYTES = 64 * 1024
 
@@ -123,13 +124,24 @@ class Entry(BaseModel):
 
 
 def decode_entry(data: bytes) -> Entry:
-    """:raises ProofError: for bytes that are not an entry."""
+    """The entry a block carries, in its canonical JSON form only: its digest is taken of
+    that form, so any other bytes (whitespace, a float, an integer beyond 2**53) would be a
+    second encoding of one operation, or one that cannot be hashed at all.
+
+    :raises ProofError: for bytes that are not an entry in canonical form.
+    """
     if len(data) > MAX_OPERATION_BYTES:
         raise ProofError("operation too large")
     try:
-        return Entry.model_validate_json(data)
+        entry = Entry.model_validate_json(data)
+        canonical = entry.encode()
     except ValidationError as exc:
         raise ProofError(f"not an operation: {exc.errors()[0]['msg']}") from None
+    except CanonicalJSONError as exc:
+        raise ProofError(f"not an operation: {exc}") from None
+    if canonical != data:
+        raise ProofError("not an operation: not in canonical JSON form")
+    return entry
 
 
 def _bytes(text: str, what: str) -> bytes:

@@ -57,6 +57,11 @@ MAX_CERT_BYTES = 64 * 1024
 VERIFIED_LINKS = 4096
 #: get-entries answers at most this many entries (clients page).
 PAGE_LIMIT = 256
+#: What ``cryptography`` raises for a certificate it cannot take: when loading it, or
+#: lazily, at the first use of a field (a key off its curve, an unknown algorithm,
+#: duplicate or undecodable extensions).
+UNDECODABLE = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion,
+               x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 
 
 class BadSubmission(RemoteError):
@@ -205,18 +210,21 @@ def check_submission(chain_b64: Sequence[str], roots: tuple[bytes, ...],
         raise BadSubmission("a certificate is too large")
     try:
         certs = [x509.load_der_x509_certificate(d) for d in ders]
-    except (ValueError, x509.InvalidVersion):
+    except UNDECODABLE:
         raise BadSubmission("a chain entry does not parse as a certificate") from None
     not_after = certs[0].not_valid_after_utc
     if not_after not in expiry:
         raise BadSubmission(f"this log accepts certificates expiring {expiry}; "
                             f"this one expires at {not_after.isoformat()}")
     _check_chain(certs, ders, _anchors(roots), roots)
-    if precert:
-        # PrecertChainEntry: the precertificate, then its chain
-        return Checked(_remembered_precert_entry(certs, ders, _precert_entry), ders)
-    if _has_poison(certs[0]):
-        raise BadSubmission("a precertificate goes to add-pre-chain")
+    try:
+        if precert:
+            # PrecertChainEntry: the precertificate, then its chain
+            return Checked(_remembered_precert_entry(certs, ders, _precert_entry), ders)
+        if _has_poison(certs[0]):
+            raise BadSubmission("a precertificate goes to add-pre-chain")
+    except UNDECODABLE as exc:
+        raise BadSubmission(f"a certificate in the chain does not decode: {exc}") from None
     return Checked(Entry(EntryType.X509, ders[0]), ders[1:])
 
 
@@ -285,7 +293,7 @@ def _check_chain(certs: list[x509.Certificate], ders: list[bytes],
                 continue
     except x509.ExtensionNotFound:
         raise BadSubmission("a CA in the chain has no basicConstraints") from None
-    except (ValueError, InvalidSignature, TypeError, UnsupportedAlgorithm) as exc:
+    except (InvalidSignature, *UNDECODABLE) as exc:
         raise BadSubmission(f"the chain does not verify: {exc}") from None
     raise BadSubmission("the chain does not lead to a root this log accepts")
 
@@ -484,7 +492,7 @@ def _has_poison(cert: x509.Certificate) -> bool:
     except PrecertError:  # no extensions field, or DER our walker does not take
         try:
             return any(ext.oid == ExtensionOID.PRECERT_POISON for ext in cert.extensions)
-        except ValueError as exc:
+        except UNDECODABLE as exc:
             raise BadSubmission(f"the certificate's extensions do not parse: {exc}") from None
 
 

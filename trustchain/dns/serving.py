@@ -12,9 +12,12 @@ import logging
 from collections.abc import Callable, Mapping
 
 import dns.edns
+import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.tsig
 
@@ -99,6 +102,14 @@ class ZoneServer:
         AXFR and IXFR need a TSIG signature by a key of one of the zone's
         secondaries; anything else is refused (EDE 18, prohibited).  Over DoQ
         the message IDs are 0, so signatures made here stay valid there.
+
+        Whatever the bytes, the answer is a protocol answer or nothing, never
+        an exception: malformed is FORMERR, a bad signature NOTAUTH, another
+        opcode, class or EDNS version the engine's NOTIMP, REFUSED or BADVERS.
+        A response (QR=1) gets nothing, on every transport, as the engine
+        does: RFC 1035 section 4.1.1 makes QR=1 a response, and answering
+        responses is how reflection loops start; the TCP adapter then closes
+        the connection.
         """
         if question_type(query) not in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
             response = self.handle(query, context)
@@ -111,7 +122,14 @@ class ZoneServer:
         except Exception:  # malformed: FORMERR, as for any query
             refusal = header_only_response(query, dns.rcode.FORMERR)
             return [refusal] if refusal else []
-        zone = self.zoneset.zones.get(message.question[0].name)
+        if message.flags & dns.flags.QR:
+            return []
+        question = message.question[0]
+        if (message.opcode() != dns.opcode.QUERY or message.edns > 0
+                or question.rdclass != dns.rdataclass.IN):
+            response = self.handle(query, context)  # NOTIMP, BADVERS or REFUSED
+            return [] if response is None else [response]
+        zone = self.zoneset.zones.get(question.name)
         allowed = {dns.name.from_text(s.key_name) for s in self._secondaries
                    if zone is not None and s.zone == zone.origin}
         if zone is None or not message.had_tsig or message.keyname not in allowed:
@@ -124,7 +142,7 @@ class ZoneServer:
         messages = transfer(message, zone, self._journal(zone.origin),
                             self.zoneset.signed.get(zone.origin))
         log.info("%s of %s (serial %d) to %s with key %s: %d messages%s",
-                 dns.rdatatype.to_text(message.question[0].rdtype), zone.origin, zone.serial,
+                 dns.rdatatype.to_text(question.rdtype), zone.origin, zone.serial,
                  context.client, message.keyname, len(messages),
                  " (signed zone: sent in full)" if zone.origin in self.zoneset.signed else "")
         return messages

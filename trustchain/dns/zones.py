@@ -8,6 +8,7 @@ of each change.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,10 @@ from trustchain.errors import StorageError
 
 #: SOA timers for new zones: refresh, retry, expire, negative-caching TTL.
 SOA_TIMERS = (7200, 3600, 1209600, 300)
+#: The zones this node takes: host names in lower case, short enough that the key store can
+#: name the zone's DNSSEC keys after it (``dnssec:<origin>:<role>``, at most 100 characters).
+ZONE_ORIGIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+")
+MAX_ORIGIN_TEXT = 89
 
 #: Signs a new version of a zone, reusing what it can of the previous one (None: unsigned).
 Sign = Callable[[Zone, SignedZone | None], SignedZone | None]
@@ -110,7 +115,8 @@ class Zones:
                addresses: Sequence[str] = (), email: dns.name.Name | None = None,
                ttl: int = DEFAULT_TTL, dnssec: SigningChoices | None = None) -> Zone:
         """A new zone holding its SOA and NS (default: this node), with glue from
-        ``addresses`` for the name servers inside it."""
+        ``addresses`` for the name servers inside it (the origin in lower case)."""
+        origin = origin.canonicalize()
         if origin in self._server.zoneset.zones:
             raise DnsRequestError(f"zone {origin} already exists")
         ns_names = list(ns) or [self.default_ns]
@@ -175,7 +181,16 @@ class Zones:
     # --- the steps every change takes (also for DNSSEC and networks) -------------
 
     def add(self, zone: Zone, dnssec: SigningChoices | None = None) -> Zone:
-        """Store and publish a new zone."""
+        """Store and publish a new zone.
+
+        :raises DnsRequestError: the origin is not a lower-case host name of at most
+            :data:`MAX_ORIGIN_TEXT` characters (refused before anything is stored).
+        """
+        text = zone.origin.to_text()
+        if len(text) > MAX_ORIGIN_TEXT or not ZONE_ORIGIN.fullmatch(text):
+            raise DnsRequestError(f"zone names are host names in lower case (letters, digits, "
+                                  f"hyphens) of at most {MAX_ORIGIN_TEXT} characters, not "
+                                  f"{text[:100]!r}")
         if dnssec is not None:
             if dnssec.algorithm not in (13, 15):
                 raise DnsRequestError(
