@@ -1,12 +1,16 @@
 # The two commands the README promises on a fresh Debian machine:
 #   make run    set everything up and start a development node in ./data on [::1]
 #   make test   set everything up (including external test tools) and run the suite
+# Long runs, kept out of `make test` (their results go in docs/security.md):
+#   make fuzz         >= 1,000,000 examples across every parser of outside bytes
+#   make crash-test   >= 50 SIGKILLs under mixed load; nothing acknowledged may be lost
+#   make flood-test   floods on every listener; a legitimate client's p99 beside the quiet one
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DATA   ?= data
 
-.PHONY: run test venv test-tools clean
+.PHONY: run test venv test-tools clean fuzz crash-test flood-test
 .DEFAULT_GOAL := run
 
 $(VENV)/.stamp-run: pyproject.toml
@@ -30,6 +34,15 @@ test-tools:
 
 test: $(VENV)/.stamp-test test-tools
 	$(PY) -m pytest
+
+fuzz: $(VENV)/.stamp-test
+	$(PY) -m tests.fuzz --examples 1000000
+
+crash-test: $(VENV)/.stamp-test
+	$(PY) -m tests.crash --kills 50
+
+flood-test: $(VENV)/.stamp-test test-tools
+	$(PY) -m tests.flood
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

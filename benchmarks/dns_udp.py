@@ -158,7 +158,9 @@ def run_trustchain(directory: Path, zone: Path) -> tuple[subprocess.Popen[str], 
     data = directory / "node"
     env = {**os.environ, "TRUSTCHAIN_PASSPHRASE": secrets.token_urlsafe(24),
            "TRUSTCHAIN_HTTP_PORT": "0", "TRUSTCHAIN_HTTPS_PORT": "0", "TRUSTCHAIN_QUIC_PORT": "0",
-           "TRUSTCHAIN_DNS_PORT": "0", "TRUSTCHAIN_LOG_LEVEL": "warning"}
+           "TRUSTCHAIN_DNS_PORT": "0", "TRUSTCHAIN_LOG_LEVEL": "warning",
+           # dnsperf sends from one address: no rate limiting, as NSD's rrl-ratelimit: 0.
+           "TRUSTCHAIN_DNS_RATE_LIMIT": "0"}
     cli = [sys.executable, "-m", "trustchain"]
     subprocess.run([*cli, "init", "--data-dir", str(data)], env=env, check=True,
                    capture_output=True)

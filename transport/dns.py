@@ -5,15 +5,21 @@ the context (UDP answers are truncated to the client's buffer; TCP answers
 are not).  TCP (RFC 7766): a 2-octet length prefix per message, any number
 of queries per connection answered as they are read (pipelining), the
 connection closed after ``idle_timeout`` seconds without a complete query or
-when the client sends a length of 0.
+when the client sends a length of 0.  UDP: queries are read ahead into one queue
+per client network and answered in turn across networks, so that a flood from a few
+networks delays nobody else by more than an answer per flooding network, and what the
+node cannot answer is the flood's; then response rate limiting (``dns_rate_limit``)
+decides whether each answer goes out, slips (TC) or is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import dns.asyncquery
@@ -26,6 +32,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.tsig
 
+from transport.fairness import NetworkQueues
 from transport.sockets import bind_socket, format_address
 from trustchain.dns.handler import DnsHandler, QueryContext
 from trustchain.dns.rrl import Action, ResponseRateLimiter, truncated
@@ -34,17 +41,36 @@ from trustchain.errors import ListenError
 
 log = logging.getLogger("trustchain.dns")
 
+#: Receive buffer asked for on each UDP DNS socket, as busy DNS servers are configured
+#: (NSD's and Unbound's so-rcvbuf): room for a few thousand queries, so that a pause of
+#: the event loop (a garbage collection, a busy CPU) under a flood delays queries instead
+#: of dropping them, legitimate ones among them.  The kernel caps it at net.core.rmem_max.
+UDP_RECEIVE_BUFFER = 4 << 20
+
 
 class UdpDnsProtocol(asyncio.DatagramProtocol):
-    def __init__(self, handler: DnsHandler, limiter: ResponseRateLimiter | None = None) -> None:
+    """Queries go through :class:`NetworkQueues` (``sock``: the transport's socket, read
+    ahead of the event loop), then the handler, then rate limiting."""
+
+    def __init__(self, handler: DnsHandler, limiter: ResponseRateLimiter | None = None,
+                 sock: socket.socket | None = None) -> None:
         self._handler = handler
         self._limiter = limiter
         self._transport: asyncio.DatagramTransport | None = None
+        self._queues = NetworkQueues(self._answer, what="dns/udp", sock=sock)
+
+    @property
+    def dropped(self) -> int:
+        """Queries dropped because their network had too many waiting, ever."""
+        return self._queues.dropped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._queues.put(data, addr)
+
+    def _answer(self, data: bytes, addr: Any) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("udp query from %s: %s", addr[:2], data.hex())
         try:
@@ -65,6 +91,10 @@ class UdpDnsProtocol(asyncio.DatagramProtocol):
                     return
                 response = slipped
         self._transport.sendto(response, addr)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._queues.close()
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)
@@ -149,7 +179,7 @@ class DnsListener:
         for address in self._addresses:
             udp, tcp, port = self._bind_pair(address)
             transport, _ = await loop.create_datagram_endpoint(
-                lambda: UdpDnsProtocol(self._handler, self._limiter), sock=udp)
+                partial(UdpDnsProtocol, self._handler, self._limiter, udp), sock=udp)
             server = await loop.create_server(
                 lambda: TcpDnsProtocol(self._stream_handler, self._idle_timeout), sock=tcp,
                 backlog=1024)
@@ -166,6 +196,8 @@ class DnsListener:
         while True:
             attempts -= 1
             udp = bind_socket(address, self._port, socket.SOCK_DGRAM)
+            with contextlib.suppress(OSError):  # a smaller buffer is no reason not to serve
+                udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             port = udp.getsockname()[1]
             try:
                 return udp, bind_socket(address, port, socket.SOCK_STREAM), port

@@ -35,6 +35,7 @@ from aioquic.quic.retry import QuicRetryTokenHandler
 from cryptography import x509
 
 from transport import h3
+from transport.fairness import NetworkQueues
 from transport.sockets import bind_socket, format_address
 from transport.tls import peer_certificates, request_client_certificates, server_configuration
 from transport.transmit import CoalescedTransmit
@@ -196,15 +197,30 @@ class GuardedQuicServer(QuicServer):
     cap are dropped before any handshake work.
     """
 
-    def __init__(self, *, admission: Admission, **kwargs: Any) -> None:
+    def __init__(self, *, admission: Admission, sock: socket.socket | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(retry=True, **kwargs)
         self._retry_tokens: QuicRetryTokenHandler | None = self._retry
         self._admission = admission
+        # Handshakes and packets full of requests are the costly datagrams of a flood: in
+        # turn across client networks, so that a flood delays others by a datagram each.
+        self._queues = NetworkQueues(self._receive, what="quic", sock=sock)
         self.retries = 0
         self.refused = 0
 
+    @property
+    def dropped(self) -> int:
+        """Datagrams dropped because their network had too many waiting, ever."""
+        return self._queues.dropped
+
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        data = data.encode() if isinstance(data, str) else data
+        self._queues.put(data.encode() if isinstance(data, str) else data, addr)
+
+    def close(self) -> None:
+        self._queues.close()
+        super().close()
+
+    def _receive(self, data: bytes, addr: Any) -> None:
         try:
             header = pull_quic_header(
                 Buffer(data=data), host_cid_length=self._configuration.connection_id_length
@@ -267,6 +283,7 @@ class QuicEndpoint:
                 partial(
                     GuardedQuicServer,
                     admission=self._admission,
+                    sock=sock,
                     configuration=self._configuration,
                     create_protocol=partial(NodeQuicProtocol, services=self._services),
                 ),

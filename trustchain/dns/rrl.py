@@ -32,7 +32,8 @@ class Action(Enum):
     SLIP = "slip"
 
 
-def _prefix(address: str) -> bytes:
+def client_network(address: str) -> bytes:
+    """The network ``address`` counts in (IPv4 /24, IPv6 /56; IPv4-mapped as IPv4), packed."""
     ip = ipaddress.ip_address(address)
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
@@ -58,11 +59,19 @@ class ResponseRateLimiter:
         self._rate = float(responses_per_second)
         self._slip = slip
         self._buckets: dict[bytes, tuple[float, float, int]] = {}  # tokens, last, dropped
+        #: Client address -> its prefix: parsing an address costs as much as the rest of
+        #: a decision, and a flood comes from few addresses.
+        self._prefixes: dict[str, bytes] = {}
 
     def decide(self, client: str, query: bytes, response: bytes, now: float) -> Action:
         rcode = response[3] & 0x0F if len(response) > 3 else 0
         kind = b"\x00" + _question(query) if rcode == 0 else b"\x01" + bytes([rcode])
-        key = _prefix(client) + kind
+        prefix = self._prefixes.get(client)
+        if prefix is None:
+            if len(self._prefixes) >= MAX_TRACKED:
+                self._prefixes.clear()  # many addresses: start over rather than grow
+            prefix = self._prefixes[client] = client_network(client)
+        key = prefix + kind
         tokens, last, dropped = self._buckets.get(key, (self._rate, now, 0))
         tokens = min(self._rate, tokens + (now - last) * self._rate)
         if tokens >= 1.0:
