@@ -32,8 +32,9 @@ run: $(VENV)/.stamp-run
 test-tools:
 	scripts/install-test-tools.sh
 
+# One pytest worker per CPU; a module's tests run on one worker (they share its nodes).
 test: $(VENV)/.stamp-test test-tools
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 fuzz: $(VENV)/.stamp-test
 	$(PY) -m tests.fuzz --examples 1000000
