@@ -90,6 +90,14 @@ class SchemaTooNewError(StorageError):
     """The database was written by a newer TrustChain."""
 
 
+class ForkError(StorageError):
+    """A different block is already stored at this height (a fork is never stored)."""
+
+
+class DoubleSignError(StorageError):
+    """A different message of this node is already stored for this height, round and kind."""
+
+
 # --- remote faults ----------------------------------------------------------
 
 
@@ -103,6 +111,10 @@ class PinMismatchError(GenesisError):
 
 class CanonicalJSONError(RemoteError):
     """The document is not canonical JSON."""
+
+
+class ConsensusCodecError(RemoteError):
+    """The consensus message is malformed."""
 
 
 # --- refusals of a request ----------------------------------------------------

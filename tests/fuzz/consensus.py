@@ -1,4 +1,5 @@
-"""The consensus target: operations as blocks carry them, checked as a validator checks them.
+"""The consensus targets: operations as blocks carry them, checked as a validator checks them;
+and the wire codec of consensus messages (``consensus-codec``).
 
 Validators never vote for a block they cannot check, so
 :meth:`trustchain.consensus.ledger.Ledger.valid` must answer True or False
@@ -9,6 +10,12 @@ and never raise.  Seeds are entries of every kind with real proofs: work,
 a 1,000-iteration VDF, stake signatures of 3 of 4 validators (one of them
 hybrid, with ML-DSA-65), duplicate-vote evidence, and an admission whose
 proof of space is random bytes of the right length.
+
+:func:`trustchain.consensus.codec.decode_message` reads what peers send:
+it returns a message or raises :class:`ConsensusCodecError`, and what it
+returns encodes back to exactly the bytes read (one byte form per message).
+Seeds are a prevote, a nil precommit, a proposal with operations, and a
+hybrid decision, all really signed.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 from tests.fuzz.engine import Target
 from tests.fuzz.mutators import JSON_TOKENS, mutate_json
 from tests.trustchain.consensus.test_operations import CHAIN, PARAMS, PREVIOUS, REQUESTER, SEED
+from trustchain.consensus.codec import decode_message, encode_message
 from trustchain.consensus.evidence import DuplicateVote, evidence_body
 from trustchain.consensus.ledger import Ledger
-from trustchain.consensus.messages import Block, Vote, VoteKind, sign
+from trustchain.consensus.messages import NIL, Block, Decision, Proposal, Vote, VoteKind, sign
 from trustchain.consensus.operations import (
     Entry,
     Operation,
@@ -39,6 +47,7 @@ from trustchain.consensus.proofs.delay import prove_delay
 from trustchain.consensus.proofs.space import plot_id_for
 from trustchain.consensus.proofs.stake import ValidatorStake, sign_commit
 from trustchain.consensus.proofs.work import solve_work
+from trustchain.errors import ConsensusCodecError
 
 
 def _entries() -> tuple[dict[str, ValidatorStake], list[Entry]]:
@@ -102,3 +111,24 @@ def ledger_target() -> Target:
 
     seeds = [entry.encode() for entry in entries]
     return Target("consensus", run, (), seeds, JSON_TOKENS, mutate_json, structured_share=0.8)
+
+
+def codec_target() -> Target:
+    keys = {f"v{i}": ed25519.Ed25519PrivateKey.generate() for i in range(3)}
+    pq = mldsa.MLDSA65PrivateKey.generate()
+    block = Block(8, PREVIOUS, "v1", (b'{"op":1}', bytes(range(40))))
+    prevote = sign(Vote(VoteKind.PREVOTE, 8, 0, block.hash, "v0"), keys["v0"], CHAIN, pq)
+    nil = sign(Vote(VoteKind.PRECOMMIT, 8, 1, NIL, "v2"), keys["v2"], CHAIN)
+    proposal = sign(Proposal(8, 2, block, 0, "v1"), keys["v1"], CHAIN)
+    precommits = [sign(Vote(VoteKind.PRECOMMIT, 8, 0, block.hash, n), k, CHAIN,
+                       pq if n == "v0" else None) for n, k in keys.items()]
+    decision = Decision(block, 0, tuple((v.sender, v.signature) for v in precommits), "v2",
+                        (("v0", precommits[0].pq_signature),))
+
+    def run(data: bytes) -> None:
+        message = decode_message(data)
+        assert encode_message(message) == data
+
+    seeds = [encode_message(m) for m in (prevote, nil, proposal, decision)]
+    return Target("consensus-codec", run, (ConsensusCodecError,), seeds, JSON_TOKENS, mutate_json,
+                  structured_share=0.7)

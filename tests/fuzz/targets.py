@@ -18,6 +18,7 @@ FACTORIES: dict[str, Callable[[], Target]] = {
     "genesis": bootstrap.genesis_target,
     "enrolment": bootstrap.enrolment_target,
     "consensus": consensus.ledger_target,
+    "consensus-codec": consensus.codec_target,
     "dns-udp": dns.udp_target,
     "dns-stream": dns.stream_target,
     "dns-tcp": dns.tcp_target,

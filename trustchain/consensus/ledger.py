@@ -61,6 +61,9 @@ class Ledger:
 
     # --- BlockSource -----------------------------------------------------------------
 
+    def pending(self) -> bool:
+        return bool(self.pool) or self._maker is not None
+
     def propose(self, height: int, previous: bytes) -> tuple[bytes, ...]:
         made = self._maker(height, previous) if self._maker else []
         pooled = []

@@ -26,12 +26,19 @@ Rules, with "2/3" meaning *strictly more than two thirds of the stake* and
   accepts only if the precommits verify as 2/3 of the stake (the role of
   Tendermint's block sync: without it a validator that missed the deciding
   precommits would wait forever).
+
+A validator signs with its key, or through a ``signer`` such as
+:class:`~trustchain.consensus.signer.SigningGuard` (a node's double-sign
+guard), and never signs two messages of one kind for one round of a height:
+a repeated one is re-sent as first signed.  A restarted validator takes back
+its own messages and its lock with :meth:`Tendermint.restore` before
+:meth:`Tendermint.start`.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,8 +65,11 @@ from trustchain.consensus.messages import (
 )
 from trustchain.consensus.proofs import ProofError
 from trustchain.consensus.proofs.stake import CommitCertificate, ValidatorStake, verify_commit
+from trustchain.consensus.signer import STEPS, kind_of
 
 GENESIS_PREVIOUS = bytes(32)
+#: The step between a decision and round 0 of the next height (``Timeouts.commit``, ``idle``).
+NEW_HEIGHT = "new-height"
 #: Messages for later heights kept until this node gets there (per height).
 MAX_FUTURE = 10_000
 #: Decisions kept to help validators that fall behind.
@@ -73,6 +83,10 @@ class BlockSource(Protocol):
 
     def valid(self, block: Block) -> bool: ...
 
+    def pending(self) -> bool:
+        """Whether operations wait to be proposed (asked only when ``Timeouts.idle`` > 0)."""
+        ...
+
     def committed(self, block: Block) -> Mapping[str, ValidatorStake] | None:
         """Apply a decided block; return the validator set from the next height if it changed."""
         ...
@@ -84,6 +98,14 @@ class Timeouts:
     prevote: float = 1.0
     precommit: float = 1.0
     delta: float = 0.5  # added per round
+    #: After a decision, the pause before the next height starts (CometBFT's timeout_commit):
+    #: late precommits still arrive, and blocks are not made faster than this.
+    commit: float = 0.0
+    #: With nothing to propose, how long after a decision a validator waits for an
+    #: operation (:meth:`Tendermint.wake`) or for another validator to start the height,
+    #: before starting it with an empty block (0: never waits; a network of nodes waits,
+    #: so that an idle federation does not store a block a second).
+    idle: float = 0.0
 
     def of(self, step: str, round_: int) -> float:
         base: float = getattr(self, step)
@@ -97,6 +119,11 @@ class Committed:
     certificate: CommitCertificate
     #: The validator set of that height (the certificate is checked against it).
     validators: Mapping[str, ValidatorStake] = field(default_factory=dict, compare=False)
+
+    def decision(self, sender: str) -> Decision:
+        """The block with its commit certificate, as sent to others (and stored)."""
+        return Decision(self.block, self.round, self.certificate.signatures, sender,
+                        self.certificate.pq_signatures)
 
 
 @dataclass
@@ -133,10 +160,15 @@ class Tendermint:
                  validators: Mapping[str, ValidatorStake], source: BlockSource, *,
                  timeouts: Timeouts = Timeouts(), cache: SignatureCache | None = None,
                  height: int = 1, previous: bytes = GENESIS_PREVIOUS,
-                 pq_key: mldsa.MLDSA65PrivateKey | None = None) -> None:
+                 pq_key: mldsa.MLDSA65PrivateKey | None = None,
+                 signer: Callable[[Signed], Signed] | None = None) -> None:
+        """``signer``, when given, signs this validator's messages instead of ``key``
+        (and ``pq_key``); a validator with neither only follows."""
         self.node_id = node_id
         self._key = key
         self._pq_key = pq_key
+        self._signer = signer
+        self._can_sign = key is not None or signer is not None
         self.chain_id = chain_id
         self._set_validators(validators)
         self._source = source
@@ -153,6 +185,7 @@ class Tendermint:
         #: First message per (round, kind, sender) of recent heights, to catch late equivocation.
         self._past: dict[int, dict[tuple[int, str, str], Signed]] = {}
         self._helped: set[tuple[str, int]] = set()
+        self._height_from = 0.0  # when a validator in NEW_HEIGHT may start the height
         self._reset_height()
 
     def _set_validators(self, validators: Mapping[str, ValidatorStake]) -> None:
@@ -185,10 +218,67 @@ class Tendermint:
         self._for: dict[tuple[int, VoteKind, bytes], int] = {}
         self._heard: dict[int, int] = {}
         self._done: set[tuple[str, int]] = set()  # "first time" rules already fired
+        #: (round, kind) -> what this validator signed: re-sent as is, never signed anew.
+        self._own: dict[tuple[int, str], Signed] = {}
 
     def start(self, now: float) -> Output:
-        """Begin height ``self.height`` at round 0 (a validator that is the proposer proposes)."""
-        return self._start_round(0, now)
+        """Begin height ``self.height`` at round 0, or at the round :meth:`restore` set
+        (a validator that is the round's proposer proposes)."""
+        return self._start_round(self.round, now)
+
+    def restore(self, own: Sequence[Signed], blocks: Mapping[bytes, Block]) -> None:
+        """Take back what this validator signed at its height before a restart; call before
+        :meth:`start`.
+
+        ``own`` is its stored messages (others' heights are ignored), ``blocks`` the blocks
+        its votes were for, by hash (its own proposals' blocks are taken from them).
+        Restored, so that it cannot contradict what it may have sent:
+
+        * each message, recorded as if just sent (it counts in the tallies) and re-sent
+          as is whenever the state machine would sign that round and kind again;
+        * the round: the latest it signed in (rounds never go back);
+        * the lock and the valid value: the block of its latest non-nil precommit, with
+          that precommit's round (Tendermint's lock, which its safety rests on).
+
+        Not restored: others' messages (re-sent by them, or the round moves on), timers
+        (:meth:`start` sets them), and a valid value learned later than the lock from
+        others' prevotes (it serves liveness only).
+
+        :raises ValueError: for another sender's message, or a precommit whose block is
+            not given.
+        """
+        mine = [m for m in own if m.height == self.height]
+        for message in mine:
+            if message.sender != self.node_id:
+                raise ValueError(f"a message of {message.sender} is not this validator's own")
+            if message.sender not in self.validators:
+                raise ValueError(f"{message.sender} is not a validator at height {self.height}")
+        known = dict(blocks)
+        for message in sorted(mine, key=lambda m: (m.round, STEPS[kind_of(m)])):
+            if isinstance(message, Proposal):
+                known.setdefault(message.block.hash, message.block)
+            if self._own.setdefault((message.round, kind_of(message)), message) is message:
+                self._record(message, Output())
+        precommits = [m for m in mine if isinstance(m, Vote)
+                      and m.kind is VoteKind.PRECOMMIT and m.block != NIL]
+        if precommits:
+            last = max(precommits, key=lambda v: v.round)
+            block = known.get(last.block)
+            if block is None or block.hash != last.block:
+                raise ValueError(f"the block of the precommit in round {last.round} is missing")
+            self._locked, self._locked_round = block, last.round
+            self._valid, self._valid_round = block, last.round
+        if mine:
+            self.round = max(m.round for m in mine)
+
+    def known_block(self, block_hash: bytes) -> Block | None:
+        """The block with this hash, if proposed at this height or locked on (a node stores
+        it with its vote for it, for :meth:`restore`)."""
+        for candidate in (*(p.block for p in self._proposals.values()), self._locked,
+                          self._valid):
+            if candidate is not None and candidate.hash == block_hash:
+                return candidate
+        return None
 
     def next_deadline(self) -> float | None:
         return self._timers[0][0] if self._timers else None
@@ -213,8 +303,18 @@ class Tendermint:
             return out
         if not self._record(message, out):
             return out
+        if self.step == NEW_HEIGHT:  # another validator has started this height: so do we
+            out.extend(self._start_round(0, now))
+            return out
         out.extend(self._progress(now))
         return out
+
+    def wake(self, now: float) -> Output:
+        """An operation arrived: a validator waiting with nothing to propose starts the
+        next height once the commit pause is over."""
+        if self.step != NEW_HEIGHT or now < self._height_from:
+            return Output()
+        return self._start_round(0, now)
 
     def tick(self, now: float) -> Output:
         out = Output()
@@ -230,6 +330,16 @@ class Tendermint:
                 self.step = "precommit"
             elif step == "precommit" and round_ == self.round:
                 out.extend(self._start_round(self.round + 1, now))
+            elif step == "commit" and self.step == NEW_HEIGHT:
+                idle = self._timeouts.idle - self._timeouts.commit
+                if idle > 0 and not self._source.pending():
+                    self._timer_seq += 1
+                    heapq.heappush(self._timers, (now + idle, self._timer_seq, "idle",
+                                                  self.height, 0))
+                else:
+                    out.extend(self._start_round(0, now))
+            elif step == "idle" and self.step == NEW_HEIGHT:
+                out.extend(self._start_round(0, now))
             out.extend(self._progress(now))
         return out
 
@@ -239,15 +349,13 @@ class Tendermint:
         if decided is None or peer == self.node_id or (peer, height) in self._helped:
             return
         self._helped.add((peer, height))
-        out.send.append((peer, Decision(decided.block, decided.round,
-                                        decided.certificate.signatures, self.node_id,
-                                        decided.certificate.pq_signatures)))
+        out.send.append((peer, decided.decision(self.node_id)))
 
     def _check_past(self, message: Signed, out: Output) -> None:
         seen = self._past.get(message.height)
         if seen is None:
             return
-        kind = "proposal" if isinstance(message, Proposal) else message.kind.value
+        kind = kind_of(message)
         first = seen.setdefault((message.round, kind, message.sender), message)
         if isinstance(first, Proposal) and isinstance(message, Proposal) \
                 and first.block.hash != message.block.hash:
@@ -337,14 +445,23 @@ class Tendermint:
                                       step, self.height, round_))
 
     def _broadcast(self, message: Signed, out: Output) -> None:
-        assert self._key is not None
-        signed = sign(message, self._key, self.chain_id, self._pq_key)
+        own = (message.round, kind_of(message))
+        signed = self._own.get(own)
+        if signed is not None:  # signed before (restored): the same message again
+            out.broadcast.append(signed)
+            return
+        if self._signer is not None:
+            signed = self._signer(message)
+        else:
+            assert self._key is not None
+            signed = sign(message, self._key, self.chain_id, self._pq_key)
+        self._own[own] = signed
         out.broadcast.append(signed)
         self._record(signed, out)
 
     def _vote(self, kind: VoteKind, block: bytes, now: float) -> Output:
         out = Output()
-        if self._key is not None and self.node_id in self.validators:
+        if self._can_sign and self.node_id in self.validators:
             self._broadcast(Vote(kind, self.height, self.round, block, self.node_id), out)
         return out
 
@@ -361,7 +478,7 @@ class Tendermint:
         out = Output()
         self.round = round_
         self.step = "propose"
-        if proposer_of(self._order, self.height, round_) == self.node_id and self._key is not None:
+        if proposer_of(self._order, self.height, round_) == self.node_id and self._can_sign:
             block = self._valid or Block(self.height, self.previous, self.node_id,
                                          self._source.propose(self.height, self.previous))
             self._broadcast(Proposal(self.height, round_, block, self._valid_round,
@@ -479,7 +596,14 @@ class Tendermint:
         self._timers = [t for t in self._timers if t[3] >= self.height]
         heapq.heapify(self._timers)
         self._reset_height()
-        out.extend(self._start_round(0, now))
+        if self._timeouts.commit > 0 or self._timeouts.idle > 0:
+            self.step = NEW_HEIGHT  # until the "commit" timer, and maybe "idle"
+            self._height_from = now + self._timeouts.commit
+            self._timer_seq += 1
+            heapq.heappush(self._timers, (self._height_from, self._timer_seq, "commit",
+                                          self.height, 0))
+        else:
+            out.extend(self._start_round(0, now))
         for message in self._future.pop(self.height, []):
             out.extend(self.receive(message, now))
         for stale in [h for h in self._future if h < self.height]:
