@@ -262,3 +262,38 @@ def trust_anchor(zone: str, admin: list[str], path: Path) -> Path:
     path.write_text(f'trust-anchors {{ {zone.rstrip(".")}. static-ds {tag} {algorithm} '
                     f'{digest_type} "{digest.replace(" ", "")}"; }};\n')
     return path
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def processes_naming(path: Path) -> list[int]:
+    """Live processes, other than this one, whose command line names ``path``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(path).encode() in cmdline and process_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_processes_naming(path: Path) -> None:
+    """SIGKILL every process (and its group) whose command line names ``path``: what a
+    test started through a CLI that detaches its children (``devnet up``)."""
+    for pid in processes_naming(path):
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

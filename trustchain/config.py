@@ -100,6 +100,12 @@ class NodeConfig(BaseModel):
         min_length=1,
         description="IP addresses to bind; '::' is dual-stack where the OS allows.",
     )
+    peers: list[str] = Field(
+        default_factory=list, max_length=1000,
+        description="QUIC addresses ([ADDR]:PORT or HOST:PORT) of the other nodes of the "
+        "federation: the consensus connects to each with the node certificate (mutual TLS) "
+        "and learns who it is from the certificate.  Empty: a single-node federation.",
+    )
     dns_port: Port = Field(8053, description="DNS over UDP and TCP (production: 53).")
     quic_port: Port = Field(8853, description="QUIC: ALPNs doq, stoq/1, h3 (production: 853).")
     https_port: Port = Field(8443, description="REST API over HTTPS/1.1 (production: 443).")
@@ -238,6 +244,17 @@ class NodeConfig(BaseModel):
             raise ValueError(f"unknown rate limits {', '.join(unknown)}; "
                              f"known: {', '.join(RATE_LIMIT_NAMES)}")
         return value
+
+    @field_validator("peers")
+    @classmethod
+    def _peer_addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, sep, port = item.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"peer {item!r}: expected [ADDR]:PORT or HOST:PORT")
+        if len(set(value)) != len(value):
+            raise ValueError("peers are listed more than once")
+        return [item.strip() for item in value]
 
     @field_validator("listen")
     @classmethod

@@ -17,11 +17,22 @@ import sys
 from collections.abc import Sequence
 
 from trustchain import __version__
-from trustchain.cli import ca, ct, dns, dnssec, genesis, network, node, query, sim
+from trustchain.cli import (
+    ca,
+    ct,
+    devnet,
+    dns,
+    dnssec,
+    genesis,
+    network,
+    node,
+    query,
+    sim,
+)
 from trustchain.errors import TrustchainError
 
 #: In the order ``trustchain --help`` lists their commands.
-GROUPS = (node, dns, network, dnssec, ca, sim, ct, query, genesis)
+GROUPS = (node, dns, network, dnssec, ca, sim, ct, query, genesis, devnet)
 
 
 def build_parser() -> argparse.ArgumentParser:
