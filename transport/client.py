@@ -24,7 +24,7 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived, StreamReset
 from cryptography import x509
 
-from transport.tls import client_configuration
+from transport.tls import client_configuration, peer_certificates
 from transport.transmit import CoalescedTransmit
 from trustchain.errors import RemoteError
 from trustchain.identity import TlsIdentity
@@ -106,6 +106,20 @@ class NodeClientProtocol(CoalescedTransmit):
     async def request(self, service: str, method: str, message: bytes = b"") -> Response:
         """Send one stoq/1 request and wait for its response."""
         return await self._wait(self._stoq.send_request(service, method, message))
+
+    def push(self, service: str, method: str, message: bytes = b"") -> None:
+        """Send one stoq/1 push (a one-way message on a unidirectional stream).
+
+        :raises ConnectError: the connection is closed.
+        """
+        if self.terminated is not None:
+            raise ConnectError(f"connection closed: {self.terminated.reason_phrase}")
+        self._stoq.send_push(service, method, message)
+        self.transmit_soon()
+
+    def server_certificates(self) -> tuple[x509.Certificate | None, list[x509.Certificate]]:
+        """The certificate and chain the server presented (verified at the handshake)."""
+        return peer_certificates(self._quic)
 
     async def doq_query(self, query: bytes) -> bytes:
         """Send one DNS query over DoQ (its ID must be 0) and return the response wire."""

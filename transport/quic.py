@@ -43,9 +43,9 @@ from trustchain.dns.handler import DnsHandler, QueryContext
 from trustchain.identity import Peer, PeerCertificateError, TlsIdentity, identify_peer
 from trustchain.stoq import doq
 from trustchain.stoq.admission import Admission, Decision
-from trustchain.stoq.connection import RequestReceived, StoqServer, StreamRejected
+from trustchain.stoq.connection import PushReceived, RequestReceived, StoqServer, StreamRejected
 from trustchain.stoq.framing import ALPN as STOQ_ALPN
-from trustchain.stoq.framing import DEFAULT_MAX_MESSAGE, ErrorCode
+from trustchain.stoq.framing import DEFAULT_MAX_MESSAGE, ErrorCode, Status
 from trustchain.stoq.router import Router
 
 log = logging.getLogger("trustchain.quic")
@@ -121,6 +121,8 @@ class NodeQuicProtocol(CoalescedTransmit):
             for received in self._stoq.handle_event(event):
                 if isinstance(received, RequestReceived):
                     self._dispatch(received)
+                elif isinstance(received, PushReceived):
+                    self._dispatch_push(received)
                 elif isinstance(received, StreamRejected):
                     log.debug("stoq stream %d reset: %s", received.stream_id, received.reason)
 
@@ -159,6 +161,31 @@ class NodeQuicProtocol(CoalescedTransmit):
             self._doq.cancel(query.stream_id, doq.DoqErrorCode.PROTOCOL_ERROR)
         else:
             self._doq.send_responses(query.stream_id, responses)
+
+    def _dispatch_push(self, received: PushReceived) -> None:
+        """A push has no response: its handler runs, and a refusal is only logged."""
+        request = received.request
+        try:
+            outcome = self._services.router.dispatch(request, self.peer)
+        except Exception:
+            log.exception("stoq push handler %s.%s failed", request.service, request.method)
+            return
+        if isinstance(outcome, tuple):
+            if outcome[0] != Status.OK:
+                log.debug("stoq push %s.%s from %s refused: %d", request.service,
+                          request.method, self._client, outcome[0])
+            return
+
+        async def finish() -> None:
+            try:
+                await outcome
+            except Exception:
+                log.exception("stoq push handler %s.%s failed", request.service,
+                              request.method)
+
+        task = asyncio.ensure_future(finish())
+        self._services.tasks.add(task)
+        task.add_done_callback(self._services.tasks.discard)
 
     def _dispatch(self, received: RequestReceived) -> None:
         assert self._stoq is not None

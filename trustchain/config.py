@@ -106,6 +106,14 @@ class NodeConfig(BaseModel):
         "federation: the consensus connects to each with the node certificate (mutual TLS) "
         "and learns who it is from the certificate.  Empty: a single-node federation.",
     )
+    consensus_commit_pause_ms: Annotated[int, Field(ge=0, le=60_000)] = Field(
+        250, description="After a block is decided, the pause before the next height starts "
+        "(late votes still count; blocks are not made faster than this).",
+    )
+    consensus_idle_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        10, description="With no operation waiting, how long the federation waits before "
+        "making an empty block anyway (0: never waits: a block every commit pause).",
+    )
     dns_port: Port = Field(8053, description="DNS over UDP and TCP (production: 53).")
     quic_port: Port = Field(8853, description="QUIC: ALPNs doq, stoq/1, h3 (production: 853).")
     https_port: Port = Field(8443, description="REST API over HTTPS/1.1 (production: 443).")

@@ -23,6 +23,7 @@ from trustchain.cli import (
     devnet,
     dns,
     dnssec,
+    federation,
     genesis,
     network,
     node,
@@ -32,7 +33,7 @@ from trustchain.cli import (
 from trustchain.errors import TrustchainError
 
 #: In the order ``trustchain --help`` lists their commands.
-GROUPS = (node, dns, network, dnssec, ca, sim, ct, query, genesis, devnet)
+GROUPS = (node, dns, network, dnssec, ca, sim, ct, query, genesis, devnet, federation)
 
 
 def build_parser() -> argparse.ArgumentParser:

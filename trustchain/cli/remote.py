@@ -243,6 +243,20 @@ def ct_session(node: Node, work: Callable[[CtCall], Awaitable[T]]) -> T:
     return asyncio.run(session())
 
 
+def public_call(node: Node, service: str, method: str, body: dict[str, Any] | None = None) -> Any:
+    """``service.method`` on ``node`` as an anonymous, root-pinned client: the JSON answer."""
+    async def call() -> Any:
+        async with _connect(node) as client:
+            return await client.request(service, method,
+                                        b"" if body is None else json.dumps(body).encode())
+
+    response = asyncio.run(call())
+    if response.status != 200:
+        raise RemoteError(f"{service}.{method}: "
+                          f"{json.loads(response.message).get('detail', response.status)}")
+    return json.loads(response.message)
+
+
 def quic_query(node: Node, via: str, query: bytes, timeout: float) -> bytes:
     """One DNS query over DoQ (RFC 9250; its ID must be 0) or the stoq/1 ``dns`` service;
     the response's wire form."""

@@ -57,6 +57,12 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("ca", "list"): Access.NETWORK,
     ("ca", "ocsp"): Access.PUBLIC,
     ("consensus", "validators"): Access.NODE,
+    # Consensus between nodes (transport/consensus.py): messages are signed by their
+    # validators and checked by the engine; the status of the chain is public.
+    ("consensus", "message"): Access.NODE,
+    ("consensus", "operation"): Access.NODE,
+    ("consensus", "blocks"): Access.NODE,
+    ("consensus", "status"): Access.PUBLIC,
     ("admin", "status"): Access.ADMIN,
     ("admin", "enrolments"): Access.ADMIN,
     ("admin", "approve"): Access.ADMIN,

@@ -45,6 +45,7 @@ from trustchain.identity import Peer, PeerCertificateError, identify_peer
 from trustchain.keystore import KeyStore, key_id_for
 from trustchain.storage.audit import AUDIT_SCHEMA
 from trustchain.storage.ca import CA_SCHEMA
+from trustchain.storage.consensus import CONSENSUS_SCHEMA
 from trustchain.storage.ct import CT_SCHEMA
 from trustchain.storage.database import Database, open_database
 from trustchain.storage.dns import DNS_SCHEMA
@@ -56,7 +57,8 @@ from trustchain.wiring.status import node_status
 log = logging.getLogger("trustchain.node")
 
 #: Every schema the node applies at start; later services add theirs here.
-SCHEMAS = (NODE_SCHEMA, DNS_SCHEMA, CT_SCHEMA, CA_SCHEMA, RATELIMIT_SCHEMA, AUDIT_SCHEMA)
+SCHEMAS = (NODE_SCHEMA, DNS_SCHEMA, CT_SCHEMA, CA_SCHEMA, RATELIMIT_SCHEMA, AUDIT_SCHEMA,
+           CONSENSUS_SCHEMA)
 #: The CT logs every node runs (two, so a certificate can carry SCTs from two logs).
 
 

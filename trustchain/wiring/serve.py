@@ -37,6 +37,7 @@ from trustchain.stoq.router import Router
 from trustchain.storage.node import NodeStore
 from trustchain.storage.ratelimit import RateLimiter
 from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_start
+from trustchain.wiring.consensus import build_consensus, consensus_service
 from trustchain.wiring.ct import build_ct_logs, ct_service, ct_tiles_root
 from trustchain.wiring.dns import build_dns, zone_service
 from trustchain.wiring.http import create_app
@@ -99,8 +100,9 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     notifier = Notifier()
     dns_service = build_dns(node, notifier)
     dns_handler: DnsHandler = dns_service.handle
+    consensus, peers = build_consensus(node, wall=utcnow)
     services = [*base_services(node, dns_handler), zone_service(dns_service), ct_service(ct),
-                ca_service(ca)]
+                ca_service(ca), consensus_service(consensus)]
     app = create_app(genesis_bytes=node.genesis_bytes, services=services)
     limits = HttpLimits.from_config(config)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds,
@@ -144,12 +146,16 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         await http.start()
         await https.start()
         await quic.start()
+        consensus.start()
+        peers.start()
         log.info("node ready")
         maintenance = asyncio.ensure_future(_maintain(dns_service, limiter, stop))
         await stop.wait()
         log.info("shutting down")
         await maintenance
     finally:
+        consensus.stop()
+        await peers.stop()
         await quic.stop()
         await https.stop()
         await http.stop()

@@ -1,0 +1,288 @@
+"""The consensus on the wire: one :class:`~trustchain.consensus.tendermint.Tendermint`
+driven over stoq/1, the same class the simulation drives.
+
+The adapter feeds the core what arrives and the time, arms its timer, and
+carries out what it returns, in this order for each output:
+
+1. every decided block is stored with its commit certificate, and every
+   message this node signed is stored (``synchronous=FULL``: on disk when
+   the call returns) -- *before* anything is sent, so a validator that
+   crashes and restarts knows every vote it may have sent and its
+   :class:`~trustchain.consensus.signer.SigningGuard` never signs another
+   for the same height, round and step (CometBFT's last-sign state);
+2. then messages go out as stoq/1 pushes (``consensus.message``): broadcasts
+   to every connected node, ``send`` entries to the one node named.
+
+Catch-up: a message from a later height means this node is behind; it asks
+that node for the committed blocks it lacks (``consensus.blocks``) and feeds
+each to the core as a :class:`~trustchain.consensus.messages.Decision`, which
+the core accepts only if its commit certificate verifies as more than 2/3 of
+the stake of the validator set of that height.  A node that sends a block
+that does not verify is logged and not asked again until it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from transport.client import ConnectError, StreamError
+from transport.peers import Peers
+from trustchain.consensus.codec import decode_message, encode_message
+from trustchain.consensus.evidence import DuplicateVote, Evidence, evidence_body
+from trustchain.consensus.ledger import Ledger
+from trustchain.consensus.messages import Decision, Proposal, Vote
+from trustchain.consensus.operations import Entry, Operation, OperationKind, decode_entry
+from trustchain.consensus.proofs import ProofError
+from trustchain.consensus.tendermint import Committed, Output, Tendermint
+from trustchain.errors import BadRequest, ConsensusCodecError, Unavailable
+from trustchain.identity import Peer
+from trustchain.stoq.framing import Status
+from trustchain.storage.consensus import ConsensusStore
+
+log = logging.getLogger("trustchain.consensus")
+
+SERVICE = "consensus"
+#: Blocks asked for, and answered, per catch-up request.
+BLOCKS_PER_REQUEST = 32
+#: Operations waiting for a block, at most (more are refused with 503).
+MAX_POOL = 10_000
+#: Evidence kept for ``federation status``.
+KEPT_EVIDENCE = 100
+
+
+class ConsensusRunner:
+    def __init__(self, engine: Tendermint, ledger: Ledger, store: ConsensusStore, peers: Peers,
+                 *, wall: Callable[[], datetime],
+                 on_commit: Callable[[Committed], None] = lambda _c: None) -> None:
+        self.engine = engine
+        self.ledger = ledger
+        self._store = store
+        self._peers = peers
+        self._wall = wall
+        self._on_commit = on_commit
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._catching_up: asyncio.Task[None] | None = None
+        self._distrusted: set[str] = set()
+        self.evidence: list[Evidence] = []
+        self.last_commit: datetime | None = None
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._carry_out(self.engine.start(self._loop.time()))
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._catching_up is not None:
+            self._catching_up.cancel()
+
+    # --- inputs -----------------------------------------------------------------------
+
+    def receive(self, data: bytes, peer: Peer | None) -> None:
+        """A ``consensus.message`` push from ``peer``.
+
+        :raises BadRequest: the message is not a consensus message.
+        """
+        try:
+            message = decode_message(data)
+        except ConsensusCodecError as exc:
+            raise BadRequest(f"not a consensus message: {exc}") from None
+        assert self._loop is not None
+        behind = message.height > self.engine.height and not isinstance(message, Decision)
+        self._carry_out(self.engine.receive(message, self._loop.time()))
+        if behind and peer is not None:
+            self.catch_up(peer.name)
+
+    def submit(self, entry: Entry, *, gossip: bool = True) -> bool:
+        """Queue an operation for a block (False: it already waits), tell every connected
+        node (a node proposes only from its own pool), and start an idle federation.
+
+        :raises Unavailable: the pool is full.
+        """
+        if entry.operation.digest in self.ledger.pool:
+            return False
+        if len(self.ledger.pool) >= MAX_POOL:
+            raise Unavailable(f"{MAX_POOL} operations already wait for a block")
+        self.ledger.submit(entry)
+        if gossip:
+            self._peers.push(SERVICE, "operation", entry.encode())
+        self.wake()
+        return True
+
+    def receive_operation(self, data: bytes) -> None:
+        """A ``consensus.operation`` push: another node's pool gained it.
+
+        :raises BadRequest: not an operation in canonical form.
+        """
+        try:
+            entry = decode_entry(data)
+        except ProofError as exc:
+            raise BadRequest(str(exc)) from None
+        self.submit(entry, gossip=False)
+
+    def wake(self) -> None:
+        """An operation joined the pool: an idle federation starts the next height."""
+        assert self._loop is not None
+        self._carry_out(self.engine.wake(self._loop.time()))
+
+    def peer_connected(self, node_id: str) -> None:
+        """A new connection: ask that node for blocks this node may lack."""
+        self.catch_up(node_id)
+
+    def _tick(self) -> None:
+        self._timer = None
+        assert self._loop is not None
+        self._carry_out(self.engine.tick(self._loop.time()))
+
+    # --- outputs ----------------------------------------------------------------------
+
+    def _carry_out(self, out: Output) -> None:
+        height_before = self.engine.height
+        own = [m for m in out.broadcast
+               if isinstance(m, (Vote, Proposal)) and m.sender == self.engine.node_id]
+        for committed in out.committed:  # first: the blocks, with their certificates
+            self._store_block(committed)
+        for message in own:
+            if isinstance(message, Proposal):
+                self._store.record_own(message, message.block)
+            else:
+                self._store.record_own(message, self.engine.known_block(message.block))
+        if self.engine.height != height_before:
+            self._store.prune_own(self.engine.height - 1)
+        for outgoing in out.broadcast:  # then, durable, they may leave the node
+            self._peers.push(SERVICE, "message", encode_message(outgoing))
+        for node_id, addressed in out.send:
+            self._peers.push(SERVICE, "message", encode_message(addressed), to=node_id)
+        for evidence in out.evidence:
+            self._report(evidence)
+        for committed in out.committed:
+            self._on_commit(committed)
+        self._arm()
+
+    def _report(self, evidence: Evidence) -> None:
+        """Keep it for ``status``; a duplicate vote becomes an ``evidence`` operation, which
+        removes its offender from the validator set once committed."""
+        first = evidence.first
+        log.warning("evidence: %s by %s at height %d round %d", type(evidence).__name__,
+                    evidence.offender, first.height, first.round)
+        self.evidence = [*self.evidence, evidence][-KEPT_EVIDENCE:]
+        if isinstance(evidence, DuplicateVote):
+            try:
+                self.submit(Entry(operation=Operation(
+                    kind=OperationKind.EVIDENCE, requester=self.engine.node_id,
+                    body=evidence_body(evidence))))
+            except Unavailable:
+                log.warning("evidence not submitted: the operation pool is full")
+
+    def _store_block(self, committed: Committed) -> None:
+        self.last_commit = self._wall()
+        self._store.add_block(committed.decision(self.engine.node_id),
+                              committed_at=self.last_commit.isoformat())
+
+    def _arm(self) -> None:
+        deadline = self.engine.next_deadline()
+        if self._timer is not None:
+            if deadline is not None and self._timer.when() == deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            assert self._loop is not None
+            self._timer = self._loop.call_at(deadline, self._tick)
+
+    # --- catch-up ---------------------------------------------------------------------
+
+    def catch_up(self, node_id: str) -> None:
+        if node_id in self._distrusted:
+            return
+        if self._catching_up is None or self._catching_up.done():
+            self._catching_up = asyncio.ensure_future(self._fetch_from(node_id))
+
+    async def _fetch_from(self, node_id: str) -> None:
+        while True:
+            start = self.engine.height
+            try:
+                response = await self._peers.request(
+                    node_id, SERVICE, "blocks",
+                    json.dumps({"from": start, "limit": BLOCKS_PER_REQUEST}).encode())
+            except (ConnectError, StreamError) as exc:
+                log.debug("catch-up from %s: %s", node_id, exc)
+                return
+            if response.status != Status.OK:
+                log.info("catch-up from %s refused: %d", node_id, response.status)
+                return
+            try:
+                blocks = [decode_message(base64.b64decode(b, validate=True))
+                          for b in json.loads(response.message)["blocks"]]
+            except (ValueError, KeyError, TypeError, ConsensusCodecError) as exc:
+                self._distrust(node_id, f"an unreadable blocks answer ({exc})")
+                return
+            if not blocks:
+                return
+            for block in blocks:
+                if not isinstance(block, Decision) or block.height != self.engine.height:
+                    if isinstance(block, Decision) and block.height < self.engine.height:
+                        continue  # committed meanwhile
+                    self._distrust(node_id, "a block out of order")
+                    return
+                before = self.engine.height
+                assert self._loop is not None
+                self._carry_out(self.engine.receive(block, self._loop.time()))
+                if self.engine.height == before:
+                    self._distrust(node_id, f"block {block.height} whose commit certificate "
+                                            "does not verify")
+                    return
+            log.info("caught up from node %s: heights %d to %d", node_id, start,
+                     self.engine.height - 1)
+            if len(blocks) < BLOCKS_PER_REQUEST:
+                return
+
+    def _distrust(self, node_id: str, what: str) -> None:
+        log.warning("node %s sent %s; not asking it for blocks again until it reconnects",
+                    node_id, what)
+        self._distrusted.add(node_id)
+
+    def forgive(self, node_id: str) -> None:
+        self._distrusted.discard(node_id)
+
+    # --- what other nodes ask ---------------------------------------------------------
+
+    def blocks(self, start: int, limit: int) -> dict[str, Any]:
+        limit = max(0, min(limit, BLOCKS_PER_REQUEST))
+        return {"blocks": [base64.b64encode(encode_message(d)).decode()
+                           for d in self._store.blocks(start, limit)]}
+
+    def status(self) -> dict[str, Any]:
+        engine = self.engine
+        committed = engine.height - 1
+        connected = self._peers.connected()
+        return {
+            "node_id": engine.node_id,
+            "chain_id": engine.chain_id,
+            "height": committed,
+            "hash": engine.previous.hex() if committed else None,
+            "last_block_time": self._store.committed_at(committed) if committed else None,
+            "round": engine.round,
+            "step": engine.step,
+            "validators": [{"node_id": node_id, "stake": v.stake,
+                            "connected": node_id in connected or node_id == engine.node_id}
+                           for node_id, v in sorted(engine.validators.items())],
+            "total_stake": sum(v.stake for v in engine.validators.values()),
+            "peers": [{"address": link.address, "node_id": link.node_id,
+                       "connected": link.protocol is not None}
+                      for link in self._peers.links()],
+            "evidence": [{"kind": type(e).__name__, "offender": e.offender,
+                          "height": e.first.height, "round": e.first.round}
+                         for e in self.evidence],
+            "slashed": sorted(self.ledger.slashed),
+            "pool": len(self.ledger.pool),
+        }

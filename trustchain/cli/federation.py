@@ -1,0 +1,66 @@
+"""``trustchain federation status``: the consensus as one node sees it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from trustchain.cli.common import add_command, add_group, add_json, print_json
+from trustchain.cli.remote import (
+    Node,
+    add_trust_anchor,
+    configured_address,
+    parse_server,
+    public_call,
+    trust_anchor,
+)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    sub = add_group(commands, "federation", "the federation's consensus, as a node sees it")
+    p = add_command(sub, "status", "nodes, validators and stake, committed height and hash, "
+                    "last block time, peers connected, evidence", cmd_federation_status)
+    p.add_argument("--server", metavar="[ADDR]:PORT",
+                   help="the node's QUIC address (default: the node in --data-dir)")
+    add_trust_anchor(p, "trust anchor (default: the node in --data-dir)")
+    add_json(p)
+
+
+def cmd_federation_status(args: argparse.Namespace) -> int:
+    host, port = parse_server(args.server) if args.server else configured_address(args.data_dir)
+    root, origin = trust_anchor(args.genesis, args.pin, args.data_dir)
+    status = public_call(Node(host, port, root, args.server_name or origin),
+                         "consensus", "status")
+    if args.json:
+        print_json(status)
+    else:
+        print(format_status(status))
+    return 0
+
+
+def format_status(status: dict[str, Any]) -> str:
+    total = status["total_stake"] or 1
+    lines = [
+        f"node        {status['node_id']}",
+        f"chain       {status['chain_id']}",
+        f"height      {status['height']}  {status['hash'] or '(no block yet)'}",
+        f"last block  {status['last_block_time'] or '-'}",
+        f"round       {status['round']} ({status['step']})",
+        f"validators  {len(status['validators'])}, stake {status['total_stake']}",
+    ]
+    for v in status["validators"]:
+        share = 100 * v["stake"] / total
+        lines.append(f"  {v['node_id']}  stake {v['stake']} ({share:.0f}%)  "
+                     f"{'connected' if v['connected'] else 'not connected'}")
+    peers = status["peers"]
+    up = sum(1 for p in peers if p["connected"])
+    lines.append(f"peers       {up} of {len(peers)} connected")
+    for p in peers:
+        lines.append(f"  {p['address']}  {p['node_id'] or '?'}  "
+                     f"{'connected' if p['connected'] else 'not connected'}")
+    evidence = status["evidence"]
+    lines.append(f"evidence    {len(evidence) or 'none'}")
+    for e in evidence:
+        lines.append(f"  {e['kind']} by {e['offender']} at height {e['height']} "
+                     f"round {e['round']}")
+    return "\n".join(lines)
