@@ -15,6 +15,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
@@ -297,3 +298,20 @@ def kill_processes_naming(path: Path) -> None:
                 kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+def stored_identity(data_dir: Path, purpose: str, passphrase: str = PASSPHRASE) -> Any:
+    """A node's certificate of ``purpose`` (admin or node TLS), its issuer and its key, as
+    the node and the CLI load them (a TlsIdentity)."""
+    from bootstrap.transport_certs import INFRA_CA_PURPOSE
+    from trustchain.identity import TlsIdentity
+    from trustchain.storage.database import open_database
+    from trustchain.storage.node import NodeStore
+
+    keystore = KeyStore.open(data_dir / "keys", passphrase)
+    with open_database(data_dir, readonly=True) as db:
+        store = NodeStore(db)
+        cert = store.latest_certificate(purpose)
+        issuer = store.latest_certificate(INFRA_CA_PURPOSE)
+    assert cert is not None and issuer is not None
+    return TlsIdentity(cert, [issuer], keystore.private_key(keystore.active(purpose).id))

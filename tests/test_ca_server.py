@@ -37,9 +37,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from bootstrap.init import InitResult
-from bootstrap.transport_certs import ADMIN_TLS_PURPOSE, INFRA_CA_PURPOSE
+from bootstrap.transport_certs import ADMIN_TLS_PURPOSE
 from tests import rfc6962_reference as ref
-from tests.support import PASSPHRASE, NodeProcess, run_cli
+from tests.support import PASSPHRASE, NodeProcess, run_cli, stored_identity
 from trustchain.identity import TlsIdentity
 from trustchain.keystore import KeyStore
 
@@ -48,17 +48,7 @@ NETWORK_NAME = "www.alpha.trust.example.net"
 
 def admin_identity(data_dir: Path) -> TlsIdentity:
     """The node's admin client certificate, chain and key, as the CLI loads them."""
-    from trustchain.storage.database import open_database
-    from trustchain.storage.node import NodeStore
-
-    keystore = KeyStore.open(data_dir / "keys", PASSPHRASE)
-    with open_database(data_dir, readonly=True) as db:
-        store = NodeStore(db)
-        cert = store.latest_certificate(ADMIN_TLS_PURPOSE)
-        issuer = store.latest_certificate(INFRA_CA_PURPOSE)
-    assert cert is not None and issuer is not None
-    key = keystore.private_key(keystore.active(ADMIN_TLS_PURPOSE).id)
-    return TlsIdentity(cert, [issuer], key)  # type: ignore[arg-type]
+    return stored_identity(data_dir, ADMIN_TLS_PURPOSE)  # type: ignore[no-any-return]
 
 
 def start(data_dir: Path, node_processes: list[NodeProcess]) -> tuple[NodeProcess, list[str]]:

@@ -27,15 +27,13 @@ import pytest
 from bootstrap.devnet import load_manifest
 from bootstrap.genesis import parse_genesis
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE, CONSENSUS_ML_DSA_PURPOSE
-from bootstrap.transport_certs import INFRA_CA_PURPOSE, NODE_TLS_PURPOSE
-from tests.support import cli_env, kill_processes_naming, run_cli
+from bootstrap.transport_certs import NODE_TLS_PURPOSE
+from tests.support import cli_env, kill_processes_naming, run_cli, stored_identity
 from transport.client import connect
 from trustchain.consensus.codec import encode_message
 from trustchain.consensus.messages import NIL, Vote, VoteKind, sign
 from trustchain.identity import TlsIdentity
 from trustchain.keystore import KeyStore
-from trustchain.storage.database import open_database
-from trustchain.storage.node import NodeStore
 
 NODES = 4
 #: How long the federation may take to commit what a test waits for (a bound, polled).
@@ -132,6 +130,36 @@ def test_four_validators_commit_the_same_blocks(federation: Federation) -> None:
     assert status["chain_id"] == federation.status()["genesis_sha256"]
 
 
+def test_a_network_registered_on_one_node_is_listed_on_every_node(
+        federation: Federation) -> None:
+    """``network register`` makes its proofs (work and time, bound to a recent block),
+    node-1 answers once a block carries the operation, and every node applies it."""
+    quic = {n["name"]: n["addresses"]["quic"] for n in federation.status()["nodes"]}
+    key_store = ["--passphrase-file", federation.base / "passphrase"]
+    result = run_cli("network", "register", "alpha", "--prefix", "10.9.0.0/16",
+                     "--data-dir", federation.base / "node-1", *key_store,
+                     "--server", quic["node-1"], env=federation.env)
+    assert result.returncode == 0, result.stderr
+    committed = time.monotonic()
+    assert result.stdout.startswith("network alpha: registered at height "), result.stdout
+    height = int(result.stdout.split("height ")[1].split(",")[0].split()[0])
+    wait_for("every node lists alpha", lambda: all(
+        federation.consensus_status(n)["networks"] == 1 for n in NAMES))
+    elapsed = time.monotonic() - committed
+    assert elapsed <= 2.0, f"{elapsed:.1f} s from node-1's answer to every node"
+    check_invariants(federation, NAMES)
+    assert all(height in federation.chain(n) for n in NAMES)  # the same block everywhere
+    listed = run_cli("network", "list", "--json", "--data-dir", federation.base / "node-3",
+                     *key_store, "--server", quic["node-3"], env=federation.env)
+    assert listed.returncode == 0, listed.stderr
+    assert [(n["name"], n["prefixes"]) for n in json.loads(listed.stdout)] == [
+        ("alpha", ["10.9.0.0/16"])]
+    again = run_cli("network", "register", "alpha", "--data-dir", federation.base / "node-2",
+                    *key_store, "--server", quic["node-2"], env=federation.env)
+    assert again.returncode == 1, again.stderr
+    assert "network alpha is already registered" in again.stderr
+
+
 def test_a_killed_validator_does_not_stop_the_others_and_catches_up(
         federation: Federation) -> None:
     victim = next(n for n in federation.status()["nodes"] if n["name"] == "node-4")
@@ -160,15 +188,9 @@ def test_a_killed_validator_does_not_stop_the_others_and_catches_up(
 def _keys(data_dir: Path, passphrase: str) -> tuple[Any, Any, TlsIdentity]:
     """A node's consensus keys and its node certificate, as the node itself loads them."""
     keystore = KeyStore.open(data_dir / "keys", passphrase)
-    with open_database(data_dir, readonly=True) as db:
-        store = NodeStore(db)
-        cert = store.latest_certificate(NODE_TLS_PURPOSE)
-        issuer = store.latest_certificate(INFRA_CA_PURPOSE)
-    assert cert is not None and issuer is not None
-    key = keystore.private_key(keystore.active(NODE_TLS_PURPOSE).id)
     return (keystore.private_key(keystore.active(CONSENSUS_ED25519_PURPOSE).id),
             keystore.private_key(keystore.active(CONSENSUS_ML_DSA_PURPOSE).id),
-            TlsIdentity(cert, [issuer], key))
+            stored_identity(data_dir, NODE_TLS_PURPOSE, passphrase))
 
 
 def test_an_equivocating_validator_is_caught_and_removed(federation: Federation) -> None:
@@ -208,8 +230,9 @@ def test_an_equivocating_validator_is_caught_and_removed(federation: Federation)
         seen = federation.consensus_status(name)
         assert offender["node_id"] not in {v["node_id"] for v in seen["validators"]}
         assert len(seen["validators"]) == NODES - 1
-    first = federation.consensus_status("node-1")
-    assert any(e["offender"] == offender["node_id"] for e in first["evidence"])
+    # Which nodes saw both votes depends on where each was in its rounds; one is enough.
+    assert any(e["offender"] == offender["node_id"]
+               for name in NAMES[:3] for e in federation.consensus_status(name)["evidence"])
     # The three that are left (all three needed now) still commit.
     at = min(federation.height(n) for n in NAMES[:3])
     wait_for("three validators commit on", lambda: min(

@@ -65,12 +65,15 @@ class ConsensusRunner:
         self._store = store
         self._peers = peers
         self._wall = wall
-        self._on_commit = on_commit
+        #: Called with each committed block, after it is stored (the application's hook).
+        self.on_commit = on_commit
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._distrusted: set[str] = set()
         self.evidence: list[Evidence] = []
+        #: Operation digest -> who waits for its block (:meth:`committed_height`).
+        self._waiting: dict[bytes, list[asyncio.Future[int]]] = {}
         self.last_commit: datetime | None = None
 
     # --- life cycle -------------------------------------------------------------------
@@ -117,6 +120,34 @@ class ConsensusRunner:
             self._peers.push(SERVICE, "operation", entry.encode())
         self.wake()
         return True
+
+    async def committed_height(self, entry: Entry, timeout: float) -> int:
+        """Submit ``entry`` (checked first) and wait for the height of the block that
+        carries it.
+
+        :raises BadRequest: the entry would not be accepted in a block.
+        :raises Unavailable: not committed within ``timeout`` seconds (it may still be).
+        """
+        try:
+            self.ledger.check(entry)
+        except ProofError as exc:
+            raise BadRequest(str(exc)) from None
+        digest = entry.operation.digest
+        assert self._loop is not None
+        waiter: asyncio.Future[int] = self._loop.create_future()
+        self._waiting.setdefault(digest, []).append(waiter)
+        try:
+            self.submit(entry)
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise Unavailable(f"not committed within {timeout:.0f} s; it may still be "
+                              "(see federation status)") from None
+        finally:
+            waiters = self._waiting.get(digest, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiting.pop(digest, None)
 
     def receive_operation(self, data: bytes) -> None:
         """A ``consensus.operation`` push: another node's pool gained it.
@@ -165,7 +196,9 @@ class ConsensusRunner:
         for evidence in out.evidence:
             self._report(evidence)
         for committed in out.committed:
-            self._on_commit(committed)
+            self.on_commit(committed)
+            if self._waiting:
+                self._wake_waiters(committed)
         self._arm()
 
     def _report(self, evidence: Evidence) -> None:
@@ -182,6 +215,13 @@ class ConsensusRunner:
                     body=evidence_body(evidence))))
             except Unavailable:
                 log.warning("evidence not submitted: the operation pool is full")
+
+    def _wake_waiters(self, committed: Committed) -> None:
+        for raw in committed.block.operations:
+            digest = decode_entry(raw).operation.digest
+            for waiter in self._waiting.pop(digest, []):
+                if not waiter.done():
+                    waiter.set_result(committed.block.height)
 
     def _store_block(self, committed: Committed) -> None:
         self.last_commit = self._wall()
@@ -284,5 +324,7 @@ class ConsensusRunner:
                           "height": e.first.height, "round": e.first.round}
                          for e in self.evidence],
             "slashed": sorted(self.ledger.slashed),
+            "networks": len(self.ledger.networks),
+            "parameters": self.ledger.parameters.model_dump(),
             "pool": len(self.ledger.pool),
         }

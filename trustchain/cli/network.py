@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from trustchain.cli.common import add_command, add_group, print_json, print_rows
@@ -32,13 +33,49 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_network_register(args: argparse.Namespace) -> int:
-    body = {"name": args.name, "delegate": args.delegate or [], "ds": args.ds or [],
-            "prefixes": args.prefix or []}
-    result = admin_call(args, "network-register", body)
-    print(f"network {result['name']}: zone {result['zone']} ({result['mode']}), "
-          f"name servers {', '.join(result['name_servers'])}"
-          + (f", address blocks {', '.join(result['prefixes'])}" if result["prefixes"] else ""))
+    """Make the registration's proofs (work and time, bound to the node's latest block),
+    then ask the node to have it committed."""
+    from trustchain.wiring.registry import registration_proofs
+
+    body = registration_body(args)
+    if any(n["name"] == args.name for n in admin_call(args, "network-list")):
+        raise LocalError(f"network {args.name} is already registered")  # before the proofs
+    status = admin_call(args, "status", service="consensus")
+    progress(f"proving work and time for network {args.name} "
+             f"(bound to block {status['height']})")
+    proofs = registration_proofs(body, requester=status["node_id"], anchor=status["height"],
+                                 anchor_hash=status["hash"], parameters=status["parameters"])
+    progress("submitting; waiting for the block that carries it")
+    result = admin_call(args, "network-register", {**body, "proofs": proofs})
+    network = result["network"] or {}
+    line = f"network {result['name']}: registered at height {result['height']}"
+    if network.get("zone"):
+        line += f", zone {network['zone']} ({network['mode']})"
+    if network.get("prefixes"):
+        line += f", address blocks {', '.join(network['prefixes'])}"
+    if not result.get("zone_here"):
+        line += ("; no zone on this node: it does not serve the origin zone "
+                 "(trustchain zone create ORIGIN gives every registered network its zone)")
+    print(line)
     return 0
+
+
+def registration_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The registration as the node will check it (normalised, e.g. address blocks)."""
+    from pydantic import ValidationError
+
+    from trustchain.wiring.dns import NetworkRegister
+
+    try:
+        return NetworkRegister(name=args.name, delegate=args.delegate or [], ds=args.ds or [],
+                               prefixes=args.prefix or []).model_dump()
+    except ValidationError as exc:
+        raise LocalError(f"network register: {exc.errors()[0]['msg']}") from None
+
+
+def progress(line: str) -> None:
+    if sys.stderr.isatty():
+        print(line, file=sys.stderr, flush=True)
 
 
 def cmd_network_list(args: argparse.Namespace) -> int:
@@ -66,4 +103,6 @@ def cmd_network_show(args: argparse.Namespace) -> int:
 def _print_networks(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         row["prefixes"] = ",".join(row.get("prefixes", [])) or "-"
+        for column in ("zone", "mode", "registered_at"):  # no zone here: registry only
+            row.setdefault(column, "-")
     print_rows(rows, ["name", "zone", "mode", "prefixes", "registered_at"])

@@ -13,6 +13,7 @@ validator set from the next height on (its stake is slashed to nothing).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,6 +34,12 @@ from trustchain.consensus.proofs.space import plot_id_for
 from trustchain.consensus.proofs.stake import ValidatorStake
 
 MAX_OPERATIONS = 100
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_REGISTRATION_FIELDS = frozenset({"name", "delegate", "ds", "prefixes"})
+#: Proofs may answer any of the last this many committed blocks (``ProofBundle.anchor``).
+ANCHOR_WINDOW = 1000
+#: The block hash before the first block.
+GENESIS_HASH = bytes(32)
 
 
 class Ledger:
@@ -42,7 +49,11 @@ class Ledger:
         self.chain_id = chain_id
         self.validators = dict(validators)
         self.parameters = parameters
-        self.networks: set[str] = set()
+        #: Registered networks: name -> the registration's body (delegation, DS, prefixes).
+        self.networks: dict[str, dict[str, Any]] = {}
+        #: Last committed height, and the hashes of the last ANCHOR_WINDOW blocks.
+        self.height = 0
+        self.hashes: dict[int, bytes] = {0: GENESIS_HASH}
         #: requester (hex) -> plot id (hex) -> seed (hex)
         self.plots: dict[str, dict[str, str]] = {}
         self.slashed: set[str] = set()
@@ -95,17 +106,34 @@ class Ledger:
     def committed(self, block: Block) -> Mapping[str, ValidatorStake] | None:
         """Apply a decided block; the new validator set if it changed."""
         before = dict(self.validators)
+        self.height = block.height
+        self.hashes[block.height] = block.hash
+        self.hashes.pop(block.height - ANCHOR_WINDOW - 1, None)
         for raw in block.operations:
             entry = decode_entry(raw)
             self.pool.pop(entry.operation.digest, None)
             self._apply(entry.operation)
         return self.validators if self.validators != before else None
 
+    def check(self, entry: Entry) -> None:
+        """Whether ``entry`` could go in the next block, as validators will check it.
+
+        :raises ProofError: naming what is wrong.
+        """
+        self._check(entry, self.hashes[self.height])
+
     # --- rules -------------------------------------------------------------------------
 
     def _check(self, entry: Entry, previous: bytes) -> None:
         operation = entry.operation
         body = operation.body
+        anchor = entry.proofs.anchor
+        if anchor is not None:
+            bound = self.hashes.get(anchor)
+            if bound is None or anchor > self.height:
+                raise ProofError(f"proofs answer block {anchor}, which is not among the last "
+                                 f"{ANCHOR_WINDOW} committed (now {self.height})")
+            previous = bound
         verify_entry(entry, previous=previous, parameters=self.parameters,
                      validators=self.validators, chain_id=self.chain_id,
                      plot_seeds=self.plots.get(operation.requester, {}))
@@ -114,8 +142,15 @@ class Ledger:
             evidence.verify(self.chain_id, self.validators)  # offender still a validator
         elif operation.kind is OperationKind.NETWORK_REGISTRATION:
             name = body.get("name")
-            if not isinstance(name, str) or not name or name in self.networks:
-                raise ProofError("network-registration: a new network name is required")
+            if not isinstance(name, str) or not _LABEL.fullmatch(name) or name in self.networks:
+                raise ProofError("network-registration: a new network name (one DNS label) "
+                                 "is required")
+            if set(body) - _REGISTRATION_FIELDS or any(
+                    not isinstance(body.get(f, []), list) or len(body.get(f, [])) > 16
+                    or not all(isinstance(v, str) and len(v) <= 512 for v in body.get(f, []))
+                    for f in _REGISTRATION_FIELDS - {"name"}):
+                raise ProofError("network-registration: name, and lists of at most 16 strings "
+                                 "for delegate, ds and prefixes")
         elif operation.kind is OperationKind.PLOT_REGISTRATION:
             try:
                 seed, plot_id = bytes.fromhex(body["seed"]), body["plot_id"]
@@ -149,7 +184,7 @@ class Ledger:
                 del self.validators[offender]
                 self.slashed.add(offender)
         elif operation.kind is OperationKind.NETWORK_REGISTRATION:
-            self.networks.add(body["name"])
+            self.networks[body["name"]] = dict(body)
         elif operation.kind is OperationKind.PLOT_REGISTRATION:
             self.plots.setdefault(operation.requester, {})[body["plot_id"]] = body["seed"]
         elif operation.kind is OperationKind.NODE_ADMISSION:

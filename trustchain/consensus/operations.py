@@ -106,6 +106,10 @@ class ProofBundle(BaseModel):
     time: TimePart | None = None
     space: SpacePart | None = None
     stake: StakePart | None = None
+    #: The committed height whose block the proofs answer (absent: the block that the
+    #: carrying block extends).  A live network needs it: a proof that takes seconds to
+    #: make cannot know which block will carry it, only a recent one it has seen.
+    anchor: int | None = Field(None, ge=0, le=2**53)
 
     def present(self) -> frozenset[str]:
         return frozenset(name for name in ("work", "time", "space", "stake")

@@ -68,10 +68,51 @@ class Networks:
     def all(self) -> list[dict[str, Any]]:
         return self._store.networks()
 
+    def serves_origin(self) -> bool:
+        """Whether this node serves the origin zone, under which networks get their zones."""
+        return self._origin is not None and self._zones.get(self._origin) is not None
+
+    def check(self, name: str, delegate: Sequence[NameServer] = (),
+              ds: Sequence[str] = ()) -> None:
+        """Refuse, without changing anything, what :meth:`register` would refuse.
+
+        :raises DnsRequestError: naming the problem.
+        """
+        self._plan(name, delegate, ds)
+
     def register(self, name: str, delegate: Sequence[NameServer] = (),
                  ds: Sequence[str] = (), prefixes: Sequence[str] = ()) -> Network:
         """Give the network ``name`` (one DNS label) its zone: delegated to ``delegate``
         (with the DS records ``ds``), or hosted here if no name server is given."""
+        origin, parent, child, rrsets, ttl, ns_names, new_parent = self._plan(name, delegate, ds)
+        refused = "registration refused: "
+        hosted = not delegate
+        if hosted:
+            refresh, retry, expire, minimum = SOA_TIMERS
+            self._zones.add(build_zone(child, [
+                dns.rrset.from_text(child, ttl, "IN", "SOA",
+                                    f"{ns_names[0]} hostmaster.{child} {self._zones.today() * 100} "
+                                    f"{refresh} {retry} {expire} {minimum}"),
+                dns.rrset.from_text_list(child, ttl, "IN", "NS", [n.to_text() for n in ns_names]),
+            ]))
+            child_ds = None if ds else self._signer.ds(child, ttl, active_only=False)
+            if child_ds is not None:
+                # The chain of trust: the parent vouches for the child's key-signing key.
+                rrsets[(child, dns.rdatatype.DS)] = child_ds
+                new_parent = build_zone(origin, rrsets.values(), refused)
+        try:
+            self._zones.update(parent, new_parent)
+        except Exception:
+            if hosted:
+                self._zones.delete(child)
+            raise
+        mode = "hosted" if hosted else "delegated"
+        self._store.add_network(name, child, mode, self._zones.now(), list(prefixes))
+        return Network(name, child, mode, ns_names, list(prefixes))
+
+    def _plan(self, name: str, delegate: Sequence[NameServer],
+              ds: Sequence[str]) -> tuple[Any, ...]:
+        """The origin's new records for the delegation to ``name``, checked."""
         origin = self._origin
         parent = None if origin is None else self._zones.get(origin)
         if origin is None or parent is None:
@@ -98,28 +139,5 @@ class Networks:
                     child, ttl, "IN", "DS", list(ds))
             except dns.exception.DNSException as exc:
                 raise DnsRequestError(f"a DS record {list(ds)!r} does not parse: {exc}") from None
-        hosted = not delegate
-        refused = "registration refused: "
-        new_parent = build_zone(origin, rrsets.values(), refused)
-        if hosted:
-            refresh, retry, expire, minimum = SOA_TIMERS
-            self._zones.add(build_zone(child, [
-                dns.rrset.from_text(child, ttl, "IN", "SOA",
-                                    f"{ns_names[0]} hostmaster.{child} {self._zones.today() * 100} "
-                                    f"{refresh} {retry} {expire} {minimum}"),
-                dns.rrset.from_text_list(child, ttl, "IN", "NS", [n.to_text() for n in ns_names]),
-            ]))
-            child_ds = None if ds else self._signer.ds(child, ttl, active_only=False)
-            if child_ds is not None:
-                # The chain of trust: the parent vouches for the child's key-signing key.
-                rrsets[(child, dns.rdatatype.DS)] = child_ds
-                new_parent = build_zone(origin, rrsets.values(), refused)
-        try:
-            self._zones.update(parent, new_parent)
-        except Exception:
-            if hosted:
-                self._zones.delete(child)
-            raise
-        mode = "hosted" if hosted else "delegated"
-        self._store.add_network(name, child, mode, self._zones.now(), list(prefixes))
-        return Network(name, child, mode, ns_names, list(prefixes))
+        new_parent = build_zone(origin, rrsets.values(), "registration refused: ")
+        return origin, parent, child, rrsets, ttl, ns_names, new_parent

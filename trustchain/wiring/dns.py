@@ -133,7 +133,7 @@ def _serial(zone: Zone) -> dict[str, Any]:
     return {"zone": zone.origin.to_text(), "serial": zone.serial}
 
 
-def _name_server(item: str) -> NameServer:
+def name_server(item: str) -> NameServer:
     """``NAME`` or ``NAME=ADDR[,ADDR...]``; a name is absolute with or without its dot."""
     host, _, addresses = item.partition("=")
     return NameServer(parse_name(host if host.endswith(".") else host + "."),
@@ -141,7 +141,8 @@ def _name_server(item: str) -> NameServer:
 
 
 def zone_service(service: DnsService) -> Service:
-    """Zone, record, secondary, network and DNSSEC management (admin only)."""
+    """Zone, record, secondary and DNSSEC management (admin only; networks are registered
+    through the consensus: :mod:`trustchain.wiring.registry`)."""
     zones, dnssec = service.zones, service.dnssec
 
     def on_zone(answer: Callable[[dns.name.Name], Any]) -> Callable[[Call], Any]:
@@ -202,14 +203,6 @@ def zone_service(service: DnsService) -> Service:
         return {"zone": removed.zone.to_text(), "address": removed.address,
                 "port": removed.port, "removed": True}
 
-    def network_register(call: Call) -> dict[str, Any]:
-        req = call.parse(NetworkRegister)
-        network = service.networks.register(
-            req.name, [_name_server(item) for item in req.delegate], req.ds, req.prefixes)
-        return {"name": network.name, "zone": network.zone.to_text(), "mode": network.mode,
-                "prefixes": network.prefixes,
-                "name_servers": [n.to_text() for n in network.name_servers]}
-
     def dnssec_ds(origin: dns.name.Name) -> dict[str, Any]:
         zone, ds = dnssec.ds(origin)
         return {"zone": zone.origin.to_text(), "ds": [r.to_text() for r in ds],
@@ -236,8 +229,6 @@ def zone_service(service: DnsService) -> Service:
         Method(secondary_add, stoq="secondary-add"),
         Method(secondary_list, stoq="secondary-list"),
         Method(secondary_remove, stoq="secondary-remove"),
-        Method(network_register, stoq="network-register"),
-        Method(lambda call: service.networks.all(), stoq="network-list"),
         Method(on_zone(dnssec_ds), stoq="dnssec-ds"),
         Method(on_zone(dnssec.status), stoq="dnssec-status"),
         Method(dnssec_rollover, stoq="dnssec-rollover"),

@@ -50,6 +50,7 @@ from trustchain.wiring.node import (
     open_node,
     utcnow,
 )
+from trustchain.wiring.registry import Registry, registry_service
 
 log = logging.getLogger("trustchain.node")
 
@@ -101,8 +102,11 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     dns_service = build_dns(node, notifier)
     dns_handler: DnsHandler = dns_service.handle
     consensus, peers = build_consensus(node, wall=utcnow)
+    registry = Registry(consensus, dns_service)
+    consensus.on_commit = registry.committed
+    registry.catch_up()  # zones of networks committed while this node did not apply them
     services = [*base_services(node, dns_handler), zone_service(dns_service), ct_service(ct),
-                ca_service(ca), consensus_service(consensus)]
+                ca_service(ca), consensus_service(consensus), registry_service(registry, consensus)]
     app = create_app(genesis_bytes=node.genesis_bytes, services=services)
     limits = HttpLimits.from_config(config)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds,

@@ -7,7 +7,7 @@ import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dns.name
 import pytest
@@ -15,15 +15,19 @@ import pytest
 from tests.trustchain.dns.fakes import MemoryKeys, MemorySecrets
 from tests.trustchain.dns.zonedata import EXAMPLE
 from transport import methods
+from transport.methods import Call
 from transport.problem import problem_for
+from trustchain.dns.records import DnsRequestError
 from trustchain.dns.service import DnsService
+from trustchain.errors import BadRequest
 from trustchain.identity import Peer, Role
 from trustchain.stoq.framing import Request
 from trustchain.stoq.router import Router
 from trustchain.storage.database import open_database
 from trustchain.storage.dns import DNS_SCHEMA, SqliteZoneStore
 from trustchain.storage.migrations import migrate
-from trustchain.wiring.dns import zone_service
+from trustchain.wiring.dns import NetworkRegister, name_server, zone_service
+from trustchain.wiring.registry import registry_service
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 ADMIN = Peer(Role.ADMIN, "ops", "example")
@@ -71,8 +75,10 @@ def test_every_admin_method_keeps_its_name(admin: Admin) -> None:
     assert {m.stoq for m in zone_service(admin.service).methods} == {
         "zone-create", "zone-delete", "zone-list", "zone-export", "zone-import", "records-list",
         "records-change", "secondary-add", "secondary-list", "secondary-remove",
-        "network-register", "network-list", "dnssec-ds", "dnssec-status", "dnssec-rollover",
-        "dnssec-ds-published"}
+        "dnssec-ds", "dnssec-status", "dnssec-rollover", "dnssec-ds-published"}
+    # Networks are registered through the consensus (tests/test_federation.py).
+    registry = registry_service(cast(Any, None), cast(Any, None))
+    assert {m.stoq for m in registry.methods} == {"network-register", "network-list"}
 
 
 def test_zone_methods_answer_as_before(admin: Admin) -> None:
@@ -131,18 +137,33 @@ def test_bad_changes_are_refused(admin: Admin, change: dict, message: str) -> No
          "key: String should match pattern '^[a-z0-9][a-z0-9.-]{0,62}$'"),
         ("dnssec-rollover", {"zone": "a.test", "role": "xsk"},
          "role: String should match pattern '^(ksk|zsk)$'"),
-        ("network-register", {"name": "Bad_Name"},
-         "name: String should match pattern '^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$'"),
-        ("network-register", {"name": "n", "prefixes": ["10.1.0.1/16"]},
-         "prefixes: Value error, '10.1.0.1/16' is not an address block (CIDR, host bits zero):"
-         " 10.1.0.1/16 has host bits set"),
-        ("network-register", {"name": "acme"},
-         "this node does not serve the origin zone example.net.: create it first "
-         "(trustchain zone create)"),
     ],
 )
 def test_refusals_name_what_is_wrong(admin: Admin, method: str, body: dict, detail: str) -> None:
     assert admin.refusal(method, body) == detail
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"name": "Bad_Name"},
+         "name: String should match pattern '^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$'"),
+        ({"name": "n", "prefixes": ["10.1.0.1/16"]},
+         "prefixes: Value error, '10.1.0.1/16' is not an address block (CIDR, host bits zero):"
+         " 10.1.0.1/16 has host bits set"),
+    ],
+)
+def test_a_registration_names_what_is_wrong(body: dict[str, Any], detail: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        Call(body, b"", ADMIN).parse(NetworkRegister)
+    assert str(refused.value) == detail
+
+
+def test_a_network_needs_the_origin_zone(admin: Admin) -> None:
+    with pytest.raises(DnsRequestError) as refused:
+        admin.service.networks.check("acme")
+    assert str(refused.value) == ("this node does not serve the origin zone example.net.: "
+                                  "create it first (trustchain zone create)")
 
 
 def test_secondary_methods_answer_as_before(admin: Admin) -> None:
@@ -168,15 +189,15 @@ def test_network_and_dnssec_methods_answer_as_before(admin: Admin) -> None:
     admin("zone-import", {"text": EXAMPLE})
     admin("records-change", {"add": [{"name": "n1.nodes.example.net", "type": "A",
                                       "data": "192.0.2.53"}]})
-    assert admin("network-register", {"name": "acme", "prefixes": ["10.1.0.0/16"]}) == {
-        "name": "acme", "zone": "acme.example.net.", "mode": "hosted",
-        "prefixes": ["10.1.0.0/16"], "name_servers": ["n1.nodes.example.net."]}
-    assert admin("network-register", {"name": "beta",
-                                      "delegate": ["ns1.beta.example.net=192.0.2.40"]}) == {
-        "name": "beta", "zone": "beta.example.net.", "mode": "delegated", "prefixes": [],
-        "name_servers": ["ns1.beta.example.net."]}
+    networks = admin.service.networks
+    acme = networks.register("acme", prefixes=["10.1.0.0/16"])
+    assert (acme.name, acme.zone.to_text(), acme.mode, acme.prefixes) == (
+        "acme", "acme.example.net.", "hosted", ["10.1.0.0/16"])
+    beta = networks.register("beta", [name_server("ns1.beta.example.net=192.0.2.40")])
+    assert (beta.zone.to_text(), beta.mode, [n.to_text() for n in beta.name_servers]) == (
+        "beta.example.net.", "delegated", ["ns1.beta.example.net."])
     assert [(n["name"], n["zone"], n["mode"], n["registered_at"]) for n in
-            admin("network-list")] == [("acme", "acme.example.net.", "hosted", NOW.isoformat()),
+            networks.all()] == [("acme", "acme.example.net.", "hosted", NOW.isoformat()),
                                        ("beta", "beta.example.net.", "delegated",
                                         NOW.isoformat())]
     ds = admin("dnssec-ds", {"zone": "acme.example.net"})
@@ -198,7 +219,7 @@ def test_network_and_dnssec_methods_answer_as_before(admin: Admin) -> None:
 
 def test_a_malformed_ds_is_refused_not_a_reset(admin: Admin) -> None:
     admin("zone-create", {"zone": "example.net", "ns": ["ns.example.org"]})
-    detail = admin.refusal("network-register", {"name": "acme", "delegate": ["ns.acme.org"],
-                                                "ds": ["not a DS record"]})
-    assert detail.startswith("a DS record ['not a DS record'] does not parse")
-    assert admin("network-list", {}) == []
+    with pytest.raises(DnsRequestError) as refused:
+        admin.service.networks.check("acme", [name_server("ns.acme.org")], ["not a DS record"])
+    assert str(refused.value).startswith("a DS record ['not a DS record'] does not parse")
+    assert admin.service.networks.all() == []
