@@ -17,6 +17,7 @@ import os
 import signal
 import sqlite3
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,15 @@ def test_four_validators_commit_the_same_blocks(federation: Federation) -> None:
     assert all(v["stake"] == 100 for v in status["validators"])
     assert sum(p["connected"] for p in status["peers"]) == NODES - 1
     assert status["evidence"] == []
-    assert status["chain_id"] == federation.status()["genesis_sha256"]
+    devnet = federation.status()
+    assert status["chain_id"] == devnet["genesis_sha256"]
+    assert all(node["height"] >= 3 for node in devnet["nodes"])  # devnet status shows it too
+    # The same status is public over HTTP.
+    http = devnet["nodes"][1]["addresses"]["http"]
+    with urllib.request.urlopen(f"http://{http}/consensus/status", timeout=10) as answer:
+        over_http = json.loads(answer.read())
+    assert over_http["node_id"] == devnet["nodes"][1]["node_id"]
+    assert over_http["height"] >= 3
 
 
 def test_a_network_registered_on_one_node_is_listed_on_every_node(

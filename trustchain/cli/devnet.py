@@ -15,6 +15,7 @@ import os
 import re
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -328,7 +329,21 @@ def _node_row(base: Path, manifest: Manifest, node: DevnetNode) -> dict[str, Any
         "name": node.name, "node_id": node.node_id, "data_dir": str(base / node.data_dir),
         "pid": node.pid if up else None, "up": up, "ports": node.ports.model_dump(),
         "addresses": {s: node.address(manifest.host, s) for s in SERVICES},
+        "height": _committed_height(base / node.data_dir),
     }
+
+
+def _committed_height(data_dir: Path) -> int | None:
+    """The last block the node has stored (read-only: the node may be running)."""
+    from trustchain.errors import StorageError
+    from trustchain.storage.consensus import ConsensusStore
+    from trustchain.storage.database import open_database
+
+    try:
+        with open_database(data_dir, readonly=True) as db:
+            return ConsensusStore(db).height()
+    except (StorageError, sqlite3.Error):
+        return None
 
 
 def _print_nodes(base: Path, manifest: Manifest) -> None:
@@ -339,6 +354,7 @@ def _print_nodes(base: Path, manifest: Manifest) -> None:
         row = _node_row(base, manifest, node)
         rows.append({"name": node.name, "node id": node.node_id,
                      "state": "up" if row["up"] else "down", "pid": row["pid"] or "-",
+                     "height": "-" if row["height"] is None else row["height"],
                      **{s: row["addresses"][s] for s in SERVICES}})
     columns = list(rows[0])
     print_rows([{c: c.upper() for c in columns}, *rows], columns)
