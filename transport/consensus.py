@@ -40,7 +40,7 @@ from trustchain.consensus.messages import Decision, Proposal, Vote
 from trustchain.consensus.operations import Entry, Operation, OperationKind, decode_entry
 from trustchain.consensus.proofs import ProofError
 from trustchain.consensus.tendermint import Committed, Output, Tendermint
-from trustchain.errors import BadRequest, ConsensusCodecError, Unavailable
+from trustchain.errors import BadRequest, ConsensusCodecError, ForkError, Unavailable
 from trustchain.identity import Peer
 from trustchain.stoq.framing import Status
 from trustchain.storage.consensus import ConsensusStore
@@ -75,6 +75,8 @@ class ConsensusRunner:
         #: Operation digest -> who waits for its block (:meth:`committed_height`).
         self._waiting: dict[bytes, list[asyncio.Future[int]]] = {}
         self.last_commit: datetime | None = None
+        #: Why this node stopped taking part (a fork: two blocks for one height), if it did.
+        self.halted: str | None = None
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -172,16 +174,29 @@ class ConsensusRunner:
     def _tick(self) -> None:
         self._timer = None
         assert self._loop is not None
-        self._carry_out(self.engine.tick(self._loop.time()))
+        try:
+            self._carry_out(self.engine.tick(self._loop.time()))
+        finally:  # a failure is logged by the loop; the rounds must go on regardless
+            self._arm()
 
     # --- outputs ----------------------------------------------------------------------
 
     def _carry_out(self, out: Output) -> None:
+        if self.halted is not None:
+            return
         height_before = self.engine.height
         own = [m for m in out.broadcast
                if isinstance(m, (Vote, Proposal)) and m.sender == self.engine.node_id]
         for committed in out.committed:  # first: the blocks, with their certificates
-            self._store_block(committed)
+            try:
+                self._store_block(committed)
+            except ForkError as exc:
+                # Two blocks with valid certificates for one height: more than a third of
+                # the stake equivocated.  Nothing this node does next can be trusted.
+                self.halted = f"fork at height {committed.block.height}: {exc}"
+                log.critical("consensus halted: %s", self.halted)
+                self.stop()
+                return
         for message in own:
             if isinstance(message, Proposal):
                 self._store.record_own(message, message.block)
@@ -229,6 +244,8 @@ class ConsensusRunner:
                               committed_at=self.last_commit.isoformat())
 
     def _arm(self) -> None:
+        if self.halted is not None:
+            return
         deadline = self.engine.next_deadline()
         if self._timer is not None:
             if deadline is not None and self._timer.when() == deadline:
@@ -312,6 +329,7 @@ class ConsensusRunner:
             "hash": engine.previous.hex() if committed else None,
             "last_block_time": self._store.committed_at(committed) if committed else None,
             "round": engine.round,
+            "halted": self.halted,
             "step": engine.step,
             "validators": [{"node_id": node_id, "stake": v.stake,
                             "connected": node_id in connected or node_id == engine.node_id}

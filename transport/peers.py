@@ -109,7 +109,10 @@ class Peers:
                 async with connect(host, port, root=self._root, server_name=self._server_name,
                                    identity=self._identity, timeout=CONNECT_TIMEOUT) as protocol:
                     node_id = self._identify(protocol)
-                    if node_id is None or node_id == self._own_id:
+                    if node_id == self._own_id:
+                        log.warning("peer %s is this node itself; not using it", link.address)
+                        return
+                    if node_id is None:
                         log.warning("peer %s is not another node of this network; not using it",
                                     link.address)
                     else:
