@@ -117,6 +117,13 @@ class NodeClientProtocol(CoalescedTransmit):
         self._stoq.send_push(service, method, message)
         self.transmit_soon()
 
+    def keepalive(self) -> None:
+        """Send a PING: the peer acknowledges it, so a live connection is never idle and a
+        dead one (the peer's process gone) reaches its idle timeout."""
+        if self.terminated is None:
+            self._quic.send_ping(0)
+            self.transmit_soon()
+
     def server_certificates(self) -> tuple[x509.Certificate | None, list[x509.Certificate]]:
         """The certificate and chain the server presented (verified at the handshake)."""
         return peer_certificates(self._quic)
@@ -135,13 +142,15 @@ class NodeClientProtocol(CoalescedTransmit):
 async def connect(
     host: str, port: int, *, root: x509.Certificate, server_name: str,
     alpn: str = STOQ_ALPN, identity: TlsIdentity | None = None, timeout: float = 10.0,
+    idle_timeout: float = 30.0,
 ) -> AsyncIterator[NodeClientProtocol]:
     """Open a verified QUIC connection to a node.
 
     :raises ConnectError: if the handshake fails or times out.
     """
     configuration = client_configuration(
-        root=root, server_name=server_name, alpn=alpn, identity=identity
+        root=root, server_name=server_name, alpn=alpn, identity=identity,
+        idle_timeout=idle_timeout,
     )
     created: list[NodeClientProtocol] = []
 

@@ -50,6 +50,8 @@ log = logging.getLogger("trustchain.consensus")
 SERVICE = "consensus"
 #: Blocks asked for, and answered, per catch-up request.
 BLOCKS_PER_REQUEST = 32
+#: How often a validator sends its messages of the current height again (see resend).
+RESEND_SECONDS = 1.0
 #: Operations waiting for a block, at most (more are refused with 503).
 MAX_POOL = 10_000
 #: Evidence kept for ``federation status``.
@@ -68,6 +70,7 @@ class ConsensusRunner:
         #: Called with each committed block, after it is stored (the application's hook).
         self.on_commit = on_commit
         self._timer: asyncio.TimerHandle | None = None
+        self._resending: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._distrusted: set[str] = set()
@@ -83,10 +86,13 @@ class ConsensusRunner:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._carry_out(self.engine.start(self._loop.time()))
+        self._resending = self._loop.call_later(RESEND_SECONDS, self._resend)
 
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._resending is not None:
+            self._resending.cancel()
         if self._catching_up is not None:
             self._catching_up.cancel()
 
@@ -168,8 +174,25 @@ class ConsensusRunner:
         self._carry_out(self.engine.wake(self._loop.time()))
 
     def peer_connected(self, node_id: str) -> None:
-        """A new connection: ask that node for blocks this node may lack."""
+        """A new connection: send that node this height's messages, and ask it for blocks
+        this node may lack."""
+        for message in self.engine.own_messages():
+            self._peers.push(SERVICE, "message", encode_message(message), to=node_id)
         self.catch_up(node_id)
+
+    def _resend(self) -> None:
+        """Send this height's own messages again, every RESEND_SECONDS.  Tendermint assumes
+        every message of a correct validator reaches every other eventually (CometBFT's
+        reactors gossip until peers have them); pushes on a connection that just died
+        are lost, and without this the validators can wait for each other for ever
+        (found by the perturbation harness: a 2|2 partition longer than the idle timeout,
+        and two restarts in a row)."""
+        if self.halted is not None:
+            return
+        for message in self.engine.own_messages():
+            self._peers.push(SERVICE, "message", encode_message(message))
+        assert self._loop is not None
+        self._resending = self._loop.call_later(RESEND_SECONDS, self._resend)
 
     def _tick(self) -> None:
         self._timer = None

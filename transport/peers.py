@@ -29,6 +29,11 @@ log = logging.getLogger("trustchain.peers")
 MIN_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
 CONNECT_TIMEOUT = 5.0
+#: A connection that hears nothing for this long is closed and opened again: a peer
+#: whose process died (and perhaps restarted) is noticed in seconds, not at QUIC's 30 s.
+IDLE_TIMEOUT = 5.0
+#: A PING this often keeps a live connection from being idle.
+KEEPALIVE = 1.0
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -107,7 +112,8 @@ class Peers:
         while True:
             try:
                 async with connect(host, port, root=self._root, server_name=self._server_name,
-                                   identity=self._identity, timeout=CONNECT_TIMEOUT) as protocol:
+                                   identity=self._identity, timeout=CONNECT_TIMEOUT,
+                                   idle_timeout=IDLE_TIMEOUT) as protocol:
                     node_id = self._identify(protocol)
                     if node_id == self._own_id:
                         log.warning("peer %s is this node itself; not using it", link.address)
@@ -121,7 +127,11 @@ class Peers:
                         backoff = MIN_BACKOFF
                         log.info("connected to node %s at %s", node_id, link.address)
                         self._on_connect(node_id)
-                        await protocol.wait_closed()
+                        pinging = asyncio.ensure_future(_keep_alive(protocol))
+                        try:
+                            await protocol.wait_closed()
+                        finally:
+                            pinging.cancel()
                         log.info("connection to node %s at %s closed", node_id, link.address)
             except ConnectError as exc:
                 log.debug("peer %s: %s", link.address, exc)
@@ -141,3 +151,9 @@ class Peers:
             log.warning("peer certificate refused: %s", exc)
             return None
         return peer.name if peer.role is Role.NODE else None
+
+
+async def _keep_alive(protocol: NodeClientProtocol) -> None:
+    while True:
+        protocol.keepalive()
+        await asyncio.sleep(KEEPALIVE)  # a keep-alive period, not synchronisation

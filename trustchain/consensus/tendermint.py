@@ -271,6 +271,12 @@ class Tendermint:
         if mine:
             self.round = max(m.round for m in mine)
 
+    def own_messages(self) -> list[Signed]:
+        """What this validator has signed at its current height, to be sent again: the
+        algorithm assumes every message reaches every correct validator eventually, and
+        a network drops some (a connection that died, a peer restarting)."""
+        return list(self._own.values())
+
     def known_block(self, block_hash: bytes) -> Block | None:
         """The block with this hash, if proposed at this height or locked on (a node stores
         it with its vote for it, for :meth:`restore`)."""
