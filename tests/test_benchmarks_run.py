@@ -1,5 +1,5 @@
-"""The CA and CT benchmarks still run, on a few requests (their figures are not judged here:
-speed lives in benchmarks/, never in a timed test)."""
+"""The CA, CT and federation benchmarks still run, on a few requests (their figures are not
+judged here: speed lives in benchmarks/, never in a timed test)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,12 @@ def test_ct_submit_benchmark_runs() -> None:
     out = run_benchmark("benchmarks/ct_submit.py", "--entries", "40", "--connections", "4",
                         "--proof-leaves", "1000", "--proof-samples", "10")
     assert "merge delay" in out
+
+
+def test_federation_benchmark_runs() -> None:
+    """A 4-node devnet for a few seconds (no registrations: their proofs take minutes)."""
+    out = run_benchmark("benchmarks/federation.py", "--seconds", "2", "--backlog", "300",
+                        "--quick")
+    assert "(a) latency at 20/s, to every node: devnet p50" in out
+    assert "devnet / simulation" in out
+    assert "(e) CPU, throughput, share of" in out
