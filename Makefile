@@ -5,12 +5,13 @@
 #   make fuzz         >= 1,000,000 examples across every parser of outside bytes
 #   make crash-test   >= 50 SIGKILLs under mixed load; nothing acknowledged may be lost
 #   make flood-test   floods on every listener; a legitimate client's p99 beside the quiet one
+#   make soak         10 minutes of random faults on a 4-node devnet (docs/federation.md)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DATA   ?= data
 
-.PHONY: run test venv test-tools clean fuzz crash-test flood-test
+.PHONY: run test venv test-tools clean fuzz crash-test flood-test soak
 .DEFAULT_GOAL := run
 
 $(VENV)/.stamp-run: pyproject.toml
@@ -44,6 +45,9 @@ crash-test: $(VENV)/.stamp-test
 
 flood-test: $(VENV)/.stamp-test test-tools
 	$(PY) -m tests.flood
+
+soak: $(VENV)/.stamp-test
+	$(PY) -m tests.perturbation --minutes 10
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
