@@ -6,5 +6,5 @@ of CometBFT's e2e runner and Jepsen.
 
 :mod:`tests.perturbation.proxy` is the proxy and its controls, :mod:`.harness` the devnet
 wired through it, :mod:`.invariants` what must hold after every fault, :mod:`.soak` the
-random-fault loop and its report.
+random-fault loop and its report, :mod:`.findings` the stalls it found, replayed.
 """
