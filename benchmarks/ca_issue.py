@@ -37,6 +37,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -134,6 +135,19 @@ def admin_identity(data: Path, passphrase: str) -> tuple[TlsIdentity, x509.Certi
     return TlsIdentity(cert, [issuer], key), root  # type: ignore[arg-type]
 
 
+async def register_network(node: object, call: Any) -> None:
+    """Register NETWORK as the CLI does: proofs first, bound to the node's latest block."""
+    from trustchain.wiring.dns import NetworkRegister
+    from trustchain.wiring.registry import registration_proofs
+
+    response = await node.request("consensus", "status", b"")  # type: ignore[attr-defined]
+    status = json.loads(response.message)
+    body = NetworkRegister(name=NETWORK).model_dump()
+    proofs = registration_proofs(body, requester=status["node_id"], anchor=status["height"],
+                                 anchor_hash=status["hash"], parameters=status["parameters"])
+    await call(node, "network-register", {**body, "proofs": proofs})
+
+
 async def issue_all(port: int, identity: TlsIdentity, root: x509.Certificate, csrs: list[bytes],
                     connections: int, concurrency: int) -> tuple[float, list[float]]:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -163,7 +177,7 @@ async def issue_all(port: int, identity: TlsIdentity, root: x509.Certificate, cs
         await call(nodes[0], "zone-create", {"zone": ORIGIN, "ns": [], "addresses": ["2001:db8::1"],
                                              "dnssec": {"algorithm": 13, "csk": False,
                                                         "nsec3": False}})
-        await call(nodes[0], "network-register", {"name": NETWORK})
+        await register_network(nodes[0], call)
         start = time.perf_counter()
         await asyncio.gather(*(worker(nodes[i % connections]) for i in range(concurrency)))
         return len(csrs) / (time.perf_counter() - start), latencies

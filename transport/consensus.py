@@ -71,6 +71,7 @@ class ConsensusRunner:
         self.on_commit = on_commit
         self._timer: asyncio.TimerHandle | None = None
         self._resending: asyncio.TimerHandle | None = None
+        self._last_resend: tuple[int, int, str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._distrusted: set[str] = set()
@@ -181,7 +182,8 @@ class ConsensusRunner:
         self.catch_up(node_id)
 
     def _resend(self) -> None:
-        """Send this height's own messages again, every RESEND_SECONDS.  Tendermint assumes
+        """Send this round's own messages again when a whole RESEND_SECONDS passed without
+        progress (only then: under loss, copies sent regardless queue ahead of new votes).  Tendermint assumes
         every message of a correct validator reaches every other eventually (CometBFT's
         reactors gossip until peers have them); pushes on a connection that just died
         are lost, and without this the validators can wait for each other for ever
@@ -189,8 +191,13 @@ class ConsensusRunner:
         and two restarts in a row)."""
         if self.halted is not None:
             return
-        for message in self.engine.own_messages():
-            self._peers.push(SERVICE, "message", encode_message(message))
+        engine = self.engine
+        where = (engine.height, engine.round, engine.step)
+        if where == self._last_resend:  # no progress for a whole period: send again
+            for message in engine.own_messages():
+                if message.round == engine.round:  # earlier rounds' votes cannot help now
+                    self._peers.push(SERVICE, "message", encode_message(message))
+        self._last_resend = where
         assert self._loop is not None
         self._resending = self._loop.call_later(RESEND_SECONDS, self._resend)
 

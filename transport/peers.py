@@ -30,8 +30,9 @@ MIN_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
 CONNECT_TIMEOUT = 5.0
 #: A connection that hears nothing for this long is closed and opened again: a peer
-#: whose process died (and perhaps restarted) is noticed in seconds, not at QUIC's 30 s.
-IDLE_TIMEOUT = 5.0
+#: whose process died (and perhaps restarted) is noticed in seconds, not at QUIC's 30 s
+#: (not fewer: on a lossy link a shorter one closed live connections, losing their queue).
+IDLE_TIMEOUT = 10.0
 #: A PING this often keeps a live connection from being idle.
 KEEPALIVE = 1.0
 
