@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from transport.sockets import format_address
 from trustchain.config import DEFAULT_NETWORK_NAME, DEFAULT_ORIGIN, NodeConfig, default_config_text
+from trustchain.consensus.parameters import ProofParameters
 from trustchain.errors import LocalError
 from trustchain.fsutil import ensure_private_dir, fsync_dir, write_private_file
 from trustchain.keystore import KdfParams
@@ -48,6 +49,9 @@ MAX_NODES = 16
 DEFAULT_NODES = 4
 #: The development default listen address (loopback), from the configuration defaults.
 DEFAULT_HOST = NodeConfig().local_address()
+#: The proofs' parameters of a devnet: the genesis defaults but for the plot size, the
+#: smallest chiapos builds (8 MB, seconds to plot), so that a node joins in seconds.
+DEVNET_PARAMETERS = ProofParameters(space_plot_k=19)
 #: The services of a node, in the order they are shown.
 SERVICES = ("dns", "quic", "https", "http")
 #: Ports are drawn from here, below the usual ephemeral range, so that the outgoing
@@ -175,7 +179,8 @@ def create_devnet(
                                      stake=DEFAULT_FOUNDER_STAKE, progress=_prefixed(progress, name)))
         founding = found_network(
             staged[0].keystore, [node.founder for node in staged], network_name=network_name,
-            origin=origin, now=now, progress=_prefixed(progress, names[0]),
+            origin=origin, now=now, parameters=DEVNET_PARAMETERS,
+            progress=_prefixed(progress, names[0]),
         )
         for index, (name, node) in enumerate(zip(names, staged, strict=True)):
             peers = [format_address(host, p.quic) for i, p in enumerate(ports) if i != index]
@@ -202,9 +207,13 @@ def new_passphrase() -> str:
 
 
 def node_config_text(host: str, ports: NodePorts, peers: list[str]) -> str:
-    """``trustchain init``'s commented configuration with the devnet's address, ports and peers."""
+    """``trustchain init``'s commented configuration with the devnet's address, ports and
+    peers; its validators endorse a joining node's stake up to a founder's."""
+    from bootstrap.init import DEFAULT_FOUNDER_STAKE
+
     settings = {
         "listen": json.dumps([host]), "peers": json.dumps(peers),
+        "admission_max_stake": str(DEFAULT_FOUNDER_STAKE),
         "dns_port": str(ports.dns), "quic_port": str(ports.quic),
         "https_port": str(ports.https), "http_port": str(ports.http),
     }

@@ -11,10 +11,13 @@ This breaks the transport/certificate cycle without ever trusting blindly:
    self-signature proves possession of that key) and its consensus public
    keys with Ed25519 and ML-DSA-65 signatures over the challenge and those
    keys (proving possession of both, and freshness).
-3. The request waits for admission.  Until the consensus issue admits nodes
-   by vote, an operator approves it on the node (``trustchain node
-   approve``, an admin-only method).  The node then issues the joiner's node
-   certificate from its infrastructure intermediate.
+3. The request waits for admission: by consensus (``enrol.plot`` and
+   ``enrol.admit``, :mod:`trustchain.wiring.admission`: the joiner's four
+   proofs, committed as a ``node-admission`` operation), or by the decision
+   of this node's operator (``trustchain node approve``, admin only; such a
+   node is not a member of the federation's ledger and never a validator).
+   The node then issues the joiner's node certificate from its
+   infrastructure intermediate.
 4. ``enrol.status`` hands out the certificate chain (public data).  The
    joiner reconnects with mutual TLS.
 
@@ -183,7 +186,7 @@ class EnrolmentService:
         node_id = key_id_for(ed_key)
         existing = self._store.enrolment(node_id)
         if existing is not None and existing.status != "pending":
-            return self._state(existing)
+            return self.state(existing)
         if existing is None and self._store.count_enrolments("pending") >= MAX_PENDING:
             raise BadRequest("too many pending enrolments; try again later")
         self._store.put_enrolment(Enrolment(
@@ -194,7 +197,7 @@ class EnrolmentService:
         return canonical_json(EnrolmentState(node_id=node_id, status="pending").model_dump())
 
     def status(self, message: bytes, peer: Peer | None) -> bytes:
-        return self._state(self._lookup(message))
+        return self.state(self._lookup(message))
 
     def _lookup(self, message: bytes) -> Enrolment:
         """The enrolment named by a ``{"node_id": ...}`` message."""
@@ -214,10 +217,22 @@ class EnrolmentService:
         ])
 
     def approve(self, message: bytes, peer: Peer | None) -> bytes:
-        enrolment = self._lookup(message)
-        node_id = enrolment.node_id
+        return self.state(self.issue(self._lookup(message).node_id))
+
+    def enrolment(self, node_id: str) -> Enrolment | None:
+        return self._store.enrolment(node_id)
+
+    def issue(self, node_id: str) -> Enrolment:
+        """Issue the node certificate of a pending enrolment (at once if already issued):
+        after the operator's approval, or once the node's admission is committed.
+
+        :raises BadRequest: no such enrolment, or this node cannot issue.
+        """
+        enrolment = self._store.enrolment(node_id)
+        if enrolment is None:
+            raise BadRequest(f"no enrolment for node {node_id}")
         if enrolment.status == "approved":
-            return self._state(enrolment)
+            return enrolment
         if self._issuer is None:
             raise BadRequest("this node holds no issuing intermediate; approve on a founding node")
         csr = x509.load_der_x509_csr(enrolment.csr_der)
@@ -235,7 +250,7 @@ class EnrolmentService:
                              self._issuer.certificate.public_bytes(Encoding.DER)]}
         )
         self._store.put_enrolment(approved)
-        return self._state(approved)
+        return approved
 
     def reject(self, message: bytes, peer: Peer | None) -> bytes:
         enrolment = self._lookup(message)
@@ -244,10 +259,11 @@ class EnrolmentService:
         rejected = Enrolment(**{**enrolment.__dict__, "status": "rejected",
                                 "decided_at": self._now().isoformat()})
         self._store.put_enrolment(rejected)
-        return self._state(rejected)
+        return self.state(rejected)
 
     @staticmethod
-    def _state(enrolment: Enrolment) -> bytes:
+    def state(enrolment: Enrolment) -> bytes:
+        """What ``enrol.status`` answers for ``enrolment``."""
         return canonical_json(EnrolmentState(
             node_id=enrolment.node_id, status=enrolment.status,  # type: ignore[arg-type]
             certificate_chain=[_b64(d) for d in enrolment.chain_der],

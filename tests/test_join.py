@@ -1,4 +1,8 @@
-"""Enrolment with two nodes on [::1]: the transport/certificate cycle, broken honestly."""
+"""Enrolment with two nodes on [::1]: the transport/certificate cycle, broken honestly.
+
+These joins wait for the peer's operator (``--approval operator``); admission by
+consensus, with the four proofs, is tested on a devnet in tests/test_admission.py.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ def _serve(data_dir: Path, procs: list[NodeProcess]) -> tuple[NodeProcess, str]:
 def _join(data_dir: Path, genesis: Path, pin: str, peer: str, procs: list[NodeProcess],
           *extra: str) -> NodeProcess:
     proc = NodeProcess.spawn("join", "--data-dir", str(data_dir), "--genesis", str(genesis),
-                             "--pin", pin, "--peer", peer, *extra)
+                             "--pin", pin, "--peer", peer, "--approval", "operator", *extra)
     procs.append(proc)
     return proc
 

@@ -65,9 +65,23 @@ class Peers:
         self._clock = clock
         self._on_connect = on_connect
         self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
 
     def start(self) -> None:
+        self._started = True
         self._tasks = [asyncio.ensure_future(self._keep(link)) for link in self._links]
+
+    def add(self, address: str) -> bool:
+        """Connect to ``address`` too (a node admitted by consensus), unless a link to it
+        exists already; whether it was new.  A link to this node itself ends once its
+        certificate names this node."""
+        if any(link.address == address for link in self._links):
+            return False
+        link = Link(address)
+        self._links.append(link)
+        if self._started:
+            self._tasks.append(asyncio.ensure_future(self._keep(link)))
+        return True
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -76,6 +90,7 @@ class Peers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._started = False
 
     def connected(self) -> dict[str, Link]:
         """Node id -> its link, for the peers connected now."""

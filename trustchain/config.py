@@ -114,6 +114,12 @@ class NodeConfig(BaseModel):
         10, description="With no operation waiting, how long the federation waits before "
         "making an empty block anyway (0: never waits: a block every commit pause).",
     )
+    admission_max_stake: Annotated[int, Field(ge=0, le=2**40)] = Field(
+        0, description="The most stake this validator endorses for a joining node "
+        "(trustchain join --stake); 0: joining nodes are admitted without stake, and become "
+        "validators only by a change the validators' operators ask for "
+        "(trustchain federation validator).",
+    )
     dns_port: Port = Field(8053, description="DNS over UDP and TCP (production: 53).")
     quic_port: Port = Field(8853, description="QUIC: ALPNs doq, stoq/1, h3 (production: 853).")
     https_port: Port = Field(8443, description="REST API over HTTPS/1.1 (production: 443).")

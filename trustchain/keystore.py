@@ -50,6 +50,7 @@ from trustchain.errors import (
     WrongPassphraseError,
 )
 from trustchain.fsutil import ensure_private_dir, write_private_file
+from trustchain.keyid import PublicKey, key_id_for, spki_der  # re-exported: key ids are the key's
 
 KEYSTORE_FILE = "keystore.json"
 _KEYSTORE_FORMAT = "trustchain-keystore/1"
@@ -61,7 +62,6 @@ _KEY_ID = re.compile(r"[0-9a-f]{32}")
 PrivateKey = (
     ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | mldsa.MLDSA65PrivateKey
 )
-PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | mldsa.MLDSA65PublicKey
 
 
 class KeyType(StrEnum):
@@ -100,16 +100,6 @@ def key_type_of(key: PrivateKey | PublicKey) -> KeyType:
         return KeyType.ML_DSA_65
     raise KeyStoreError(f"unsupported key type {type(key).__name__}")
 
-
-def spki_der(key: PublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def key_id_for(public_key: PublicKey) -> str:
-    """Key ids are derived from the key: hex of the first 16 bytes of SHA-256(SPKI)."""
-    return hashlib.sha256(spki_der(public_key)).hexdigest()[:32]
 
 
 def _b64(data: bytes) -> str:

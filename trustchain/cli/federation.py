@@ -1,4 +1,5 @@
-"""``trustchain federation status``: the consensus as one node sees it."""
+"""``trustchain federation status``: the consensus as one node sees it; ``federation
+validator``: an operator's consent to a validator's stake."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 from trustchain.cli.common import add_command, add_group, add_json, print_json
 from trustchain.cli.remote import (
     Node,
+    add_admin_options,
     add_trust_anchor,
+    admin_call,
     configured_address,
     parse_server,
     public_call,
@@ -24,6 +27,28 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="the node's QUIC address (default: the node in --data-dir)")
     add_trust_anchor(p, "trust anchor (default: the node in --data-dir)")
     add_json(p)
+    p = add_command(sub, "validator", "consent to a validator's stake on this node; the change "
+                    "is committed once validators holding more than 2/3 of the stake consented",
+                    cmd_federation_validator)
+    p.add_argument("node_id", metavar="NODE_ID",
+                   help="a validator, or a node admitted by consensus (trustchain join)")
+    p.add_argument("--stake", type=int, required=True, metavar="N",
+                   help="its new stake (0: it leaves the validator set)")
+    add_admin_options(p, json_output=True)
+
+
+def cmd_federation_validator(args: argparse.Namespace) -> int:
+    result = admin_call(args, "validator", {"node_id": args.node_id, "stake": args.stake})
+    if args.json:
+        print_json(result)
+    elif result["status"] == "committed":
+        print(f"validator {args.node_id}: stake {args.stake}, committed at height "
+              f"{result['height']}")
+    else:
+        print(f"validator {args.node_id}: stake {args.stake} consented here; not yet committed: "
+              f"{result['detail']}. Run the same command on the other validators' nodes "
+              "(consent stands for an hour).")
+    return 0
 
 
 def cmd_federation_status(args: argparse.Namespace) -> int:
@@ -58,6 +83,10 @@ def format_status(status: dict[str, Any]) -> str:
     for p in peers:
         lines.append(f"  {p['address']}  {p['node_id'] or '?'}  "
                      f"{'connected' if p['connected'] else 'not connected'}")
+    members = status.get("members", [])
+    lines.append(f"admitted    {len(members) or 'none'} (by consensus, after the founders)")
+    for m in members:
+        lines.append(f"  {m['node_id']}  {m['address']}  admitted with stake {m['stake']}")
     evidence = status["evidence"]
     lines.append(f"evidence    {len(evidence) or 'none'}")
     for e in evidence:

@@ -62,8 +62,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--peer", required=True, metavar="[ADDR]:PORT", help="a node's QUIC address")
     p.add_argument("--server-name", metavar="NAME",
                    help="name the peer's certificate must carry (default: the zone origin)")
+    p.add_argument("--approval", choices=("consensus", "operator"), default="consensus",
+                   help="consensus (default): be admitted by the validators with proofs of "
+                   "work, time and space; operator: wait for `trustchain node approve` on the "
+                   "peer (the node is then not a member of the federation's ledger)")
+    p.add_argument("--stake", type=int, default=0, metavar="N",
+                   help="stake to ask for (default 0); validators endorse at most their "
+                   "admission_max_stake")
+    p.add_argument("--address", metavar="[ADDR]:PORT",
+                   help="where the other nodes reach this node over QUIC (default: the "
+                   "configured quic_port on the first listen address)")
     p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
-                   help="how long to wait for approval (default: 600); run again to resume")
+                   help="with --approval operator: how long to wait (default: 600); run again "
+                   "to resume")
 
     sub = add_group(commands, "node", "enrolments of joining nodes (admin)")
     add_admin_options(add_command(sub, "list", "list enrolment requests", cmd_node_list),
@@ -144,7 +155,8 @@ def cmd_join(args: argparse.Namespace) -> int:
     result = join_network(
         args.data_dir, _new_passphrase(args), genesis_bytes=genesis_bytes, pin=args.pin,
         peer=parse_server(args.peer), server_name=args.server_name,
-        now=lambda: datetime.now(UTC), wait_seconds=args.wait,
+        now=lambda: datetime.now(UTC), wait_seconds=args.wait, approval=args.approval,
+        stake=args.stake, address=args.address,
         # The approval hint must reach the operator even without a terminal.
         progress=progress(True),
     )

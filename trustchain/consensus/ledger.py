@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
+from trustchain.consensus.admission import MAX_STAKE, admitted_validator, check_admission, keys_of
 from trustchain.consensus.evidence import EvidenceError, evidence_from_body
 from trustchain.consensus.messages import Block
 from trustchain.consensus.operations import (
+    POLICY,
     Entry,
     Operation,
     OperationKind,
@@ -33,13 +34,31 @@ from trustchain.consensus.proofs import ProofError
 from trustchain.consensus.proofs.space import plot_id_for
 from trustchain.consensus.proofs.stake import ValidatorStake
 
-MAX_OPERATIONS = 100
+#: Operations a block carries at most, and their bytes at most (a proposal carries the
+#: block whole, within a stoq/1 message; see transport.consensus).
+MAX_OPERATIONS = 1000
+#: 256 KiB: hex in a proposal, and base64 of that in a catch-up answer, with a commit
+#: certificate of 16 hybrid signatures, stay within stoq/1's default 1 MiB message.
+MAX_BLOCK_BYTES = 256 * 1024
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _REGISTRATION_FIELDS = frozenset({"name", "delegate", "ds", "prefixes"})
 #: Proofs may answer any of the last this many committed blocks (``ProofBundle.anchor``).
 ANCHOR_WINDOW = 1000
 #: The block hash before the first block.
 GENESIS_HASH = bytes(32)
+
+
+def _claim(operation: Operation) -> tuple[str, str] | None:
+    """What an operation takes that no other operation of the same block may take too
+    (each is checked against the ledger before the block, not after the one before it)."""
+    body = operation.body
+    if operation.kind is OperationKind.NETWORK_REGISTRATION:
+        return ("network", str(body.get("name")))
+    if operation.kind is OperationKind.NODE_ADMISSION:
+        return ("node", str(body.get("node")))
+    if operation.kind is OperationKind.VALIDATOR_CHANGE:
+        return ("validator", str(body.get("node_id")))
+    return None
 
 
 class Ledger:
@@ -57,13 +76,19 @@ class Ledger:
         #: requester (hex) -> plot id (hex) -> seed (hex)
         self.plots: dict[str, dict[str, str]] = {}
         self.slashed: set[str] = set()
-        #: Admitted nodes: node name -> requester (hex).
-        self.members: dict[str, str] = {}
+        #: Nodes admitted by consensus: node id -> the admission's body (keys, address, stake).
+        self.members: dict[str, dict[str, Any]] = {}
         #: Agreed CA intermediates (network -> the operation's body) and CT checkpoints to
         #: cosign (log -> body): recorded here for the CA and distribution code to act on.
         self.intermediates: dict[str, dict[str, Any]] = {}
         self.checkpoints: dict[str, dict[str, Any]] = {}
+        #: Digests of the anchored operations committed within the anchor window: their
+        #: proofs would verify again, so a second copy must be refused by digest.
+        self.recent: dict[bytes, int] = {}
         self.pool: dict[bytes, Entry] = {}
+        #: Until the next commit: verdicts on proposed blocks (by hash), decoded entries.
+        self._verdicts: dict[bytes, bool] = {}
+        self._decoded: dict[bytes, Entry] = {}
         self._maker = maker
 
     def submit(self, entry: Entry) -> None:
@@ -77,27 +102,54 @@ class Ledger:
 
     def propose(self, height: int, previous: bytes) -> tuple[bytes, ...]:
         made = self._maker(height, previous) if self._maker else []
-        pooled = []
+        entries = list(made)
+        claimed = {_claim(e.operation) for e in made}
+        size = sum(len(e.encode()) for e in made)
         for entry in list(self.pool.values()):
+            if len(entries) >= MAX_OPERATIONS:
+                break
+            claim = _claim(entry.operation)
+            if claim is not None and claim in claimed:
+                continue  # a rival for the same name or node waits for the next block
             try:
                 self._check(entry, previous)
             except (ProofError, EvidenceError):  # stale (e.g. its offender is already gone)
                 del self.pool[entry.operation.digest]
                 continue
-            pooled.append(entry)
-        entries = [*made, *pooled][:MAX_OPERATIONS]
+            raw = entry.encode()
+            if size + len(raw) > MAX_BLOCK_BYTES:
+                break
+            size += len(raw)
+            claimed.add(claim)
+            entries.append(entry)
         return tuple(e.encode() for e in entries)
 
     def valid(self, block: Block) -> bool:
-        if len(block.operations) > MAX_OPERATIONS:
+        """Whether every operation of ``block`` may be applied, in order.  The verdict is
+        kept until the next commit: a validator is asked about one proposed block several
+        times a height (the proposal, the lock, the decision), and it cannot change before
+        the ledger does."""
+        verdict = self._verdicts.get(block.hash)
+        if verdict is None:
+            verdict = self._verdicts[block.hash] = self._valid(block)
+        return verdict
+
+    def _valid(self, block: Block) -> bool:
+        if len(block.operations) > MAX_OPERATIONS or \
+                sum(map(len, block.operations)) > MAX_BLOCK_BYTES:
             return False
         seen: set[bytes] = set()
+        claimed: set[tuple[str, str]] = set()
         try:
             for raw in block.operations:
-                entry = decode_entry(raw)
-                if entry.operation.digest in seen:
+                entry = self._decoded.get(raw) or decode_entry(raw)
+                self._decoded[raw] = entry
+                claim = _claim(entry.operation)
+                if entry.operation.digest in seen or (claim is not None and claim in claimed):
                     return False
                 seen.add(entry.operation.digest)
+                if claim is not None:
+                    claimed.add(claim)
                 self._check(entry, block.previous)
         except (ProofError, EvidenceError):
             return False
@@ -109,10 +161,16 @@ class Ledger:
         self.height = block.height
         self.hashes[block.height] = block.hash
         self.hashes.pop(block.height - ANCHOR_WINDOW - 1, None)
+        horizon = block.height - ANCHOR_WINDOW - 1
+        if self.recent and min(self.recent.values()) < horizon:
+            self.recent = {d: h for d, h in self.recent.items() if h >= horizon}
+        decoded, self._decoded, self._verdicts = self._decoded, {}, {}
         for raw in block.operations:
-            entry = decode_entry(raw)
+            entry = decoded.get(raw) or decode_entry(raw)
             self.pool.pop(entry.operation.digest, None)
             self._apply(entry.operation)
+            if entry.proofs.anchor is not None:
+                self.recent[entry.operation.digest] = block.height
         return self.validators if self.validators != before else None
 
     def check(self, entry: Entry) -> None:
@@ -122,9 +180,25 @@ class Ledger:
         """
         self._check(entry, self.hashes[self.height])
 
+    def endorsable(self, entry: Entry) -> tuple[int, bytes]:
+        """Check ``entry`` as :meth:`check` does but for its stake proof, which validators
+        are being asked for; the anchor (height, block hash) their signatures must name.
+
+        :raises ProofError: naming what is wrong (also for an operation without an anchor
+            or whose kind needs no endorsement).
+        """
+        anchor = entry.proofs.anchor
+        if anchor is None or "stake" not in POLICY[entry.operation.kind]:
+            raise ProofError(f"{entry.operation.kind}: nothing for validators to endorse "
+                             "(an operation whose policy asks for stake, with an anchor)")
+        if entry.proofs.stake is not None:
+            raise ProofError("endorse: the operation already carries its stake proof")
+        self._check(entry, self.hashes[self.height], gathering=frozenset({"stake"}))
+        return anchor, self.hashes[anchor]
+
     # --- rules -------------------------------------------------------------------------
 
-    def _check(self, entry: Entry, previous: bytes) -> None:
+    def _check(self, entry: Entry, previous: bytes, gathering: frozenset[str] = frozenset()) -> None:
         operation = entry.operation
         body = operation.body
         anchor = entry.proofs.anchor
@@ -136,7 +210,11 @@ class Ledger:
             previous = bound
         verify_entry(entry, previous=previous, parameters=self.parameters,
                      validators=self.validators, chain_id=self.chain_id,
-                     plot_seeds=self.plots.get(operation.requester, {}))
+                     plot_seeds=self.plots.get(operation.requester, {}), gathering=gathering)
+        stake = entry.proofs.stake
+        if stake is not None and anchor is not None and stake.height != anchor:
+            raise ProofError(f"stake: signatures for block {stake.height}, the proofs answer "
+                             f"block {anchor}")
         if operation.kind is OperationKind.EVIDENCE:
             evidence = evidence_from_body(body)
             evidence.verify(self.chain_id, self.validators)  # offender still a validator
@@ -159,22 +237,35 @@ class Ledger:
             if plot_id_for(bytes.fromhex(operation.requester), seed).hex() != plot_id:
                 raise ProofError("plot-registration: the plot id is not the requester's")
         elif operation.kind is OperationKind.NODE_ADMISSION:
-            if not isinstance(body.get("node"), str) or body["node"] in self.members:
-                raise ProofError("node-admission: a new node name is required")
+            check_admission(body, requester=operation.requester, chain_id=self.chain_id,
+                            members=self.members, validators=self.validators)
+            if body["node"] in self.slashed:
+                raise ProofError(f"node-admission: node {body['node']} was removed for "
+                                 "equivocating")
         elif operation.kind in (OperationKind.CA_INTERMEDIATE, OperationKind.CT_CHECKPOINT):
             subject = "network" if operation.kind is OperationKind.CA_INTERMEDIATE else "log"
             if not isinstance(body.get(subject), str):
                 raise ProofError(f"{operation.kind}: names its {subject}")
         elif operation.kind is OperationKind.VALIDATOR_CHANGE:
-            stake = body.get("stake")
-            if not isinstance(stake, int) or stake < 0 or not isinstance(body.get("node_id"), str):
-                raise ProofError("validator-change: node_id and a stake >= 0")
-            if stake and body["node_id"] not in self.validators:
-                try:
-                    ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(body["ed25519"]))
-                except (KeyError, TypeError, ValueError):
-                    raise ProofError("validator-change: a new validator needs its ed25519 key "
-                                     "(32 bytes, hex)") from None
+            self._check_change(body)
+        if anchor is not None and operation.digest in self.recent:
+            raise ProofError(f"{operation.kind}: this very operation was committed at height "
+                             f"{self.recent[operation.digest]}")
+
+    def _check_change(self, body: dict[str, Any]) -> None:
+        node_id, stake = body.get("node_id"), body.get("stake")
+        if set(body) != {"node_id", "stake"} or not isinstance(node_id, str) \
+                or not isinstance(stake, int) or not 0 <= stake <= MAX_STAKE:
+            raise ProofError(f"validator-change: node_id and a stake of 0 to {MAX_STAKE}")
+        if node_id not in self.validators and node_id not in self.members:
+            raise ProofError(f"validator-change: {node_id} is neither a validator nor an "
+                             "admitted node (a node joins first: trustchain join)")
+        if node_id in self.slashed:
+            raise ProofError(f"validator-change: {node_id} was removed for equivocating")
+        if stake == 0 and node_id not in self.validators:
+            raise ProofError(f"validator-change: {node_id} is not a validator")
+        if stake == 0 and len(self.validators) == 1:
+            raise ProofError("validator-change: the federation's last validator stays")
 
     def _apply(self, operation: Operation) -> None:
         body = operation.body
@@ -188,7 +279,10 @@ class Ledger:
         elif operation.kind is OperationKind.PLOT_REGISTRATION:
             self.plots.setdefault(operation.requester, {})[body["plot_id"]] = body["seed"]
         elif operation.kind is OperationKind.NODE_ADMISSION:
-            self.members[body["node"]] = operation.requester
+            self.members[body["node"]] = dict(body)
+            validator = admitted_validator(body)
+            if validator is not None:  # from the next height: the set changes after this block
+                self.validators[body["node"]] = validator
         elif operation.kind is OperationKind.CA_INTERMEDIATE:
             self.intermediates[body["network"]] = dict(body)
         elif operation.kind is OperationKind.CT_CHECKPOINT:
@@ -197,8 +291,9 @@ class Ledger:
             node_id, stake = body["node_id"], body["stake"]
             if stake == 0:
                 self.validators.pop(node_id, None)
-            else:
-                key = self.validators[node_id].public_key if node_id in self.validators else \
-                    ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(body["ed25519"]))
-                self.validators[node_id] = ValidatorStake(key, stake)
+            elif node_id in self.validators:
+                self.validators[node_id] = replace(self.validators[node_id], stake=stake)
+            else:  # an admitted node, with the keys it was admitted with
+                ed, ml = keys_of(self.members[node_id])
+                self.validators[node_id] = ValidatorStake(ed, stake, ml)
 

@@ -98,6 +98,8 @@ class StakePart(BaseModel):
     height: int = Field(ge=0)
     round: int = Field(ge=0)
     signatures: list[tuple[str, str]]  # (validator id, base64 signature)
+    #: (validator id, base64 ML-DSA-65 signature) of the validators that have that key.
+    pq_signatures: list[tuple[str, str]] = Field(default_factory=list)
 
 
 class ProofBundle(BaseModel):
@@ -157,16 +159,18 @@ def _bytes(text: str, what: str) -> bytes:
 
 def verify_entry(entry: Entry, *, previous: bytes, parameters: ProofParameters,
                  validators: Mapping[str, ValidatorStake], chain_id: str,
-                 plot_seeds: Mapping[str, str]) -> None:
+                 plot_seeds: Mapping[str, str], gathering: frozenset[str] = frozenset()) -> None:
     """Check that ``entry`` carries exactly the proofs its kind needs and each verifies.
 
     :param previous: the hash of the block the carrying block extends (``B``).
     :param plot_seeds: plot id (hex) -> seed (hex) of the plots registered to
         the requester (a proof of space must come from one of them).
+    :param gathering: proofs still being gathered, neither required nor allowed yet (the
+        stake of an operation that validators are asked to endorse).
     :raises ProofError: naming the first proof that is missing, extra or wrong.
     """
     operation = entry.operation
-    needed = POLICY[operation.kind]
+    needed = POLICY[operation.kind] - gathering
     present = entry.proofs.present()
     if needed - present:
         raise ProofError(f"{operation.kind}: missing proofs: {', '.join(sorted(needed - present))}")
@@ -196,7 +200,8 @@ def verify_entry(entry: Entry, *, previous: bytes, parameters: ProofParameters,
         stake = proofs.stake
         certificate = CommitCertificate(chain_id, stake.height, stake.round, previous,
                                         operation.digest,
-                                        tuple((n, _bytes(s, "stake")) for n, s in stake.signatures))
+                                        tuple((n, _bytes(s, "stake")) for n, s in stake.signatures),
+                                        tuple((n, _bytes(s, "stake")) for n, s in stake.pq_signatures))
         verify_commit(certificate, validators, chain_id=chain_id, block=previous,
                       subject=operation.digest, numerator=parameters.stake_quorum_numerator,
                       denominator=parameters.stake_quorum_denominator)

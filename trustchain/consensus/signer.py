@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 
 from trustchain.consensus.messages import Proposal, Signed, sign
+from trustchain.consensus.proofs.stake import commit_message
 from trustchain.errors import LocalError
 
 #: The order of a round's steps: a proposal is signed first, a precommit last.
@@ -118,3 +119,16 @@ class SigningGuard:
         signed = sign(message, self._key, self.chain_id, self._pq_key)
         self._remember(signed)
         return signed
+
+    def endorse(self, height: int, block: bytes, subject: bytes) -> tuple[bytes, bytes]:
+        """Ed25519 and ML-DSA-65 signatures (empty without that key) endorsing ``subject``,
+        an operation's digest, as of the committed ``block`` at ``height``: the stake proof
+        of that operation (:func:`~trustchain.consensus.proofs.stake.commit_message`).
+
+        Endorsements are not votes and need no guard: their subject is an operation's
+        digest, never the block itself, so no endorsement can be taken for a commit vote.
+        """
+        if subject == block:
+            raise SigningRefusedError("an endorsement's subject is an operation, not a block")
+        message = commit_message(self.chain_id, height, 0, block, subject)
+        return self._key.sign(message), self._pq_key.sign(message) if self._pq_key else b""

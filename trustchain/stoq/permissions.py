@@ -39,6 +39,10 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("ca", "enrol-challenge"): Access.PUBLIC,
     ("ca", "enrol-request"): Access.PUBLIC,
     ("ca", "enrol-status"): Access.PUBLIC,
+    # Admission by consensus (trustchain/wiring/admission.py): the joiner's proofs are
+    # checked before anything is signed or submitted.
+    ("ca", "enrol-plot"): Access.PUBLIC,
+    ("ca", "enrol-admit"): Access.PUBLIC,
     # CT: reads and submissions are public, as in RFC 6962.
     ("ct", "logs"): Access.PUBLIC,
     ("ct", "add-chain"): Access.PUBLIC,
@@ -62,11 +66,13 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("consensus", "message"): Access.NODE,
     ("consensus", "operation"): Access.NODE,
     ("consensus", "blocks"): Access.NODE,
+    ("consensus", "endorse"): Access.NODE,
     ("consensus", "status"): Access.PUBLIC,
     ("admin", "status"): Access.ADMIN,
     ("admin", "enrolments"): Access.ADMIN,
     ("admin", "approve"): Access.ADMIN,
     ("admin", "reject"): Access.ADMIN,
+    ("admin", "validator"): Access.ADMIN,
     # Zone management (trustchain/wiring/dns.py over trustchain/dns/).
     ("admin", "zone-create"): Access.ADMIN,
     ("admin", "zone-delete"): Access.ADMIN,

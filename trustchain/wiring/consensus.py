@@ -12,7 +12,9 @@ guard, so that it neither signs a conflicting message nor forgets its lock.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -21,13 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from bootstrap.genesis import GenesisDocument
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE, CONSENSUS_ML_DSA_PURPOSE
 from transport.consensus import BLOCKS_PER_REQUEST, ConsensusRunner
+from transport.endorsement import EndorsementPolicy, Endorsements
 from transport.methods import Call, Method, Service
 from transport.peers import Peers
 from trustchain.config import NodeConfig
 from trustchain.consensus.ledger import Ledger
+from trustchain.consensus.operations import OperationKind, decode_entry
 from trustchain.consensus.proofs.stake import ValidatorStake
 from trustchain.consensus.signer import SigningGuard
-from trustchain.consensus.tendermint import GENESIS_PREVIOUS, Tendermint, Timeouts
+from trustchain.consensus.tendermint import GENESIS_PREVIOUS, Committed, Tendermint, Timeouts
 from trustchain.storage.consensus import ConsensusStore
 from trustchain.wiring.node import OpenNode
 
@@ -63,8 +67,15 @@ def node_timeouts(config: NodeConfig) -> Timeouts:
                     idle=float(config.consensus_idle_seconds))
 
 
-def build_consensus(node: OpenNode, *,
-                    wall: Callable[[], datetime]) -> tuple[ConsensusRunner, Peers]:
+@dataclass
+class NodeConsensus:
+    runner: ConsensusRunner
+    peers: Peers
+    endorsements: Endorsements
+
+
+def build_consensus(node: OpenNode, *, wall: Callable[[], datetime],
+                    monotonic: Callable[[], float] = time.monotonic) -> NodeConsensus:
     identity = node.identity
     timeouts = node_timeouts(node.config)
     chain_id = identity.genesis_sha256
@@ -87,7 +98,28 @@ def build_consensus(node: OpenNode, *,
                   on_connect=lambda node_id: runner_box[0].peer_connected(node_id))
     runner = ConsensusRunner(engine, ledger, store, peers, wall=wall)
     runner_box.append(runner)
-    return runner, peers
+    for member in ledger.members.values():  # admitted by consensus: the ledger has their address
+        peers.add(member["address"])
+    policy = EndorsementPolicy(admission_max_stake=node.config.admission_max_stake,
+                               clock=monotonic)
+    endorsements = Endorsements(identity.node_id, ledger, peers, guard.endorse, policy)
+    return NodeConsensus(runner, peers, endorsements)
+
+
+def membership_hook(peers: Peers, policy: EndorsementPolicy) -> Callable[[Committed], None]:
+    """A commit hook: connect to each node admitted in the block (its address is in it);
+    an operator's consent to a change of stake is spent once a change for that node is
+    committed."""
+
+    def committed(committed: Committed) -> None:
+        for raw in committed.block.operations:
+            operation = decode_entry(raw).operation
+            if operation.kind is OperationKind.NODE_ADMISSION:
+                peers.add(operation.body["address"])
+            elif operation.kind is OperationKind.VALIDATOR_CHANGE:
+                policy.withdraw(operation.body["node_id"])
+
+    return committed
 
 
 class BlocksRequest(BaseModel):
@@ -96,9 +128,9 @@ class BlocksRequest(BaseModel):
     limit: int = Field(BLOCKS_PER_REQUEST, ge=1, le=BLOCKS_PER_REQUEST)
 
 
-def consensus_service(runner: ConsensusRunner) -> Service:
-    """``message`` and ``operation`` (pushes from nodes), ``blocks`` (catch-up), ``status``
-    (public)."""
+def consensus_service(runner: ConsensusRunner, endorsements: Endorsements) -> Service:
+    """``message`` and ``operation`` (pushes from nodes), ``blocks`` (catch-up), ``endorse``
+    (a validator's signatures for an operation's stake proof), ``status`` (public)."""
 
     def message(call: Call) -> dict[str, object]:
         runner.receive(call.body, call.peer)
@@ -115,9 +147,12 @@ def consensus_service(runner: ConsensusRunner) -> Service:
     def status(call: Call) -> dict[str, object]:
         return runner.status()
 
+    def endorse(call: Call) -> dict[str, object]:
+        return endorsements.endorse(call.body)
+
     return Service(
         "consensus",
         (Method(message, stoq="message", raw=True), Method(operation, stoq="operation", raw=True),
-         Method(blocks, stoq="blocks"),
+         Method(blocks, stoq="blocks"), Method(endorse, stoq="endorse", raw=True),
          Method(status, stoq="status", http="GET /consensus/status")),
     )

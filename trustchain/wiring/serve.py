@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bootstrap.enrolment import EnrolmentService
 from transport import methods
 from transport.ca import CaRunner
 from transport.ct import LogRunner
@@ -30,14 +31,16 @@ from transport.sockets import format_address
 from transport.tls import https_context
 from transport.workers import InlineWork, Work, WorkerPool
 from trustchain.config import load_config
+from trustchain.consensus.tendermint import Committed
 from trustchain.datadir import DataDir
 from trustchain.dns.handler import DnsHandler
 from trustchain.dns.service import DnsService
 from trustchain.stoq.router import Router
 from trustchain.storage.node import NodeStore
 from trustchain.storage.ratelimit import RateLimiter
+from trustchain.wiring.admission import Admissions, admission_services
 from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_start
-from trustchain.wiring.consensus import build_consensus, consensus_service
+from trustchain.wiring.consensus import build_consensus, consensus_service, membership_hook
 from trustchain.wiring.ct import build_ct_logs, ct_service, ct_tiles_root
 from trustchain.wiring.dns import build_dns, zone_service
 from trustchain.wiring.http import create_app
@@ -65,9 +68,10 @@ def build_router(services: Iterable[Service]) -> Router:
     return router
 
 
-def base_services(node: OpenNode, dns_handler: DnsHandler) -> list[Service]:
+def base_services(node: OpenNode, dns_handler: DnsHandler,
+                  enrolment: EnrolmentService | None = None) -> list[Service]:
     """What every node serves over stoq/1 before its DNS, CT and CA services."""
-    enrolment = enrolment_for(node, utcnow, secrets.token_bytes)
+    enrolment = enrolment or enrolment_for(node, utcnow, secrets.token_bytes)
     return [dns_query_service(dns_handler), *node_services(node, enrolment)]
 
 
@@ -101,12 +105,23 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     notifier = Notifier()
     dns_service = build_dns(node, notifier)
     dns_handler: DnsHandler = dns_service.handle
-    consensus, peers = build_consensus(node, wall=utcnow)
+    federation = build_consensus(node, wall=utcnow)
+    consensus, peers = federation.runner, federation.peers
     registry = Registry(consensus, dns_service)
-    consensus.on_commit = registry.committed
+    membership = membership_hook(peers, federation.endorsements.policy)
+
+    def committed(block: Committed) -> None:
+        registry.committed(block)
+        membership(block)
+
+    consensus.on_commit = committed
     registry.catch_up()  # zones of networks committed while this node did not apply them
-    services = [*base_services(node, dns_handler), zone_service(dns_service), ct_service(ct),
-                ca_service(ca), consensus_service(consensus), registry_service(registry, consensus)]
+    enrolment = enrolment_for(node, utcnow, secrets.token_bytes)
+    admissions = Admissions(consensus, federation.endorsements, enrolment)
+    services = [*base_services(node, dns_handler, enrolment), zone_service(dns_service),
+                ct_service(ct), ca_service(ca),
+                consensus_service(consensus, federation.endorsements),
+                registry_service(registry, consensus), *admission_services(admissions)]
     app = create_app(genesis_bytes=node.genesis_bytes, services=services)
     limits = HttpLimits.from_config(config)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds,

@@ -10,10 +10,11 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trustchain.consensus.admission import admission_body
 from trustchain.consensus.evidence import DuplicateVote, evidence_body
 from trustchain.consensus.ledger import Ledger
 from trustchain.consensus.messages import Block, Vote, VoteKind, sign
@@ -35,14 +36,25 @@ from trustchain.consensus.proofs.delay import prove_delay
 from trustchain.consensus.proofs.space import create_plot, plot_id_for, prove_space
 from trustchain.consensus.proofs.stake import ValidatorStake, sign_commit
 from trustchain.consensus.proofs.work import solve_work
+from trustchain.keystore import key_id_for
 
 CHAIN = "testnet"
 PARAMS = ProofParameters(work_difficulty_bits=8, time_vdf_iterations=1_000, space_plot_k=19)
 KEYS = {f"v{i}": ed25519.Ed25519PrivateKey.generate() for i in range(4)}
 VALIDATORS = {n: ValidatorStake(k.public_key(), 1) for n, k in KEYS.items()}
 PREVIOUS = hashlib.sha256(b"block 7").digest()
-REQUESTER = bytes.fromhex("aa" * 16)
+JOINER_ED = ed25519.Ed25519PrivateKey.generate()
+JOINER_ML = mldsa.MLDSA65PrivateKey.generate()
+REQUESTER = bytes.fromhex(key_id_for(JOINER_ED.public_key()))  # a node's id is its key's
 SEED = b"admission plot"
+
+
+def joiner_body(attempt: int = 0, *, stake: int = 0, genesis: str = CHAIN,
+                node: str | None = None) -> dict[str, object]:
+    body = admission_body(node_id=REQUESTER.hex(), genesis=genesis,
+                          ed25519_key=JOINER_ED.public_key(), ml_dsa_key=JOINER_ML.public_key(),
+                          stake=stake, address="[2001:db8::9]:853", attempt=attempt)
+    return {**body, "node": node} if node else body
 
 
 def stake_part(digest: bytes, signers: list[str], previous: bytes = PREVIOUS) -> StakePart:
@@ -63,11 +75,11 @@ def plot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return create_plot(tmp_path_factory.mktemp("plot"), REQUESTER, SEED, 19)
 
 
-def admission(plot: Path) -> tuple[Entry, dict[str, str]]:
+def admission(plot: Path, **fields: object) -> tuple[Entry, dict[str, str]]:
     """A node admission whose plot holds a proof for its challenge (varying the body)."""
     for attempt in range(64):
         operation = Operation(kind=OperationKind.NODE_ADMISSION, requester=REQUESTER.hex(),
-                              body={"node": "n9", "attempt": attempt})
+                              body=joiner_body(attempt, **fields))  # type: ignore[arg-type]
         challenge = Challenge(operation.digest, PREVIOUS)
         space = prove_space(plot, challenge)
         if space is None:
@@ -90,9 +102,51 @@ def test_an_admission_with_all_four_proofs_verifies(plot: Path) -> None:
     ledger.plots[REQUESTER.hex()] = plots
     block = Block(8, PREVIOUS, "v0", (entry.encode(),))
     assert ledger.valid(block)
-    ledger.committed(block)
-    assert ledger.members == {"n9": REQUESTER.hex()}
+    assert ledger.committed(block) is None  # admitted without stake: not a validator
+    assert ledger.members == {REQUESTER.hex(): entry.operation.body}
     assert not ledger.valid(block)  # admitted once
+    with pytest.raises(ProofError, match="already a member"):
+        ledger._check(entry, PREVIOUS)
+
+
+def test_an_admission_with_stake_adds_a_hybrid_validator(plot: Path) -> None:
+    entry, plots = admission(plot, stake=5)
+    ledger = Ledger(CHAIN, VALIDATORS, PARAMS)
+    ledger.plots[REQUESTER.hex()] = plots
+    changed = ledger.committed(Block(8, PREVIOUS, "v0", (entry.encode(),)))
+    assert changed is not None and changed[REQUESTER.hex()].stake == 5
+    assert changed[REQUESTER.hex()].pq_key == JOINER_ML.public_key()  # its votes: both keys
+
+
+def test_admissions_for_another_genesis_or_node_are_refused(plot: Path) -> None:
+    ledger = Ledger(CHAIN, VALIDATORS, PARAMS)
+    cases = {"pinned genesis": {"genesis": "f" * 64}, "its own admission": {"node": "bb" * 16}}
+    for reason, change in cases.items():
+        body = {**joiner_body(), **change}
+        entry = Entry(operation=Operation(kind=OperationKind.NODE_ADMISSION,
+                                          requester=REQUESTER.hex(), body=body))
+        with pytest.raises(ProofError, match=reason):
+            ledger._check(entry, PREVIOUS, gathering=frozenset({"work", "time", "space",
+                                                                "stake"}))
+
+
+def test_a_validator_change_needs_a_member_and_cannot_be_replayed() -> None:
+    ledger = Ledger(CHAIN, VALIDATORS, PARAMS)
+    ledger.hashes[7], ledger.height = PREVIOUS, 7
+    stranger = Operation(kind=OperationKind.VALIDATOR_CHANGE, requester="aa",
+                         body={"node_id": "cc" * 16, "stake": 3})
+    with pytest.raises(ProofError, match="neither a validator nor an admitted node"):
+        ledger.check(Entry(operation=stranger, proofs=ProofBundle(
+            stake=stake_part(stranger.digest, ["v0", "v1", "v2"]), anchor=7)))
+    change = Operation(kind=OperationKind.VALIDATOR_CHANGE, requester="aa",
+                       body={"node_id": "v0", "stake": 2})
+    entry = Entry(operation=change, proofs=ProofBundle(
+        stake=stake_part(change.digest, ["v0", "v1", "v2"]), anchor=7))
+    ledger.check(entry)
+    changed = ledger.committed(Block(8, PREVIOUS, "v0", (entry.encode(),)))
+    assert changed is not None and changed["v0"].stake == 2
+    with pytest.raises(ProofError, match="this very operation was committed at height 8"):
+        ledger.check(entry)  # its stake proof still verifies: refused by digest
 
 
 def test_each_missing_or_foreign_proof_refuses_the_admission(plot: Path) -> None:
@@ -166,3 +220,27 @@ def test_odd_hex_and_wrong_types_in_an_operation_are_refused() -> None:
             continue
         assert not Ledger(CHAIN, VALIDATORS, PARAMS).valid(Block(2, PREVIOUS, "v0",
                                                                   (entry.encode(),)))
+
+
+def test_blocks_with_plots_pass_and_rivals_for_one_name_do_not() -> None:
+    """Each operation is checked against the ledger before the block: two that take the
+    same network name may not share a block (the second would overwrite the first)."""
+    ledger = Ledger(CHAIN, VALIDATORS, PARAMS)
+    plot = Operation(kind=OperationKind.PLOT_REGISTRATION, requester=REQUESTER.hex(),
+                     body={"seed": SEED.hex(), "plot_id": plot_id_for(REQUESTER, SEED).hex()})
+    plot_entry = Entry(operation=plot, proofs=ProofBundle(work=work_part(solve_work(
+        Challenge(plot.digest, PREVIOUS), REQUESTER, PARAMS.work_difficulty_bits))))
+    assert ledger.valid(Block(8, PREVIOUS, "v0", (plot_entry.encode(),)))
+    rivals = []
+    for requester in (REQUESTER, bytes.fromhex("bb" * 16)):
+        operation = Operation(kind=OperationKind.NETWORK_REGISTRATION,
+                              requester=requester.hex(), body={"name": "alpha"})
+        challenge = Challenge(operation.digest, PREVIOUS)
+        rivals.append(Entry(operation=operation, proofs=ProofBundle(
+            work=work_part(solve_work(challenge, requester, PARAMS.work_difficulty_bits)),
+            time=time_part(prove_delay(challenge, PARAMS.time_vdf_iterations)))).encode())
+    assert all(ledger.valid(Block(8, PREVIOUS, "v0", (raw,))) for raw in rivals)
+    assert not ledger.valid(Block(8, PREVIOUS, "v0", tuple(rivals)))
+    for entry in rivals:
+        ledger.submit(decode_entry(entry))
+    assert len(ledger.propose(8, PREVIOUS)) == 1  # the rival waits for a later block
