@@ -12,7 +12,7 @@ certificate).  Committed = stored on *every* node (``committed_at`` in each node
 (a) latency at 20/s, pushed to every node (as a node gossips what it is given) or to
     one node in turn.  Target: p50 <= 1 s.
 (b) throughput: as fast as the nodes take them, spread over the four, at most
-    ``--backlog`` waiting; blocks/s x operations a block.  Target: >= 500/s.
+    ``--backlog`` waiting, 100 to a push; blocks/s x operations a block.  Target: >= 500/s.
 (c) ``network-registration`` with proofs made beforehand (anchored at the current
     height), all at once through node-1's ``admin.network-register``.
 (d) baseline: the node's Tendermint and Ledger for four validators in this process
@@ -74,6 +74,8 @@ RATE = 20.0  # latency phases: submissions per second
 REQUESTER = "be" * 16
 BOUND = 90.0  # seconds any wait for commits may take (polling, bounded)
 TARGET_P50, TARGET_RATE = 1.0, 500.0
+#: Operations a client push carries in (b) (``consensus.operation`` takes one a line).
+BATCH = 100
 CORES = os.cpu_count() or 1
 
 
@@ -247,7 +249,7 @@ async def throughput(chains: Chains, clients: list[NodeClientProtocol], first: i
                      seconds: float, backlog: int) -> dict[str, float]:
     """(b): for ``seconds``, as fast as blocks take them (at most ``backlog`` waiting, to
     one node each in turn); then wait until every one is committed everywhere."""
-    n, wall, start = first, time.time(), time.monotonic()
+    n, pushes, wall, start = first, 0, time.time(), time.monotonic()
     committed, next_poll = len(chains.everywhere), 0.0
     while (now := time.monotonic()) < start + seconds:
         if now >= next_poll:
@@ -257,9 +259,10 @@ async def throughput(chains: Chains, clients: list[NodeClientProtocol], first: i
         if waiting >= backlog:
             await asyncio.sleep(0.02)  # polling, bounded by the phase's end
             continue
-        for _ in range(min(100, backlog - waiting)):
-            clients[n % NODES].push("consensus", "operation", checkpoint(n).encode())
-            n += 1
+        batch = min(BATCH, backlog - waiting)  # one push: the node's gossip batches too
+        clients[pushes % NODES].push("consensus", "operation", b"\n".join(
+            checkpoint(i).encode() for i in range(n, n + batch)))
+        n, pushes = n + batch, pushes + 1
         await asyncio.sleep(0)  # let the pushes go out
     end = time.time()
     await chains.until("the phase's operations committed on every node",
@@ -434,7 +437,7 @@ async def run_devnet(args: argparse.Namespace, devnet: Devnet, chains: Chains, c
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="of each phase")
-    parser.add_argument("--backlog", type=int, default=1000, help="waiting, at most")
+    parser.add_argument("--backlog", type=int, default=3000, help="waiting, at most")
     parser.add_argument("--registrations", type=int, default=30)
     parser.add_argument("--commit-pause-ms", type=int, help="default: the node's")
     parser.add_argument("--quick", action="store_true", help="no registrations, no what-if")

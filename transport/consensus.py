@@ -50,6 +50,9 @@ log = logging.getLogger("trustchain.consensus")
 SERVICE = "consensus"
 #: Blocks asked for, and answered, per catch-up request.
 BLOCKS_PER_REQUEST = 32
+#: Bytes of blocks in one catch-up answer, at most (a stoq/1 message is 1 MiB by default;
+#: the node that catches up asks again until it has them all).
+MAX_ANSWER_BYTES = 512 * 1024
 #: How often a validator sends its messages of the current height again (see resend).
 RESEND_SECONDS = 1.0
 #: Operations waiting for a block, at most (more are refused with 503).
@@ -69,7 +72,8 @@ class ConsensusRunner:
         self._wall = wall
         #: Called with each committed block, after it is stored (the application's hook).
         self.on_commit = on_commit
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
         self._resending: asyncio.TimerHandle | None = None
         self._last_resend: tuple[int, int, str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -78,6 +82,8 @@ class ConsensusRunner:
         self.evidence: list[Evidence] = []
         #: Operation digest -> who waits for its block (:meth:`committed_height`).
         self._waiting: dict[bytes, list[asyncio.Future[int]]] = {}
+        #: Operations submitted here that the other nodes have not been told of yet.
+        self._outbox: list[bytes] = []
         self.last_commit: datetime | None = None
         #: Why this node stopped taking part (a fork: two blocks for one height), if it did.
         self.halted: str | None = None
@@ -126,9 +132,27 @@ class ConsensusRunner:
             raise Unavailable(f"{MAX_POOL} operations already wait for a block")
         self.ledger.submit(entry)
         if gossip:
-            self._peers.push(SERVICE, "operation", entry.encode())
+            if not self._outbox:
+                assert self._loop is not None
+                self._loop.call_soon(self._gossip)
+            self._outbox.append(entry.encode())
         self.wake()
         return True
+
+    def _gossip(self) -> None:
+        """Tell every connected node of the operations submitted since the last time, many
+        to a push (one stream each would cost more than checking them)."""
+        outbox, self._outbox = self._outbox, []
+        batch: list[bytes] = []
+        size = 0
+        for raw in outbox:
+            if batch and size + len(raw) + 1 > MAX_ANSWER_BYTES:
+                self._peers.push(SERVICE, "operation", b"\n".join(batch))
+                batch, size = [], 0
+            batch.append(raw)
+            size += len(raw) + 1
+        if batch:
+            self._peers.push(SERVICE, "operation", b"\n".join(batch))
 
     async def committed_height(self, entry: Entry, timeout: float) -> int:
         """Submit ``entry`` (checked first) and wait for the height of the block that
@@ -159,15 +183,18 @@ class ConsensusRunner:
                 self._waiting.pop(digest, None)
 
     def receive_operation(self, data: bytes) -> None:
-        """A ``consensus.operation`` push: another node's pool gained it.
+        """A ``consensus.operation`` push: another node's pool gained these operations
+        (one or more, in canonical JSON, one a line: canonical JSON holds no newline).
 
-        :raises BadRequest: not an operation in canonical form.
+        :raises BadRequest: a line that is not an operation in canonical form (the lines
+            before it are taken).
         """
-        try:
-            entry = decode_entry(data)
-        except ProofError as exc:
-            raise BadRequest(str(exc)) from None
-        self.submit(entry, gossip=False)
+        for line in data.split(b"\n"):
+            try:
+                entry = decode_entry(line)
+            except ProofError as exc:
+                raise BadRequest(str(exc)) from None
+            self.submit(entry, gossip=False)
 
     def wake(self) -> None:
         """An operation joined the pool: an idle federation starts the next height."""
@@ -278,12 +305,15 @@ class ConsensusRunner:
             return
         deadline = self.engine.next_deadline()
         if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
+            if deadline is not None and self._timer_at == deadline:
                 return
             self._timer.cancel()
             self._timer = None
         if deadline is not None:
             assert self._loop is not None
+            # The deadline is kept here: for one already past, uvloop's call_at returns a
+            # plain Handle, without when() (found under load: every push handler failed).
+            self._timer_at = deadline
             self._timer = self._loop.call_at(deadline, self._tick)
 
     # --- catch-up ---------------------------------------------------------------------
@@ -330,8 +360,6 @@ class ConsensusRunner:
                     return
             log.info("caught up from node %s: heights %d to %d", node_id, start,
                      self.engine.height - 1)
-            if len(blocks) < BLOCKS_PER_REQUEST:
-                return
 
     def _distrust(self, node_id: str, what: str) -> None:
         log.warning("node %s sent %s; not asking it for blocks again until it reconnects",
@@ -344,9 +372,18 @@ class ConsensusRunner:
     # --- what other nodes ask ---------------------------------------------------------
 
     def blocks(self, start: int, limit: int) -> dict[str, Any]:
+        """Up to ``limit`` committed blocks from ``start``, and fewer where they would not
+        fit in one answer (at least one: a block always fits, see ``MAX_BLOCK_BYTES``)."""
         limit = max(0, min(limit, BLOCKS_PER_REQUEST))
-        return {"blocks": [base64.b64encode(encode_message(d)).decode()
-                           for d in self._store.blocks(start, limit)]}
+        out: list[str] = []
+        size = 0
+        for decision in self._store.blocks(start, limit):
+            encoded = base64.b64encode(encode_message(decision)).decode()
+            if out and size + len(encoded) > MAX_ANSWER_BYTES:
+                break
+            size += len(encoded)
+            out.append(encoded)
+        return {"blocks": out}
 
     def status(self) -> dict[str, Any]:
         engine = self.engine
@@ -371,6 +408,8 @@ class ConsensusRunner:
             "evidence": [{"kind": type(e).__name__, "offender": e.offender,
                           "height": e.first.height, "round": e.first.round}
                          for e in self.evidence],
+            "members": [{"node_id": node_id, "address": body["address"], "stake": body["stake"]}
+                        for node_id, body in sorted(self.ledger.members.items())],
             "slashed": sorted(self.ledger.slashed),
             "networks": len(self.ledger.networks),
             "parameters": self.ledger.parameters.model_dump(),

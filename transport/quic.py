@@ -40,7 +40,7 @@ from transport.sockets import bind_socket, format_address
 from transport.tls import peer_certificates, request_client_certificates, server_configuration
 from transport.transmit import CoalescedTransmit
 from trustchain.dns.handler import DnsHandler, QueryContext
-from trustchain.identity import Peer, PeerCertificateError, TlsIdentity, identify_peer
+from trustchain.identity import Peer, PeerCertificateError, Role, TlsIdentity, identify_peer
 from trustchain.stoq import doq
 from trustchain.stoq.admission import Admission, Decision
 from trustchain.stoq.connection import PushReceived, RequestReceived, StoqServer, StreamRejected
@@ -241,7 +241,22 @@ class GuardedQuicServer(QuicServer):
         return self._queues.dropped
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        self._queues.put(data.encode() if isinstance(data, str) else data, addr)
+        data = data.encode() if isinstance(data, str) else data
+        if self._of_a_node(data):
+            self._receive(data, addr)
+        else:
+            self._queues.put(data, addr)
+
+    def _of_a_node(self, data: bytes) -> bool:
+        """Whether ``data`` is a short-header packet of a connection whose client proved a
+        node certificate: the federation's own traffic (a proposal is hundreds of
+        datagrams at once) bypasses the queues, which are for strangers' floods; QUIC's
+        flow control bounds what a node may send."""
+        if not data or data[0] & 0x80:  # a long header: a handshake, in the queues
+            return False
+        protocol = self._protocols.get(data[1:1 + self._configuration.connection_id_length])
+        return isinstance(protocol, NodeQuicProtocol) and protocol.peer is not None \
+            and protocol.peer.role is Role.NODE
 
     def close(self) -> None:
         self._queues.close()

@@ -602,14 +602,14 @@ class Tendermint:
         self._timers = [t for t in self._timers if t[3] >= self.height]
         heapq.heapify(self._timers)
         self._reset_height()
-        if self._timeouts.commit > 0 or self._timeouts.idle > 0:
-            self.step = NEW_HEIGHT  # until the "commit" timer, and maybe "idle"
-            self._height_from = now + self._timeouts.commit
-            self._timer_seq += 1
-            heapq.heappush(self._timers, (self._height_from, self._timer_seq, "commit",
-                                          self.height, 0))
-        else:
-            out.extend(self._start_round(0, now))
+        # Always by the "commit" timer, even of 0 s: a validator that decides alone (one
+        # validator, or one with more than 2/3 of the stake) would otherwise start and
+        # decide the next height within this call, and the next, without end.
+        self.step = NEW_HEIGHT  # until the "commit" timer, and maybe "idle"
+        self._height_from = now + self._timeouts.commit
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (self._height_from, self._timer_seq, "commit",
+                                      self.height, 0))
         for message in self._future.pop(self.height, []):
             out.extend(self.receive(message, now))
         for stale in [h for h in self._future if h < self.height]:
