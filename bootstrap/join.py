@@ -202,31 +202,48 @@ def _detail(message: bytes) -> str:
         return message.decode("utf-8", "replace")
 
 
-async def _admit(
+def _admit(
     genesis: GenesisDocument, pin: str, host: str, port: int, server_name: str,
     keys: tuple[ed25519.Ed25519PrivateKey, mldsa.MLDSA65PrivateKey, ec.EllipticCurvePrivateKey],
     node_id: str, *, plot: Path, seed: bytes, stake: int, address: str,
     progress: Callable[[str], None],
 ) -> EnrolmentState:
-    """Enrol, register the plot, and be admitted by consensus with the four proofs."""
+    """Enrol, register the plot, and be admitted by consensus with the four proofs.
+
+    Each proof is made between connections, never while one is open: a proof of work
+    takes seconds and, unluckily, a minute, in which an open connection would go idle
+    and be closed (found by tests/test_admission.py).
+    """
     ed_key, ml_key, tls_key = keys
-    # Answers wait for a block (up to 30 s each): a longer idle timeout than the default.
-    async with connect(host, port, root=genesis.root_certificate, server_name=server_name,
-                       idle_timeout=JOIN_IDLE_TIMEOUT) as peer:
-        state = await _request(peer, genesis, ed_key, ml_key, tls_key, node_id)
-        if state.status != "pending":
-            return state
-        status = await _json(peer, "consensus", "status")
-        progress(f"registering the plot (proof of work bound to block {status['height']})")
-        registered = await _json(peer, "ca", "enrol-plot", plot_request(node_id, seed, status))
-        status = await _json(peer, "consensus", "status")
-        progress(f"plot registered at height {registered['height']}; proving work, time and "
-                 f"space for the admission (bound to block {status['height']})")
-        request = admit_request(node_id=node_id, genesis_pin=pin, ed_key=ed_key.public_key(),
-                                ml_key=ml_key.public_key(), stake=stake, address=address,
-                                plot=plot, seed=seed, status=status)
-        progress("asking the validators to admit this node")
-        return EnrolmentState.model_validate(await _json(peer, "ca", "enrol-admit", request))
+
+    async def ask(*calls: tuple[str, str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+        # Answers may wait for a block (up to 30 s): a longer idle timeout than the default.
+        async with connect(host, port, root=genesis.root_certificate, server_name=server_name,
+                           idle_timeout=JOIN_IDLE_TIMEOUT) as peer:
+            return [await _json(peer, service, method, message)
+                    for service, method, message in calls]
+
+    async def enrol() -> tuple[EnrolmentState, dict[str, Any]]:
+        async with connect(host, port, root=genesis.root_certificate,
+                           server_name=server_name) as peer:
+            state = await _request(peer, genesis, ed_key, ml_key, tls_key, node_id)
+            return state, await _json(peer, "consensus", "status")
+
+    state, status = asyncio.run(enrol())
+    if state.status != "pending":
+        return state
+    progress(f"registering the plot (proof of work bound to block {status['height']})")
+    plot_message = plot_request(node_id, seed, status)
+    registered, status = asyncio.run(ask(("ca", "enrol-plot", plot_message),
+                                         ("consensus", "status", None)))
+    progress(f"plot registered at height {registered['height']}; proving work, time and "
+             f"space for the admission (bound to block {status['height']})")
+    request = admit_request(node_id=node_id, genesis_pin=pin, ed_key=ed_key.public_key(),
+                            ml_key=ml_key.public_key(), stake=stake, address=address,
+                            plot=plot, seed=seed, status=status)
+    progress("asking the validators to admit this node")
+    (admitted,) = asyncio.run(ask(("ca", "enrol-admit", request)))
+    return EnrolmentState.model_validate(admitted)
 
 
 async def _call(peer, method: str, message: bytes, *, allow_missing: bool = False) -> EnrolmentState | None:  # type: ignore[no-untyped-def]
@@ -313,9 +330,9 @@ def join_network(
         if approval == "consensus":
             plot, seed = ensure_plot(staging.path / PLOT_DIR, node_id,
                                      int(federation["parameters"]["space_plot_k"]), progress)
-            state = asyncio.run(_admit(
+            state = _admit(
                 genesis, pin, host, port, name, (ed_key, ml_key, tls_key), node_id, plot=plot,
-                seed=seed, stake=stake, address=advertised, progress=progress))
+                seed=seed, stake=stake, address=advertised, progress=progress)
         else:
             state = asyncio.run(_enrol(
                 genesis, host, port, name, ed_key, ml_key, tls_key, node_id,

@@ -4,7 +4,8 @@ block, the validators' endorsement), is admitted by a committed ``node-admission
 receives its node certificate, serves, catches up, and signs commits as a fifth
 validator.  A forged proof, and a founding node asking to join again, are refused with
 their reason.  Then the validators' operators change its stake
-(``trustchain federation validator`` on four of the five nodes).
+(``trustchain federation validator`` on four of the five nodes), and the proofs'
+parameters (``trustchain federation configure``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from bootstrap.admission import admit_request, ensure_plot, plot_request
 from bootstrap.devnet import node_config_text, pick_ports
 from bootstrap.genesis import parse_genesis
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE, CONSENSUS_ML_DSA_PURPOSE
-from bootstrap.join import _json, _request
+from bootstrap.join import _request
 from tests.support import NodeProcess, cli_env, kill_processes_naming, run_cli
 from tests.test_federation import NAMES, Federation, check_invariants, wait_for
 from transport.client import connect
+from trustchain.config import CONFIG_FILE_NAME
 from trustchain.keystore import KeyStore
 
 
@@ -61,7 +63,7 @@ def test_a_fifth_node_joins_by_consensus_and_signs_commits(
     quic = [n["addresses"]["quic"] for n in devnet["nodes"]]
     data = tmp_path / "node-5"
     data.mkdir(mode=0o700)
-    (data / "config.toml").write_text(node_config_text("::1", pick_ports("::1", 1)[0], quic))
+    (data / CONFIG_FILE_NAME).write_text(node_config_text("::1", pick_ports("::1", 1)[0], quic))
     env = {k: v for k, v in federation.env.items() if not k.endswith("_PORT")}  # its own ports
     result = run_cli("join", "--data-dir", data, "--genesis",
                      federation.base / "node-1" / "genesis.json", "--pin",
@@ -100,6 +102,17 @@ def test_a_fifth_node_joins_by_consensus_and_signs_commits(
     assert f"validator {node_id}: stake 50, committed at height" in answers[3]
     wait_for("every node applies the change", lambda: all(
         _validators(federation, n).get(node_id) == 50 for n in NAMES))
+
+    # The federation's configuration the same way: four founders (400 of 450) lower the work.
+    for name, address in zip(NAMES, quic, strict=True):
+        answer = run_cli("federation", "configure", "--work-difficulty-bits", "16",
+                         "--data-dir", federation.base / name, *key_store, "--server", address,
+                         env=federation.env)
+        assert answer.returncode == 0, answer.stderr
+    assert "configuration: work-difficulty-bits 16, committed at height" in answer.stdout
+    wait_for("every node checks proofs of 16 bits", lambda: all(
+        federation.consensus_status(n)["parameters"]["work_difficulty_bits"] == 16
+        for n in [*NAMES]))
     assert node5.stop() == 0
 
 
@@ -121,26 +134,38 @@ def test_a_forged_proof_and_a_founder_joining_again_are_refused(
         devnet["genesis_sha256"]
     plot, seed = ensure_plot(tmp_path / "plot", node_id, 19, lambda _m: None)
 
-    async def attempt() -> list[tuple[int, str]]:
-        async with connect("::1", port, root=genesis.root_certificate,
-                           server_name=genesis.body.origin.rstrip(".")) as peer:
-            await _request(peer, genesis, ed, ml, ec.generate_private_key(ec.SECP256R1()),
-                           node_id)
-            await _json(peer, "ca", "enrol-plot", plot_request(
-                node_id, seed, await _json(peer, "consensus", "status")))
-            request = admit_request(
-                node_id=node_id, genesis_pin=pin, ed_key=ed.public_key(),
-                ml_key=ml.public_key(), stake=0, address="[::1]:9", plot=plot, seed=seed,
-                status=await _json(peer, "consensus", "status"))
-            forged = json.loads(json.dumps(request))
-            forged["proofs"]["work"]["nonce"] += 1  # no longer meets the difficulty
-            answers = []
-            for message in (forged, request):
-                response = await peer.request("ca", "enrol-admit", json.dumps(message).encode())
-                answers.append((response.status, json.loads(response.message)["detail"]))
-            return answers
+    def call(*calls: tuple[str, str, dict[str, Any] | None]) -> list[tuple[int, Any]]:
+        """One connection for these calls (proofs are made between connections: an open
+        one would go idle while a proof of work takes its time)."""
 
-    (forged_status, forged_reason), (again_status, again_reason) = asyncio.run(attempt())
+        async def run() -> list[tuple[int, Any]]:
+            async with connect("::1", port, root=genesis.root_certificate,
+                               server_name=genesis.body.origin.rstrip(".")) as peer:
+                if not calls:
+                    await _request(peer, genesis, ed, ml,
+                                   ec.generate_private_key(ec.SECP256R1()), node_id)
+                answers = []
+                for service, method, message in calls:
+                    response = await peer.request(service, method,
+                                                  json.dumps(message or {}).encode())
+                    answers.append((response.status, json.loads(response.message)))
+                return answers
+
+        return asyncio.run(run())
+
+    call()  # enrol node-2's keys with node-1
+    ((_ok, status),) = call(("consensus", "status", None))
+    ((registered, _), (_ok, status)) = call(("ca", "enrol-plot", plot_request(node_id, seed, status)),
+                                            ("consensus", "status", None))
+    assert registered == 200
+    request = admit_request(node_id=node_id, genesis_pin=pin, ed_key=ed.public_key(),
+                            ml_key=ml.public_key(), stake=0, address="[::1]:9", plot=plot,
+                            seed=seed, status=status)
+    forged = json.loads(json.dumps(request))
+    forged["proofs"]["work"]["nonce"] += 1  # no longer meets the difficulty
+    answers = [(code, body["detail"]) for code, body in call(("ca", "enrol-admit", forged),
+                                                             ("ca", "enrol-admit", request))]
+    (forged_status, forged_reason), (again_status, again_reason) = answers
     assert forged_status == 400 and forged_reason.startswith("work:"), forged_reason
     assert again_status == 400
     assert f"node {node_id} is already a member of the federation" in again_reason

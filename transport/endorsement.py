@@ -12,8 +12,9 @@ validator endorses only once
   (:meth:`~trustchain.consensus.ledger.Ledger.endorsable`), and
 * its own operator's policy allows it (:class:`EndorsementPolicy`): an
   admission asks for no more stake than ``admission_max_stake``; a change of
-  stake was asked for on this very node by its operator
-  (``trustchain federation validator``) within :data:`CONSENT_SECONDS`.
+  stake or of the federation's configuration was asked for on this very node
+  by its operator (``trustchain federation validator|configure``) within
+  :data:`CONSENT_SECONDS`.
 
 Each signature is checked on arrival, so a validator that answers with a bad
 one is not counted; what it takes is reported when too little stake signed.
@@ -27,10 +28,19 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+
 from transport.client import ConnectError, StreamError
 from transport.peers import Peers
+from trustchain.canonical import canonical_json
 from trustchain.consensus.ledger import Ledger
-from trustchain.consensus.operations import Entry, OperationKind, StakePart, decode_entry
+from trustchain.consensus.operations import (
+    Entry,
+    Operation,
+    OperationKind,
+    StakePart,
+    decode_entry,
+)
 from trustchain.consensus.proofs import ProofError
 from trustchain.consensus.proofs.stake import commit_message, verify_pq
 from trustchain.errors import BadRequest, Unavailable
@@ -51,17 +61,25 @@ class EndorsementPolicy:
     def __init__(self, *, admission_max_stake: int, clock: Callable[[], float]) -> None:
         self.admission_max_stake = admission_max_stake
         self._clock = clock
-        #: (node id, stake) -> when the operator's consent lapses.
-        self._consents: dict[tuple[str, int], float] = {}
+        #: (kind, canonical body) of what the operator asked for -> when the consent lapses.
+        self._consents: dict[tuple[str, bytes], float] = {}
 
-    def consent(self, node_id: str, stake: int) -> None:
+    def consent(self, operation: Operation) -> None:
+        """This node's operator asks for ``operation`` (a change of stake or of the
+        federation's configuration): endorse it, whichever node asks, for a while."""
         now = self._clock()
         self._consents = {k: t for k, t in self._consents.items() if t > now}
-        self._consents[(node_id, stake)] = now + CONSENT_SECONDS
+        self._consents[_consent_key(operation)] = now + CONSENT_SECONDS
 
-    def withdraw(self, node_id: str) -> None:
-        """Forget every consent about ``node_id`` (a change of its stake was committed)."""
-        self._consents = {k: t for k, t in self._consents.items() if k[0] != node_id}
+    def withdraw(self, operation: Operation) -> None:
+        """A change was committed: consents to other changes of the same thing (that
+        node's stake; the configuration) are spent, so none is revived later."""
+        if operation.kind is OperationKind.VALIDATOR_CHANGE:
+            node = operation.body.get("node_id")
+            self._consents = {k: t for k, t in self._consents.items()
+                              if k[0] != operation.kind or json.loads(k[1])["node_id"] != node}
+        elif operation.kind is OperationKind.FEDERATION_CONFIG:
+            self._consents = {k: t for k, t in self._consents.items() if k[0] != operation.kind}
 
     def check(self, entry: Entry) -> None:
         """:raises ProofError: naming the policy that refuses ``entry``."""
@@ -71,14 +89,22 @@ class EndorsementPolicy:
             if body.get("stake", 0) > self.admission_max_stake:
                 raise ProofError(f"endorse: this validator endorses admissions with a stake of "
                                  f"at most {self.admission_max_stake} (admission_max_stake)")
-        elif operation.kind is OperationKind.VALIDATOR_CHANGE:
-            lapses = self._consents.get((body.get("node_id"), body.get("stake")))  # type: ignore[arg-type]
+        elif operation.kind in CONSENTED:
+            lapses = self._consents.get(_consent_key(operation))
             if lapses is None or lapses <= self._clock():
-                raise ProofError(f"endorse: this validator's operator has not asked for a stake "
-                                 f"of {body.get('stake')} for {body.get('node_id')} (trustchain "
-                                 "federation validator, on this node)")
+                raise ProofError(f"endorse: this validator's operator has not asked for this "
+                                 f"{operation.kind} ({CONSENTED[operation.kind]}, on this node)")
         else:
             raise ProofError(f"endorse: {operation.kind} operations are not endorsed")
+
+
+#: Operations a validator endorses only at its operator's request, and the command.
+CONSENTED = {OperationKind.VALIDATOR_CHANGE: "trustchain federation validator",
+             OperationKind.FEDERATION_CONFIG: "trustchain federation configure"}
+
+
+def _consent_key(operation: Operation) -> tuple[str, bytes]:
+    return operation.kind.value, canonical_json(operation.body)
 
 
 class Endorsements:
@@ -141,7 +167,7 @@ class Endorsements:
             validator = validators[node_id]
             try:
                 validator.public_key.verify(ed, message)
-            except Exception:  # noqa: BLE001 - InvalidSignature, or a malformed signature
+            except InvalidSignature:  # (a signature of the wrong length too)
                 refusals.append(f"{node_id}: a signature that does not verify")
                 continue
             if validator.pq_key is not None and not verify_pq(validator.pq_key, message, ml):

@@ -1,5 +1,6 @@
 """``trustchain federation status``: the consensus as one node sees it; ``federation
-validator``: an operator's consent to a validator's stake."""
+validator|configure``: an operator's consent to a validator's stake, or to new proof
+parameters (committed once validators with more than 2/3 of the stake consented)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from trustchain.cli.remote import (
     public_call,
     trust_anchor,
 )
+from trustchain.errors import LocalError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -35,19 +37,41 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--stake", type=int, required=True, metavar="N",
                    help="its new stake (0: it leaves the validator set)")
     add_admin_options(p, json_output=True)
+    p = add_command(sub, "configure", "consent to new proof parameters on this node; "
+                    "committed once validators holding more than 2/3 of the stake consented",
+                    cmd_federation_configure)
+    for name, what in (("work-difficulty-bits", "leading zero bits of the proof of work"),
+                       ("time-vdf-iterations", "squarings of the proof of time (VDF)"),
+                       ("space-plot-k", "plot size of the proof of space (19 to 50)")):
+        p.add_argument(f"--{name}", type=int, metavar="N", help=what)
+    add_admin_options(p, json_output=True)
 
 
 def cmd_federation_validator(args: argparse.Namespace) -> int:
     result = admin_call(args, "validator", {"node_id": args.node_id, "stake": args.stake})
+    return _consented(args, result, f"validator {args.node_id}: stake {args.stake}")
+
+
+def cmd_federation_configure(args: argparse.Namespace) -> int:
+    changes = {name: getattr(args, name) for name in
+               ("work_difficulty_bits", "time_vdf_iterations", "space_plot_k")
+               if getattr(args, name) is not None}
+    if not changes:
+        raise LocalError("name a parameter to change: --work-difficulty-bits, "
+                         "--time-vdf-iterations or --space-plot-k")
+    result = admin_call(args, "federation-configure", changes)
+    what = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in changes.items())
+    return _consented(args, result, f"configuration: {what}")
+
+
+def _consented(args: argparse.Namespace, result: dict[str, Any], what: str) -> int:
     if args.json:
         print_json(result)
     elif result["status"] == "committed":
-        print(f"validator {args.node_id}: stake {args.stake}, committed at height "
-              f"{result['height']}")
+        print(f"{what}, committed at height {result['height']}")
     else:
-        print(f"validator {args.node_id}: stake {args.stake} consented here; not yet committed: "
-              f"{result['detail']}. Run the same command on the other validators' nodes "
-              "(consent stands for an hour).")
+        print(f"{what} consented here; not yet committed: {result['detail']}. Run the same "
+              "command on the other validators' nodes (consent stands for an hour).")
     return 0
 
 
@@ -73,6 +97,10 @@ def format_status(status: dict[str, Any]) -> str:
         f"round       {status['round']} ({status['step']})",
         f"validators  {len(status['validators'])}, stake {status['total_stake']}",
     ]
+    params = status.get("parameters", {})
+    if params:
+        lines.insert(5, f"proofs      work {params['work_difficulty_bits']} bits, time "
+                        f"{params['time_vdf_iterations']} squarings, space k={params['space_plot_k']}")
     for v in status["validators"]:
         share = 100 * v["stake"] / total
         lines.append(f"  {v['node_id']}  stake {v['stake']} ({share:.0f}%)  "

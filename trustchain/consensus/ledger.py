@@ -6,8 +6,9 @@ It proposes the operations waiting in its pool (plus any the caller's
 every operation is well formed, carries exactly the proofs :data:`POLICY`
 asks for and each verifies against the block it extends, and applies
 decided blocks: admitted nodes, registered networks and plots, validator
-stakes, agreed CA intermediates and CT checkpoints (recorded for the CA and
-distribution code), and evidence, which removes the offender from the
+stakes, the proofs' parameters (``federation-config``), agreed CA
+intermediates and CT checkpoints (recorded for the CA and distribution
+code), and evidence, which removes the offender from the
 validator set from the next height on (its stake is slashed to nothing).
 """
 
@@ -17,6 +18,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
+
+from pydantic import ValidationError
 
 from trustchain.consensus.admission import MAX_STAKE, admitted_validator, check_admission, keys_of
 from trustchain.consensus.evidence import EvidenceError, evidence_from_body
@@ -44,6 +47,9 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _REGISTRATION_FIELDS = frozenset({"name", "delegate", "ds", "prefixes"})
 #: Proofs may answer any of the last this many committed blocks (``ProofBundle.anchor``).
 ANCHOR_WINDOW = 1000
+#: What a ``federation-config`` operation may change: the cost of the proofs.  The stake
+#: quorum stays the genesis's (Tendermint's safety rests on it).
+CONFIGURABLE = frozenset({"work_difficulty_bits", "time_vdf_iterations", "space_plot_k"})
 #: The block hash before the first block.
 GENESIS_HASH = bytes(32)
 
@@ -58,6 +64,8 @@ def _claim(operation: Operation) -> tuple[str, str] | None:
         return ("node", str(body.get("node")))
     if operation.kind is OperationKind.VALIDATOR_CHANGE:
         return ("validator", str(body.get("node_id")))
+    if operation.kind is OperationKind.FEDERATION_CONFIG:
+        return ("configuration", "")
     return None
 
 
@@ -248,9 +256,30 @@ class Ledger:
                 raise ProofError(f"{operation.kind}: names its {subject}")
         elif operation.kind is OperationKind.VALIDATOR_CHANGE:
             self._check_change(body)
+        elif operation.kind is OperationKind.FEDERATION_CONFIG:
+            self._configured(body)
         if anchor is not None and operation.digest in self.recent:
             raise ProofError(f"{operation.kind}: this very operation was committed at height "
                              f"{self.recent[operation.digest]}")
+
+    def _configured(self, body: dict[str, Any]) -> ProofParameters:
+        """The proof parameters a ``federation-config`` operation sets.
+
+        :raises ProofError: unless it changes some of :data:`CONFIGURABLE` to valid values.
+        """
+        changes = body.get("parameters")
+        if set(body) != {"parameters"} or not isinstance(changes, dict) or not changes \
+                or set(changes) - CONFIGURABLE:
+            raise ProofError("federation-config: parameters to change, among "
+                             f"{', '.join(sorted(CONFIGURABLE))}")
+        try:
+            configured = ProofParameters.model_validate(
+                {**self.parameters.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ProofError(f"federation-config: {exc.errors()[0]['msg']}") from None
+        if configured == self.parameters:
+            raise ProofError("federation-config: the parameters are so already")
+        return configured
 
     def _check_change(self, body: dict[str, Any]) -> None:
         node_id, stake = body.get("node_id"), body.get("stake")
@@ -287,6 +316,10 @@ class Ledger:
             self.intermediates[body["network"]] = dict(body)
         elif operation.kind is OperationKind.CT_CHECKPOINT:
             self.checkpoints[body["log"]] = dict(body)
+        elif operation.kind is OperationKind.FEDERATION_CONFIG:
+            # Operations in later blocks are checked against these (those made for the
+            # old ones and still waiting are dropped from the pool as they fail).
+            self.parameters = self._configured(body)
         elif operation.kind is OperationKind.VALIDATOR_CHANGE:
             node_id, stake = body["node_id"], body["stake"]
             if stake == 0:

@@ -35,6 +35,7 @@ class OperationKind(StrEnum):
     NETWORK_REGISTRATION = "network-registration"
     PLOT_REGISTRATION = "plot-registration"
     VALIDATOR_CHANGE = "validator-change"
+    FEDERATION_CONFIG = "federation-config"
     CA_INTERMEDIATE = "ca-intermediate"
     CT_CHECKPOINT = "ct-checkpoint"
     EVIDENCE = "evidence"
@@ -48,6 +49,7 @@ POLICY: dict[OperationKind, frozenset[str]] = {
     OperationKind.NETWORK_REGISTRATION: frozenset({"work", "time"}),
     OperationKind.PLOT_REGISTRATION: frozenset({"work"}),
     OperationKind.VALIDATOR_CHANGE: frozenset({"stake"}),
+    OperationKind.FEDERATION_CONFIG: frozenset({"stake"}),
     OperationKind.CA_INTERMEDIATE: frozenset({"stake"}),
     OperationKind.CT_CHECKPOINT: frozenset(),
     OperationKind.EVIDENCE: frozenset(),

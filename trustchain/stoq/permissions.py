@@ -73,6 +73,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("admin", "approve"): Access.ADMIN,
     ("admin", "reject"): Access.ADMIN,
     ("admin", "validator"): Access.ADMIN,
+    ("admin", "federation-configure"): Access.ADMIN,
     # Zone management (trustchain/wiring/dns.py over trustchain/dns/).
     ("admin", "zone-create"): Access.ADMIN,
     ("admin", "zone-delete"): Access.ADMIN,

@@ -18,9 +18,10 @@ Both are idempotent: a joiner that lost its connection runs ``join`` again
 and gets the certificate of an admission already committed.  Refusals name
 their reason (a forged proof, another genesis, a node already admitted).
 
-``admin.validator`` is an operator's consent to a validator's stake; the
-change is committed once validators holding more than 2/3 of the stake have
-consented on their own nodes (``trustchain federation validator``).
+``admin.validator`` and ``admin.federation-configure`` are an operator's
+consent to a validator's stake, or to new proof parameters; the change is
+committed once validators holding more than 2/3 of the stake have consented
+on their own nodes (``trustchain federation validator|configure``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from trustchain.consensus.operations import (
     TimePart,
     WorkPart,
 )
+from trustchain.consensus.proofs import ProofError
 from trustchain.errors import BadRequest, Unavailable
 
 #: How long an admission or a plot registration waits for its block.
@@ -91,6 +93,15 @@ class ValidatorRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     node_id: str = NodeId
     stake: int = Field(ge=0, le=2**40)
+
+
+class ConfigureRequest(BaseModel):
+    """The proof parameters to change (the rest stay): see ledger.CONFIGURABLE."""
+
+    model_config = ConfigDict(extra="forbid")
+    work_difficulty_bits: int | None = None
+    time_vdf_iterations: int | None = None
+    space_plot_k: int | None = None
 
 
 def plot_entry(request: PlotRequest) -> Entry:
@@ -157,14 +168,18 @@ class Admissions:
             self._in_flight -= 1
         return json.loads(self._enrolment.state(self._enrolment.issue(node_id)))
 
-    async def validator(self, request: ValidatorRequest) -> dict[str, Any]:
-        """Consent, and commit the change if validators with enough stake consented."""
-        self._endorsements.policy.consent(request.node_id, request.stake)
+    async def consent(self, kind: OperationKind, body: dict[str, Any]) -> dict[str, Any]:
+        """This operator's consent to ``kind`` with ``body``; committed if validators
+        holding enough stake consented too (each on its own node)."""
         runner = self._runner
-        entry = Entry(operation=Operation(
-            kind=OperationKind.VALIDATOR_CHANGE, requester=runner.engine.node_id,
-            body={"node_id": request.node_id, "stake": request.stake}),
-            proofs=ProofBundle(anchor=runner.ledger.height))
+        entry = Entry(operation=Operation(kind=kind, requester=runner.engine.node_id,
+                                          body=body),
+                      proofs=ProofBundle(anchor=runner.ledger.height))
+        try:
+            runner.ledger.endorsable(entry)
+        except ProofError as exc:
+            raise BadRequest(str(exc)) from None
+        self._endorsements.policy.consent(entry.operation)
         try:
             entry = await self._endorsements.gather(entry)
         except Unavailable as exc:
@@ -184,9 +199,16 @@ def admission_services(admissions: Admissions) -> list[Service]:
         return await admissions.admit(call.parse(AdmitRequest))
 
     async def validator(call: Call) -> dict[str, Any]:
-        return await admissions.validator(call.parse(ValidatorRequest))
+        request = call.parse(ValidatorRequest)
+        return await admissions.consent(OperationKind.VALIDATOR_CHANGE, request.model_dump())
+
+    async def configure(call: Call) -> dict[str, Any]:
+        request = call.parse(ConfigureRequest)
+        changes = request.model_dump(exclude_none=True)
+        return await admissions.consent(OperationKind.FEDERATION_CONFIG, {"parameters": changes})
 
     return [Service("ca", (Method(enrol_plot, stoq="enrol-plot"),
                            Method(enrol_admit, stoq="enrol-admit"))),
-            Service("admin", (Method(validator, stoq="validator"),))]
+            Service("admin", (Method(validator, stoq="validator"),
+                              Method(configure, stoq="federation-configure")))]
 

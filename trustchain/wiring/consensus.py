@@ -108,16 +108,16 @@ def build_consensus(node: OpenNode, *, wall: Callable[[], datetime],
 
 def membership_hook(peers: Peers, policy: EndorsementPolicy) -> Callable[[Committed], None]:
     """A commit hook: connect to each node admitted in the block (its address is in it);
-    an operator's consent to a change of stake is spent once a change for that node is
-    committed."""
+    an operator's consents to changes of a node's stake, or of the configuration, are
+    spent once such a change is committed."""
 
     def committed(committed: Committed) -> None:
         for raw in committed.block.operations:
             operation = decode_entry(raw).operation
             if operation.kind is OperationKind.NODE_ADMISSION:
                 peers.add(operation.body["address"])
-            elif operation.kind is OperationKind.VALIDATOR_CHANGE:
-                policy.withdraw(operation.body["node_id"])
+            else:
+                policy.withdraw(operation)
 
     return committed
 

@@ -244,3 +244,25 @@ def test_blocks_with_plots_pass_and_rivals_for_one_name_do_not() -> None:
     for entry in rivals:
         ledger.submit(decode_entry(entry))
     assert len(ledger.propose(8, PREVIOUS)) == 1  # the rival waits for a later block
+
+
+def test_the_federation_reconfigures_its_proofs_by_stake() -> None:
+    ledger = Ledger(CHAIN, VALIDATORS, PARAMS)
+    ledger.hashes[7], ledger.height = PREVIOUS, 7
+
+    def configure(changes: dict[str, object]) -> Entry:
+        operation = Operation(kind=OperationKind.FEDERATION_CONFIG, requester="aa",
+                              body={"parameters": changes})
+        return Entry(operation=operation, proofs=ProofBundle(
+            stake=stake_part(operation.digest, ["v0", "v1", "v2"]), anchor=7))
+
+    for changes, reason in (({"stake_quorum_numerator": 1}, "among space_plot_k"),
+                            ({"space_plot_k": 18}, "greater than or equal to 19"),
+                            ({"work_difficulty_bits": 8}, "so already"), ({}, "parameters")):
+        with pytest.raises(ProofError, match=reason):
+            ledger.check(configure(changes))
+    entry = configure({"work_difficulty_bits": 9, "time_vdf_iterations": 2_000})
+    ledger.check(entry)
+    ledger.committed(Block(8, PREVIOUS, "v0", (entry.encode(),)))
+    assert (ledger.parameters.work_difficulty_bits, ledger.parameters.time_vdf_iterations,
+            ledger.parameters.space_plot_k) == (9, 2_000, 19)
