@@ -49,9 +49,12 @@ MAX_NODES = 16
 DEFAULT_NODES = 4
 #: The development default listen address (loopback), from the configuration defaults.
 DEFAULT_HOST = NodeConfig().local_address()
-#: The proofs' parameters of a devnet: the genesis defaults but for the plot size, the
-#: smallest chiapos builds (8 MB, seconds to plot), so that a node joins in seconds.
-DEVNET_PARAMETERS = ProofParameters(space_plot_k=19)
+#: The proofs' parameters of a devnet, cheaper than the genesis defaults (20 bits of work,
+#: 100,000 squarings, k = 25) so that a node joins, and a network registers, in a second or
+#: two: 16 bits of work (65,536 hashes on average), 10,000 squarings (0.1 s) and the
+#: smallest plot chiapos builds (k = 19: 8 MB, seconds to plot).
+DEVNET_PARAMETERS = ProofParameters(work_difficulty_bits=16, time_vdf_iterations=10_000,
+                                    space_plot_k=19)
 #: The services of a node, in the order they are shown.
 SERVICES = ("dns", "quic", "https", "http")
 #: Ports are drawn from here, below the usual ephemeral range, so that the outgoing

@@ -105,13 +105,13 @@ def test_a_fifth_node_joins_by_consensus_and_signs_commits(
 
     # The federation's configuration the same way: four founders (400 of 450) lower the work.
     for name, address in zip(NAMES, quic, strict=True):
-        answer = run_cli("federation", "configure", "--work-difficulty-bits", "16",
+        answer = run_cli("federation", "configure", "--work-difficulty-bits", "15",
                          "--data-dir", federation.base / name, *key_store, "--server", address,
                          env=federation.env)
         assert answer.returncode == 0, answer.stderr
-    assert "configuration: work-difficulty-bits 16, committed at height" in answer.stdout
-    wait_for("every node checks proofs of 16 bits", lambda: all(
-        federation.consensus_status(n)["parameters"]["work_difficulty_bits"] == 16
+    assert "configuration: work-difficulty-bits 15, committed at height" in answer.stdout
+    wait_for("every node checks proofs of 15 bits", lambda: all(
+        federation.consensus_status(n)["parameters"]["work_difficulty_bits"] == 15
         for n in [*NAMES]))
     assert node5.stop() == 0
 
