@@ -191,7 +191,7 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
         hashed = _nsec3_chain(zone, names, extra, negative_ttl)
         names = []
     for index, name in enumerate(names):
-        types = {t for (n, t) in zone.rrsets if n == name}
+        types = set(zone.types_at(name))
         if name == origin:
             types.add(dns.rdatatype.DNSKEY)
             types |= {t for (_, t) in extra}
@@ -246,7 +246,7 @@ def _nsec3_chain(zone: Zone, names: list[dns.name.Name], extra: Mapping[Key, dns
             owners.add(parent)
     entries = []
     for name in owners:
-        types = {t for (n, t) in zone.rrsets if n == name}
+        types = set(zone.types_at(name))
         if name == origin:
             types |= {dns.rdatatype.DNSKEY} | {t for (_, t) in extra}
         if name in zone.cuts:

@@ -16,6 +16,7 @@ becomes visible (the rules are Knot's and NSD's usual ones):
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -113,7 +114,16 @@ class Zone:
         return self.rrsets.get((name, rdtype))
 
     def types_at(self, name: dns.name.Name) -> list[int]:
-        return [t for (n, t) in self.rrsets if n == name]
+        return self._types_by_name.get(name, [])
+
+    @functools.cached_property
+    def _types_by_name(self) -> dict[dns.name.Name, list[int]]:
+        """Owner name -> its types, built once per version (scanning every RRset for each
+        name made signing quadratic in the zone: 4 s a change at 1,000 RRsets)."""
+        types: dict[dns.name.Name, list[int]] = {}
+        for name, rdtype in self.rrsets:
+            types.setdefault(name, []).append(rdtype)
+        return types
 
     def cut_above(self, name: dns.name.Name) -> dns.name.Name | None:
         """The highest delegation point at or above ``name`` (below the apex), if any."""
