@@ -101,9 +101,10 @@ def check_invariants(federation: Federation, names: list[str]) -> None:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     base = tmp_path_factory.mktemp("federation") / "net"
-    # Blocks without waiting for operations (every commit pause, 250 ms), so that heights
-    # move in a test (an idle federation waits 10 s by default).
-    env = {**cli_env(), "TRUSTCHAIN_CONSENSUS_IDLE_SECONDS": "0"}
+    # An empty block a second when idle (an idle federation waits 10 s by default, too long
+    # for a test; not 0 either: four nodes making blocks as fast as they can load both
+    # cores and slow the tests that run beside them).
+    env = {**cli_env(), "TRUSTCHAIN_CONSENSUS_IDLE_SECONDS": "1"}
     try:
         result = run_cli("devnet", "up", "--nodes", str(NODES), "--base-dir", base, env=env)
         assert result.returncode == 0, result.stderr

@@ -24,6 +24,10 @@ log = logging.getLogger("trustchain.udp")
 #: Datagrams from one client network (the prefix rate limiting counts by: IPv4 /24, IPv6
 #: /56) waiting to be answered; more from that network are dropped until it has fewer.
 UDP_QUEUE_PER_NETWORK = 64
+#: Datagrams a network may have waiting when they belong to a trusted peer (a QUIC
+#: connection whose client proved a node certificate): a proposal is hundreds of
+#: datagrams at once, and the federation's nodes may share one network.
+UDP_QUEUE_TRUSTED = 4096
 #: Longest run of UDP answers in one turn of the event loop, in seconds: then the loop
 #: reads its other sockets (and more queries) before answering on.
 UDP_TURN = 0.001
@@ -69,7 +73,12 @@ class NetworkQueues:
         self._warned_at: float | None = None
         self._dropped_since_warning = 0
 
-    def put(self, data: bytes, addr: Any) -> None:
+    def put(self, data: bytes, addr: Any, *, trusted: bool = False) -> None:
+        """Queue ``data`` from ``addr``; ``trusted`` datagrams (a node's) may fill their
+        network's queue up to :data:`UDP_QUEUE_TRUSTED`, the others up to ``per_network``.
+        Either way they wait in one queue, in the order they came: a connection's packets
+        are never reordered (one that overtook its own earlier packets could close the
+        connection before they were read)."""
         host = addr[0]
         network = self._networks.get(host)
         if network is None:
@@ -79,7 +88,7 @@ class NetworkQueues:
         waiting = self._waiting.get(network)
         if waiting is None:
             waiting = self._waiting[network] = deque()
-        elif len(waiting) >= self._per_network:
+        elif len(waiting) >= (UDP_QUEUE_TRUSTED if trusted else self._per_network):
             self._drop(host)
             return
         waiting.append((data, addr))

@@ -242,16 +242,13 @@ class GuardedQuicServer(QuicServer):
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         data = data.encode() if isinstance(data, str) else data
-        if self._of_a_node(data):
-            self._receive(data, addr)
-        else:
-            self._queues.put(data, addr)
+        self._queues.put(data, addr, trusted=self._of_a_node(data))
 
     def _of_a_node(self, data: bytes) -> bool:
         """Whether ``data`` is a short-header packet of a connection whose client proved a
         node certificate: the federation's own traffic (a proposal is hundreds of
-        datagrams at once) bypasses the queues, which are for strangers' floods; QUIC's
-        flow control bounds what a node may send."""
+        datagrams at once) may queue far beyond a stranger's share; QUIC's flow control
+        bounds what a node may send."""
         if not data or data[0] & 0x80:  # a long header: a handshake, in the queues
             return False
         protocol = self._protocols.get(data[1:1 + self._configuration.connection_id_length])
