@@ -71,6 +71,7 @@ from trustchain.dns.zones import SigningChoices  # noqa: E402
 from trustchain.keystore import KdfParams  # noqa: E402
 from trustchain.wiring.dns import build_dns  # noqa: E402
 from trustchain.wiring.node import open_node  # noqa: E402
+from trustchain.wiring.serve import loop_factory  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from node_process import percentile  # noqa: E402
@@ -262,15 +263,6 @@ async def latency(service: DnsService, size: int, seconds: float,
             "busy": {**busy, "seconds": elapsed, "changes": len(times),
                      "changes_per_s": len(times) / elapsed, "change": ms(times)},
             "ratio": ratio, "met": ratio <= TARGET_RATIO}
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where installed, as ``trustchain serve`` runs."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def report_latency(lat: dict[str, Any], interval: float, say: Callable[..., None]) -> None:

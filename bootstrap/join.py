@@ -82,10 +82,6 @@ def _advertised_address(config: NodeConfig | None) -> str:
     return format_address(str(first), config.quic_port)
 
 
-def peer_address(host: str, port: int) -> str:
-    return format_address(host, port)
-
-
 def config_with_peers(peers: list[str]) -> str:
     """``trustchain init``'s configuration, naming ``peers``."""
     lines = [f"peers = {json.dumps(peers)}" if line.startswith("peers = ") else line
@@ -360,7 +356,7 @@ def join_network(
                 initialised_at=now().isoformat(),
             ))
         if config is None:  # the peer and the nodes it knows are this node's first peers
-            known = [peer_address(host, port)] + [p["address"] for p in federation["peers"]]
+            known = [format_address(host, port)] + [p["address"] for p in federation["peers"]]
             write_private_file(staging.config_file, config_with_peers(known).encode())
         shutil.rmtree(staging.path / PLOT_DIR, ignore_errors=True)  # its proofs are made
         write_private_file(staging.genesis_file, genesis_bytes)

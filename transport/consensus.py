@@ -40,7 +40,13 @@ from trustchain.consensus.messages import Decision, Proposal, Vote
 from trustchain.consensus.operations import Entry, Operation, OperationKind, decode_entry
 from trustchain.consensus.proofs import ProofError
 from trustchain.consensus.tendermint import Committed, Output, Tendermint
-from trustchain.errors import BadRequest, ConsensusCodecError, ForkError, Unavailable
+from trustchain.errors import (
+    BadRequest,
+    CanonicalJSONError,
+    ConsensusCodecError,
+    ForkError,
+    Unavailable,
+)
 from trustchain.identity import Peer
 from trustchain.stoq.framing import Status
 from trustchain.storage.consensus import ConsensusStore
@@ -130,12 +136,16 @@ class ConsensusRunner:
             return False
         if len(self.ledger.pool) >= MAX_POOL:
             raise Unavailable(f"{MAX_POOL} operations already wait for a block")
+        try:  # before the pool: one that cannot be encoded would break every proposal
+            raw = entry.encode()
+        except CanonicalJSONError as exc:
+            raise BadRequest(f"not an operation: {exc}") from None
         self.ledger.submit(entry)
         if gossip:
             if not self._outbox:
                 assert self._loop is not None
                 self._loop.call_soon(self._gossip)
-            self._outbox.append(entry.encode())
+            self._outbox.append(raw)
         self.wake()
         return True
 

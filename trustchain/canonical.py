@@ -18,14 +18,15 @@ from typing import Any
 
 from trustchain.errors import CanonicalJSONError
 
-_MAX_SAFE_INTEGER = 2**53 - 1
+#: The largest integer canonical JSON carries (models bound their integers by it).
+MAX_SAFE_INTEGER = 2**53 - 1
 
 
 def _check(value: Any, path: str) -> None:
     if value is None or isinstance(value, (bool, str)):
         return
     if isinstance(value, int):
-        if abs(value) > _MAX_SAFE_INTEGER:
+        if abs(value) > MAX_SAFE_INTEGER:
             raise CanonicalJSONError(f"{path}: integer {value} is outside the exact JSON range")
         return
     if isinstance(value, float):

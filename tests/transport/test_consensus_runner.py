@@ -136,3 +136,24 @@ def test_a_batch_of_operations_under_uvloop_is_taken_whole(store: ConsensusStore
     assert last in range(200)
     assert sum(len(store.block(h).block.operations) for h in range(1, store.height() + 1)
                if store.block(h) is not None) == 200
+
+
+def test_an_operation_canonical_json_cannot_carry_is_refused_before_the_pool(
+        store: ConsensusStore) -> None:
+    """Proof parts arrive from clients (a nonce of 2**60 passed the models once): an entry
+    that cannot be encoded must never reach the pool, where every proposal would fail on
+    it.  The models refuse such numbers, and the runner checks again at the door."""
+    from pydantic import ValidationError
+
+    from trustchain.consensus.operations import ProofBundle, WorkPart
+
+    with pytest.raises(ValidationError):
+        WorkPart(nonce=2**60)
+    with pytest.raises(ValidationError):
+        ProofBundle(anchor=2**53)
+    runner = runner_for(store)
+    entry = checkpoint(1).model_copy(update={"proofs": ProofBundle.model_construct(
+        work=WorkPart.model_construct(nonce=2**60))})
+    with pytest.raises(BadRequest, match="outside the exact JSON range"):
+        runner.submit(entry, gossip=False)
+    assert runner.ledger.pool == {}

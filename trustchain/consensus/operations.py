@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from trustchain.canonical import canonical_json
+from trustchain.canonical import MAX_SAFE_INTEGER, canonical_json
 from trustchain.consensus.parameters import ProofParameters
 from trustchain.consensus.proofs import Challenge, ProofError
 from trustchain.consensus.proofs.delay import DelayProof, verify_delay
@@ -77,12 +77,12 @@ class Operation(BaseModel):
 
 class WorkPart(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    nonce: int = Field(ge=0, lt=2**64)
+    nonce: int = Field(ge=0, le=MAX_SAFE_INTEGER)
 
 
 class TimePart(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    iterations: int = Field(ge=1)
+    iterations: int = Field(ge=1, le=MAX_SAFE_INTEGER)
     output: str  # base64
     proof: str
 
@@ -91,14 +91,14 @@ class SpacePart(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     plot_id: str  # hex
     seed: str  # hex: the seed registered with the plot
-    k: int
+    k: int = Field(ge=0, le=255)
     proof: str  # base64
 
 
 class StakePart(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    height: int = Field(ge=0)
-    round: int = Field(ge=0)
+    height: int = Field(ge=0, le=MAX_SAFE_INTEGER)
+    round: int = Field(ge=0, le=MAX_SAFE_INTEGER)
     signatures: list[tuple[str, str]]  # (validator id, base64 signature)
     #: (validator id, base64 ML-DSA-65 signature) of the validators that have that key.
     pq_signatures: list[tuple[str, str]] = Field(default_factory=list)
@@ -113,7 +113,7 @@ class ProofBundle(BaseModel):
     #: The committed height whose block the proofs answer (absent: the block that the
     #: carrying block extends).  A live network needs it: a proof that takes seconds to
     #: make cannot know which block will carry it, only a recent one it has seen.
-    anchor: int | None = Field(None, ge=0, le=2**53)
+    anchor: int | None = Field(None, ge=0, le=MAX_SAFE_INTEGER)
 
     def present(self) -> frozenset[str]:
         return frozenset(name for name in ("work", "time", "space", "stake")

@@ -34,12 +34,13 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_der_public_key,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bootstrap.enrolment import EnrolmentService
 from transport.consensus import ConsensusRunner
 from transport.endorsement import Endorsements
 from transport.methods import Call, Method, Service
+from trustchain.canonical import MAX_SAFE_INTEGER, canonical_json
 from trustchain.consensus.operations import (
     Entry,
     Operation,
@@ -50,7 +51,8 @@ from trustchain.consensus.operations import (
     WorkPart,
 )
 from trustchain.consensus.proofs import ProofError
-from trustchain.errors import BadRequest, Unavailable
+from trustchain.errors import BadRequest, CanonicalJSONError, Unavailable
+from trustchain.storage.node import Enrolment
 
 #: How long an admission or a plot registration waits for its block.
 COMMIT_TIMEOUT = 30.0
@@ -62,7 +64,7 @@ NodeId = Field(pattern=r"^[0-9a-f]{32}$")
 
 class PlotProofs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    anchor: int = Field(ge=0, le=2**53)
+    anchor: int = Field(ge=0, le=MAX_SAFE_INTEGER)
     work: WorkPart
 
 
@@ -76,7 +78,7 @@ class PlotRequest(BaseModel):
 
 class AdmissionProofs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    anchor: int = Field(ge=0, le=2**53)
+    anchor: int = Field(ge=0, le=MAX_SAFE_INTEGER)
     work: WorkPart
     time: TimePart
     space: SpacePart
@@ -87,6 +89,16 @@ class AdmitRequest(BaseModel):
     node_id: str = NodeId
     body: dict[str, Any]
     proofs: AdmissionProofs
+
+    @field_validator("body")
+    @classmethod
+    def _canonical(cls, body: dict[str, Any]) -> dict[str, Any]:
+        """Only what canonical JSON carries: the operation's digest is taken of it."""
+        try:
+            canonical_json(body)
+        except CanonicalJSONError as exc:
+            raise ValueError(str(exc)) from None
+        return body
 
 
 class ValidatorRequest(BaseModel):
@@ -99,9 +111,9 @@ class ConfigureRequest(BaseModel):
     """The proof parameters to change (the rest stay): see ledger.CONFIGURABLE."""
 
     model_config = ConfigDict(extra="forbid")
-    work_difficulty_bits: int | None = None
-    time_vdf_iterations: int | None = None
-    space_plot_k: int | None = None
+    work_difficulty_bits: int | None = Field(None, ge=0, le=MAX_SAFE_INTEGER)
+    time_vdf_iterations: int | None = Field(None, ge=0, le=MAX_SAFE_INTEGER)
+    space_plot_k: int | None = Field(None, ge=0, le=MAX_SAFE_INTEGER)
 
 
 def plot_entry(request: PlotRequest) -> Entry:
@@ -131,13 +143,15 @@ class Admissions:
         self._enrolment = enrolment
         self._in_flight = 0
 
-    def _enrolled(self, node_id: str) -> None:
+    def _enrolled(self, node_id: str) -> Enrolment:
+        """The node's enrolment here. :raises BadRequest: none, or rejected."""
         enrolment = self._enrolment.enrolment(node_id)
         if enrolment is None:
             raise BadRequest(f"no enrolment for node {node_id}: ask enrol-challenge and send "
                              "enrol-request first")
         if enrolment.status == "rejected":
             raise BadRequest(f"the enrolment of node {node_id} was rejected")
+        return enrolment
 
     async def plot(self, request: PlotRequest) -> dict[str, Any]:
         self._enrolled(request.node_id)
@@ -149,9 +163,7 @@ class Admissions:
 
     async def admit(self, request: AdmitRequest) -> dict[str, Any]:
         node_id = request.node_id
-        self._enrolled(node_id)
-        enrolment = self._enrolment.enrolment(node_id)
-        assert enrolment is not None
+        enrolment = self._enrolled(node_id)
         body = request.body
         if (body.get("ed25519"), body.get("ml_dsa_65")) != (
                 _raw(enrolment.ed25519_spki), _raw(enrolment.ml_dsa_65_spki)):

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from transport.consensus import ConsensusRunner
 from transport.methods import Call, Method, Service
+from trustchain.canonical import MAX_SAFE_INTEGER
 from trustchain.consensus.ledger import GENESIS_HASH
 from trustchain.consensus.operations import (
     Entry,
@@ -55,7 +56,7 @@ class RegistrationProofs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: Hex identifier of who asks (the proofs are bound to it).
     requester: str = Field(pattern=r"^(?:[0-9a-f]{2}){1,64}$")
-    anchor: int = Field(ge=0, le=2**53)
+    anchor: int = Field(ge=0, le=MAX_SAFE_INTEGER)
     work: WorkPart
     time: TimePart
 

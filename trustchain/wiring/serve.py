@@ -215,13 +215,13 @@ def run(
         logging.getLogger("trustchain").setLevel(config.log_level.upper())
         node = open_node(layout, config, passphrase)
         try:
-            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
                 runner.run(_main(node))
         finally:
             node.db.close()
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop where installed (Linux), else asyncio's default."""
     try:
         import uvloop

@@ -266,3 +266,20 @@ def test_the_federation_reconfigures_its_proofs_by_stake() -> None:
     ledger.committed(Block(8, PREVIOUS, "v0", (entry.encode(),)))
     assert (ledger.parameters.work_difficulty_bits, ledger.parameters.time_vdf_iterations,
             ledger.parameters.space_plot_k) == (9, 2_000, 19)
+
+
+def test_admission_and_configuration_requests_refuse_what_canonical_json_cannot_carry() -> None:
+    """``ca.enrol-admit`` and ``admin.federation-configure`` parse requests from the wire:
+    numbers outside canonical JSON's range are a 400 (a validation error), never a 500."""
+    from pydantic import ValidationError
+
+    from trustchain.wiring.admission import AdmitRequest, ConfigureRequest
+
+    proofs = {"anchor": 1, "work": {"nonce": 1},
+              "time": {"iterations": 1000, "output": "", "proof": ""},
+              "space": {"plot_id": "00", "seed": "00", "k": 19, "proof": ""}}
+    for body in ({"stake": 2**60}, {"attempt": 1.5}):
+        with pytest.raises(ValidationError):
+            AdmitRequest.model_validate({"node_id": "aa" * 16, "body": body, "proofs": proofs})
+    with pytest.raises(ValidationError):
+        ConfigureRequest.model_validate({"work_difficulty_bits": 2**60})
