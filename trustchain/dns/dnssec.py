@@ -158,20 +158,27 @@ DEFAULT_POLICY = Policy()
 
 def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
               policy: Policy = DEFAULT_POLICY, previous: SignedZone | None = None,
-              cds: SigningKey | None = None, nsec3: bool = False) -> SignedZone:
+              cds: SigningKey | None = None, nsec3: bool = False,
+              published: tuple[dns.rrset.RRset, dns.rrset.RRset] | None = None) -> SignedZone:
     """Sign ``zone`` at time ``now`` (seconds since the epoch).
 
     :param cds: the key-signing key the parent should list (published as CDS
         and CDNSKEY at the apex), during and after a KSK rollover.
+    :param published: for a zone served by several signers (RFC 8901): the DNSKEY
+        RRset they agreed, holding every signer's keys, and its RRSIGs, made by the
+        key-signing keys' holders.  ``keys`` then need only hold a zone-signing key.
     """
     keys = list(keys)
     ksks = [k for k in keys if k.signs_keys and k.active]
     zsks = [k for k in keys if k.signs_zone and k.active]
-    if not ksks or not zsks:
+    if not zsks or (not ksks and published is None):
         raise ValueError("signing needs an active key-signing and zone-signing key (or a CSK)")
     origin = zone.origin
     ttl = zone.soa.ttl
-    dnskey = dns.rrset.from_rdata_list(origin, ttl, [k.dnskey for k in keys])
+    if published is not None:
+        dnskey = published[0]
+    else:
+        dnskey = dns.rrset.from_rdata_list(origin, ttl, [k.dnskey for k in keys])
     negative_ttl = min(zone.soa.ttl, zone.soa[0].minimum)
     extra: dict[Key, dns.rrset.RRset] = {}
     if cds is not None:
@@ -205,7 +212,7 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
                                           windows)
         nsec[name] = dns.rrset.from_rdata(name, negative_ttl, rdata)
 
-    to_sign: list[tuple[dns.rrset.RRset, list[SigningKey]]] = [(dnskey, ksks)]
+    to_sign: list[tuple[dns.rrset.RRset, list[SigningKey]]] = [] if published else [(dnskey, ksks)]
     for (name, rdtype), rrset in zone.rrsets.items():
         cut = zone.cut_above(name)
         if cut is not None and not (name == cut and rdtype == dns.rdatatype.DS):
@@ -217,6 +224,8 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
 
     rrsigs: dict[Key, dns.rrset.RRset] = {}
     refresh_at = now + policy.validity
+    if published is not None:
+        rrsigs[(origin, dns.rdatatype.DNSKEY)] = published[1]
     for rrset, signers in to_sign:
         sigs: list[RRSIG] = []
         for key in signers:
