@@ -134,8 +134,9 @@ def test_records_through_the_cli(served) -> None:
     gone = run_cli("record", "delete", "api.example.net", "AAAA", *admin)
     assert gone.returncode == 0
     assert "status: NXDOMAIN" in dig(proc, "api.example.net", "AAAA")
-    (zone,) = json.loads(run_cli("zone", "list", "--json", *admin).stdout)
-    assert zone["zone"] == "example.net." and zone["rrsets"] == 19
+    listed = json.loads(run_cli("zone", "list", "--json", *admin).stdout)
+    (zone,) = [z for z in listed if z["zone"] == "example.net."]  # beside the federation's
+    assert zone["rrsets"] == 19
     assert zone["serial"] > 2026112500  # two changes, each moved it on (date-based)
 
 
@@ -203,16 +204,16 @@ def test_network_register_hosted_and_delegated(
     node_processes.append(proc)
     proc.wait_ready()
     admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
-    # Registered (a consensus operation) before this node serves the origin: no zone yet ...
+    # The origin is one of the federation's zones: this lone node serves it once it has
+    # published its keys and declared itself; a registration gives the network its zone.
+    proc.wait_for(r"serving the federation's zones")
     early = run_cli("network", "register", "alpha", *admin)
     assert early.returncode == 0, early.stderr
-    assert "registered at height" in early.stdout and "no zone on this node" in early.stdout
-    assert run_cli("zone", "create", "trust.example.net", "--address", "2001:db8::53",
-                   *admin).returncode == 0
-    # ... which it gets once the node serves the origin.
+    assert "registered at height" in early.stdout and "(hosted)" in early.stdout
     listed = json.loads(run_cli("network", "list", "--json", *admin).stdout)
     assert [(n["name"], n["zone"], n["mode"]) for n in listed] == [
         ("alpha", "alpha.trust.example.net.", "hosted")]
+    proc.wait_for(r"serving the federation's zones: .*alpha\.trust\.example\.net")
     soa = dig(proc, "alpha.trust.example.net", "SOA")
     assert "flags: qr aa;" in soa and "ANSWER: 1" in soa
     assert "status: NXDOMAIN" in dig(proc, "www.alpha.trust.example.net", "A")

@@ -139,11 +139,11 @@ def test_chain_of_trust_from_the_origin_to_a_hosted_network(
     node_processes.append(proc)
     proc.wait_ready()
     admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
-    assert run_cli("zone", "create", "trust.example.net", "--address", "2001:db8::53",
-                   *admin).returncode == 0
     assert run_cli("network", "register", "alpha", *admin).returncode == 0
-    assert run_cli("record", "add", "www.alpha.trust.example.net", "AAAA", "2001:db8::a",
-                   *admin).returncode == 0
+    added = run_cli("record", "add", "www.alpha.trust.example.net", "AAAA", "2001:db8::a",
+                    *admin)
+    assert added.returncode == 0, added.stderr
+    proc.wait_for(r"serving the federation's zones: .*alpha\.trust\.example\.net")
     anchor = trust_anchor("trust.example.net", admin, tmp_path / "origin-anchor.conf")
     _, port = proc.address("dns")
     out = subprocess.run(["delv", "@::1", "-p", str(port), "-a", str(anchor),
@@ -177,31 +177,26 @@ def test_rollovers_started_by_hand(signed) -> None:
     assert any(k["ds_published"] for k in status["keys"] if k["role"] == "ksk")
 
 
-def test_ksk_rollover_of_a_hosted_network_updates_the_parent_ds(
+def test_the_keys_of_a_federation_zone_are_not_one_nodes_to_roll(
     node: InitResult, data_dir: Path, node_processes: list[NodeProcess], tmp_path: Path
 ) -> None:
+    """A hosted network's zone is the federation's: its DNSKEY RRset is agreed through the
+    consensus, so a node refuses to roll its keys alone (and to delete the zone)."""
     proc = NodeProcess.start(data_dir)
     node_processes.append(proc)
     proc.wait_ready()
     admin = ["--data-dir", str(data_dir), "--server", "[{}]:{}".format(*proc.address("quic"))]
-    assert run_cli("zone", "create", "trust.example.net", "--address", "2001:db8::53",
-                   *admin).returncode == 0
     assert run_cli("network", "register", "alpha", *admin).returncode == 0
-    _, port = proc.address("dns")
-
-    def parent_ds() -> list[str]:
-        return subprocess.run(["dig", "@::1", "-p", str(port), "alpha.trust.example.net", "DS",
-                               "+short"], capture_output=True, text=True).stdout.splitlines()
-
-    before = parent_ds()
-    assert run_cli("dnssec", "rollover", "alpha.trust.example.net", "--ksk",
-                   *admin).returncode == 0
-    after = parent_ds()
-    assert len(after) == 1 and after != before  # the parent now vouches for the new KSK
+    proc.wait_for(r"serving the federation's zones: .*alpha\.trust\.example\.net")
+    rolled = run_cli("dnssec", "rollover", "alpha.trust.example.net", "--ksk", *admin)
+    assert rolled.returncode == 1 and "federation zone" in rolled.stderr
+    deleted = run_cli("zone", "delete", "alpha.trust.example.net", *admin)
+    assert deleted.returncode == 1 and "federation's zones" in deleted.stderr
     status = json.loads(run_cli("dnssec", "status", "alpha.trust.example.net", "--json",
                                 *admin).stdout)
-    assert any(k["ds_published"] for k in status["keys"] if k["role"] == "ksk")
+    assert {k["role"] for k in status["keys"]} == {"ksk", "zsk"}
     anchor = trust_anchor("trust.example.net", admin, tmp_path / "origin.conf")
+    _, port = proc.address("dns")
     out = subprocess.run(["delv", "@::1", "-p", str(port), "-a", str(anchor),
                           "+root=trust.example.net", "alpha.trust.example.net", "SOA"],
                          capture_output=True, text=True, timeout=30)

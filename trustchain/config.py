@@ -120,6 +120,13 @@ class NodeConfig(BaseModel):
         "validators only by a change the validators' operators ask for "
         "(trustchain federation validator).",
     )
+    advertise: list[str] = Field(
+        default_factory=list, max_length=4,
+        description="The IP addresses under which this node's name in the federation's "
+        "zones (<node>.nodes.<origin>) is published, for resolvers to reach its DNS.  Empty: "
+        "the listen addresses that are not wildcards (with only '::', the loopback address, "
+        "which suits a single machine only: set this on a public node).",
+    )
     dns_port: Port = Field(8053, description="DNS over UDP and TCP (production: 53).")
     quic_port: Port = Field(8853, description="QUIC: ALPNs doq, stoq/1, h3 (production: 853).")
     https_port: Port = Field(8443, description="REST API over HTTPS/1.1 (production: 443).")
@@ -270,7 +277,7 @@ class NodeConfig(BaseModel):
             raise ValueError("peers are listed more than once")
         return [item.strip() for item in value]
 
-    @field_validator("listen")
+    @field_validator("listen", "advertise")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
         out = []
@@ -282,6 +289,11 @@ class NodeConfig(BaseModel):
         if len(set(out)) != len(out):
             raise ValueError("addresses are listed more than once")
         return out
+
+    def advertised(self) -> list[str]:
+        """The addresses published as this node's in the federation's zones."""
+        specific = [a for a in self.listen if not ipaddress.ip_address(a).is_unspecified]
+        return self.advertise or specific or [self.local_address()]
 
     def local_address(self) -> str:
         """An address on which a client on this machine reaches the node."""

@@ -83,8 +83,7 @@ class FloodNode:
         self.node.start()
         zone_file = self.data_dir.parent / "flood.zone"
         zone_file.write_text(zone_text())
-        for command in (["zone", "create", ORIGIN, "--address", "2001:db8::53"],
-                        ["network", "register", NETWORK],
+        for command in (["network", "register", NETWORK],
                         ["zone", "import", str(zone_file)]):
             result = self.node.cli(*command, *self.node.admin_options())
             if result.returncode != 0:

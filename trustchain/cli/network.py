@@ -53,9 +53,6 @@ def cmd_network_register(args: argparse.Namespace) -> int:
         line += f", zone {network['zone']} ({network['mode']})"
     if network.get("prefixes"):
         line += f", address blocks {', '.join(network['prefixes'])}"
-    if not result.get("zone_here"):
-        line += ("; no zone on this node: it does not serve the origin zone "
-                 "(trustchain zone create ORIGIN gives every registered network its zone)")
     print(line)
     return 0
 

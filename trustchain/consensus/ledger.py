@@ -17,7 +17,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from pydantic import ValidationError
 
@@ -50,6 +52,12 @@ ANCHOR_WINDOW = 1000
 #: What a ``federation-config`` operation may change: the cost of the proofs.  The stake
 #: quorum stays the genesis's (Tendermint's safety rests on it).
 CONFIGURABLE = frozenset({"work_difficulty_bits", "time_vdf_iterations", "space_plot_k"})
+#: The kinds the ledger applies itself (the others need an :class:`Application`).
+_OWN_KINDS = frozenset({
+    OperationKind.NODE_ADMISSION, OperationKind.NETWORK_REGISTRATION,
+    OperationKind.PLOT_REGISTRATION, OperationKind.VALIDATOR_CHANGE,
+    OperationKind.FEDERATION_CONFIG, OperationKind.CA_INTERMEDIATE,
+    OperationKind.CT_CHECKPOINT, OperationKind.EVIDENCE})
 #: The block hash before the first block.
 GENESIS_HASH = bytes(32)
 
@@ -66,13 +74,30 @@ def _claim(operation: Operation) -> tuple[str, str] | None:
         return ("validator", str(body.get("node_id")))
     if operation.kind is OperationKind.FEDERATION_CONFIG:
         return ("configuration", "")
+    if operation.kind in (OperationKind.NODE_DNS, OperationKind.DNSKEY_SIGNATURES):
+        return (operation.kind.value, operation.requester)
     return None
+
+
+class Application(Protocol):
+    """Replicated state kept beside the ledger's own (the federation's zones): checked and
+    applied in block order like the rest, pure and deterministic."""
+
+    #: The kinds it takes part in (it is also told of the ones the ledger applies itself).
+    kinds: frozenset[OperationKind]
+
+    def check(self, operation: Operation) -> None:
+        """:raises ProofError: naming why ``operation`` may not go in a block."""
+        ...
+
+    def apply(self, operation: Operation, height: int) -> None: ...
 
 
 class Ledger:
     def __init__(self, chain_id: str, validators: Mapping[str, ValidatorStake],
                  parameters: ProofParameters,
-                 maker: Callable[[int, bytes], list[Entry]] | None = None) -> None:
+                 maker: Callable[[int, bytes], list[Entry]] | None = None,
+                 application: Application | None = None) -> None:
         self.chain_id = chain_id
         self.validators = dict(validators)
         self.parameters = parameters
@@ -98,6 +123,7 @@ class Ledger:
         self._verdicts: dict[bytes, bool] = {}
         self._decoded: dict[bytes, Entry] = {}
         self._maker = maker
+        self.application = application
 
     def submit(self, entry: Entry) -> None:
         """Queue an operation for the next block this validator proposes."""
@@ -216,9 +242,12 @@ class Ledger:
                 raise ProofError(f"proofs answer block {anchor}, which is not among the last "
                                  f"{ANCHOR_WINDOW} committed (now {self.height})")
             previous = bound
+        if entry.proofs.node is not None and anchor is None:
+            raise ProofError(f"{operation.kind}: a node's operation names its anchor block")
         verify_entry(entry, previous=previous, parameters=self.parameters,
                      validators=self.validators, chain_id=self.chain_id,
-                     plot_seeds=self.plots.get(operation.requester, {}), gathering=gathering)
+                     plot_seeds=self.plots.get(operation.requester, {}), gathering=gathering,
+                     node_keys=self.node_keys() if entry.proofs.node is not None else None)
         stake = entry.proofs.stake
         if stake is not None and anchor is not None and stake.height != anchor:
             raise ProofError(f"stake: signatures for block {stake.height}, the proofs answer "
@@ -258,9 +287,23 @@ class Ledger:
             self._check_change(body)
         elif operation.kind is OperationKind.FEDERATION_CONFIG:
             self._configured(body)
+        application = self.application
+        if application is not None and operation.kind in application.kinds:
+            application.check(operation)
+        elif operation.kind not in _OWN_KINDS:
+            raise ProofError(f"{operation.kind}: not taken by this federation")
         if anchor is not None and operation.digest in self.recent:
             raise ProofError(f"{operation.kind}: this very operation was committed at height "
                              f"{self.recent[operation.digest]}")
+
+    def node_keys(self) -> dict[str, ed25519.Ed25519PublicKey]:
+        """The Ed25519 key of every node of the federation (validators, admitted members),
+        slashed nodes excepted."""
+        keys = {node: v.public_key for node, v in self.validators.items()}
+        for node, body in self.members.items():
+            if node not in keys and node not in self.slashed:
+                keys[node] = keys_of(body)[0]
+        return keys
 
     def _configured(self, body: dict[str, Any]) -> ProofParameters:
         """The proof parameters a ``federation-config`` operation sets.
@@ -329,4 +372,6 @@ class Ledger:
             else:  # an admitted node, with the keys it was admitted with
                 ed, ml = keys_of(self.members[node_id])
                 self.validators[node_id] = ValidatorStake(ed, stake, ml)
+        if self.application is not None and operation.kind in self.application.kinds:
+            self.application.apply(operation, self.height)
 

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trustchain.canonical import MAX_SAFE_INTEGER, canonical_json
@@ -39,6 +41,12 @@ class OperationKind(StrEnum):
     CA_INTERMEDIATE = "ca-intermediate"
     CT_CHECKPOINT = "ct-checkpoint"
     EVIDENCE = "evidence"
+    #: A node's DNS addresses and DNSSEC keys, and whether it serves the federation's zones.
+    NODE_DNS = "node-dns"
+    #: Records added to or deleted from one of the federation's zones.
+    ZONE_CHANGE = "zone-change"
+    #: A key-signing key holder's RRSIGs over the federation zones' DNSKEY RRsets.
+    DNSKEY_SIGNATURES = "dnskey-signatures"
 
 
 #: Which proofs each kind of operation must carry.  Admissions cost work, time
@@ -53,7 +61,12 @@ POLICY: dict[OperationKind, frozenset[str]] = {
     OperationKind.CA_INTERMEDIATE: frozenset({"stake"}),
     OperationKind.CT_CHECKPOINT: frozenset(),
     OperationKind.EVIDENCE: frozenset(),
+    OperationKind.NODE_DNS: frozenset({"node"}),
+    OperationKind.ZONE_CHANGE: frozenset({"node"}),
+    OperationKind.DNSKEY_SIGNATURES: frozenset({"node"}),
 }
+#: Domain separation of a node's signature over an operation (never a vote's bytes).
+NODE_OPERATION_TAG = "trustchain/node-operation/1"
 
 
 def _b64(data: bytes) -> str:
@@ -104,19 +117,35 @@ class StakePart(BaseModel):
     pq_signatures: list[tuple[str, str]] = Field(default_factory=list)
 
 
+class NodePart(BaseModel):
+    """A federation node's Ed25519 signature (its consensus key) over the operation, as of
+    the anchor block: the operations a node makes for itself or its operator."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    node: str = Field(pattern=r"^[0-9a-f]{32}$")
+    signature: str = Field(max_length=128)  # base64
+
+
+def node_operation_message(chain_id: str, block: bytes, digest: bytes) -> bytes:
+    """What a node signs for :class:`NodePart`: the operation as of the block ``block``."""
+    return canonical_json({"tag": NODE_OPERATION_TAG, "chain": chain_id, "block": block.hex(),
+                           "operation": digest.hex()})
+
+
 class ProofBundle(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     work: WorkPart | None = None
     time: TimePart | None = None
     space: SpacePart | None = None
     stake: StakePart | None = None
+    node: NodePart | None = None
     #: The committed height whose block the proofs answer (absent: the block that the
     #: carrying block extends).  A live network needs it: a proof that takes seconds to
     #: make cannot know which block will carry it, only a recent one it has seen.
     anchor: int | None = Field(None, ge=0, le=MAX_SAFE_INTEGER)
 
     def present(self) -> frozenset[str]:
-        return frozenset(name for name in ("work", "time", "space", "stake")
+        return frozenset(name for name in ("work", "time", "space", "stake", "node")
                          if getattr(self, name) is not None)
 
 
@@ -161,7 +190,8 @@ def _bytes(text: str, what: str) -> bytes:
 
 def verify_entry(entry: Entry, *, previous: bytes, parameters: ProofParameters,
                  validators: Mapping[str, ValidatorStake], chain_id: str,
-                 plot_seeds: Mapping[str, str], gathering: frozenset[str] = frozenset()) -> None:
+                 plot_seeds: Mapping[str, str], gathering: frozenset[str] = frozenset(),
+                 node_keys: Mapping[str, ed25519.Ed25519PublicKey] | None = None) -> None:
     """Check that ``entry`` carries exactly the proofs its kind needs and each verifies.
 
     :param previous: the hash of the block the carrying block extends (``B``).
@@ -169,6 +199,8 @@ def verify_entry(entry: Entry, *, previous: bytes, parameters: ProofParameters,
         the requester (a proof of space must come from one of them).
     :param gathering: proofs still being gathered, neither required nor allowed yet (the
         stake of an operation that validators are asked to endorse).
+    :param node_keys: node id -> Ed25519 key of the federation's nodes (validators and
+        admitted members), for the ``node`` proof.
     :raises ProofError: naming the first proof that is missing, extra or wrong.
     """
     operation = entry.operation
@@ -198,6 +230,15 @@ def verify_entry(entry: Entry, *, previous: bytes, parameters: ProofParameters,
             raise ProofError("space: plot id and seed are hex") from None
         verify_space(SpaceProof(plot_id, space.k, _bytes(space.proof, "space")), challenge,
                      owner=requester, seed=seed, k=parameters.space_plot_k)
+    if proofs.node is not None:
+        key = (node_keys or {}).get(proofs.node.node)
+        if proofs.node.node != operation.requester or key is None:
+            raise ProofError("node: the requester must be a node of the federation, and sign")
+        try:
+            key.verify(_bytes(proofs.node.signature, "node"),
+                       node_operation_message(chain_id, previous, operation.digest))
+        except InvalidSignature:
+            raise ProofError("node: the signature does not verify") from None
     if proofs.stake is not None:
         stake = proofs.stake
         certificate = CommitCertificate(chain_id, stake.height, stake.round, previous,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+import dns.dnssec
 import dns.name
 import dns.rdatatype
 import dns.rrset
@@ -42,6 +43,11 @@ class KeySource(Protocol):
     def mark_ds_published(self, origin: dns.name.Name, key_id: str) -> None: ...
 
 
+#: For a zone served by several signers (the federation's, RFC 8901): this node's ZSK,
+#: the DNSKEY RRset they agreed and its RRSIGs (None: not such a zone, or not signable here).
+MultiSigner = Callable[[dns.name.Name], tuple[SigningKey, dns.rrset.RRset, dns.rrset.RRset] | None]
+
+
 class Signer:
     """Signs each version of a zone with its keys; with no key source, signs nothing."""
 
@@ -51,8 +57,19 @@ class Signer:
         self._store = store
         self._now = now
         self._policy = policy
+        #: Set by the federation: its zones are signed with the agreed DNSKEY RRset.
+        self.multi: MultiSigner | None = None
+        #: The zones signed that way (their keys are not this node's to roll over).
+        self.shared: Callable[[dns.name.Name], bool] = lambda _origin: False
 
     def sign(self, zone: Zone, previous: SignedZone | None) -> SignedZone | None:
+        if self.shared(zone.origin):
+            agreed = self.multi(zone.origin) if self.multi is not None else None
+            if agreed is None:
+                return None
+            zsk, dnskey, rrsigs = agreed
+            return sign_zone(zone, [zsk], int(self._now().timestamp()), self._policy, previous,
+                             published=(dnskey, rrsigs))
         if self.keys is None:
             return None
         keys = [k for _, k in self.keys.managed(zone.origin) if k is not None]
@@ -78,6 +95,10 @@ class Signer:
     def ds(self, origin: dns.name.Name, ttl: int, *, active_only: bool = True
            ) -> dns.rrset.RRset | None:
         """The DS set a parent publishes for ``origin`` (None: this node signs nothing)."""
+        if self.shared(origin):
+            agreed = self.multi(origin) if self.multi is not None else None
+            return None if agreed is None else dns.rrset.from_rdata_list(origin, ttl, [
+                dns.dnssec.make_ds(origin, key, "SHA256") for key in agreed[1] if key.flags & 1])
         if self.keys is None:
             return None
         return ds_records(origin, [k for _, k in self.keys.managed(origin)
@@ -100,6 +121,9 @@ class Dnssec:
         keys = self._signer.keys
         if keys is None or (signed and zone.origin not in self._server.zoneset.signed):
             raise DnsRequestError(f"zone {zone.origin} is not signed")
+        if self._signer.shared(zone.origin):
+            raise DnsRequestError(f"{zone.origin} is a federation zone: its keys are rolled by "
+                                  "the federation (trustchain dnssec status shows them)")
         return zone, keys
 
     def rollover(self, origin: dns.name.Name, role: str) -> None:
@@ -127,6 +151,8 @@ class Dnssec:
         done = []
         now = int(self._zones.now().timestamp())
         for origin in list(self._server.zoneset.signed):
+            if self._signer.shared(origin):
+                continue
             zone = self._server.zoneset.zones[origin]
             states = [st for st, _ in keys.managed(origin)]
             steps = next_steps(states, _rollover_policy(zone), now)
@@ -145,9 +171,12 @@ class Dnssec:
 
     def ds(self, origin: dns.name.Name) -> tuple[Zone, dns.rrset.RRset]:
         """The zone and the DS set of its active keys, for its parent."""
-        zone, _ = self._zone_keys(origin)
+        zone = self._server.zone(origin)
+        if not self._signer.shared(zone.origin):
+            zone, _ = self._zone_keys(origin)
         ds = self._signer.ds(zone.origin, zone.soa.ttl)
-        assert ds is not None
+        if ds is None:
+            raise DnsRequestError(f"zone {zone.origin} is not signed")
         return zone, ds
 
     def status(self, origin: dns.name.Name) -> dict[str, Any]:
@@ -155,11 +184,17 @@ class Dnssec:
         zone = self._server.zone(origin)
         signed = self._server.zoneset.signed.get(zone.origin)
         keys = self._signer.keys
-        key_rows = [] if keys is None or signed is None else [
-            {"tag": k.tag, "role": k.role.value, "algorithm": int(k.dnskey.algorithm),
-             "active": k.active, "state": st.state.value,
-             "ds_published": st.ds_published is not None}
-            for st, k in keys.managed(zone.origin) if k is not None]
+        if self._signer.shared(zone.origin):
+            key_rows = [] if signed is None else [
+                {"tag": dns.dnssec.key_id(k), "role": "ksk" if k.flags & 1 else "zsk",
+                 "algorithm": int(k.algorithm), "active": True, "state": "shared",
+                 "ds_published": bool(k.flags & 1)} for k in signed.dnskey]
+        else:
+            key_rows = [] if keys is None or signed is None else [
+                {"tag": k.tag, "role": k.role.value, "algorithm": int(k.dnskey.algorithm),
+                 "active": k.active, "state": st.state.value,
+                 "ds_published": st.ds_published is not None}
+                for st, k in keys.managed(zone.origin) if k is not None]
         choices = self._signer.choices(zone.origin)
         return {
             "zone": zone.origin.to_text(), "signed": signed is not None, "keys": key_rows,

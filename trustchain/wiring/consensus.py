@@ -27,7 +27,7 @@ from transport.endorsement import EndorsementPolicy, Endorsements
 from transport.methods import Call, Method, Service
 from transport.peers import Peers
 from trustchain.config import NodeConfig
-from trustchain.consensus.ledger import Ledger
+from trustchain.consensus.ledger import Application, Ledger
 from trustchain.consensus.operations import OperationKind, decode_entry
 from trustchain.consensus.proofs.stake import ValidatorStake
 from trustchain.consensus.signer import SigningGuard
@@ -75,11 +75,14 @@ class NodeConsensus:
 
 
 def build_consensus(node: OpenNode, *, wall: Callable[[], datetime],
-                    monotonic: Callable[[], float] = time.monotonic) -> NodeConsensus:
+                    monotonic: Callable[[], float] = time.monotonic,
+                    application: Application | None = None) -> NodeConsensus:
+    """The node's consensus, its chain replayed into a ledger (with ``application``)."""
     identity = node.identity
     timeouts = node_timeouts(node.config)
     chain_id = identity.genesis_sha256
-    ledger = Ledger(chain_id, genesis_validators(node.genesis), node.genesis.body.parameters)
+    ledger = Ledger(chain_id, genesis_validators(node.genesis), node.genesis.body.parameters,
+                    application=application)
     store = ConsensusStore(node.db)
     height, previous = replay(store, ledger)
     keystore = node.keystore

@@ -9,9 +9,10 @@ the CLI's and operators' scripts': they do not change.
 from __future__ import annotations
 
 import base64
+import inspect
 import ipaddress
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Protocol
 
 import dns.name
 import dns.rdatatype
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from transport.dns import Notifier
 from transport.methods import Call, Method, Service
 from trustchain.dns.networks import NameServer
-from trustchain.dns.records import DEFAULT_TTL, parse_name
+from trustchain.dns.records import DEFAULT_TTL, DnsRequestError, parse_name
 from trustchain.dns.records import Record as CoreRecord
 from trustchain.dns.records import RecordSelector as CoreSelector
 from trustchain.dns.service import DnsService
@@ -140,10 +141,47 @@ def name_server(item: str) -> NameServer:
                       tuple(filter(None, addresses.split(","))))
 
 
-def zone_service(service: DnsService) -> Service:
+class SharedZones(Protocol):
+    """The federation's zones (:mod:`trustchain.wiring.federation`): changed through the
+    consensus, never by one node alone."""
+
+    def owns(self, origin: dns.name.Name) -> bool: ...
+    def zone_of(self, names: Sequence[dns.name.Name]) -> dns.name.Name | None: ...
+    async def change(self, zone: dns.name.Name, add: Sequence[CoreRecord],
+                     delete: Sequence[CoreSelector]) -> dict[str, Any]: ...
+
+
+def zone_service(service: DnsService, shared: SharedZones | None = None) -> Service:
     """Zone, record, secondary and DNSSEC management (admin only; networks are registered
-    through the consensus: :mod:`trustchain.wiring.registry`)."""
+    through the consensus: :mod:`trustchain.wiring.registry`).  A change to one of the
+    ``shared`` zones goes to the consensus and is answered once committed."""
     zones, dnssec = service.zones, service.dnssec
+
+    def local_only(method: Callable[[Call], Any]) -> Callable[[Call], Any]:
+        """Refuse a method on a shared zone (the federation's: no node deletes it alone)."""
+        def checked(call: Call) -> Any:
+            origin = parse_name(call.parse(ZoneName).zone)
+            if shared is not None and shared.owns(origin):
+                raise DnsRequestError(f"{origin} is one of the federation's zones: change its "
+                                      "records (trustchain record add/delete)")
+            return method(call)
+        return checked
+
+    def federated(method: Callable[[Call], Any]) -> Callable[[Call], Any]:
+        """Send a change set within a shared zone to the consensus; others to ``method``."""
+        if shared is None:
+            return method
+
+        async def routed(call: Call) -> Any:
+            req = call.parse(ChangeSet)
+            add = [CoreRecord(parse_name(r.name), r.type, r.data, r.ttl) for r in req.add]
+            delete = [CoreSelector(parse_name(s.name), s.type, s.data) for s in req.delete]
+            zone = shared.zone_of([r.name for r in add] + [s.name for s in delete])
+            if zone is not None:
+                return await shared.change(zone, add, delete)
+            answer = method(call)
+            return await answer if inspect.isawaitable(answer) else answer
+        return routed
 
     def on_zone(answer: Callable[[dns.name.Name], Any]) -> Callable[[Call], Any]:
         """A method whose request names one zone (``{"zone": ...}``)."""
@@ -220,12 +258,12 @@ def zone_service(service: DnsService) -> Service:
 
     return Service("admin", (
         Method(zone_create, stoq="zone-create"),
-        Method(on_zone(zone_delete), stoq="zone-delete"),
+        Method(local_only(on_zone(zone_delete)), stoq="zone-delete"),
         Method(zone_list, stoq="zone-list"),
         Method(on_zone(zone_export), stoq="zone-export"),
         Method(zone_import, stoq="zone-import"),
         Method(on_zone(records_list), stoq="records-list"),
-        Method(records_change, stoq="records-change"),
+        Method(federated(records_change), stoq="records-change"),
         Method(secondary_add, stoq="secondary-add"),
         Method(secondary_list, stoq="secondary-list"),
         Method(secondary_remove, stoq="secondary-remove"),

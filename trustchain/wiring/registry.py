@@ -8,17 +8,22 @@ it.  Every node applies the committed registrations in block order to the
 ledger (:attr:`~trustchain.consensus.ledger.Ledger.networks`), so
 ``network list`` is the same on every node at the same height.
 
-A node that serves the origin zone also gives each registered network its
-zone under the origin (hosted or delegated, :mod:`trustchain.dns.networks`),
-when the block is committed and, for blocks committed while it was down or
-before it served the origin, at start.  Nodes without the origin zone keep
-the registry only: replicating the zones themselves is the next issue's.
+The same blocks give each network its zone, or its delegation, in the
+federation's zones (:mod:`trustchain.dns.federation`), identical on every
+node; each node also records the network where its CA looks networks up.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+
+import dns.exception
+import dns.name
+import dns.rdata
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,8 +48,9 @@ from trustchain.consensus.proofs.delay import prove_delay
 from trustchain.consensus.proofs.work import solve_work
 from trustchain.consensus.tendermint import Committed
 from trustchain.dns.records import DnsRequestError
-from trustchain.dns.service import DnsService
+from trustchain.dns.networks import NetworkStore
 from trustchain.wiring.dns import NetworkRegister, name_server
+from trustchain.wiring.federation import FederationDns
 
 log = logging.getLogger("trustchain.registry")
 
@@ -91,60 +97,68 @@ def registration_entry(request: RegisterRequest) -> Entry:
 
 
 class Registry:
-    """Applies committed registrations to this node's DNS, where it serves the origin."""
+    """Records committed registrations where this node's CA looks networks up; their zones
+    are the federation's (:mod:`trustchain.wiring.federation`), the same on every node."""
 
-    def __init__(self, runner: ConsensusRunner, dns: DnsService) -> None:
+    def __init__(self, runner: ConsensusRunner, store: NetworkStore, zones: FederationDns,
+                 now: Callable[[], datetime]) -> None:
         self._runner = runner
-        self._dns = dns
-
-    def serves_origin(self) -> bool:
-        return self._dns.networks.serves_origin()
+        self._store = store
+        self._zones = zones
+        self._now = now
 
     def check(self, body: dict[str, Any]) -> None:
-        """Refuse early what this node's DNS would refuse (a name in use, a bad DS).
+        """Refuse early what the zones would not take (a name server or DS that does not
+        parse).
 
         :raises DnsRequestError: naming the problem.
         """
-        if self._dns.networks.serves_origin():
-            self._dns.networks.check(body["name"], [name_server(d) for d in body["delegate"]],
-                                     body["ds"])
+        for item in body["delegate"]:
+            name_server(item)
+            for address in name_server(item).addresses:
+                try:
+                    ipaddress.ip_address(address)
+                except ValueError:
+                    raise DnsRequestError(f"{address!r} is not an IP address") from None
+        for text in body["ds"]:
+            try:
+                dns.rdata.from_text("IN", "DS", text)
+            except (dns.exception.DNSException, ValueError) as exc:
+                raise DnsRequestError(f"a DS record {text!r} does not parse: {exc}") from None
 
     def committed(self, committed: Committed) -> None:
         for raw in committed.block.operations:
             operation = decode_entry(raw).operation
             if operation.kind is OperationKind.NETWORK_REGISTRATION:
-                self._apply(operation.body, committed.block.height)
+                self._record(operation.body)
 
     def catch_up(self) -> None:
-        """Give the zones of networks registered while this node did not apply them (it was
-        down, or did not serve the origin yet): at start, and before each registry call."""
-        if not self._dns.networks.serves_origin():
-            return
-        known = {n["name"] for n in self._dns.networks.all()}
+        """Record the networks committed while this node did not (at start)."""
+        known = {n["name"] for n in self._store.networks()}
         for name, body in self._runner.ledger.networks.items():
             if name not in known:
-                self._apply(body, self._runner.ledger.height)
+                self._record(body)
 
-    def _apply(self, body: dict[str, Any], height: int) -> None:
-        if not self._dns.networks.serves_origin():
+    def _record(self, body: dict[str, Any]) -> None:
+        origin = self._zones.zones.origin
+        zone = dns.name.Name((body["name"].encode(), *origin.labels))
+        mode = "delegated" if body.get("delegate") else "hosted"
+        if any(n["name"] == body["name"] for n in self._store.networks()):
             return
-        try:
-            self._dns.networks.register(body["name"], [name_server(d) for d in body["delegate"]],
-                                        body["ds"], body["prefixes"])
-        except (DnsRequestError, KeyError, TypeError, ValueError) as exc:
-            log.warning("network %s (committed at height %d) has no zone here: %s",
-                        body.get("name"), height, exc)
+        self._store.add_network(body["name"], zone, mode, self._now(),
+                                list(body.get("prefixes", [])))
 
     def list(self) -> list[dict[str, Any]]:
-        """Every registered network, with its zone where this node gave it one."""
-        self.catch_up()
-        zones = {n["name"]: n for n in self._dns.networks.all()}
+        """Every registered network, with its zone."""
+        recorded = {n["name"]: n for n in self._store.networks()}
         out = []
         for name, body in sorted(self._runner.ledger.networks.items()):
             row: dict[str, Any] = {"name": name, "prefixes": body.get("prefixes", []),
                                    "delegate": body.get("delegate", [])}
-            if name in zones:
-                row.update(zones[name])
+            row.update(recorded.get(name, {}))
+            zone = self._zones.zones.zones.get(dns.name.Name(
+                (name.encode(), *self._zones.zones.origin.labels)))
+            row["serial"] = zone.serial if zone is not None else None
             out.append(row)
         return out
 
@@ -154,13 +168,11 @@ def registry_service(registry: Registry, runner: ConsensusRunner) -> Service:
 
     async def network_register(call: Call) -> dict[str, Any]:
         request = call.parse(RegisterRequest)
-        registry.catch_up()
         entry = registration_entry(request)
         registry.check(entry.operation.body)
         height = await runner.committed_height(entry, COMMIT_TIMEOUT)
         row = next((n for n in registry.list() if n["name"] == request.name), None)
-        return {"name": request.name, "height": height, "network": row,
-                "zone_here": registry.serves_origin()}
+        return {"name": request.name, "height": height, "network": row}
 
     return Service("admin", (
         Method(network_register, stoq="network-register"),

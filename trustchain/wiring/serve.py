@@ -16,7 +16,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import dns.name
+
 from bootstrap.enrolment import EnrolmentService
+from bootstrap.init import CONSENSUS_ED25519_PURPOSE
 from transport import methods
 from transport.ca import CaRunner
 from transport.ct import LogRunner
@@ -33,9 +36,11 @@ from transport.workers import InlineWork, Work, WorkerPool
 from trustchain.config import load_config
 from trustchain.consensus.tendermint import Committed
 from trustchain.datadir import DataDir
+from trustchain.dns.federation import FederationZones
 from trustchain.dns.handler import DnsHandler
 from trustchain.dns.service import DnsService
 from trustchain.stoq.router import Router
+from trustchain.storage.dns import SqliteZoneStore
 from trustchain.storage.node import NodeStore
 from trustchain.storage.ratelimit import RateLimiter
 from trustchain.wiring.admission import Admissions, admission_services
@@ -43,6 +48,12 @@ from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_
 from trustchain.wiring.consensus import build_consensus, consensus_service, membership_hook
 from trustchain.wiring.ct import build_ct_logs, ct_service, ct_tiles_root
 from trustchain.wiring.dns import build_dns, zone_service
+from trustchain.wiring.federation import (
+    FederationDns,
+    ZonesApplication,
+    federation_keys,
+    node_signing_key,
+)
 from trustchain.wiring.http import create_app
 from trustchain.wiring.node import (
     OpenNode,
@@ -105,20 +116,31 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     notifier = Notifier()
     dns_service = build_dns(node, notifier)
     dns_handler: DnsHandler = dns_service.handle
-    federation = build_consensus(node, wall=utcnow)
+    founders = frozenset(v.node_id for v in node.genesis.body.validators)
+    federation_zones = FederationZones(dns.name.from_text(node.identity.origin), founders)
+    federation = build_consensus(node, wall=utcnow,
+                                 application=ZonesApplication(federation_zones))
     consensus, peers = federation.runner, federation.peers
-    registry = Registry(consensus, dns_service)
+    zsk, ksk = federation_keys(node.keystore, node.identity.node_id in founders, utcnow())
+    zones_here = FederationDns(
+        federation_zones, dns_service, consensus, node_id=node.identity.node_id,
+        chain_id=node.identity.genesis_sha256,
+        node_key=node_signing_key(node.keystore, CONSENSUS_ED25519_PURPOSE), zsk=zsk, ksk=ksk,
+        addresses=config.advertised(), founders=founders, clock=utcnow)
+    registry = Registry(consensus, SqliteZoneStore(node.db), zones_here, utcnow)
     membership = membership_hook(peers, federation.endorsements.policy)
 
     def committed(block: Committed) -> None:
         registry.committed(block)
         membership(block)
+        zones_here.after_commit()
 
     consensus.on_commit = committed
-    registry.catch_up()  # zones of networks committed while this node did not apply them
+    registry.catch_up()  # networks committed while this node did not record them
     enrolment = enrolment_for(node, utcnow, secrets.token_bytes)
     admissions = Admissions(consensus, federation.endorsements, enrolment)
-    services = [*base_services(node, dns_handler, enrolment), zone_service(dns_service),
+    services = [*base_services(node, dns_handler, enrolment),
+                zone_service(dns_service, zones_here),
                 ct_service(ct), ca_service(ca),
                 consensus_service(consensus, federation.endorsements),
                 registry_service(registry, consensus), *admission_services(admissions)]
@@ -166,6 +188,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         await https.start()
         await quic.start()
         consensus.start()
+        zones_here.after_commit()  # serve the federation zones as replayed; announce this node
         peers.start()
         log.info("node ready")
         maintenance = asyncio.ensure_future(_maintain(dns_service, limiter, stop))
