@@ -10,9 +10,15 @@ per query: :func:`sign_zone` produces a :class:`SignedZone` holding
 * an RRSIG for every authoritative RRset (at delegation points only DS and
   NSEC are signed; glue is not), by the zone-signing keys.
 
-Signatures are reused from the previous version when the RRset and key are
-unchanged and the signature is not within ``refresh`` of its expiry, so a
-change to one record costs a few signatures, not a whole zone.  Validity:
+A version made from the previous one (:meth:`trustchain.dns.zone.Zone.apply`)
+is signed incrementally: only the changed RRsets and the NSEC/NSEC3 records
+of the changed names and their predecessors in the chain are signed, and
+everything else is shared with the previous :class:`SignedZone` (persistent
+maps and a block-sorted chain, :mod:`trustchain.dns.persistent`), so a change
+to one record costs a few signatures and no work that grows with the zone.
+A first signing, a refresh (a signature near expiry) or a change of keys signs
+every RRset, reusing the signatures of the previous version while the RRset
+and key are unchanged and the signature is not within ``refresh`` of expiry.  Validity:
 inception one hour in the past (clock skew), expiry ``validity`` ahead plus
 a per-name jitter of up to ``jitter`` (so expiries spread out).
 
@@ -22,10 +28,12 @@ algorithm 13 (ECDSA P-256 SHA-256) by default, 15 (Ed25519) as an option.
 
 from __future__ import annotations
 
+import base64
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import dns.dnssec
 import dns.name
@@ -37,6 +45,7 @@ import dns.rrset
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.RRSIG import RRSIG
 
+from trustchain.dns.persistent import PMap, SortedSeq
 from trustchain.dns.zone import NS, Zone
 
 ALGORITHMS = {13: dns.dnssec.Algorithm.ECDSAP256SHA256, 15: dns.dnssec.Algorithm.ED25519}
@@ -87,6 +96,10 @@ class Policy:
 
 
 Key = tuple[dns.name.Name, int]
+#: Types the signer makes: a change to zone data of these types is signed whole.
+_SIGNER_TYPES = frozenset({dns.rdatatype.DNSKEY, dns.rdatatype.NSEC, dns.rdatatype.NSEC3,
+                           dns.rdatatype.RRSIG, dns.rdatatype.CDS, dns.rdatatype.CDNSKEY,
+                           dns.rdatatype.NSEC3PARAM})
 
 
 @dataclass(frozen=True)
@@ -96,18 +109,28 @@ class SignedZone:
     zone: Zone
     dnskey: dns.rrset.RRset
     #: RRSIGs by (owner, covered type).
-    rrsigs: Mapping[Key, dns.rrset.RRset]
+    rrsigs: PMap[Key, dns.rrset.RRset]
     #: NSEC records by owner, and the owners in canonical order.
-    nsec: Mapping[dns.name.Name, dns.rrset.RRset]
-    chain: tuple[dns.name.Name, ...] = field(repr=False)
+    nsec: PMap[dns.name.Name, dns.rrset.RRset]
+    chain: SortedSeq[dns.name.Name] = field(repr=False)
     #: When the earliest signature must be refreshed (seconds since the epoch).
     refresh_at: int = 0
     #: Records the signer adds at the apex (CDS and CDNSKEY for the parent, RFC 7344;
     #: NSEC3PARAM).
     extra: Mapping[Key, dns.rrset.RRset] = field(default_factory=dict)
     #: NSEC3 mode: records by hashed owner name, and those owners in canonical order.
-    nsec3: Mapping[dns.name.Name, dns.rrset.RRset] = field(default_factory=dict)
-    nsec3_chain: tuple[dns.name.Name, ...] = field(default=(), repr=False)
+    nsec3: PMap[dns.name.Name, dns.rrset.RRset] = field(default_factory=PMap)
+    nsec3_chain: SortedSeq[dns.name.Name] = field(default_factory=SortedSeq, repr=False)
+    #: The active keys that signed, as (signs keys, tag, algorithm): a version signed
+    #: incrementally over this one must be signed by the same.
+    signers: frozenset[tuple[bool, int, int]] = frozenset()
+    #: Made incrementally: the NSEC (or hashed NSEC3) owners whose records differ from the
+    #: previous version's.  None: signed whole, so any record may differ.
+    resigned: frozenset[dns.name.Name] | None = field(default=None, repr=False)
+    #: The :attr:`token` of the version ``resigned`` is relative to.
+    base: object | None = field(default=None, repr=False)
+    #: This version's identity.
+    token: object = field(default_factory=object, repr=False)
 
     def hashed(self, name: dns.name.Name) -> dns.name.Name:
         """The NSEC3 owner for ``name`` (RFC 9276: SHA-1, no extra iterations, no salt)."""
@@ -115,26 +138,14 @@ class SignedZone:
 
     def nsec3_covering(self, name: dns.name.Name) -> dns.name.Name:
         """The NSEC3 owner whose interval covers (or matches) the hash of ``name``."""
-        return _last_at_or_below(self.nsec3_chain, self.hashed(name))
+        return self.nsec3_chain.floor(self.hashed(name))
 
     def covering(self, name: dns.name.Name) -> dns.name.Name:
         """The NSEC owner whose interval covers ``name`` (which does not exist)."""
-        return _last_at_or_below(self.chain, name)
+        return self.chain.floor(name)
 
     def rrsig(self, name: dns.name.Name, rdtype: int) -> dns.rrset.RRset | None:
         return self.rrsigs.get((name, rdtype))
-
-
-def _last_at_or_below(chain: tuple[dns.name.Name, ...], name: dns.name.Name) -> dns.name.Name:
-    """The last owner <= ``name`` in canonical order (wrapping to the last one)."""
-    low, high = 0, len(chain)
-    while low < high:
-        mid = (low + high) // 2
-        if chain[mid] <= name:
-            low = mid + 1
-        else:
-            high = mid
-    return chain[low - 1] if low else chain[-1]
 
 
 def nsec3_label(name: dns.name.Name) -> str:
@@ -142,10 +153,21 @@ def nsec3_label(name: dns.name.Name) -> str:
     return dns.dnssec.nsec3_hash(name, None, 0, 1).lower()
 
 
+def _authoritative(zone: Zone, name: dns.name.Name) -> bool:
+    """An owner name that gets an NSEC record: not below a delegation."""
+    return name in zone.types and ((cut := zone.cut_above(name)) is None or cut == name)
+
+
+def _signed_in(zone: Zone, name: dns.name.Name, rdtype: int) -> bool:
+    """Whether the RRset is signed: not delegation NS, not glue (DS at a cut is)."""
+    cut = zone.cut_above(name)
+    return cut is None or (name == cut and rdtype == dns.rdatatype.DS)
+
+
 def authoritative_names(zone: Zone) -> list[dns.name.Name]:
-    """Owner names that get NSEC records: everything but what lies below a delegation."""
-    names = {name for name, _ in zone.rrsets}
-    return sorted(n for n in names if (cut := zone.cut_above(n)) is None or cut == n)
+    """Owner names that get NSEC records, in canonical order: all but what lies below a
+    delegation."""
+    return [n for n in zone.owners if _authoritative(zone, n)]
 
 
 def _jitter(name: dns.name.Name, rdtype: int, span: int) -> int:
@@ -161,6 +183,14 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
               cds: SigningKey | None = None, nsec3: bool = False,
               published: tuple[dns.rrset.RRset, dns.rrset.RRset] | None = None) -> SignedZone:
     """Sign ``zone`` at time ``now`` (seconds since the epoch).
+
+    When ``zone`` was made from ``previous.zone`` (:meth:`Zone.apply`, its
+    :attr:`~trustchain.dns.zone.Zone.delta`) and nothing else changed (keys, DNSKEY
+    RRset, CDS, NSEC or NSEC3, the SOA's TTLs) and no signature of ``previous`` is due
+    for refresh, only the changed RRsets and the NSEC or NSEC3 records around the
+    changed names are signed: the result is what a whole signing gives (but for the
+    randomness of ECDSA signatures), at the cost of the change.  Otherwise every RRset
+    is signed, reusing the signatures of ``previous`` that are still good.
 
     :param cds: the key-signing key the parent should list (published as CDS
         and CDNSKEY at the apex), during and after a KSK rollover.
@@ -179,7 +209,6 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
         dnskey = published[0]
     else:
         dnskey = dns.rrset.from_rdata_list(origin, ttl, [k.dnskey for k in keys])
-    negative_ttl = min(zone.soa.ttl, zone.soa[0].minimum)
     extra: dict[Key, dns.rrset.RRset] = {}
     if cds is not None:
         extra[(origin, dns.rdatatype.CDS)] = dns.rrset.from_rdata(
@@ -188,36 +217,121 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
             origin, ttl, dns.dnssec.make_cdnskey(
                 cds.private_key.public_key(),  # type: ignore[attr-defined]
                 cds.dnskey.algorithm, flags=cds.dnskey.flags))
+    if nsec3:
+        extra[(origin, dns.rdatatype.NSEC3PARAM)] = dns.rrset.from_text(
+            origin, 0, "IN", "NSEC3PARAM", "1 0 0 -")
+    signers = frozenset((k.signs_keys, k.tag, int(k.dnskey.algorithm)) for k in ksks + zsks)
+    if previous is not None and _continues(zone, previous, now, dnskey, extra, signers, nsec3,
+                                           published):
+        if zone is previous.zone:
+            return previous
+        return _sign_changes(zone, previous, zsks, now, policy)
+    return _sign_all(zone, ksks, zsks, now, policy, previous, dnskey, extra, signers,
+                     nsec3, published)
 
+
+def _continues(zone: Zone, previous: SignedZone, now: int, dnskey: dns.rrset.RRset,
+               extra: Mapping[Key, dns.rrset.RRset], signers: frozenset[tuple[bool, int, int]],
+               nsec3: bool, published: tuple[dns.rrset.RRset, dns.rrset.RRset] | None) -> bool:
+    """Whether ``zone`` may be signed as the changes since ``previous`` alone."""
+    if zone is not previous.zone and (
+            zone.delta is None or zone.delta.base is not previous.zone.token):
+        return False
+    if now >= previous.refresh_at or signers != previous.signers \
+            or bool(previous.nsec3) != nsec3 or not _same(dnskey, previous.dnskey):
+        return False
+    if extra.keys() != previous.extra.keys() or any(
+            not _same(rrset, previous.extra[key]) for key, rrset in extra.items()):
+        return False
+    if published is not None and not _same(
+            published[1], previous.rrsigs.get((zone.origin, dns.rdatatype.DNSKEY))):
+        return False
+    soa, old_soa = zone.soa, previous.zone.soa  # the TTLs of DNSKEY and NSEC records
+    if soa.ttl != old_soa.ttl or soa[0].minimum != old_soa[0].minimum:
+        return False
+    return zone.delta is None or not any(t in _SIGNER_TYPES for _, t in zone.delta.keys)
+
+
+def _same(a: dns.rrset.RRset | None, b: dns.rrset.RRset | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.ttl == b.ttl and a == b
+
+
+def _negative_ttl(zone: Zone) -> int:
+    return int(min(zone.soa.ttl, zone.soa[0].minimum))
+
+
+def _nsec_types(zone: Zone, name: dns.name.Name, extra: Mapping[Key, dns.rrset.RRset]
+                ) -> list[int]:
+    """The type bitmap of the NSEC record at ``name``."""
+    types = set(zone.types_at(name))
+    if name == zone.origin:
+        types.add(dns.rdatatype.DNSKEY)
+        types |= {t for (_, t) in extra}
+    types |= {dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
+    if name in zone.cuts:  # only what the parent side owns (RFC 4035 2.3)
+        types &= {NS, dns.rdatatype.DS, dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
+    return sorted(types)
+
+
+def _nsec_rrset(name: dns.name.Name, following: dns.name.Name, types: list[int],
+                ttl: int) -> dns.rrset.RRset:
+    windows = dns.rdtypes.ANY.NSEC.Bitmap.from_rdtypes(
+        [dns.rdatatype.RdataType.make(t) for t in types])
+    rdata = dns.rdtypes.ANY.NSEC.NSEC(dns.rdataclass.IN, dns.rdatatype.NSEC, following, windows)
+    return dns.rrset.from_rdata(name, ttl, rdata)
+
+
+def _nsec3_types(zone: Zone, name: dns.name.Name, extra: Mapping[Key, dns.rrset.RRset]
+                 ) -> list[int]:
+    """The type bitmap of the NSEC3 record for ``name``."""
+    types = set(zone.types_at(name))
+    if name == zone.origin:
+        types |= {dns.rdatatype.DNSKEY} | {t for (_, t) in extra}
+    if name in zone.cuts:
+        types &= {NS, dns.rdatatype.DS}
+    if types and (name not in zone.cuts or dns.rdatatype.DS in types):
+        types.add(dns.rdatatype.RRSIG)
+    return sorted(types)
+
+
+def _nsec3_rrset(owner: dns.name.Name, following: dns.name.Name, types: list[int],
+                 ttl: int) -> dns.rrset.RRset:
+    type_names = " ".join(dns.rdatatype.to_text(dns.rdatatype.RdataType.make(t))
+                          for t in types)
+    text = f"1 0 0 - {following.labels[0].decode()} {type_names}"
+    return dns.rrset.from_text(owner, ttl, "IN", "NSEC3", text.strip())
+
+
+def _nsec3_owner(zone: Zone, name: dns.name.Name) -> bool:
+    """Names that get an NSEC3 record: existing names (empty non-terminals too) not below
+    a delegation (RFC 5155 section 7.1)."""
+    return name in zone.names and ((cut := zone.cut_above(name)) is None or cut == name)
+
+
+def _sign_all(zone: Zone, ksks: list[SigningKey], zsks: list[SigningKey], now: int,
+              policy: Policy, previous: SignedZone | None, dnskey: dns.rrset.RRset,
+              extra: dict[Key, dns.rrset.RRset], signers: frozenset[tuple[bool, int, int]],
+              nsec3: bool, published: tuple[dns.rrset.RRset, dns.rrset.RRset] | None
+              ) -> SignedZone:
+    """Every RRset and NSEC or NSEC3 record signed (or its signature reused)."""
+    origin = zone.origin
+    negative_ttl = _negative_ttl(zone)
     names = authoritative_names(zone)
     nsec: dict[dns.name.Name, dns.rrset.RRset] = {}
     hashed: dict[dns.name.Name, dns.rrset.RRset] = {}
     if nsec3:
-        extra[(origin, dns.rdatatype.NSEC3PARAM)] = dns.rrset.from_text(
-            origin, 0, "IN", "NSEC3PARAM", "1 0 0 -")
         hashed = _nsec3_chain(zone, names, extra, negative_ttl)
         names = []
     for index, name in enumerate(names):
-        types = set(zone.types_at(name))
-        if name == origin:
-            types.add(dns.rdatatype.DNSKEY)
-            types |= {t for (_, t) in extra}
-        types |= {dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
-        if name in zone.cuts:  # only what the parent side owns (RFC 4035 2.3)
-            types &= {NS, dns.rdatatype.DS, dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
-        following = names[(index + 1) % len(names)]
-        windows = dns.rdtypes.ANY.NSEC.Bitmap.from_rdtypes(
-            [dns.rdatatype.RdataType.make(t) for t in sorted(types)])
-        rdata = dns.rdtypes.ANY.NSEC.NSEC(dns.rdataclass.IN, dns.rdatatype.NSEC, following,
-                                          windows)
-        nsec[name] = dns.rrset.from_rdata(name, negative_ttl, rdata)
+        nsec[name] = _nsec_rrset(name, names[(index + 1) % len(names)],
+                                 _nsec_types(zone, name, extra), negative_ttl)
 
     to_sign: list[tuple[dns.rrset.RRset, list[SigningKey]]] = [] if published else [(dnskey, ksks)]
     for (name, rdtype), rrset in zone.rrsets.items():
-        cut = zone.cut_above(name)
-        if cut is not None and not (name == cut and rdtype == dns.rdatatype.DS):
-            continue  # delegation NS and glue are not signed
-        to_sign.append((rrset, zsks))
+        if _signed_in(zone, name, rdtype):  # delegation NS and glue are not signed
+            to_sign.append((rrset, zsks))
     to_sign += [(r, zsks) for r in nsec.values()]
     to_sign += [(r, zsks) for r in hashed.values()]
     to_sign += [(r, zsks) for r in extra.values()]
@@ -226,21 +340,137 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
     refresh_at = now + policy.validity
     if published is not None:
         rrsigs[(origin, dns.rdatatype.DNSKEY)] = published[1]
-    for rrset, signers in to_sign:
-        sigs: list[RRSIG] = []
-        for key in signers:
-            sig = _reuse(previous, rrset, key, now, policy) or dns.dnssec.sign(
-                rrset, key.private_key, origin, key.dnskey,  # type: ignore[arg-type]
-                inception=now - policy.backdate,
-                expiration=now + policy.validity + _jitter(rrset.name, rrset.rdtype,
-                                                           policy.jitter),
-            )
-            sigs.append(sig)
-            refresh_at = min(refresh_at, sig.expiration - policy.refresh)
+    for rrset, keys in to_sign:
+        sigs = [_reuse(previous, rrset, key, now, policy) or _sign(rrset, key, origin, now, policy)
+                for key in keys]
+        refresh_at = min([refresh_at, *(sig.expiration - policy.refresh for sig in sigs)])
         rrsigs[(rrset.name, rrset.rdtype)] = dns.rrset.from_rdata_list(
             rrset.name, rrset.ttl, sigs)
-    return SignedZone(zone, dnskey, rrsigs, nsec, tuple(names), refresh_at, extra, hashed,
-                      tuple(sorted(hashed)))
+    return SignedZone(zone, dnskey, PMap(rrsigs), PMap(nsec), SortedSeq(names, presorted=True),
+                      refresh_at, extra, PMap(hashed), SortedSeq(hashed), signers)
+
+
+def _sign(rrset: dns.rrset.RRset, key: SigningKey, origin: dns.name.Name, now: int,
+          policy: Policy) -> RRSIG:
+    return dns.dnssec.sign(  # type: ignore[no-any-return]
+        rrset, key.private_key, origin, key.dnskey,  # type: ignore[arg-type]
+        inception=now - policy.backdate,
+        expiration=now + policy.validity + _jitter(rrset.name, rrset.rdtype, policy.jitter),
+    )
+
+
+def _sign_changes(zone: Zone, previous: SignedZone, zsks: list[SigningKey], now: int,
+                  policy: Policy) -> SignedZone:
+    """``zone`` signed as ``previous`` plus the changes since its version: the changed
+    RRsets, and the NSEC or NSEC3 records of the changed names and of the names before
+    them in the chain (whose "next" moved).  Everything else is shared."""
+    old, origin, delta = previous.zone, zone.origin, zone.delta
+    keys = delta.keys if delta is not None else frozenset()
+    touched = {name for name, _ in keys}
+    for name, rdtype in keys:  # a delegation made or undone: its subtree changes sides
+        if rdtype == NS and name != origin and (name in old.cuts) != (name in zone.cuts):
+            touched.update(old.owners_below(name))
+            touched.update(zone.owners_below(name))
+    sig_changes: dict[Key, dns.rrset.RRset | None] = {}
+    to_sign: list[dns.rrset.RRset] = []
+    for name in touched:
+        for rdtype in set(old.types_at(name)) | set(zone.types_at(name)):
+            key = (name, rdtype)
+            rrset = zone.rrsets.get(key)
+            if rrset is None or not _signed_in(zone, name, rdtype):
+                if key in previous.rrsigs:
+                    sig_changes[key] = None
+            elif key in keys or key not in previous.rrsigs:
+                to_sign.append(rrset)
+    ttl = _negative_ttl(zone)
+    nsec, chain = previous.nsec, previous.chain
+    nsec3, nsec3_chain = previous.nsec3, previous.nsec3_chain
+    if previous.nsec3:
+        candidates = set(delta.names) if delta is not None else set()
+        for name in touched:  # the names above a changed one may change sides of a cut
+            candidates.update(_up_to(name, origin))
+        nsec3_changes, nsec3_chain = _chain_changes(
+            nsec3, nsec3_chain, {previous.hashed(c): c for c in candidates},
+            lambda name: _nsec3_owner(zone, name),
+            lambda owner, following, name: _nsec3_rrset(
+                owner, following, _nsec3_types(zone, name, previous.extra), ttl),
+            lambda old_rdata, following: old_rdata.replace(
+                next=base64.b32hexdecode(following.labels[0].upper())), ttl)
+        nsec3 = nsec3.evolve(nsec3_changes.items())
+        changed = nsec3_changes
+        rdtype = dns.rdatatype.NSEC3
+    else:
+        nsec_changes, chain = _chain_changes(
+            nsec, chain, {name: name for name in touched},
+            lambda name: _authoritative(zone, name),
+            lambda owner, following, name: _nsec_rrset(
+                owner, following, _nsec_types(zone, name, previous.extra), ttl),
+            lambda old_rdata, following: old_rdata.replace(next=following), ttl)
+        nsec = nsec.evolve(nsec_changes.items())
+        changed = nsec_changes
+        rdtype = dns.rdatatype.NSEC
+    for owner, record in changed.items():
+        if record is None:
+            sig_changes[(owner, rdtype)] = None
+        else:
+            to_sign.append(record)
+    refresh_at = previous.refresh_at
+    for rrset in to_sign:
+        sigs = [_sign(rrset, key, origin, now, policy) for key in zsks]
+        refresh_at = min([refresh_at, *(sig.expiration - policy.refresh for sig in sigs)])
+        sig_changes[(rrset.name, rrset.rdtype)] = dns.rrset.from_rdata_list(
+            rrset.name, rrset.ttl, sigs)
+    return SignedZone(zone, previous.dnskey, previous.rrsigs.evolve(sig_changes.items()),
+                      nsec, chain, refresh_at, previous.extra, nsec3, nsec3_chain,
+                      previous.signers, frozenset(changed), previous.token)
+
+
+def _up_to(name: dns.name.Name, origin: dns.name.Name) -> Iterator[dns.name.Name]:
+    """``name`` and the names above it, up to ``origin``."""
+    while name.is_subdomain(origin):
+        yield name
+        if name == origin:
+            return
+        name = name.parent()
+
+
+def _chain_changes(
+    records: PMap[dns.name.Name, dns.rrset.RRset], chain: SortedSeq[dns.name.Name],
+    candidates: Mapping[dns.name.Name, dns.name.Name],
+    belongs: Callable[[dns.name.Name], bool],
+    make: Callable[[dns.name.Name, dns.name.Name, dns.name.Name], dns.rrset.RRset],
+    relink: Callable[[Any, dns.name.Name], dns.rdata.Rdata], ttl: int,
+) -> tuple[dict[dns.name.Name, dns.rrset.RRset | None], SortedSeq[dns.name.Name]]:
+    """The NSEC or NSEC3 records that change, and the new chain.
+
+    :param candidates: chain owner -> the zone name it stands for, for every name whose
+        place in the chain or type bitmap may have changed.
+    :param belongs: whether a zone name has a record in the new version.
+    :param make: a record from its owner, the next owner and the zone name.
+    :param relink: an old record's rdata pointing to a new next owner (same bitmap).
+    """
+    changes: dict[dns.name.Name, dns.rrset.RRset | None] = {}
+    moved: list[dns.name.Name] = []
+    for owner in sorted(candidates):
+        was, now = owner in records, belongs(candidates[owner])
+        if was and not now:
+            chain = chain.remove(owner)
+            changes[owner] = None
+            moved.append(owner)
+        elif now and not was:
+            chain = chain.insert(owner)
+            moved.append(owner)
+    redo = {owner for owner in candidates if owner not in changes and owner in chain}
+    redo.update(chain.before(owner) for owner in moved)
+    for owner in redo:
+        following = chain.after(owner)
+        if owner in candidates:
+            record = make(owner, following, candidates[owner])
+        else:
+            record = dns.rrset.from_rdata(owner, ttl, relink(records[owner][0], following))
+        if not _same(records.get(owner), record):
+            changes[owner] = record
+    return changes, chain
 
 
 def _nsec3_chain(zone: Zone, names: list[dns.name.Name], extra: Mapping[Key, dns.rrset.RRset],
@@ -249,29 +479,13 @@ def _nsec3_chain(zone: Zone, names: list[dns.name.Name], extra: Mapping[Key, dns
     origin = zone.origin
     owners = set(names)
     for name in names:  # empty non-terminals between the apex and each name get one too
-        parent = name
-        while parent != origin and len(parent) > len(origin):
-            parent = parent.parent()
-            owners.add(parent)
-    entries = []
-    for name in owners:
-        types = set(zone.types_at(name))
-        if name == origin:
-            types |= {dns.rdatatype.DNSKEY} | {t for (_, t) in extra}
-        if name in zone.cuts:
-            types &= {NS, dns.rdatatype.DS}
-        if types and (name not in zone.cuts or dns.rdatatype.DS in types):
-            types.add(dns.rdatatype.RRSIG)
-        entries.append((nsec3_label(name), sorted(types)))
-    entries.sort()
+        owners.update(_up_to(name, origin))
+    entries = sorted((dns.name.Name((nsec3_label(name).encode(), *origin.labels)), name)
+                     for name in owners)
     out: dict[dns.name.Name, dns.rrset.RRset] = {}
-    for index, (label, bitmap) in enumerate(entries):
+    for index, (owner, name) in enumerate(entries):
         following = entries[(index + 1) % len(entries)][0]
-        owner = dns.name.Name((label.encode(), *origin.labels))
-        type_names = " ".join(dns.rdatatype.to_text(dns.rdatatype.RdataType.make(t))
-                              for t in bitmap)
-        text = f"1 0 0 - {following} {type_names}"
-        out[owner] = dns.rrset.from_text(owner, ttl, "IN", "NSEC3", text.strip())
+        out[owner] = _nsec3_rrset(owner, following, _nsec3_types(zone, name, extra), ttl)
     return out
 
 
@@ -291,7 +505,7 @@ def _reuse(previous: SignedZone | None, rrset: dns.rrset.RRset, key: SigningKey,
     else:
         old_rrset = previous.zone.rrsets.get((rrset.name, rrset.rdtype))
     old_sigs = previous.rrsigs.get((rrset.name, rrset.rdtype))
-    if old_rrset is None or old_sigs is None or old_rrset != rrset or old_rrset.ttl != rrset.ttl:
+    if old_rrset is None or old_sigs is None or not _same(old_rrset, rrset):
         return None
     for sig in old_sigs:
         if sig.key_tag == key.tag and sig.algorithm == key.dnskey.algorithm \

@@ -73,6 +73,40 @@ class ZoneSet:
             name = name.parent()
 
 
+@dataclass
+class Dependencies:
+    """What an answer was made from, so that a cache of answers can drop exactly the
+    ones a zone change can affect (:class:`trustchain.dns.serving.ZoneServer`)."""
+
+    #: Names whose data, existence or delegation the answer reflects: the names looked
+    #: up, every name above them up to their zone's apex (delegations, closest
+    #: enclosers), the wildcards that could have matched, and the glue owners.
+    names: set[dns.name.Name] = field(default_factory=set)
+    #: Owners of the NSEC and NSEC3 records the answer holds.
+    nsec: set[dns.name.Name] = field(default_factory=set)
+    #: Apexes of the zones the answer depends on whole: it holds their SOA (whose serial
+    #: moves with every version) or something derived from it.
+    whole: set[dns.name.Name] = field(default_factory=set)
+
+    def note(self, zone: Zone, name: dns.name.Name) -> None:
+        """The answer looked ``name`` up in ``zone``."""
+        self.names.add(name)
+        while name != zone.origin and len(name) > len(zone.origin):
+            name = name.parent()
+            self.names.add(name)
+            self.names.add(dns.name.Name((b"*", *name.labels)))
+
+    def held(self, response: dns.message.Message) -> None:
+        """The SOA and NSEC/NSEC3 records ``response`` holds."""
+        for section in (response.answer, response.authority, response.additional):
+            for rrset in section:
+                rdtype = rrset.covers if rrset.rdtype == dns.rdatatype.RRSIG else rrset.rdtype
+                if rdtype == SOA:
+                    self.whole.add(rrset.name)
+                elif rdtype in (dns.rdatatype.NSEC, dns.rdatatype.NSEC3):
+                    self.nsec.add(rrset.name)
+
+
 def answer(query: bytes, zones: ZoneSet, context: QueryContext,
            keyring: Mapping[dns.name.Name, dns.tsig.Key] | None = None) -> bytes | None:
     """The response to ``query`` (``None``: send nothing).
@@ -84,9 +118,12 @@ def answer(query: bytes, zones: ZoneSet, context: QueryContext,
 
 
 def respond(query: bytes, zones: ZoneSet, context: QueryContext,
-            keyring: Mapping[dns.name.Name, dns.tsig.Key] | None = None
-            ) -> tuple[bytes | None, bool]:
-    """Like :func:`answer`, and whether the answer may be cached (not for signed queries)."""
+            keyring: Mapping[dns.name.Name, dns.tsig.Key] | None = None,
+            depends: Dependencies | None = None) -> tuple[bytes | None, bool]:
+    """Like :func:`answer`, and whether the answer may be cached (not for signed queries).
+
+    :param depends: filled with what the answer was made from.
+    """
     try:
         message = dns.message.from_wire(query, keyring=keyring or None)
     except dns.message.ShortHeader:
@@ -95,10 +132,11 @@ def respond(query: bytes, zones: ZoneSet, context: QueryContext,
         return header_only_response(query, dns.rcode.NOTAUTH), False
     except Exception:  # every parse failure of untrusted bytes is FORMERR (dnspython raises widely)
         return header_only_response(query, dns.rcode.FORMERR), True
-    return _answer(message, zones, context), not message.had_tsig
+    return _answer(message, zones, context, depends or Dependencies()), not message.had_tsig
 
 
-def _answer(message: dns.message.Message, zones: ZoneSet, context: QueryContext) -> bytes | None:
+def _answer(message: dns.message.Message, zones: ZoneSet, context: QueryContext,
+            depends: Dependencies) -> bytes | None:
     if message.flags & dns.flags.QR:
         return None
     if message.opcode() != dns.opcode.QUERY:
@@ -115,6 +153,7 @@ def _answer(message: dns.message.Message, zones: ZoneSet, context: QueryContext)
             response = _response(message)
             response.flags |= _AUTHORITATIVE
             response.answer.append(zone.soa)
+            depends.held(response)
             return _render(response, message, context)
     if question.rdclass != dns.rdataclass.IN or question.rdtype in (
         dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.OPT,
@@ -131,7 +170,8 @@ def _answer(message: dns.message.Message, zones: ZoneSet, context: QueryContext)
         )
     response = _response(message)
     response.flags |= _AUTHORITATIVE
-    _resolve(response, zones, zone, question.name, question.rdtype)
+    _resolve(response, zones, zone, question.name, question.rdtype, depends)
+    depends.held(response)
     return _render(response, message, context)
 
 
@@ -267,15 +307,19 @@ class _Signer:
 
 
 def _resolve(response: dns.message.Message, zones: ZoneSet, zone: Zone,
-             qname: dns.name.Name, qtype: int) -> None:
+             qname: dns.name.Name, qtype: int, depends: Dependencies) -> None:
     want_dnssec = bool(response.ednsflags & dns.flags.DO)
     name = qname
+    if qtype in (dns.rdatatype.ANY, dns.rdatatype.NSEC, dns.rdatatype.NSEC3):
+        depends.whole.add(zone.origin)  # (RFC 8482's answer has the SOA's minimum as TTL)
     for _ in range(MAX_CNAME_CHAIN + 1):
+        depends.note(zone, name)
         signed = zones.signed.get(zone.origin)
         signer = _Signer(response, signed, want_dnssec)
         cut = zone.cut_above(name)
         if cut is not None and not (qtype == dns.rdatatype.DS and name == cut):
             _referral(response, zone, cut, signer)
+            depends.names.update(rdata.target for rdata in zone.get(cut, NS) or ())
             return
         owner = name if name in zone.names else _wildcard(zone, name)
         if owner is None:

@@ -1,14 +1,17 @@
 """Records as a management request gives them, checked into dnspython values.
 
-A change set is applied to a copy of one zone's RRsets (deletions, then
-additions); the caller checks the result as a whole zone before storing it,
-so a change lands whole or not at all.  Every refusal is a
+A change set becomes the RRsets it replaces (:func:`change_set`: deletions,
+then additions), and the next zone version is made from them and checked
+where the change can break a rule (:func:`changed_zone`), so a change lands
+whole or not at all, at a cost that does not grow with the zone.
+:func:`apply_change` and :func:`build_zone` do the same over a whole copy of
+the zone (for callers that assemble zones from scratch).  Every refusal is a
 :class:`DnsRequestError` whose message the operator reads as is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import dns.exception
@@ -95,58 +98,94 @@ def build_zone(origin: dns.name.Name, rrsets: Iterable[dns.rrset.RRset],
         raise DnsRequestError(f"{prefix}{exc}") from None
 
 
-def apply_change(zone: Zone, add: Sequence[Record],
-                 delete: Sequence[RecordSelector]) -> dict[Key, dns.rrset.RRset]:
-    """``zone``'s RRsets after the deletions, then the additions (not yet checked as a zone).
+def changed_zone(zone: Zone, changes: Mapping[Key, dns.rrset.RRset | None],
+                 prefix: str = "") -> Zone:
+    """The next version of ``zone`` with ``changes`` made (None deletes an RRset), checked
+    where the change can break a rule and sharing everything else: what
+    :func:`build_zone` over :func:`apply_change` gives, at the cost of the change
+    instead of the zone.  Store and publish it with ``Zones.update`` (or
+    ``Zones.publish(..., changed=...)``) to sign and answer it incrementally too."""
+    try:
+        return zone.apply(changes)
+    except ZoneError as exc:
+        raise DnsRequestError(f"{prefix}{exc}") from None
+
+
+def change_set(zone: Zone, add: Sequence[Record],
+               delete: Sequence[RecordSelector]) -> dict[Key, dns.rrset.RRset | None]:
+    """The RRsets a change set replaces in ``zone`` (deletions, then additions), by key:
+    the new RRset, or None where it goes.  Not yet checked as a zone.
 
     An added record joins its RRset (taking the new TTL); a singleton type
     (CNAME, ...) that already holds other data is refused.
     """
-    rrsets = dict(zone.rrsets)
+    changes: dict[Key, dns.rrset.RRset | None] = {}
+
+    def current(key: Key) -> dns.rrset.RRset | None:
+        return changes[key] if key in changes else zone.rrsets.get(key)
+
     for selector in delete:
-        _delete(rrsets, zone, selector)
+        _delete(changes, current, zone, selector)
     for record in add:
         name, rdtype = record.name, parse_rdtype(record.type)
         if rdtype == SOA:
             raise DnsRequestError(
                 "the SOA is managed by the node (its serial moves on every change)")
         new = rrset_from_text(name, record.type, record.ttl, record.data, zone.origin)
-        existing = rrsets.get((name, rdtype))
+        existing = current((name, rdtype))
         if existing is not None and dns.rdatatype.is_singleton(rdtype) and existing != new:
             raise DnsRequestError(f"{name} already has a {record.type.upper()} record; "
                                   "delete it first (nothing applied)")
         new = merged(existing, new)
         new.ttl = record.ttl
-        rrsets[(name, rdtype)] = new
+        changes[(name, rdtype)] = new
+    return changes
+
+
+def apply_change(zone: Zone, add: Sequence[Record],
+                 delete: Sequence[RecordSelector]) -> dict[Key, dns.rrset.RRset]:
+    """``zone``'s RRsets after the deletions, then the additions (not yet checked as a zone).
+
+    A whole copy of the zone, for :func:`build_zone`; :func:`change_set` and
+    :func:`changed_zone` do the same at the cost of the change.
+    """
+    rrsets = dict(zone.rrsets)
+    for key, rrset in change_set(zone, add, delete).items():
+        if rrset is None:
+            rrsets.pop(key, None)
+        else:
+            rrsets[key] = rrset
     return rrsets
 
 
-def _delete(rrsets: dict[Key, dns.rrset.RRset], zone: Zone, selector: RecordSelector) -> None:
+def _delete(changes: dict[Key, dns.rrset.RRset | None],
+            current: Callable[[Key], dns.rrset.RRset | None], zone: Zone,
+            selector: RecordSelector) -> None:
     name = selector.name
     rdtype = parse_rdtype(selector.type) if selector.type else None
     if rdtype == SOA:
         raise DnsRequestError("the SOA cannot be deleted (delete the zone instead)")
-    keys = [k for k in rrsets if k[0] == name and (rdtype is None or k[1] == rdtype)
-            and k[1] != SOA]
+    at_name = set(zone.types_at(name)) | {t for n, t in changes if n == name}
+    keys = [(name, t) for t in sorted(at_name) if (rdtype is None or t == rdtype)
+            and t != SOA and current((name, t)) is not None]
     if not keys:
         raise DnsRequestError(f"nothing to delete at {name}"
                               + (f" {dns.rdatatype.to_text(rdtype)}" if rdtype else ""))
     for key in keys:
+        existing = current(key)
+        assert existing is not None
         if selector.data is None:
-            del rrsets[key]
+            changes[key] = None
             continue
         key_type = dns.rdatatype.RdataType.make(key[1])
         target = rrset_from_text(name, dns.rdatatype.to_text(key_type), 0, selector.data,
                                  zone.origin)
         remaining = dns.rrset.RRset(name, dns.rdataclass.IN, key_type)
-        for rdata in rrsets[key]:
+        for rdata in existing:
             if rdata not in target:
                 remaining.add(rdata)
-        if len(remaining) == len(rrsets[key]):
+        if len(remaining) == len(existing):
             raise DnsRequestError(
                 f"no {dns.rdatatype.to_text(key_type)} {selector.data} at {name}")
-        remaining.ttl = rrsets[key].ttl
-        if remaining:
-            rrsets[key] = remaining
-        else:
-            del rrsets[key]
+        remaining.ttl = existing.ttl
+        changes[key] = remaining if remaining else None

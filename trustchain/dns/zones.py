@@ -1,9 +1,23 @@
 """Zone and record management: create, import, delete, and change sets.
 
-Every change is checked as the whole zone it would produce, then stored in
-one transaction with a new SOA serial and published (signed, if the node
-signs it) to the zone server, or refused as a whole.  Secondaries are told
-of each change.
+Every change is checked (a new zone whole, a change set where it can break a
+rule), then stored in one transaction with a new SOA serial and published
+(signed, if the node signs it) to the zone server, or refused as a whole.
+Secondaries are told of each change.
+
+A change costs what it changes, not the size of the zone: the next version
+is made with :func:`~trustchain.dns.records.changed_zone` (``Zone.apply``),
+sharing all unchanged data, and :meth:`Zones.update` / :meth:`Zones.replace`
+/ :meth:`Zones.publish` then store only the changed RRsets, sign only them
+and their NSEC/NSEC3 neighbours, and drop only the cached answers the change
+can affect, whenever the version was made from the one served.  A version
+built whole (``records.build_zone``) works too, at the cost of the zone.
+
+:meth:`Zones.change` is :meth:`Zones.prepare_change` (pure: may run in a
+worker thread) then :meth:`Zones.commit` (stores, signs and publishes; on the
+thread that serves queries, which must be the only one that commits, so
+versions never interleave; a commit over a zone that changed meanwhile is
+refused with :class:`Superseded`, to prepare again).
 """
 
 from __future__ import annotations
@@ -23,8 +37,9 @@ from trustchain.dns.records import (
     DnsRequestError,
     Record,
     RecordSelector,
-    apply_change,
     build_zone,
+    change_set,
+    changed_zone,
     rrset_from_text,
 )
 from trustchain.dns.secondaries import Secondaries
@@ -68,6 +83,18 @@ class ZoneStore(Protocol):
     def dnssec_policy(self, zone: dns.name.Name) -> tuple[int, bool, bool]:
         """(algorithm, CSK instead of KSK+ZSK, NSEC3 instead of NSEC)."""
         ...
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A zone version made from ``old``, checked, not yet stored or served."""
+
+    old: Zone
+    new: Zone
+
+
+class Superseded(DnsRequestError):
+    """The zone changed between preparing a version of it and committing that version."""
 
 
 @dataclass(frozen=True)
@@ -164,19 +191,40 @@ class Zones:
 
     def change(self, add: Sequence[Record] = (), delete: Sequence[RecordSelector] = ()) -> Zone:
         """Apply a change set (deletions, then additions) to the one zone it touches."""
+        return self.commit(self.prepare_change(add, delete))
+
+    def prepare_change(self, add: Sequence[Record] = (),
+                       delete: Sequence[RecordSelector] = ()) -> Pending:
+        """The next version of the zone a change set touches, checked where it changed and
+        with its serial, neither stored nor served: :meth:`commit` does that.
+
+        Reads one snapshot of the published zones and changes nothing, so it may run
+        in a worker thread while queries are answered.
+        """
         names = [r.name for r in add] + [s.name for s in delete]
         if not names:
             raise DnsRequestError("the change set is empty")
-        found = [self._server.zoneset.find(n) for n in names]
+        zoneset = self._server.zoneset
+        found = [zoneset.find(n) for n in names]
         if any(z is None for z in found):
             raise DnsRequestError("a record is outside every zone of this node")
         if len({z.origin for z in found if z is not None}) != 1:
             raise DnsRequestError("a change set must stay within one zone")
         old = found[0]
         assert old is not None
-        rrsets = apply_change(old, add, delete)
-        return self.update(old, build_zone(old.origin, rrsets.values(),
-                                           "change refused, nothing applied: "))
+        candidate = changed_zone(old, change_set(old, add, delete),
+                                 "change refused, nothing applied: ")
+        return Pending(old, candidate.with_serial(next_serial(old.serial, self.today())))
+
+    def commit(self, pending: Pending) -> Zone:
+        """Store, sign and serve a prepared version (on the thread that serves queries).
+
+        :raises Superseded: the zone changed since the version was prepared (nothing
+            done: prepare it again).
+        """
+        if self._server.zoneset.zones.get(pending.old.origin) is not pending.old:
+            raise Superseded(f"zone {pending.old.origin} changed meanwhile; retry")
+        return self.replace(pending.old, pending.new)
 
     # --- the steps every change takes (also for DNSSEC and networks) -------------
 

@@ -8,6 +8,7 @@ the CLI's and operators' scripts': they do not change.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import ipaddress
@@ -26,7 +27,7 @@ from trustchain.dns.records import Record as CoreRecord
 from trustchain.dns.records import RecordSelector as CoreSelector
 from trustchain.dns.service import DnsService
 from trustchain.dns.zone import Zone
-from trustchain.dns.zones import SigningChoices
+from trustchain.dns.zones import SigningChoices, Superseded, Zones
 from trustchain.storage.dns import SqliteZoneStore
 from trustchain.wiring.keys import KeystoreDnssecKeys, KeystoreSecrets
 from trustchain.wiring.node import OpenNode, utcnow
@@ -117,6 +118,36 @@ class RecordSelector(_Msg):
 class ChangeSet(_Msg):
     add: list[Record] = Field(default_factory=list, max_length=10_000)
     delete: list[RecordSelector] = Field(default_factory=list, max_length=10_000)
+
+
+class ChangesOffLoop:
+    """Record changes with their checks made in a worker thread, one change at a time.
+
+    Why: the event loop also answers DNS queries; whatever a change costs there delays
+    them.  :meth:`Zones.prepare_change` (parsing, the next version and its checks) is
+    pure and runs in a worker thread; :meth:`Zones.commit` (storing on the node's
+    SQLite connection, which belongs to the loop's thread, signing with the keys the
+    key store gives there, and the atomic swap of the published zones) runs on the
+    loop, where every other zone change also commits, so versions never interleave; a
+    change whose zone changed meanwhile is prepared again.
+    """
+
+    #: Preparations of one change before it is refused as ever superseded.
+    ATTEMPTS = 5
+
+    def __init__(self, zones: Zones) -> None:
+        self._zones = zones
+        self._lock = asyncio.Lock()
+
+    async def change(self, add: list[CoreRecord], delete: list[CoreSelector]) -> Zone:
+        async with self._lock:
+            for _ in range(self.ATTEMPTS):
+                pending = await asyncio.to_thread(self._zones.prepare_change, add, delete)
+                try:
+                    return self._zones.commit(pending)
+                except Superseded:
+                    continue
+            raise Superseded("the zone kept changing meanwhile; retry")
 
 
 def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
@@ -217,11 +248,13 @@ def zone_service(service: DnsService, shared: SharedZones | None = None) -> Serv
                  "ttl": r.ttl, "data": rdata.to_text()}
                 for r in zones.zone(origin).sorted_rrsets() for rdata in r]
 
-    def records_change(call: Call) -> dict[str, Any]:
+    changes = ChangesOffLoop(zones)
+
+    async def records_change(call: Call) -> dict[str, Any]:
         req = call.parse(ChangeSet)
         add = [CoreRecord(parse_name(r.name), r.type, r.data, r.ttl) for r in req.add]
         delete = [CoreSelector(parse_name(s.name), s.type, s.data) for s in req.delete]
-        return _serial(zones.change(add, delete))
+        return _serial(await changes.change(add, delete))
 
     def secondary_add(call: Call) -> dict[str, Any]:
         req = call.parse(SecondaryRequest)
