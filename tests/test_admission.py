@@ -14,10 +14,21 @@ import asyncio
 import json
 import re
 import sqlite3
+import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.dnssec
+import dns.exception
+import dns.message
+import dns.name
+import dns.query
+import dns.rdata
+import dns.rdatatype
+import dns.rrset
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -63,6 +74,19 @@ def test_a_fifth_node_joins_by_consensus_and_signs_commits(
         federation: Federation, tmp_path: Path, node_processes: list[NodeProcess]) -> None:
     devnet = federation.status()
     quic = [n["addresses"]["quic"] for n in devnet["nodes"]]
+    # The federation's zones: a short TTL (a joining node waits one before it serves), and a
+    # resolver with a cache that validates answers from every name server throughout.
+    key_store = ["--passphrase-file", federation.base / "passphrase"]
+    ttl = run_cli("zone", "ttl", ORIGIN, "3", "--data-dir", federation.base / "node-1",
+                  *key_store, "--server", quic[0], env=federation.env)
+    assert ttl.returncode == 0, ttl.stderr
+    ports = {n["node_id"]: int(n["addresses"]["dns"].rpartition(":")[2])
+             for n in devnet["nodes"]}
+    wait_for("every node serves the DNSKEY RRset with the new TTL", lambda: all(
+        _dnskey(port).ttl == 3 for port in ports.values()))
+    ds = _ds(federation, quic[0])
+    resolver = CachingResolver(ports, ds)
+    resolver.start()
     data = tmp_path / "node-5"
     data.mkdir(mode=0o700)
     (data / CONFIG_FILE_NAME).write_text(node_config_text("::1", pick_ports("::1", 1)[0], quic))
@@ -82,6 +106,23 @@ def test_a_fifth_node_joins_by_consensus_and_signs_commits(
     node5 = NodeProcess.start(data, env=env)
     node_processes.append(node5)
     node5.wait_ready()
+    ports[node_id] = node5.address("dns")[1]
+    wait_for("the resolver validated answers of node-5, named in the NS set",
+             lambda: resolver.validated.get(node_id, 0) >= 3, bound=60.0)
+    resolver.stop()
+    assert resolver.failures == [], resolver.failures  # no window where validation failed
+    assert all(resolver.validated.get(n, 0) >= 3 for n in ports), resolver.validated
+    assert _ds(federation, quic[0]) == ds  # the joiner changed no DS
+    anchor = tmp_path / "anchor.conf"
+    anchor.write_text("trust-anchors {\n" + "".join(
+        f'{ORIGIN} static-ds {d.key_tag} {d.algorithm} {d.digest_type} "{d.digest.hex()}";\n'
+        for d in ds) + "};\n")
+    for port in ports.values():
+        delv = subprocess.run(["delv", "@::1", "-p", str(port), "-a", str(anchor),
+                               f"+root={ORIGIN}", ORIGIN, "NS"],
+                              capture_output=True, text=True, timeout=30)
+        assert "; fully validated" in delv.stdout + delv.stderr, delv.stdout + delv.stderr
+        assert f"{node_id}.nodes.{ORIGIN}" in delv.stdout  # five name servers
     admitted = min(federation.height(n) for n in NAMES)
     wait_for("node-5 catches up and its precommits certify blocks", lambda: any(
         node_id in signers for h, (_hash, signers) in _chain(data / "node.db").items()
@@ -91,7 +132,6 @@ def test_a_fifth_node_joins_by_consensus_and_signs_commits(
     assert all(theirs[h][0] == block for h, (block, _s) in mine.items() if h in theirs)
 
     # The operators of four of the five validators (more than 2/3 of the stake) halve it.
-    key_store = ["--passphrase-file", federation.base / "passphrase"]
     answers = []
     for name, address in zip(NAMES, quic, strict=True):
         answer = run_cli("federation", "validator", node_id, "--stake", "50", "--data-dir",
@@ -116,6 +156,94 @@ def test_a_fifth_node_joins_by_consensus_and_signs_commits(
         federation.consensus_status(n)["parameters"]["work_difficulty_bits"] == 15
         for n in [*NAMES]))
     assert node5.stop() == 0
+
+
+ORIGIN = "trust.hypermesh.online."
+
+
+def _ask(port: int, name: str, rdtype: str) -> dns.message.Message:
+    """Over UDP, then TCP if truncated: the DNSKEY RRset of five signers and its four RRSIGs
+    no longer fit in 1,232 bytes (RFC 8901 section 10), as a resolver does."""
+    query = dns.message.make_query(name, rdtype, want_dnssec=True)
+    return dns.query.udp_with_fallback(query, "::1", port=port, timeout=2)[0]
+
+
+def _dnskey(port: int) -> dns.rrset.RRset:
+    return next(r for r in _ask(port, ORIGIN, "DNSKEY").answer
+                if r.rdtype == dns.rdatatype.DNSKEY)
+
+
+def _ds(federation: Federation, server: str) -> set[Any]:
+    result = run_cli("dnssec", "ds", ORIGIN, "--json", "--data-dir",
+                     federation.base / "node-1", "--passphrase-file",
+                     federation.base / "passphrase", "--server", server, env=federation.env)
+    assert result.returncode == 0, result.stderr
+    return {dns.rdata.from_text("IN", "DS", d) for d in json.loads(result.stdout)["ds"]}
+
+
+class CachingResolver(threading.Thread):
+    """What a validating resolver does, with a cache: the DNSKEY RRset, validated from the
+    DS set, is kept for its TTL, and answers (the origin's SOA) from every name server of
+    the NS set as currently published are validated with the cached keys.  A joining node
+    whose ZSK such a cache does not hold yet would fail here."""
+
+    def __init__(self, ports: dict[str, int], ds: set[Any]) -> None:
+        super().__init__(daemon=True)
+        self.ports = ports  # node id -> DNS port (node-5's added once it runs)
+        self.ds = ds
+        self.validated: dict[str, int] = {}
+        self.failures: list[str] = []
+        self.unanswered = 0
+        self._done = threading.Event()
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=30)
+
+    def run(self) -> None:
+        origin = dns.name.from_text(ORIGIN)
+        keys: dns.rrset.RRset | None = None
+        fetched = 0.0
+        while not self._done.is_set():
+            try:
+                some = next(iter(self.ports.values()))
+                if keys is None or time.monotonic() - fetched >= keys.ttl:
+                    answer = _ask(some, ORIGIN, "DNSKEY").answer
+                    keys = next(r for r in answer if r.rdtype == dns.rdatatype.DNSKEY)
+                    sigs = next(r for r in answer if r.rdtype == dns.rdatatype.RRSIG)
+                    dns.dnssec.validate(keys, sigs, {origin: keys})
+                    assert any(dns.dnssec.make_ds(origin, k, "SHA256") in self.ds
+                               for k in keys), "no DNSKEY matches the DS set"
+                    fetched = time.monotonic()
+                ns = next(r for r in _ask(some, ORIGIN, "NS").answer
+                          if r.rdtype == dns.rdatatype.NS)
+                servers = [r.target.labels[0].decode() for r in ns]
+            except dns.exception.Timeout:
+                self.unanswered += 1  # a busy node (a resolver asks again): not a failure
+                continue
+            except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                self.failures.append(f"keys or NS: {exc!r}")
+                continue
+            for server in servers:
+                port = self.ports.get(server)
+                if port is None:
+                    continue  # named before the test knows its port (node-5 starting)
+                try:
+                    answer = _ask(port, ORIGIN, "SOA").answer
+                except dns.exception.Timeout:
+                    self.unanswered += 1
+                    continue
+                soa = [r for r in answer if r.rdtype == dns.rdatatype.SOA]
+                sigs = [r for r in answer if r.rdtype == dns.rdatatype.RRSIG]
+                if not soa:
+                    continue  # not serving yet (it applies the block a moment later)
+                try:
+                    dns.dnssec.validate(soa[0], sigs[0], {origin: keys})
+                except (dns.dnssec.ValidationFailure, IndexError) as exc:
+                    self.failures.append(f"{server}: {exc!r}")
+                    continue
+                self.validated[server] = self.validated.get(server, 0) + 1
+            self._done.wait(0.05)  # paced, as a resolver's clients are (and under RRL)
 
 
 def _founder_keys(federation: Federation, name: str) -> tuple[Any, Any, str]:

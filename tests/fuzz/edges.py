@@ -131,6 +131,7 @@ def stoq_messages(fn: FuzzNode) -> list[tuple[str, str, bytes]]:
         ("admin", "zone-create", js({**zone, "addresses": ["2001:db8::1"]})),
         ("admin", "zone-delete", js(zone)),
         ("admin", "zone-list", b""),
+        ("admin", "zone-ttl", js({"zone": "trust.example.net.", "ttl": 60})),
         ("admin", "zone-export", js({"zone": "trust.example.net."})),
         ("admin", "zone-import", js({"text": "$ORIGIN fuzz.example.\n@ 60 IN SOA ns h 1 2 3 4 5\n"
                                              "@ 60 IN NS ns.elsewhere.org.\n", "replace": True})),

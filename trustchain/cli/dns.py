@@ -42,6 +42,12 @@ def _register_zone(commands: argparse._SubParsersAction) -> None:
     p = add_command(sub, "export", "the zone as an RFC 1035 file on stdout", cmd_zone_export)
     p.add_argument("zone", metavar="ZONE")
     add_admin_options(p)
+    p = add_command(sub, "ttl", "the TTL of a federation zone's own records and DNSKEY RRset "
+                    "(set at the origin, for all of them: also how long a joining node waits "
+                    "before it serves)", cmd_zone_ttl)
+    p.add_argument("zone", metavar="ZONE")
+    p.add_argument("seconds", metavar="SECONDS", type=int)
+    add_admin_options(p)
     p = add_command(sub, "import", "load an RFC 1035 zone file", cmd_zone_import)
     p.add_argument("file", metavar="FILE")
     p.add_argument("--origin", metavar="ZONE", help="origin, if the file has no $ORIGIN")
@@ -92,6 +98,13 @@ def cmd_zone_create(args: argparse.Namespace) -> int:
 def cmd_zone_delete(args: argparse.Namespace) -> int:
     result = admin_call(args, "zone-delete", {"zone": args.zone})
     print(f"zone {result['zone']} deleted")
+    return 0
+
+
+def cmd_zone_ttl(args: argparse.Namespace) -> int:
+    result = admin_call(args, "zone-ttl", {"zone": args.zone, "ttl": args.seconds})
+    print(f"zone {result['zone']}: the federation's records now have TTL {args.seconds}, "
+          f"committed at height {result['height']}")
     return 0
 
 

@@ -47,8 +47,9 @@ from trustchain.dns.records import (
     DnsRequestError,
     Record,
     RecordSelector,
-    apply_change,
     build_zone,
+    change_set,
+    changed_zone,
     rrset_from_text,
 )
 from trustchain.dns.zone import NS, SOA, Key, Zone
@@ -321,15 +322,19 @@ class FederationZones:
             self._render_all(height)
         if not (records or selectors):
             return
-        current = self.zones.get(zone_name) or self._render(zone_name, self.serials.get(
-            zone_name, height))
+        current = self.zones.get(zone_name)
         if current is None:
             raise FederationRefused(f"zone-change: {zone_name} has no serving node yet")
-        rrsets = apply_change(current, records, selectors)
-        derived = self._derived(zone_name, height)
-        build_zone(zone_name, [*rrsets.values()], "zone-change refused: ")
-        self.content[zone_name] = {k: v for k, v in rrsets.items() if k not in derived}
-        self._set(zone_name, self._render(zone_name, height), height)
+        # The next version shares all that did not change: the cost is the change's.
+        changes = change_set(current, records, selectors)
+        new = changed_zone(current, changes, "zone-change refused: ").with_serial(height)
+        content = self.content[zone_name]
+        for key, rrset in changes.items():
+            if rrset is None:
+                content.pop(key, None)
+            else:
+                content[key] = rrset
+        self._set(zone_name, new, height)
 
     def _apply_signatures(self, node: str, body: Mapping[str, Any], height: int) -> None:
         digest, signatures = self._signatures_of(node, body)

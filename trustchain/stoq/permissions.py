@@ -78,6 +78,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("admin", "zone-create"): Access.ADMIN,
     ("admin", "zone-delete"): Access.ADMIN,
     ("admin", "zone-list"): Access.ADMIN,
+    ("admin", "zone-ttl"): Access.ADMIN,
     ("admin", "zone-export"): Access.ADMIN,
     ("admin", "zone-import"): Access.ADMIN,
     ("admin", "records-list"): Access.ADMIN,

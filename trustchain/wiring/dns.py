@@ -62,6 +62,11 @@ class ZoneCreate(_Msg):
     ttl: Ttl = DEFAULT_TTL
 
 
+class ZoneTtl(_Msg):
+    zone: DomainName
+    ttl: int = Field(ge=1, le=86400)
+
+
 class SecondaryRequest(_Msg):
     zone: DomainName
     address: str = Field(min_length=2, max_length=64)
@@ -179,7 +184,8 @@ class SharedZones(Protocol):
     def owns(self, origin: dns.name.Name) -> bool: ...
     def zone_of(self, names: Sequence[dns.name.Name]) -> dns.name.Name | None: ...
     async def change(self, zone: dns.name.Name, add: Sequence[CoreRecord],
-                     delete: Sequence[CoreSelector]) -> dict[str, Any]: ...
+                     delete: Sequence[CoreSelector], ttl: int | None = None
+                     ) -> dict[str, Any]: ...
 
 
 def zone_service(service: DnsService, shared: SharedZones | None = None) -> Service:
@@ -213,6 +219,14 @@ def zone_service(service: DnsService, shared: SharedZones | None = None) -> Serv
             answer = method(call)
             return await answer if inspect.isawaitable(answer) else answer
         return routed
+
+    async def zone_ttl(call: Call) -> dict[str, Any]:
+        req = call.parse(ZoneTtl)
+        origin = parse_name(req.zone)
+        if shared is None or not shared.owns(origin):
+            raise DnsRequestError(f"{origin} is not one of the federation's zones (a zone of "
+                                  "this node's own takes the TTL of each record)")
+        return await shared.change(origin, [], [], ttl=req.ttl)
 
     def on_zone(answer: Callable[[dns.name.Name], Any]) -> Callable[[Call], Any]:
         """A method whose request names one zone (``{"zone": ...}``)."""
@@ -293,6 +307,7 @@ def zone_service(service: DnsService, shared: SharedZones | None = None) -> Serv
         Method(zone_create, stoq="zone-create"),
         Method(local_only(on_zone(zone_delete)), stoq="zone-delete"),
         Method(zone_list, stoq="zone-list"),
+        Method(zone_ttl, stoq="zone-ttl"),
         Method(on_zone(zone_export), stoq="zone-export"),
         Method(zone_import, stoq="zone-import"),
         Method(on_zone(records_list), stoq="records-list"),

@@ -46,8 +46,8 @@ from trustchain.dns.records import (
     DnsRequestError,
     Record,
     RecordSelector,
-    apply_change,
-    build_zone,
+    change_set,
+    changed_zone,
 )
 from trustchain.dns.service import DnsService
 from trustchain.dns.zone import Zone
@@ -310,8 +310,8 @@ class FederationDns:
         """
         current = await self._served(zone)
         if add or delete:  # refused here, at once, what would be refused when applied
-            build_zone(zone, apply_change(current, add, delete).values(),
-                       "change refused, nothing applied: ")
+            changed_zone(current, change_set(current, add, delete),
+                         "change refused, nothing applied: ")
         body: dict[str, Any] = {
             "zone": zone.to_text(),
             "add": [[r.name.to_text(), r.type, r.ttl, r.data] for r in add],
