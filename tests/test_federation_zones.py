@@ -149,6 +149,10 @@ def test_a_record_added_at_node_2_is_answered_validated_by_the_others(
                for n in NAMES}
     assert len(serials) == 1
     assert f"serial {serials.pop()}" in added.stdout
+    # deleted and added again: the same change twice is two operations, not a replay
+    for command in (("delete", name, "AAAA"), ("add", name, "AAAA", "2001:db8::80")):
+        again = run_cli("record", *command, *admin(federation, "node-3"), env=federation.env)
+        assert again.returncode == 0, again.stderr
 
 
 def test_a_killed_node_leaves_dns_to_the_others_and_serves_the_same_serials_again(

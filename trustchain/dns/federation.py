@@ -158,6 +158,7 @@ class FederationZones:
 
     def check(self, kind: str, requester: str, body: Mapping[str, Any]) -> None:
         """:raises FederationRefused: naming why."""
+        body = _unique(body)
         if kind == "node-dns":
             self._check_node(requester, body)
         elif kind == "zone-change":
@@ -282,6 +283,7 @@ class FederationZones:
         """Apply a committed operation (already checked, but against the state before its
         block: what no longer fits is refused here, the same way on every node)."""
         try:
+            body = _unique(body)
             if kind == "node-dns":
                 node = self._check_node(requester, body)
                 old = self.nodes.get(requester)
@@ -436,6 +438,21 @@ class FederationZones:
 
     def _child(self, network: str) -> dns.name.Name:
         return dns.name.Name((network.encode(), *self.origin.labels))
+
+
+def _unique(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``body`` without its ``nonce``: a node's operations carry one so that the same change
+    made twice (a record added, deleted, added again) is two operations, not a replay.
+
+    :raises FederationRefused: a nonce that is not 1 to 32 hex digits.
+    """
+    if "nonce" not in body:
+        return body
+    nonce = body["nonce"]
+    if not isinstance(nonce, str) or not 1 <= len(nonce) <= 32 or \
+            not all(c in "0123456789abcdef" for c in nonce):
+        raise FederationRefused("nonce: 1 to 32 hex digits")
+    return {k: v for k, v in body.items() if k != "nonce"}
 
 
 def _data(zone: Zone) -> dict[Key, dns.rrset.RRset]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -282,6 +283,7 @@ class FederationDns:
         """One of this node's operations, signed with its consensus key as of the last
         committed block."""
         ledger = self._runner.ledger
+        body = {**body, "nonce": secrets.token_hex(8)}  # the same change twice is no replay
         operation = Operation(kind=kind, requester=self._node, body=body)
         block = ledger.hashes[ledger.height]
         signature = self._key.sign(node_operation_message(self._chain, block, operation.digest))

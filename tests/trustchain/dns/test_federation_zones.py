@@ -173,3 +173,17 @@ def test_refused_operations() -> None:
         "delete": []}))
     assert all(len(c.refused) == 1 for c in fed.copies)
     assert "CNAME and other data" in next(iter(fed.state.refused.values()))
+
+
+def test_the_same_change_twice_is_two_operations_by_their_nonces() -> None:
+    fed, nodes = bootstrapped()
+    add = {"zone": ORIGIN.to_text(), "add": [["www.fed.example.", "A", 60, "192.0.2.1"]],
+           "delete": []}
+    delete = {"zone": ORIGIN.to_text(), "add": [], "delete": [["www.fed.example.", "A", ""]]}
+    for body in (add, delete, add):
+        fed.commit(("zone-change", nodes[0].id, {**body, "nonce": f"{fed.height:x}"}))
+    www = dns.name.from_text("www.fed.example.")
+    assert (www, dns.rdatatype.A) in fed.state.zones[ORIGIN].rrsets
+    assert fed.state.refused == {}
+    with pytest.raises(FederationRefused, match="nonce"):
+        fed.state.check("zone-change", nodes[0].id, {**add, "nonce": "not hex"})
