@@ -20,6 +20,7 @@ import dns.query
 import dns.rdatatype
 import dns.rrset
 import pytest
+from cryptography import x509
 
 from tests.support import cli_env, kill_processes_naming, run_cli
 from tests.test_federation import NAMES, Federation, wait_for
@@ -174,3 +175,52 @@ def test_a_killed_node_leaves_dns_to_the_others_and_serves_the_same_serials_agai
     for zone in (ORIGIN, f"alpha.{ORIGIN}"):
         serials = {answer(dns_port(federation, n), zone, "SOA")[0][0].serial for n in NAMES}
         assert len(serials) == 1, (zone, serials)
+
+
+def test_a_certificate_issued_at_node_3_and_revoked_at_node_1(
+        federation: Federation, anchor: Path, tmp_path: Path) -> None:
+    """Every node operates its own intermediate for alpha, signed by the root holder
+    (node-1) and committed; node-3 issues, node-1 revokes (a serial it never saw), and
+    node-3's OCSP answers revoked."""
+    from tests.test_ca_server import make_csr, split_chain
+
+    wait_for("every node operates an intermediate for alpha", lambda: len(
+        federation.consensus_status("node-2")["intermediates"].get("alpha", [])) == 4)
+    issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, f"www.alpha.{ORIGIN}".rstrip(".")),
+                     "--network", "alpha", *admin(federation, "node-3"), env=federation.env)
+    assert issued.returncode == 0, issued.stderr
+    leaf_path, issuer_path = split_chain(issued.stdout, tmp_path)
+    root = tmp_path / "root.pem"
+    shown = run_cli("genesis", "show", "--data-dir", federation.base / "node-3", "--root-pem",
+                    env=federation.env)
+    root.write_text(shown.stdout)
+    verify = subprocess.run(["openssl", "verify", "-x509_strict", "-CAfile", root,
+                             "-untrusted", issuer_path, leaf_path], capture_output=True, text=True)
+    assert verify.stdout.strip().endswith("OK"), verify.stdout + verify.stderr
+
+    def ocsp(node: str) -> str:
+        result = subprocess.run(
+            ["openssl", "ocsp", "-issuer", issuer_path, "-cert", leaf_path, "-CAfile", root,
+             "-url", f"http://{nodes(federation)[node]['http']}/ocsp"],
+            capture_output=True, text=True, timeout=30)
+        assert "Response verify OK" in result.stdout + result.stderr, result.stdout + result.stderr
+        return result.stdout
+
+    assert f"{leaf_path}: good" in ocsp("node-3")
+    serial = f"{x509.load_pem_x509_certificate(leaf_path.read_bytes()).serial_number:x}"
+    revoked = run_cli("ca", "revoke", serial, "--reason", "key-compromise",
+                      *admin(federation, "node-1"), env=federation.env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "committed at height" in revoked.stdout
+    wait_for("node-3 answers revoked", lambda: f"{leaf_path}: revoked" in ocsp("node-3"))
+
+    # node-4 down: issuance goes on at the other nodes that operate alpha's intermediates
+    victim = next(n for n in federation.status()["nodes"] if n["name"] == "node-4")
+    os.kill(victim["pid"], signal.SIGKILL)
+    again = run_cli("ca", "issue", "--csr", make_csr(tmp_path, f"api.alpha.{ORIGIN}".rstrip(".")),
+                    "--network", "alpha", *admin(federation, "node-2"), env=federation.env)
+    assert again.returncode == 0, again.stderr
+    restarted = run_cli("devnet", "up", "--base-dir", federation.base, env=federation.env)
+    assert restarted.returncode == 0, restarted.stderr
+    wait_for("node-4 knows every intermediate again", lambda: len(
+        federation.consensus_status("node-4")["intermediates"].get("alpha", [])) == 4)

@@ -47,6 +47,7 @@ KIND_CERT_REVOKE = "cert.revoke"
 KIND_RATELIMIT_REFUSE = "ratelimit.refuse"
 KIND_LINT_REFUSE = "lint.refuse"
 KIND_CA_ROTATE = "ca.rotate"
+KIND_CA_SIGN_INTERMEDIATE = "ca.sign-intermediate"
 KIND_PATTERN = re.compile(r"[a-z]+(\.[a-z-]+)+")
 
 # Problem kinds reported by the verifier.

@@ -36,9 +36,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from trustchain.ca.audit import KIND_CA_ROTATE, KIND_CERT_ISSUE, KIND_LINT_REFUSE, KIND_RATELIMIT_REFUSE
+from trustchain.ca.audit import (
+    KIND_CA_ROTATE,
+    KIND_CA_SIGN_INTERMEDIATE,
+    KIND_CERT_ISSUE,
+    KIND_LINT_REFUSE,
+    KIND_RATELIMIT_REFUSE,
+)
 from trustchain.ca.errors import CaError
 from trustchain.ca.lint import LintError
 from trustchain.ca.policy import (
@@ -170,6 +178,12 @@ class CertificateAuthority(Revocations):
         current = self.store.active_issuer(network)
         if current is not None and current.certificate.not_valid_after_utc > now + ISSUER_RENEWAL:
             return current
+        if current is not None and self.root_key_id_or_none() is None and \
+                current.certificate.not_valid_after_utc > now:
+            return current  # only the root holder renews it (not built: docs/federation.md)
+        if current is None and self.root_key_id_or_none() is None:
+            raise CaError(f"this node has no intermediate for network {network} yet: it asks "
+                          "the node that holds the genesis root key to sign one (retry soon)")
         return self.rotate(network, now, actor="ca", serial=serial)
 
     def rotate(self, network: str, now: datetime, *, actor: str, serial: int) -> IssuerRecord:
@@ -193,6 +207,54 @@ class CertificateAuthority(Revocations):
         issued = self.store.write(write)
         self._crls.pop((root_key_id, 0), None)
         return issued
+
+    def sign_intermediate(self, network: str, public_key: ec.EllipticCurvePublicKey,
+                          now: datetime, *, generation: int, serial: int, actor: str
+                          ) -> x509.Certificate:
+        """The root holder signs another node's intermediate for ``network`` (the node made
+        the key and keeps it); audit-logged, not stored as an issuer of this node.
+
+        :raises CaError: no root key here, or no such network.
+        """
+        info = self._network(network)
+        root_key_id = self.root_key_id()
+        certificate = self.signer.sign_certificate(intermediate_builder(
+            root=self.root, public_key=public_key, network=network,
+            organisation=self.organisation, zone=info.zone, prefixes=info.prefixes,
+            generation=generation, root_urls=self.urls(root_key_id), now=now,
+            serial=serial), root_key_id)
+
+        def write(txn: Txn) -> None:
+            self.audit.append_in(txn, now, KIND_CA_SIGN_INTERMEDIATE, actor, {
+                "network": network, "generation": generation,
+                "serial": f"{certificate.serial_number:x}"})
+
+        self.store.write(write)
+        return certificate
+
+    def adopt(self, network: str, key_id: str, public_key: ec.EllipticCurvePublicKey,
+              certificate: x509.Certificate, now: datetime, *, actor: str) -> IssuerRecord:
+        """Make an intermediate the root holder signed for this node's key ``key_id`` (whose
+        public key is ``public_key``) the network's active one here.
+
+        :raises CaError: the certificate is not the root's, or not for that key.
+        """
+        try:
+            certificate.verify_directly_issued_by(self.root)
+        except (ValueError, TypeError, InvalidSignature):
+            raise CaError("the intermediate is not signed by the genesis root") from None
+        if certificate.public_key() != public_key:
+            raise CaError("the intermediate certifies another key than this node's")
+        generation = self.store.next_generation(network)
+
+        def write(txn: Txn) -> IssuerRecord:
+            issued = self.store.add_issuer(txn, key_id, network, generation, certificate, now)
+            self.audit.append_in(txn, now, KIND_CA_ROTATE, actor, {
+                "network": network, "key_id": key_id, "generation": generation,
+                "serial": f"{certificate.serial_number:x}"})
+            return issued
+
+        return self.store.write(write)
 
     def _network(self, network: str) -> NetworkInfo:
         info = self.network(network)

@@ -94,7 +94,11 @@ def cmd_ca_issue(args: argparse.Namespace) -> int:
 def cmd_ca_revoke(args: argparse.Namespace) -> int:
     result = admin_call(args, "revoke", {"serial": args.serial, "reason": args.reason},
                         service="ca")
-    print(f"revoked serial {result['serial']} ({result['reason']})")
+    line = f"revoked serial {result['serial']} ({result['reason']})"
+    if "height" in result:  # issued at another node: revoked there once committed
+        line += (f", committed at height {result['height']}: the node that issued it "
+                 "revokes it")
+    print(line)
     return 0
 
 

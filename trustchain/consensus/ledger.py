@@ -6,10 +6,11 @@ It proposes the operations waiting in its pool (plus any the caller's
 every operation is well formed, carries exactly the proofs :data:`POLICY`
 asks for and each verifies against the block it extends, and applies
 decided blocks: admitted nodes, registered networks and plots, validator
-stakes, the proofs' parameters (``federation-config``), agreed CA
-intermediates and CT checkpoints (recorded for the CA and distribution
-code), and evidence, which removes the offender from the
-validator set from the next height on (its stake is slashed to nothing).
+stakes, the proofs' parameters (``federation-config``), CT checkpoints
+(recorded for the distribution code), and evidence, which removes the
+offender from the validator set from the next height on (its stake is
+slashed to nothing).  The federation's zones and CA are an
+:class:`Application` beside it (:mod:`trustchain.wiring.federation`).
 """
 
 from __future__ import annotations
@@ -56,8 +57,7 @@ CONFIGURABLE = frozenset({"work_difficulty_bits", "time_vdf_iterations", "space_
 _OWN_KINDS = frozenset({
     OperationKind.NODE_ADMISSION, OperationKind.NETWORK_REGISTRATION,
     OperationKind.PLOT_REGISTRATION, OperationKind.VALIDATOR_CHANGE,
-    OperationKind.FEDERATION_CONFIG, OperationKind.CA_INTERMEDIATE,
-    OperationKind.CT_CHECKPOINT, OperationKind.EVIDENCE})
+    OperationKind.FEDERATION_CONFIG, OperationKind.CT_CHECKPOINT, OperationKind.EVIDENCE})
 #: The block hash before the first block.
 GENESIS_HASH = bytes(32)
 
@@ -111,9 +111,7 @@ class Ledger:
         self.slashed: set[str] = set()
         #: Nodes admitted by consensus: node id -> the admission's body (keys, address, stake).
         self.members: dict[str, dict[str, Any]] = {}
-        #: Agreed CA intermediates (network -> the operation's body) and CT checkpoints to
-        #: cosign (log -> body): recorded here for the CA and distribution code to act on.
-        self.intermediates: dict[str, dict[str, Any]] = {}
+        #: CT checkpoints to cosign (log -> body): recorded here for the distribution code.
         self.checkpoints: dict[str, dict[str, Any]] = {}
         #: Digests of the anchored operations committed within the anchor window: their
         #: proofs would verify again, so a second copy must be refused by digest.
@@ -279,10 +277,9 @@ class Ledger:
             if body["node"] in self.slashed:
                 raise ProofError(f"node-admission: node {body['node']} was removed for "
                                  "equivocating")
-        elif operation.kind in (OperationKind.CA_INTERMEDIATE, OperationKind.CT_CHECKPOINT):
-            subject = "network" if operation.kind is OperationKind.CA_INTERMEDIATE else "log"
-            if not isinstance(body.get(subject), str):
-                raise ProofError(f"{operation.kind}: names its {subject}")
+        elif operation.kind is OperationKind.CT_CHECKPOINT:
+            if not isinstance(body.get("log"), str):
+                raise ProofError(f"{operation.kind}: names its log")
         elif operation.kind is OperationKind.VALIDATOR_CHANGE:
             self._check_change(body)
         elif operation.kind is OperationKind.FEDERATION_CONFIG:
@@ -355,8 +352,6 @@ class Ledger:
             validator = admitted_validator(body)
             if validator is not None:  # from the next height: the set changes after this block
                 self.validators[body["node"]] = validator
-        elif operation.kind is OperationKind.CA_INTERMEDIATE:
-            self.intermediates[body["network"]] = dict(body)
         elif operation.kind is OperationKind.CT_CHECKPOINT:
             self.checkpoints[body["log"]] = dict(body)
         elif operation.kind is OperationKind.FEDERATION_CONFIG:

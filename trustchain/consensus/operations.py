@@ -47,6 +47,8 @@ class OperationKind(StrEnum):
     ZONE_CHANGE = "zone-change"
     #: A key-signing key holder's RRSIGs over the federation zones' DNSKEY RRsets.
     DNSKEY_SIGNATURES = "dnskey-signatures"
+    #: A certificate revoked at some node, for the node that issued it.
+    CA_REVOCATION = "ca-revocation"
 
 
 #: Which proofs each kind of operation must carry.  Admissions cost work, time
@@ -58,12 +60,13 @@ POLICY: dict[OperationKind, frozenset[str]] = {
     OperationKind.PLOT_REGISTRATION: frozenset({"work"}),
     OperationKind.VALIDATOR_CHANGE: frozenset({"stake"}),
     OperationKind.FEDERATION_CONFIG: frozenset({"stake"}),
-    OperationKind.CA_INTERMEDIATE: frozenset({"stake"}),
+    OperationKind.CA_INTERMEDIATE: frozenset({"node"}),  # and the root's signature in it
     OperationKind.CT_CHECKPOINT: frozenset(),
     OperationKind.EVIDENCE: frozenset(),
     OperationKind.NODE_DNS: frozenset({"node"}),
     OperationKind.ZONE_CHANGE: frozenset({"node"}),
     OperationKind.DNSKEY_SIGNATURES: frozenset({"node"}),
+    OperationKind.CA_REVOCATION: frozenset({"node"}),
 }
 #: Domain separation of a node's signature over an operation (never a vote's bytes).
 NODE_OPERATION_TAG = "trustchain/node-operation/1"

@@ -122,8 +122,9 @@ class Dnssec:
         if keys is None or (signed and zone.origin not in self._server.zoneset.signed):
             raise DnsRequestError(f"zone {zone.origin} is not signed")
         if self._signer.shared(zone.origin):
-            raise DnsRequestError(f"{zone.origin} is a federation zone: its keys are rolled by "
-                                  "the federation (trustchain dnssec status shows them)")
+            raise DnsRequestError(f"{zone.origin} is a federation zone: its keys are the "
+                                  "federation's (each node's ZSK, the founders' KSKs; see "
+                                  "trustchain dnssec status), not rolled by one node")
         return zone, keys
 
     def rollover(self, origin: dns.name.Name, role: str) -> None:

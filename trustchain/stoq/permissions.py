@@ -58,6 +58,8 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("ca", "issue"): Access.NETWORK,
     ("ca", "revoke"): Access.NETWORK,
     ("ca", "rotate"): Access.ADMIN,
+    # The root holder signs another node's intermediate (trustchain/wiring/federation_ca.py).
+    ("ca", "intermediate-sign"): Access.NODE,
     ("ca", "list"): Access.NETWORK,
     ("ca", "ocsp"): Access.PUBLIC,
     ("consensus", "validators"): Access.NODE,

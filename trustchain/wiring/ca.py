@@ -12,7 +12,7 @@ import base64
 import logging
 import ssl
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict, Field
@@ -137,7 +137,20 @@ def reconcile_at_start(authority: CertificateAuthority) -> list[int]:
     return serials
 
 
-def ca_service(runner: CaRunner) -> Service:
+class FederationRevocations(Protocol):
+    """Revocation of a certificate another node issued (:mod:`trustchain.wiring.federation_ca`)."""
+
+    async def revoke(self, serial: int, reason: revocation.RevocationReason
+                     ) -> dict[str, Any]: ...
+    def announce(self, serial: int, reason: revocation.RevocationReason) -> None: ...
+    def others_issue(self) -> bool:
+        """Whether another node operates an intermediate (may have issued a serial)."""
+        ...
+
+
+def ca_service(runner: CaRunner, federation: FederationRevocations | None = None) -> Service:
+    """The CA's methods; with ``federation``, a serial this node did not issue is revoked
+    through the consensus (its issuer applies it), and one it did is also made known."""
     authority = runner.authority
 
     def actor(peer: Peer | None) -> str:
@@ -167,15 +180,21 @@ def ca_service(runner: CaRunner) -> Service:
                                    profile=req.profile, peer=call.peer, client_address=None)
         return {"serial": f"{chain.serial:x}", "chain": pem_chain(chain.chain)}
 
-    def revoke(call: Call) -> dict[str, str]:
+    async def revoke(call: Call) -> dict[str, Any]:
         req = call.parse(RevokeRequest)
         network = network_of(call.peer)
         try:
             reason = revocation.RevocationReason.parse(req.reason)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        authority.revoke(int(req.serial, 16), reason, actor=actor(call.peer), now=runner.now(),
+        serial = int(req.serial, 16)
+        if federation is not None and network is None and federation.others_issue() and \
+                authority.store.certificate(serial) is None:
+            return await federation.revoke(serial, reason)  # issued at another node
+        authority.revoke(serial, reason, actor=actor(call.peer), now=runner.now(),
                          network=network)
+        if federation is not None:  # every node's replicated state learns it too
+            federation.announce(serial, reason)
         return {"serial": req.serial.lower(), "reason": reason.value}
 
     def revoke_by_key(call: Call) -> dict[str, str]:

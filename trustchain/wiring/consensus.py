@@ -131,9 +131,11 @@ class BlocksRequest(BaseModel):
     limit: int = Field(BLOCKS_PER_REQUEST, ge=1, le=BLOCKS_PER_REQUEST)
 
 
-def consensus_service(runner: ConsensusRunner, endorsements: Endorsements) -> Service:
+def consensus_service(runner: ConsensusRunner, endorsements: Endorsements,
+                      extra: Callable[[], dict[str, object]] = dict) -> Service:
     """``message`` and ``operation`` (pushes from nodes), ``blocks`` (catch-up), ``endorse``
-    (a validator's signatures for an operation's stake proof), ``status`` (public)."""
+    (a validator's signatures for an operation's stake proof), ``status`` (public: with
+    what ``extra`` adds, the federation's zones and intermediates)."""
 
     def message(call: Call) -> dict[str, object]:
         runner.receive(call.body, call.peer)
@@ -148,7 +150,7 @@ def consensus_service(runner: ConsensusRunner, endorsements: Endorsements) -> Se
         return runner.blocks(req.from_, req.limit)
 
     def status(call: Call) -> dict[str, object]:
-        return runner.status()
+        return {**runner.status(), **extra()}
 
     def endorse(call: Call) -> dict[str, object]:
         return endorsements.endorse(call.body)

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import inspect
 import ipaddress
+import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Protocol
 
@@ -155,6 +156,10 @@ class ChangesOffLoop:
             raise Superseded("the zone kept changing meanwhile; retry")
 
 
+#: A zone file's first $ORIGIN (the zone parser reads it again, with every other check).
+_ORIGIN_LINE = re.compile(r"^\$ORIGIN\s+(\S+)", re.MULTILINE | re.IGNORECASE)
+
+
 def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
     origin = dns.name.from_text(node.identity.origin)
     store = SqliteZoneStore(node.db)
@@ -182,6 +187,9 @@ class SharedZones(Protocol):
     consensus, never by one node alone."""
 
     def owns(self, origin: dns.name.Name) -> bool: ...
+    def covers(self, name: dns.name.Name) -> bool:
+        """Whether ``name`` is in the federation's namespace (at or under its origin)."""
+        ...
     def zone_of(self, names: Sequence[dns.name.Name]) -> dns.name.Name | None: ...
     async def change(self, zone: dns.name.Name, add: Sequence[CoreRecord],
                      delete: Sequence[CoreSelector], ttl: int | None = None
@@ -232,9 +240,18 @@ def zone_service(service: DnsService, shared: SharedZones | None = None) -> Serv
         """A method whose request names one zone (``{"zone": ...}``)."""
         return lambda call: answer(parse_name(call.parse(ZoneName).zone))
 
+    def not_shared(origin: dns.name.Name) -> None:
+        """A zone of this node's own may not take the federation's names: every node
+        serves those the same (a local zone there would differ from node to node)."""
+        if shared is not None and shared.covers(origin):
+            raise DnsRequestError(f"{origin} is in the federation's namespace: its names are "
+                                  "changed through the consensus (trustchain record add), and "
+                                  "a network gets its zone by trustchain network register")
+
     def zone_create(call: Call) -> dict[str, Any]:
         req = call.parse(ZoneCreate)
         origin = parse_name(req.zone)
+        not_shared(origin)
         return _serial(zones.create(
             origin, ns=[parse_name(n) for n in req.ns], addresses=req.addresses,
             email=parse_name(req.email.replace("@", ".")) if req.email else None,
@@ -242,6 +259,9 @@ def zone_service(service: DnsService, shared: SharedZones | None = None) -> Serv
 
     def zone_import(call: Call) -> dict[str, Any]:
         req = call.parse(ZoneImport)
+        named = req.origin or next(iter(_ORIGIN_LINE.findall(req.text)), None)
+        if named:
+            not_shared(parse_name(named))
         return _serial(zones.import_text(
             req.text, parse_name(req.origin) if req.origin else None,
             dnssec=req.dnssec.core() if req.dnssec else None, replace=req.replace))

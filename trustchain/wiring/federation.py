@@ -40,6 +40,7 @@ from trustchain.consensus.operations import (
     ProofBundle,
     node_operation_message,
 )
+from trustchain.ca.federation import CaRefused, FederationCa
 from trustchain.consensus.proofs import ProofError
 from trustchain.dns.dnssec import Role, SigningKey, make_dnskey
 from trustchain.dns.federation import FederationRefused, FederationZones
@@ -72,30 +73,41 @@ BOOTSTRAP_GRACE = 60.0
 RESUBMIT_SECONDS = 10.0
 
 
-class ZonesApplication:
-    """The federation's zones as a ledger :class:`~trustchain.consensus.ledger.Application`."""
+class FederationApplication:
+    """The federation's zones and CA as a ledger
+    :class:`~trustchain.consensus.ledger.Application`."""
 
-    kinds = frozenset({OperationKind.NODE_DNS, OperationKind.ZONE_CHANGE,
-                       OperationKind.DNSKEY_SIGNATURES, OperationKind.NETWORK_REGISTRATION,
-                       OperationKind.EVIDENCE})
+    _ZONES = frozenset({OperationKind.NODE_DNS, OperationKind.ZONE_CHANGE,
+                        OperationKind.DNSKEY_SIGNATURES})
+    _CA = frozenset({OperationKind.CA_INTERMEDIATE, OperationKind.CA_REVOCATION})
+    kinds = _ZONES | _CA | {OperationKind.NETWORK_REGISTRATION, OperationKind.EVIDENCE}
 
-    def __init__(self, zones: FederationZones) -> None:
+    def __init__(self, zones: FederationZones, ca: FederationCa) -> None:
         self.zones = zones
+        self.ca = ca
 
     def check(self, operation: Operation) -> None:
-        if operation.kind in (OperationKind.NETWORK_REGISTRATION, OperationKind.EVIDENCE):
-            return
+        kind, requester, body = operation.kind, operation.requester, operation.body
         try:
-            self.zones.check(operation.kind.value, operation.requester, operation.body)
-        except FederationRefused as exc:
+            if kind in self._ZONES:
+                self.zones.check(kind.value, requester, body)
+            elif kind in self._CA:
+                self.ca.check(kind.value, requester, body)
+        except (FederationRefused, CaRefused) as exc:
             raise ProofError(str(exc)) from None
 
     def apply(self, operation: Operation, height: int) -> None:
-        if operation.kind is OperationKind.EVIDENCE:
-            self.zones.remove_node(evidence_from_body(operation.body).offender, height)
+        kind, requester, body = operation.kind, operation.requester, operation.body
+        if kind is OperationKind.EVIDENCE:
+            self.zones.remove_node(evidence_from_body(body).offender, height)
             return
-        self.zones.apply(operation.kind.value, operation.requester, operation.body, height,
-                         operation.digest)
+        if kind in self._CA or kind is OperationKind.NETWORK_REGISTRATION:
+            try:
+                self.ca.apply(kind.value, requester, body, height)
+            except CaRefused:  # checked against the state before its block: no longer fits
+                pass
+        if kind not in self._CA:
+            self.zones.apply(kind.value, requester, body, height, operation.digest)
 
 
 def federation_keys(keystore: KeyStore, founder: bool, now: datetime
@@ -113,27 +125,66 @@ def federation_keys(keystore: KeyStore, founder: bool, now: datetime
     return key(ZSK_PURPOSE, Role.ZSK), key(KSK_PURPOSE, Role.KSK) if founder else None
 
 
+class NodeOperations:
+    """This node's own operations: signed with its consensus key, sent once in a while."""
+
+    def __init__(self, runner: ConsensusRunner, *, node_id: str, chain_id: str,
+                 node_key: ed25519.Ed25519PrivateKey,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.runner = runner
+        self.node = node_id
+        self._chain = chain_id
+        self._key = node_key
+        self._monotonic = monotonic
+        #: What this node sent and when ((kind, subject) -> (what it asks, monotonic time)).
+        self._sent: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def send(self, kind: OperationKind, body: dict[str, Any], what: str | None = None,
+             subject: str = "") -> None:
+        """Submit an operation, unless the same one (for ``subject``) left recently: the
+        state after each commit says whether it is still owed."""
+        what = what if what is not None else repr(sorted(body.items()))
+        sent = self._sent.get((kind.value, subject))
+        now = self._monotonic()
+        if sent is not None and sent[0] == what and now - sent[1] < RESUBMIT_SECONDS:
+            return
+        try:
+            self.runner.submit(self.entry(kind, body))
+        except Exception as exc:  # a full pool, a stopped loop: the next commit tries again
+            log.warning("%s not submitted: %s", kind.value, exc)
+            return
+        self._sent[(kind.value, subject)] = (what, now)
+
+    def entry(self, kind: OperationKind, body: dict[str, Any]) -> Entry:
+        """One of this node's operations, signed with its consensus key as of the last
+        committed block."""
+        ledger = self.runner.ledger
+        body = {**body, "nonce": secrets.token_hex(8)}  # the same change twice is no replay
+        operation = Operation(kind=kind, requester=self.node, body=body)
+        block = ledger.hashes[ledger.height]
+        signature = self._key.sign(node_operation_message(self._chain, block, operation.digest))
+        return Entry(operation=operation, proofs=ProofBundle(
+            anchor=ledger.height,
+            node=NodePart(node=self.node, signature=base64.b64encode(signature).decode())))
+
+
 class FederationDns:
     def __init__(self, zones: FederationZones, dns_service: DnsService,
-                 runner: ConsensusRunner, *, node_id: str, chain_id: str,
-                 node_key: ed25519.Ed25519PrivateKey, zsk: SigningKey, ksk: SigningKey | None,
+                 operations: NodeOperations, *, zsk: SigningKey, ksk: SigningKey | None,
                  addresses: Sequence[str], founders: frozenset[str],
                  clock: Callable[[], datetime],
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.zones = zones
         self._dns = dns_service
-        self._runner = runner
-        self._node = node_id
-        self._chain = chain_id
-        self._key = node_key
+        self.operations = operations
+        self._runner = operations.runner
+        self._node = operations.node
         self._zsk = zsk
         self._ksk = ksk
         self._addresses = [str(a) for a in addresses]
         self._founders = founders
         self._clock = clock
         self._monotonic = monotonic
-        #: What this node sent and when (kind -> (what it asks, monotonic time)).
-        self._sent: dict[str, tuple[str, float]] = {}
         #: When this node first saw its ZSK published (monotonic), for the serving wait.
         self._published_seen: float | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -210,7 +261,7 @@ class FederationDns:
         ksk = self._ksk.dnskey.to_text() if self._ksk is not None else None
         if mine is None or mine.zsk != zsk or mine.ksk != ksk \
                 or list(mine.addresses) != self._addresses:
-            self._send(OperationKind.NODE_DNS, {"addresses": self._addresses, "zsk": zsk,
+            self.operations.send(OperationKind.NODE_DNS, {"addresses": self._addresses, "zsk": zsk,
                                                 "ksk": ksk, "serving": False})
             return
         if mine.serving:
@@ -230,7 +281,7 @@ class FederationDns:
         if now - self._published_seen < wait:
             self._later(wait - (now - self._published_seen))
             return
-        self._send(OperationKind.NODE_DNS, {"addresses": self._addresses, "zsk": zsk,
+        self.operations.send(OperationKind.NODE_DNS, {"addresses": self._addresses, "zsk": zsk,
                                             "ksk": ksk, "serving": True})
 
     def _later(self, seconds: float) -> None:
@@ -262,39 +313,16 @@ class FederationDns:
                                     self._ksk.dnskey, inception=now - 3600,
                                     expiration=now + DNSKEY_VALIDITY)
             signatures.append([zone.to_text(), rrsig.to_text()])
-        self._send(OperationKind.DNSKEY_SIGNATURES, {"keyset": digest, "signatures": signatures},
+        self.operations.send(OperationKind.DNSKEY_SIGNATURES, {"keyset": digest, "signatures": signatures},
                    what=digest + " ".join(z.to_text() for z in due))
-
-    def _send(self, kind: OperationKind, body: dict[str, Any], what: str | None = None) -> None:
-        """Submit one of this node's operations, unless the same one left recently."""
-        what = what if what is not None else repr(sorted(body.items()))
-        sent = self._sent.get(kind.value)
-        now = self._monotonic()
-        if sent is not None and sent[0] == what and now - sent[1] < RESUBMIT_SECONDS:
-            return
-        try:
-            self._runner.submit(self.entry(kind, body))
-        except Exception as exc:  # a full pool, a stopped loop: the next commit tries again
-            log.warning("%s not submitted: %s", kind.value, exc)
-            return
-        self._sent[kind.value] = (what, now)
-
-    def entry(self, kind: OperationKind, body: dict[str, Any]) -> Entry:
-        """One of this node's operations, signed with its consensus key as of the last
-        committed block."""
-        ledger = self._runner.ledger
-        body = {**body, "nonce": secrets.token_hex(8)}  # the same change twice is no replay
-        operation = Operation(kind=kind, requester=self._node, body=body)
-        block = ledger.hashes[ledger.height]
-        signature = self._key.sign(node_operation_message(self._chain, block, operation.digest))
-        return Entry(operation=operation, proofs=ProofBundle(
-            anchor=ledger.height,
-            node=NodePart(node=self._node, signature=base64.b64encode(signature).decode())))
 
     # --- an operator's change ----------------------------------------------------------
 
     def owns(self, origin: dns.name.Name) -> bool:
         return self.zones.owns(origin)
+
+    def covers(self, name: dns.name.Name) -> bool:
+        return name.is_subdomain(self.zones.origin)
 
     def zone_of(self, names: Sequence[dns.name.Name]) -> dns.name.Name | None:
         """The federation zone a change set touches (the closest enclosing), if any."""
@@ -320,7 +348,7 @@ class FederationDns:
             "delete": [[s.name.to_text(), s.type or "", s.data or ""] for s in delete]}
         if ttl is not None:
             body["ttl"] = ttl
-        entry = self.entry(OperationKind.ZONE_CHANGE, body)
+        entry = self.operations.entry(OperationKind.ZONE_CHANGE, body)
         height = await self._runner.committed_height(entry, COMMIT_TIMEOUT)
         refused = self.zones.refused.get(entry.operation.digest)
         if refused is not None:

@@ -36,6 +36,7 @@ from transport.workers import InlineWork, Work, WorkerPool
 from trustchain.config import load_config
 from trustchain.consensus.tendermint import Committed
 from trustchain.datadir import DataDir
+from trustchain.ca.federation import FederationCa
 from trustchain.dns.federation import FederationZones
 from trustchain.dns.handler import DnsHandler
 from trustchain.dns.service import DnsService
@@ -48,9 +49,11 @@ from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_
 from trustchain.wiring.consensus import build_consensus, consensus_service, membership_hook
 from trustchain.wiring.ct import build_ct_logs, ct_service, ct_tiles_root
 from trustchain.wiring.dns import build_dns, zone_service
+from trustchain.wiring.federation_ca import FederationCaNode, intermediate_service
 from trustchain.wiring.federation import (
+    FederationApplication,
     FederationDns,
-    ZonesApplication,
+    NodeOperations,
     federation_keys,
     node_signing_key,
 )
@@ -118,15 +121,17 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     dns_handler: DnsHandler = dns_service.handle
     founders = frozenset(v.node_id for v in node.genesis.body.validators)
     federation_zones = FederationZones(dns.name.from_text(node.identity.origin), founders)
-    federation = build_consensus(node, wall=utcnow,
-                                 application=ZonesApplication(federation_zones))
+    federation_ca = FederationCa(node.genesis.root_certificate, node.identity.origin.lower())
+    federation = build_consensus(node, wall=utcnow, application=FederationApplication(
+        federation_zones, federation_ca))
     consensus, peers = federation.runner, federation.peers
     zsk, ksk = federation_keys(node.keystore, node.identity.node_id in founders, utcnow())
-    zones_here = FederationDns(
-        federation_zones, dns_service, consensus, node_id=node.identity.node_id,
-        chain_id=node.identity.genesis_sha256,
-        node_key=node_signing_key(node.keystore, CONSENSUS_ED25519_PURPOSE), zsk=zsk, ksk=ksk,
-        addresses=config.advertised(), founders=founders, clock=utcnow)
+    operations = NodeOperations(
+        consensus, node_id=node.identity.node_id, chain_id=node.identity.genesis_sha256,
+        node_key=node_signing_key(node.keystore, CONSENSUS_ED25519_PURPOSE))
+    zones_here = FederationDns(federation_zones, dns_service, operations, zsk=zsk, ksk=ksk,
+                               addresses=config.advertised(), founders=founders, clock=utcnow)
+    ca_here = FederationCaNode(federation_ca, authority, operations, peers, clock=utcnow)
     registry = Registry(consensus, SqliteZoneStore(node.db), zones_here, utcnow)
     membership = membership_hook(peers, federation.endorsements.policy)
 
@@ -134,6 +139,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         registry.committed(block)
         membership(block)
         zones_here.after_commit()
+        ca_here.after_commit()
 
     consensus.on_commit = committed
     registry.catch_up()  # networks committed while this node did not record them
@@ -141,8 +147,13 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     admissions = Admissions(consensus, federation.endorsements, enrolment)
     services = [*base_services(node, dns_handler, enrolment),
                 zone_service(dns_service, zones_here),
-                ct_service(ct), ca_service(ca),
-                consensus_service(consensus, federation.endorsements),
+                ct_service(ct), ca_service(ca, ca_here),
+                intermediate_service(authority, utcnow),
+                consensus_service(consensus, federation.endorsements, lambda: {
+                    "zones": {o.to_text(): z.serial
+                              for o, z in sorted(federation_zones.zones.items())},
+                    "intermediates": {n: sorted(nodes) for n, nodes
+                                      in sorted(federation_ca.intermediates.items())}}),
                 registry_service(registry, consensus), *admission_services(admissions)]
     app = create_app(genesis_bytes=node.genesis_bytes, services=services)
     limits = HttpLimits.from_config(config)
@@ -189,6 +200,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         await quic.start()
         consensus.start()
         zones_here.after_commit()  # serve the federation zones as replayed; announce this node
+        ca_here.after_commit()
         peers.start()
         log.info("node ready")
         maintenance = asyncio.ensure_future(_maintain(dns_service, limiter, stop))

@@ -81,7 +81,8 @@ def admin(tmp_path: Path):
 
 def test_every_admin_method_keeps_its_name(admin: Admin) -> None:
     assert {m.stoq for m in zone_service(admin.service).methods} == {
-        "zone-create", "zone-delete", "zone-list", "zone-export", "zone-import", "records-list",
+        "zone-create", "zone-delete", "zone-list", "zone-ttl", "zone-export", "zone-import",
+        "records-list",
         "records-change", "secondary-add", "secondary-list", "secondary-remove",
         "dnssec-ds", "dnssec-status", "dnssec-rollover", "dnssec-ds-published"}
     # Networks are registered through the consensus (tests/test_federation.py).
