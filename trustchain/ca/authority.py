@@ -197,6 +197,15 @@ class CertificateAuthority(Revocations):
             zone=info.zone, prefixes=info.prefixes, generation=generation,
             root_urls=self.urls(root_key_id), now=now, serial=serial), root_key_id)
 
+        issued = self._add_issuer(network, key_id, generation, certificate, now, actor)
+        self._crls.pop((root_key_id, 0), None)
+        return issued
+
+    def _add_issuer(self, network: str, key_id: str, generation: int,
+                    certificate: x509.Certificate, now: datetime, actor: str) -> IssuerRecord:
+        """Store ``certificate`` as the network's active intermediate here, with its audit
+        record in the same transaction."""
+
         def write(txn: Txn) -> IssuerRecord:
             issued = self.store.add_issuer(txn, key_id, network, generation, certificate, now)
             self.audit.append_in(txn, now, KIND_CA_ROTATE, actor, {
@@ -204,9 +213,7 @@ class CertificateAuthority(Revocations):
                 "serial": f"{certificate.serial_number:x}"})
             return issued
 
-        issued = self.store.write(write)
-        self._crls.pop((root_key_id, 0), None)
-        return issued
+        return self.store.write(write)
 
     def sign_intermediate(self, network: str, public_key: ec.EllipticCurvePublicKey,
                           now: datetime, *, generation: int, serial: int, actor: str
@@ -245,16 +252,8 @@ class CertificateAuthority(Revocations):
             raise CaError("the intermediate is not signed by the genesis root") from None
         if certificate.public_key() != public_key:
             raise CaError("the intermediate certifies another key than this node's")
-        generation = self.store.next_generation(network)
-
-        def write(txn: Txn) -> IssuerRecord:
-            issued = self.store.add_issuer(txn, key_id, network, generation, certificate, now)
-            self.audit.append_in(txn, now, KIND_CA_ROTATE, actor, {
-                "network": network, "key_id": key_id, "generation": generation,
-                "serial": f"{certificate.serial_number:x}"})
-            return issued
-
-        return self.store.write(write)
+        return self._add_issuer(network, key_id, self.store.next_generation(network),
+                                certificate, now, actor)
 
     def _network(self, network: str) -> NetworkInfo:
         info = self.network(network)

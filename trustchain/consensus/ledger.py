@@ -21,7 +21,6 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from pydantic import ValidationError
 
 from trustchain.consensus.admission import MAX_STAKE, admitted_validator, check_admission, keys_of

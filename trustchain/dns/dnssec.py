@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -46,7 +46,7 @@ from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.RRSIG import RRSIG
 
 from trustchain.dns.persistent import PMap, SortedSeq
-from trustchain.dns.zone import NS, Zone
+from trustchain.dns.zone import NS, Zone, enclosing
 
 ALGORITHMS = {13: dns.dnssec.Algorithm.ECDSAP256SHA256, 15: dns.dnssec.Algorithm.ED25519}
 DAY = 86400
@@ -388,7 +388,7 @@ def _sign_changes(zone: Zone, previous: SignedZone, zsks: list[SigningKey], now:
     if previous.nsec3:
         candidates = set(delta.names) if delta is not None else set()
         for name in touched:  # the names above a changed one may change sides of a cut
-            candidates.update(_up_to(name, origin))
+            candidates.update(enclosing(name, origin))
         nsec3_changes, nsec3_chain = _chain_changes(
             nsec3, nsec3_chain, {previous.hashed(c): c for c in candidates},
             lambda name: _nsec3_owner(zone, name),
@@ -423,15 +423,6 @@ def _sign_changes(zone: Zone, previous: SignedZone, zsks: list[SigningKey], now:
     return SignedZone(zone, previous.dnskey, previous.rrsigs.evolve(sig_changes.items()),
                       nsec, chain, refresh_at, previous.extra, nsec3, nsec3_chain,
                       previous.signers, frozenset(changed), previous.token)
-
-
-def _up_to(name: dns.name.Name, origin: dns.name.Name) -> Iterator[dns.name.Name]:
-    """``name`` and the names above it, up to ``origin``."""
-    while name.is_subdomain(origin):
-        yield name
-        if name == origin:
-            return
-        name = name.parent()
 
 
 def _chain_changes(
@@ -479,7 +470,7 @@ def _nsec3_chain(zone: Zone, names: list[dns.name.Name], extra: Mapping[Key, dns
     origin = zone.origin
     owners = set(names)
     for name in names:  # empty non-terminals between the apex and each name get one too
-        owners.update(_up_to(name, origin))
+        owners.update(enclosing(name, origin))
     entries = sorted((dns.name.Name((nsec3_label(name).encode(), *origin.labels)), name)
                      for name in owners)
     out: dict[dns.name.Name, dns.rrset.RRset] = {}

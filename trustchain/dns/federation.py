@@ -53,11 +53,10 @@ from trustchain.dns.records import (
     rrset_from_text,
 )
 from trustchain.dns.zone import NS, SOA, Key, Zone
+from trustchain.dns.zones import SOA_TIMERS
 
 #: The TTL of the federation zones' derived records and DNSKEY RRsets, unless changed.
 DEFAULT_TTL = 3600
-#: SOA timers (refresh, retry, expire, negative caching), as for any zone this node makes.
-SOA_TIMERS = (7200, 3600, 1209600, 300)
 #: The one algorithm every signer uses (RFC 8901 section 5: signers agree on it).
 ALGORITHM = dns.dnssec.Algorithm.ECDSAP256SHA256
 MAX_RECORDS = 1000

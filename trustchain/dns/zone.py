@@ -129,7 +129,7 @@ class Zone:
             types.setdefault(name, []).append(rdtype)
         weights: dict[dns.name.Name, int] = {}
         for name in types:
-            for above in _enclosing(name, origin):
+            for above in enclosing(name, origin):
                 weights[above] = weights.get(above, 0) + 1
         ns_targets: dict[dns.name.Name, set[dns.name.Name]] = {}
         for (name, rdtype), rrset in merged.items():
@@ -175,7 +175,7 @@ class Zone:
                 owners, step = owners.remove(name), -1
             else:
                 continue
-            for above in _enclosing(name, origin):
+            for above in enclosing(name, origin):
                 weight_changes[above] = weight_changes.get(above, weights.get(above, 0)) + step
         appeared_or_gone = frozenset(n for n, w in weight_changes.items()
                                      if (w > 0) != (n in weights))
@@ -282,7 +282,7 @@ def _same(a: dns.rrset.RRset | None, b: dns.rrset.RRset | None) -> bool:
     return a.ttl == b.ttl and a == b
 
 
-def _enclosing(name: dns.name.Name, origin: dns.name.Name) -> Iterator[dns.name.Name]:
+def enclosing(name: dns.name.Name, origin: dns.name.Name) -> Iterator[dns.name.Name]:
     """``name`` and the names above it up to ``origin`` (none if it is outside the zone)."""
     while name.is_subdomain(origin):
         yield name

@@ -31,6 +31,7 @@ import dns.rrset
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from transport.consensus import ConsensusRunner
+from trustchain.ca.federation import CaRefused, FederationCa
 from trustchain.consensus.evidence import evidence_from_body
 from trustchain.consensus.operations import (
     Entry,
@@ -40,7 +41,6 @@ from trustchain.consensus.operations import (
     ProofBundle,
     node_operation_message,
 )
-from trustchain.ca.federation import CaRefused, FederationCa
 from trustchain.consensus.proofs import ProofError
 from trustchain.dns.dnssec import Role, SigningKey, make_dnskey
 from trustchain.dns.federation import FederationRefused, FederationZones

@@ -24,7 +24,6 @@ from typing import Any
 import dns.exception
 import dns.name
 import dns.rdata
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from transport.consensus import ConsensusRunner
@@ -47,8 +46,8 @@ from trustchain.consensus.proofs import Challenge
 from trustchain.consensus.proofs.delay import prove_delay
 from trustchain.consensus.proofs.work import solve_work
 from trustchain.consensus.tendermint import Committed
-from trustchain.dns.records import DnsRequestError
 from trustchain.dns.networks import NetworkStore
+from trustchain.dns.records import DnsRequestError
 from trustchain.wiring.dns import NetworkRegister, name_server
 from trustchain.wiring.federation import FederationDns
 

@@ -33,10 +33,10 @@ from transport.quic import QuicEndpoint, QuicServices
 from transport.sockets import format_address
 from transport.tls import https_context
 from transport.workers import InlineWork, Work, WorkerPool
+from trustchain.ca.federation import FederationCa
 from trustchain.config import load_config
 from trustchain.consensus.tendermint import Committed
 from trustchain.datadir import DataDir
-from trustchain.ca.federation import FederationCa
 from trustchain.dns.federation import FederationZones
 from trustchain.dns.handler import DnsHandler
 from trustchain.dns.service import DnsService
@@ -49,7 +49,6 @@ from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_
 from trustchain.wiring.consensus import build_consensus, consensus_service, membership_hook
 from trustchain.wiring.ct import build_ct_logs, ct_service, ct_tiles_root
 from trustchain.wiring.dns import build_dns, zone_service
-from trustchain.wiring.federation_ca import FederationCaNode, intermediate_service
 from trustchain.wiring.federation import (
     FederationApplication,
     FederationDns,
@@ -57,6 +56,7 @@ from trustchain.wiring.federation import (
     federation_keys,
     node_signing_key,
 )
+from trustchain.wiring.federation_ca import FederationCaNode, intermediate_service
 from trustchain.wiring.http import create_app
 from trustchain.wiring.node import (
     OpenNode,

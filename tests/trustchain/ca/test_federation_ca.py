@@ -10,10 +10,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from bootstrap.root import build_root_certificate
 from tests.pki import new_key, signed
 from trustchain.ca.federation import CaRefused, FederationCa
 from trustchain.ca.profiles import CaUrls, intermediate_builder
-from bootstrap.root import build_root_certificate
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 URLS = CaUrls("http://ca.example/crl", "http://ca.example/ocsp", "http://ca.example/root.der")
