@@ -174,9 +174,6 @@ async def issue_all(port: int, identity: TlsIdentity, root: x509.Certificate, cs
         nodes = [await stack.enter_async_context(
             connect("::1", port, root=root, server_name=ORIGIN, identity=identity))
             for _ in range(connections)]
-        await call(nodes[0], "zone-create", {"zone": ORIGIN, "ns": [], "addresses": ["2001:db8::1"],
-                                             "dnssec": {"algorithm": 13, "csk": False,
-                                                        "nsec3": False}})
         await register_network(nodes[0], call)
         start = time.perf_counter()
         await asyncio.gather(*(worker(nodes[i % connections]) for i in range(concurrency)))

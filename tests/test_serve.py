@@ -142,15 +142,15 @@ def test_query_a_running_node_over_quic(
 ) -> None:
     """The whole path: CLI client, pinned genesis root, QUIC, the node's DNS handler.
 
-    The node holds no zones yet, so the honest answer is REFUSED.
+    The node serves no zone above www.example.org, so the honest answer is REFUSED.
     """
     proc = _start(data_dir, node_processes).wait_ready()
     host, port = proc.address("quic")
-    result = run_cli("query", "www.trust.example.net", "AAAA", "--server", f"[{host}]:{port}",
+    result = run_cli("query", "www.example.org", "AAAA", "--server", f"[{host}]:{port}",
                      "--via", via, "--data-dir", data_dir)
     assert result.returncode == 0, result.stderr
     assert "rcode REFUSED" in result.stdout
-    assert "www.trust.example.net. IN AAAA" in result.stdout
+    assert "www.example.org. IN AAAA" in result.stdout
     assert proc.stop() == 0
 
 

@@ -40,6 +40,7 @@ from trustchain.dns.service import DnsService
 from trustchain.identity import Peer, Role
 from trustchain.keystore import KdfParams
 from trustchain.stoq.router import Router
+from trustchain.storage.dns import SqliteZoneStore
 from trustchain.wiring.ca import build_ca, ca_limiter, ca_service
 from trustchain.wiring.ct import build_ct_logs, ct_service
 from trustchain.wiring.dns import build_dns, zone_service
@@ -117,7 +118,8 @@ def fuzz_node() -> FuzzNode:
         ca = CaRunner(authority, logs, clock=utcnow, commits=GroupCommit(node.db), work=work)
         dns = build_dns(node)
         dns.zones.create(dns_name.from_text(ORIGIN), addresses=["2001:db8::53"])
-        dns.networks.register("alpha", [], [], ["10.0.0.0/8"])
+        SqliteZoneStore(node.db).add_network(  # as a committed registration records it
+            "alpha", dns_name.from_text(f"alpha.{ORIGIN}"), "hosted", utcnow(), ["10.0.0.0/8"])
         services = [*base_services(node, dns.handle), zone_service(dns), ct_service(logs),
                     ca_service(ca)]
         return FuzzNode(node, loop, build_router(services),

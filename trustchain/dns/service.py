@@ -7,7 +7,7 @@ part                   holds
 :mod:`.zones`          zone and record management (change sets)
 :mod:`.secondaries`    who may transfer each zone, with which TSIG key; NOTIFY
 :mod:`.signing`        DNSSEC signing, rollovers, re-signing, DS and status
-:mod:`.networks`       federated networks' zones under the node's origin
+:mod:`.networks`       the networks this node records (their zones: :mod:`.federation`)
 =====================  =========================================================
 
 The parts take and return Python values and refuse a request with
@@ -26,7 +26,7 @@ import dns.name
 from trustchain.dns.dnssec import Policy
 from trustchain.dns.engine import ZoneSet
 from trustchain.dns.handler import DnsHandler, QueryContext
-from trustchain.dns.networks import Networks, NetworkStore
+from trustchain.dns.networks import NetworkStore
 from trustchain.dns.secondaries import Notifier, Secondaries, SecondaryStore, SecretStore
 from trustchain.dns.serving import ZoneServer
 from trustchain.dns.signing import Dnssec, KeySource, Signer
@@ -48,7 +48,7 @@ class DnsService:
     def __init__(
         self, store: DnsStore, *, now: Callable[[], datetime], default_ns: dns.name.Name,
         secrets: SecretStore | None = None, notifier: Notifier | None = None,
-        origin: dns.name.Name | None = None, keys: KeySource | None = None,
+        keys: KeySource | None = None,
         policy: Policy | None = None,
     ) -> None:
         self.signer = Signer(keys, store, now=now, policy=policy or Policy())
@@ -61,7 +61,6 @@ class DnsService:
         self.zones = Zones(store, self.server, self.secondaries, sign=self.signer.sign, now=now,
                            default_ns=default_ns)
         self.dnssec = Dnssec(self.signer, self.zones, self.server)
-        self.networks = Networks(store, self.zones, self.signer, origin)
         # Bound methods of the parts, not wrappers: a query costs no extra call.
         self.handle: DnsHandler = self.server.handle
         self.handle_stream: Callable[[bytes, QueryContext], list[bytes]] = self.server.handle_stream

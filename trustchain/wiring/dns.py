@@ -166,7 +166,7 @@ def build_dns(node: OpenNode, notifier: Notifier | None = None) -> DnsService:
     return DnsService(
         store, now=utcnow,
         default_ns=dns.name.from_text(f"{node.identity.node_id}.nodes", origin),
-        secrets=KeystoreSecrets(node.keystore, utcnow), notifier=notifier, origin=origin,
+        secrets=KeystoreSecrets(node.keystore, utcnow), notifier=notifier,
         keys=KeystoreDnssecKeys(node.keystore, store, utcnow),
     )
 

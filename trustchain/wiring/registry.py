@@ -95,6 +95,25 @@ def registration_entry(request: RegisterRequest) -> Entry:
         proofs=ProofBundle(work=proofs.work, time=proofs.time, anchor=proofs.anchor))
 
 
+def check_registration(body: dict[str, Any]) -> None:
+    """Refuse early what the zones would not take (a name server or DS that does not
+    parse).
+
+    :raises DnsRequestError: naming the problem.
+    """
+    for item in body["delegate"]:
+        for address in name_server(item).addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise DnsRequestError(f"{address!r} is not an IP address") from None
+    for text in body["ds"]:
+        try:
+            dns.rdata.from_text("IN", "DS", text)
+        except (dns.exception.DNSException, ValueError) as exc:
+            raise DnsRequestError(f"a DS record {text!r} does not parse: {exc}") from None
+
+
 class Registry:
     """Records committed registrations where this node's CA looks networks up; their zones
     are the federation's (:mod:`trustchain.wiring.federation`), the same on every node."""
@@ -107,23 +126,7 @@ class Registry:
         self._now = now
 
     def check(self, body: dict[str, Any]) -> None:
-        """Refuse early what the zones would not take (a name server or DS that does not
-        parse).
-
-        :raises DnsRequestError: naming the problem.
-        """
-        for item in body["delegate"]:
-            name_server(item)
-            for address in name_server(item).addresses:
-                try:
-                    ipaddress.ip_address(address)
-                except ValueError:
-                    raise DnsRequestError(f"{address!r} is not an IP address") from None
-        for text in body["ds"]:
-            try:
-                dns.rdata.from_text("IN", "DS", text)
-            except (dns.exception.DNSException, ValueError) as exc:
-                raise DnsRequestError(f"a DS record {text!r} does not parse: {exc}") from None
+        check_registration(body)
 
     def committed(self, committed: Committed) -> None:
         for raw in committed.block.operations:

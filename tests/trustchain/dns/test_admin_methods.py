@@ -28,8 +28,8 @@ from trustchain.stoq.router import Router
 from trustchain.storage.database import open_database
 from trustchain.storage.dns import DNS_SCHEMA, SqliteZoneStore
 from trustchain.storage.migrations import migrate
-from trustchain.wiring.dns import NetworkRegister, name_server, zone_service
-from trustchain.wiring.registry import registry_service
+from trustchain.wiring.dns import NetworkRegister, zone_service
+from trustchain.wiring.registry import check_registration, registry_service
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 ADMIN = Peer(Role.ADMIN, "ops", "example")
@@ -74,7 +74,7 @@ def admin(tmp_path: Path):
     store = SqliteZoneStore(db)
     yield Admin(DnsService(store, now=lambda: NOW,
                            default_ns=dns.name.from_text("n1.nodes.example.net."),
-                           secrets=MemorySecrets(), origin=dns.name.from_text("example.net."),
+                           secrets=MemorySecrets(),
                            keys=MemoryKeys(store.dnssec_policy, lambda: NOW)))
     db.close()
 
@@ -168,13 +168,6 @@ def test_a_registration_names_what_is_wrong(body: dict[str, Any], detail: str) -
     assert str(refused.value) == detail
 
 
-def test_a_network_needs_the_origin_zone(admin: Admin) -> None:
-    with pytest.raises(DnsRequestError) as refused:
-        admin.service.networks.check("acme")
-    assert str(refused.value) == ("this node does not serve the origin zone example.net.: "
-                                  "create it first (trustchain zone create)")
-
-
 def test_secondary_methods_answer_as_before(admin: Admin) -> None:
     admin("zone-import", {"text": EXAMPLE})
     added = admin("secondary-add", {"zone": "example.net", "address": "[2001:db8::2]",
@@ -194,21 +187,9 @@ def test_secondary_methods_answer_as_before(admin: Admin) -> None:
     assert admin("secondary-list") == []
 
 
-def test_network_and_dnssec_methods_answer_as_before(admin: Admin) -> None:
-    admin("zone-import", {"text": EXAMPLE})
-    admin("records-change", {"add": [{"name": "n1.nodes.example.net", "type": "A",
-                                      "data": "192.0.2.53"}]})
-    networks = admin.service.networks
-    acme = networks.register("acme", prefixes=["10.1.0.0/16"])
-    assert (acme.name, acme.zone.to_text(), acme.mode, acme.prefixes) == (
-        "acme", "acme.example.net.", "hosted", ["10.1.0.0/16"])
-    beta = networks.register("beta", [name_server("ns1.beta.example.net=192.0.2.40")])
-    assert (beta.zone.to_text(), beta.mode, [n.to_text() for n in beta.name_servers]) == (
-        "beta.example.net.", "delegated", ["ns1.beta.example.net."])
-    assert [(n["name"], n["zone"], n["mode"], n["registered_at"]) for n in
-            networks.all()] == [("acme", "acme.example.net.", "hosted", NOW.isoformat()),
-                                       ("beta", "beta.example.net.", "delegated",
-                                        NOW.isoformat())]
+def test_dnssec_methods_answer_as_before(admin: Admin) -> None:
+    # (networks' zones are the federation's: tests/trustchain/dns/test_federation_zones.py)
+    admin("zone-create", {"zone": "acme.example.net", "ns": ["ns.example.org"], "ttl": 300})
     ds = admin("dnssec-ds", {"zone": "acme.example.net"})
     assert ds["zone"] == "acme.example.net." and len(ds["ds"]) == 1
     assert ds["text"] == f"acme.example.net. 300 IN DS {ds['ds'][0]}"
@@ -226,9 +207,11 @@ def test_network_and_dnssec_methods_answer_as_before(admin: Admin) -> None:
         "no KSK rollover is waiting for its DS")
 
 
-def test_a_malformed_ds_is_refused_not_a_reset(admin: Admin) -> None:
-    admin("zone-create", {"zone": "example.net", "ns": ["ns.example.org"]})
+def test_a_malformed_registration_is_refused_before_it_is_submitted() -> None:
     with pytest.raises(DnsRequestError) as refused:
-        admin.service.networks.check("acme", [name_server("ns.acme.org")], ["not a DS record"])
-    assert str(refused.value).startswith("a DS record ['not a DS record'] does not parse")
-    assert admin.service.networks.all() == []
+        check_registration({"name": "acme", "delegate": ["ns.acme.org"],
+                            "ds": ["not a DS record"], "prefixes": []})
+    assert str(refused.value).startswith("a DS record 'not a DS record' does not parse")
+    with pytest.raises(DnsRequestError, match="is not an IP address"):
+        check_registration({"name": "acme", "delegate": ["ns.acme.org=not-an-address"],
+                            "ds": [], "prefixes": []})

@@ -187,3 +187,28 @@ def test_the_same_change_twice_is_two_operations_by_their_nonces() -> None:
     assert fed.state.refused == {}
     with pytest.raises(FederationRefused, match="nonce"):
         fed.state.check("zone-change", nodes[0].id, {**add, "nonce": "not hex"})
+
+
+def test_a_delegated_network_gets_ns_glue_and_ds_in_the_origin() -> None:
+    fed, _ = bootstrapped()
+    ds = "12345 13 2 " + "ab" * 32
+    fed.commit(("network-registration", "c" * 32, {
+        "name": "beta", "delegate": ["ns1.beta.fed.example=192.0.2.40,2001:db8::40",
+                                     "ns.elsewhere.org"], "ds": [ds], "prefixes": []}))
+    origin = fed.state.zones[ORIGIN]
+    beta, inside = dns.name.from_text("beta.fed.example."), dns.name.from_text(
+        "ns1.beta.fed.example.")
+
+    def texts(name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> set[str]:
+        rrset = origin.get(name, rdtype)
+        return set() if rrset is None else {r.to_text() for r in rrset}
+
+    assert texts(beta, dns.rdatatype.NS) == {"ns1.beta.fed.example.", "ns.elsewhere.org."}
+    assert texts(inside, dns.rdatatype.A) == {"192.0.2.40"}
+    assert texts(inside, dns.rdatatype.AAAA) == {"2001:db8::40"}
+    assert texts(beta, dns.rdatatype.DS) == {ds}
+    assert beta not in fed.state.zones and beta not in fed.state.zone_names()
+    with pytest.raises(FederationRefused, match="inside the network beta"):
+        fed.state.check("zone-change", "a" * 32, {
+            "zone": ORIGIN.to_text(), "add": [["x.beta.fed.example.", "A", 60, "192.0.2.9"]],
+            "delete": []})

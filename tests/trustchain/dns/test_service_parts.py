@@ -16,11 +16,9 @@ import pytest
 from tests.trustchain.dns.fakes import MemoryKeys, MemorySecrets, Notifications
 from tests.trustchain.dns.zonedata import EXAMPLE
 from trustchain.dns.handler import QueryContext
-from trustchain.dns.networks import NameServer
 from trustchain.dns.records import DnsRequestError, Record
 from trustchain.dns.service import DnsService
 from trustchain.dns.zones import SigningChoices
-from trustchain.errors import StorageError
 from trustchain.storage.database import open_database
 from trustchain.storage.dns import DNS_SCHEMA, SqliteZoneStore
 from trustchain.storage.migrations import migrate
@@ -51,7 +49,7 @@ class Node:
     def start(self) -> DnsService:
         """The service as a restarted node builds it from what is stored."""
         return DnsService(self.store, now=self.now, default_ns=NODE_NS, secrets=self.secrets,
-                          notifier=self.notes, origin=ORIGIN, keys=self.keys)
+                          notifier=self.notes, keys=self.keys)
 
     def with_origin_zone(self) -> DnsService:
         self.service.zones.import_text(EXAMPLE)
@@ -143,69 +141,6 @@ def test_unsigned_zones_are_refused_dnssec_management(tmp_path: Path) -> None:
     assert svc.dnssec.status(ORIGIN)["keys"] == [] and svc.advance_rollovers() == []
     with pytest.raises(DnsRequestError, match="no zone nope."):
         svc.dnssec.status(dns.name.from_text("nope."))
-
-
-def test_hosted_network_gets_a_signed_zone_and_its_ds_in_the_parent(node: Node) -> None:
-    svc = node.with_origin_zone()
-    network = svc.networks.register("acme", prefixes=["10.1.0.0/16"])
-    assert (network.zone, network.mode, network.name_servers) == (ACME, "hosted", [NODE_NS])
-    parent = svc.zones.zone(ORIGIN)
-    assert parent.get(ACME, DS) == svc.dnssec.ds(ACME)[1]
-    assert ACME in svc.zoneset.signed
-    assert node.store.networks()[0]["prefixes"] == ["10.1.0.0/16"]
-    # A KSK rollover of the child puts the new DS in the parent this node serves.
-    svc.dnssec.rollover(ACME, "ksk")
-    new_ds = svc.zones.zone(ORIGIN).get(ACME, DS)
-    assert new_ds is not None and len(new_ds) == 1 and new_ds != parent.get(ACME, DS)
-    assert svc.dnssec.status(ACME)["keys"][-1]["ds_published"]
-    with pytest.raises(DnsRequestError, match="acme.example.net. is already registered"):
-        svc.networks.register("acme")
-
-
-def test_delegated_network_gets_ns_glue_and_ds(node: Node) -> None:
-    svc = node.with_origin_zone()
-    inside = dns.name.from_text("ns1.beta.example.net.")
-    ds = "12345 13 2 " + "ab" * 32
-    network = svc.networks.register(
-        "beta", [NameServer(inside, ("192.0.2.40", "2001:db8::40")),
-                 NameServer(dns.name.from_text("ns.elsewhere.org."))], [ds])
-    assert network.mode == "delegated"
-    parent = svc.zones.zone(ORIGIN)
-    beta = dns.name.from_text("beta.example.net.")
-    def texts(name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> set[str]:
-        rrset = parent.get(name, rdtype)
-        return set() if rrset is None else {r.to_text() for r in rrset}
-
-    assert texts(beta, dns.rdatatype.NS) == {"ns1.beta.example.net.", "ns.elsewhere.org."}
-    assert texts(inside, dns.rdatatype.AAAA) == {"2001:db8::40"}
-    assert texts(inside, dns.rdatatype.A) == {"192.0.2.40"}
-    assert texts(beta, DS) == {ds}
-    assert svc.zones.get(beta) is None
-    with pytest.raises(DnsRequestError, match="www.example.net. is already registered"):
-        svc.networks.register("www")
-
-
-def test_network_registration_needs_the_origin_zone(node: Node) -> None:
-    with pytest.raises(DnsRequestError, match="create it first"):
-        node.service.networks.register("acme")
-
-
-def test_a_hosted_registration_that_fails_leaves_no_child_zone(tmp_path: Path) -> None:
-    class FailingStore(SqliteZoneStore):
-        fail = False
-
-        def replace(self, old, new, now) -> None:  # type: ignore[no-untyped-def]
-            if self.fail and old.origin == ORIGIN:
-                raise StorageError("disk full")
-            super().replace(old, new, now)
-
-    node = Node(tmp_path, store=FailingStore)
-    svc = node.with_origin_zone()
-    FailingStore.fail = True
-    with pytest.raises(StorageError, match="disk full"):
-        svc.networks.register("acme")
-    assert svc.zones.get(ACME) is None and node.store.networks() == []
-    assert [z.origin for z in node.store.zones()] == [ORIGIN]
 
 
 def test_zone_creation_keeps_the_signing_choices(node: Node) -> None:
