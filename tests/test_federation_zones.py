@@ -181,7 +181,7 @@ def test_a_certificate_issued_at_node_3_and_revoked_at_node_1(
         federation: Federation, anchor: Path, tmp_path: Path) -> None:
     """Every node operates its own intermediate for alpha, signed by the root holder
     (node-1) and committed; node-3 issues, node-1 revokes (a serial it never saw), and
-    node-3's OCSP answers revoked."""
+    OCSP at node-3, and at node-4 (relayed to node-3), answers revoked."""
     from tests.test_ca_server import make_csr, split_chain
 
     wait_for("every node operates an intermediate for alpha", lambda: len(
@@ -207,12 +207,14 @@ def test_a_certificate_issued_at_node_3_and_revoked_at_node_1(
         return result.stdout
 
     assert f"{leaf_path}: good" in ocsp("node-3")
+    assert f"{leaf_path}: good" in ocsp("node-4")  # relayed to node-3, which signs it
     serial = f"{x509.load_pem_x509_certificate(leaf_path.read_bytes()).serial_number:x}"
     revoked = run_cli("ca", "revoke", serial, "--reason", "key-compromise",
                       *admin(federation, "node-1"), env=federation.env)
     assert revoked.returncode == 0, revoked.stderr
     assert "committed at height" in revoked.stdout
     wait_for("node-3 answers revoked", lambda: f"{leaf_path}: revoked" in ocsp("node-3"))
+    assert f"{leaf_path}: revoked" in ocsp("node-4")
 
     # node-4 down: issuance goes on at the other nodes that operate alpha's intermediates
     victim = next(n for n in federation.status()["nodes"] if n["name"] == "node-4")

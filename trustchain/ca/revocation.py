@@ -447,6 +447,12 @@ def respond_ocsp(
     return _signed_response(query, issuer, lookup(issuer, query.serial), signer, now, validity)
 
 
+def named_issuer(request_der: bytes, issuers: Sequence[OcspIssuer]) -> OcspIssuer | None:
+    """Which of ``issuers`` a well-formed OCSP request names (None: none, or malformed)."""
+    query = _parse_request(request_der)
+    return None if isinstance(query, ocsp.OCSPResponseStatus) else _find_issuer(query, issuers)
+
+
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 

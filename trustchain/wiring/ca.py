@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 from pydantic import BaseModel, ConfigDict, Field
 
 from bootstrap.init import ROOT_KEY_PURPOSE
@@ -143,9 +144,18 @@ class FederationRevocations(Protocol):
     async def revoke(self, serial: int, reason: revocation.RevocationReason
                      ) -> dict[str, Any]: ...
     def announce(self, serial: int, reason: revocation.RevocationReason) -> None: ...
+    async def relay_ocsp(self, request: bytes) -> bytes | None:
+        """The issuing node's answer for another node's intermediate (None: not one)."""
+        ...
+
     def others_issue(self) -> bool:
         """Whether another node operates an intermediate (may have issued a serial)."""
         ...
+
+
+def _unauthorized(answer: bytes) -> bool:
+    return ocsp.load_der_ocsp_response(answer).response_status is \
+        ocsp.OCSPResponseStatus.UNAUTHORIZED
 
 
 def ca_service(runner: CaRunner, federation: FederationRevocations | None = None) -> Service:
@@ -230,7 +240,7 @@ def ca_service(runner: CaRunner, federation: FederationRevocations | None = None
                  "state": "revoked" if r.revoked_at else r.state}
                 for r in authority.store.certificates(own or req.network)]
 
-    def ocsp(call: Call) -> Reply:
+    async def ocsp(call: Call) -> Reply:
         """RFC 6960: the DER OCSPRequest in (POST body, GET path, stoq/1 message)."""
         request = call.body
         if "request" in call.args:  # GET /ocsp/<base64 of the DER request>
@@ -240,7 +250,11 @@ def ca_service(runner: CaRunner, federation: FederationRevocations | None = None
                 request = b""
         if len(request) > MAX_OCSP_REQUEST_BYTES:
             request = b""  # answered malformedRequest
-        return Reply(authority.ocsp(request, runner.now()), "application/ocsp-response")
+        answer = authority.ocsp(request, runner.now())
+        if federation is not None and _unauthorized(answer):
+            # Another node's intermediate: its operator answers (and signs), relayed here.
+            answer = await federation.relay_ocsp(request) or answer
+        return Reply(answer, "application/ocsp-response")
 
     def crl(call: Call) -> Reply:
         der = authority.crl(str(call.args["key_id"]), runner.now(), int(call.args["shard"]))

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
+from cryptography.x509 import ocsp
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -33,7 +34,12 @@ from transport.peers import Peers
 from trustchain.ca.authority import CertificateAuthority
 from trustchain.ca.errors import CaError
 from trustchain.ca.federation import FederationCa
-from trustchain.ca.revocation import RevocationReason
+from trustchain.ca.revocation import (
+    OcspIssuer,
+    RevocationReason,
+    named_issuer,
+    unsuccessful_ocsp_response,
+)
 from trustchain.consensus.operations import OperationKind
 from trustchain.errors import BadRequest
 from trustchain.wiring.federation import COMMIT_TIMEOUT, NodeOperations
@@ -149,6 +155,25 @@ class FederationCaNode:
         height = await self._operations.runner.committed_height(entry, COMMIT_TIMEOUT)
         return {"serial": f"{serial:x}", "reason": reason.value, "height": height}
 
+
+    async def relay_ocsp(self, request: bytes) -> bytes | None:
+        """The answer of the node whose intermediate an OCSP request names, if another node
+        operates it (None: not a federation intermediate).  That node signs it, as issuer;
+        ``tryLater`` while it cannot be reached (RFC 6960 section 2.3)."""
+        issuers = [OcspIssuer(x509.load_der_x509_certificate(der), node)
+                   for nodes in self.state.intermediates.values()
+                   for node, der in sorted(nodes.items()) if node != self._operations.node]
+        issuer = named_issuer(request, issuers)
+        if issuer is None:
+            return None
+        try:
+            answer = await self._peers.request(issuer.key_id, "ca", "ocsp", request)
+        except Exception as exc:  # not connected, or the connection closed: try later
+            log.info("OCSP for node %s's intermediate not relayed: %s", issuer.key_id, exc)
+            return unsuccessful_ocsp_response(ocsp.OCSPResponseStatus.TRY_LATER)
+        if answer.status != 200:
+            return unsuccessful_ocsp_response(ocsp.OCSPResponseStatus.TRY_LATER)
+        return answer.message
 
     def others_issue(self) -> bool:
         return any(set(nodes) - {self._operations.node}

@@ -28,6 +28,7 @@ from trustchain.ca.revocation import (
     RevocationReason,
     Revoked,
     build_crl,
+    named_issuer,
     ocsp_request_from_get_path,
     respond_ocsp,
     unsuccessful_ocsp_response,
@@ -427,6 +428,17 @@ def test_unknown_issuer_is_unauthorized(pki: Pki, tmp_path: Path) -> None:
                               lookup=lambda i, s: CertStatusInfo.good(), signer=pki.signer, now=NOW,
                               validity=VALIDITY)
     assert status_of(no_issuers) is STATUS.UNAUTHORIZED
+
+
+def test_which_issuer_a_request_names(pki: Pki, tmp_path: Path) -> None:
+    """Another node's intermediate, named by a request this node cannot answer itself, is
+    found so that the request goes to the node that operates it."""
+    other = make_pki(tmp_path / "other")
+    theirs = OcspIssuer(other.intermediate, "node-3")
+    found = named_issuer(request_for(other.leaf, other.intermediate), [pki.issuer, theirs])
+    assert found is theirs
+    assert named_issuer(request_for(pki.leaf, pki.root), [theirs]) is None
+    assert named_issuer(b"\x30\x03garbage", [theirs]) is None
 
 
 def test_malformed_requests(pki: Pki, work: Path) -> None:
