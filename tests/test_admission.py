@@ -37,8 +37,8 @@ from bootstrap.devnet import node_config_text, pick_ports
 from bootstrap.genesis import parse_genesis
 from bootstrap.init import CONSENSUS_ED25519_PURPOSE, CONSENSUS_ML_DSA_PURPOSE
 from bootstrap.join import _request
-from tests.support import NodeProcess, cli_env, kill_processes_naming, run_cli
-from tests.test_federation import NAMES, Federation, check_invariants, wait_for
+from tests.support import NodeProcess, run_cli
+from tests.test_federation import NAMES, Federation, check_invariants, running_devnet, wait_for
 from transport.client import connect
 from trustchain.config import CONFIG_FILE_NAME
 from trustchain.keystore import KeyStore
@@ -46,17 +46,7 @@ from trustchain.keystore import KeyStore
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    base = tmp_path_factory.mktemp("admission") / "net"
-    # An empty block a second when idle (not one every commit pause: four nodes making blocks
-    # as fast as they can load both cores and slow the other tests running beside them).
-    env = {**cli_env(), "TRUSTCHAIN_CONSENSUS_IDLE_SECONDS": "1"}
-    try:
-        result = run_cli("devnet", "up", "--nodes", "4", "--base-dir", base, env=env)
-        assert result.returncode == 0, result.stderr
-        yield Federation(base, env)
-    finally:
-        run_cli("devnet", "down", "--base-dir", base, env=env)
-        kill_processes_naming(base)
+    yield from running_devnet(tmp_path_factory, "admission")
 
 
 def _chain(db_file: Path) -> dict[int, tuple[bytes, list[str]]]:

@@ -98,9 +98,10 @@ def check_invariants(federation: Federation, names: list[str]) -> None:
                 assert chain[height][1] == chain[height - 1][0], f"height {height} unlinked"
 
 
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    base = tmp_path_factory.mktemp("federation") / "net"
+def running_devnet(tmp_path_factory: pytest.TempPathFactory, name: str
+                   ) -> Iterator[Federation]:
+    """A devnet of four nodes for a test module, every process killed at the end."""
+    base = tmp_path_factory.mktemp(name) / "net"
     # An empty block a second when idle (an idle federation waits 10 s by default, too long
     # for a test; not 0 either: four nodes making blocks as fast as they can load both
     # cores and slow the tests that run beside them).
@@ -112,6 +113,11 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     finally:
         run_cli("devnet", "down", "--base-dir", base, env=env)
         kill_processes_naming(base)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    yield from running_devnet(tmp_path_factory, "federation")
 
 
 NAMES = [f"node-{i}" for i in range(1, NODES + 1)]

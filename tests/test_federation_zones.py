@@ -22,8 +22,8 @@ import dns.rrset
 import pytest
 from cryptography import x509
 
-from tests.support import cli_env, kill_processes_naming, run_cli
-from tests.test_federation import NAMES, Federation, wait_for
+from tests.support import run_cli
+from tests.test_federation import NAMES, Federation, running_devnet, wait_for
 
 ORIGIN = "trust.hypermesh.online."
 #: From a node's answer to the change being served, validated, everywhere (the issue's).
@@ -32,15 +32,7 @@ WITHIN = 2.0
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    base = tmp_path_factory.mktemp("zones") / "net"
-    env = {**cli_env(), "TRUSTCHAIN_CONSENSUS_IDLE_SECONDS": "1"}
-    try:
-        result = run_cli("devnet", "up", "--nodes", "4", "--base-dir", base, env=env)
-        assert result.returncode == 0, result.stderr
-        yield Federation(base, env)
-    finally:
-        run_cli("devnet", "down", "--base-dir", base, env=env)
-        kill_processes_naming(base)
+    yield from running_devnet(tmp_path_factory, "zones")
 
 
 def nodes(federation: Federation) -> dict[str, dict[str, str]]:
