@@ -11,6 +11,7 @@ given to another process is never signalled (Linux: /proc and pidfds).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import select
@@ -91,9 +92,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"`devnet up` without --nodes, or `devnet down` and choose another --base-dir")
     with _locked(base):
         manifest = load_manifest(base)  # again, now that no other run can change it
-        if manifest is None:
-            manifest = _create(base, args.nodes or DEFAULT_NODES, report)
-        started = _start_down_nodes(base, manifest, report)
+        creating = manifest is None
+        with _ports_lock() if creating else contextlib.nullcontext():
+            if manifest is None:
+                manifest = _create(base, args.nodes or DEFAULT_NODES, report)
+            started = _start_down_nodes(base, manifest, report)
     running = [node.name for node in manifest.nodes if node.name not in started]
     _print_nodes(base, manifest)
     print(f"genesis pin (SHA-256): {manifest.genesis_sha256}")
@@ -306,6 +309,22 @@ def _locked(base: Path) -> Iterator[None]:
     ensure_private_dir(base)
     with DataDir(base).lock():
         yield
+
+
+@contextmanager
+def _ports_lock() -> Iterator[None]:
+    """One devnet at a time on this machine between drawing its ports and its nodes
+    listening on them: two created at once could draw the same free port (seen in the
+    tests, whose workers start devnets side by side)."""
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / "trustchain-devnet-ports.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _require_manifest(base: Path) -> Manifest:
