@@ -43,7 +43,7 @@ from transport.client import connect
 from transport.sockets import format_address
 from trustchain.config import NodeConfig, default_config_text, load_config
 from trustchain.datadir import DataDir
-from trustchain.errors import KeyNotFoundError, LocalError, RemoteError
+from trustchain.errors import LocalError, RemoteError
 from trustchain.fsutil import ensure_private_dir, fsync_dir, write_private_file
 from trustchain.identity import PeerCertificateError, identify_peer
 from trustchain.keystore import KeyStore, KeyType
@@ -105,10 +105,7 @@ def _keys(keystore: KeyStore, now: datetime) -> tuple[
         (CONSENSUS_ML_DSA_PURPOSE, KeyType.ML_DSA_65),
         (NODE_TLS_PURPOSE, KeyType.ECDSA_P256),
     ):
-        try:
-            record = keystore.active(purpose)
-        except KeyNotFoundError:
-            record = keystore.generate(key_type, purpose, now)
+        record = keystore.active_or_generate(key_type, purpose, now)
         keys.append(keystore.private_key(record.id))
     return keys[0], keys[1], keys[2]  # type: ignore[return-value]
 

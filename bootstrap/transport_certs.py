@@ -153,10 +153,7 @@ def _needs_renewal(cert: x509.Certificate | None, now: datetime) -> bool:
 
 
 def _key(keystore: KeyStore, purpose: str, now: datetime) -> ec.EllipticCurvePrivateKey:
-    try:
-        record = keystore.active(purpose)
-    except KeyNotFoundError:
-        record = keystore.generate(KeyType.ECDSA_P256, purpose, now)
+    record = keystore.active_or_generate(KeyType.ECDSA_P256, purpose, now)
     key = keystore.private_key(record.id)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return key

@@ -275,6 +275,13 @@ class KeyStore:
             raise KeyNotFoundError(f"no active key for {purpose!r}")
         return candidates[-1]
 
+    def active_or_generate(self, key_type: KeyType, purpose: str, now: datetime) -> KeyRecord:
+        """The newest active key for ``purpose``, made (and stored) first if there is none."""
+        try:
+            return self.active(purpose)
+        except KeyNotFoundError:
+            return self.generate(key_type, purpose, now)
+
     # --- private keys -------------------------------------------------------
 
     def generate(self, key_type: KeyType, purpose: str, now: datetime) -> KeyRecord:

@@ -20,7 +20,7 @@ from bootstrap.transport_certs import node_dns_names
 from transport.ct import LogRunner
 from transport.methods import Call, Method, Reply, Service
 from trustchain.ct.log import MAX_CERT_BYTES, MAX_CHAIN, ExpiryRange, Log
-from trustchain.errors import ConfigError, KeyNotFoundError, NotFound
+from trustchain.errors import ConfigError, NotFound
 from trustchain.keystore import KeyType
 from trustchain.storage.ct import SqliteLogStore
 from trustchain.wiring.node import OpenNode, utcnow
@@ -70,10 +70,7 @@ def build_ct_logs(node: OpenNode) -> list[Log]:
     host = node_dns_names(node.identity.origin, node.identity.node_id)[1]
     for spec in node.config.ct_logs:
         purpose = f"ct-log:{spec.name}"
-        try:
-            record = node.keystore.active(purpose)
-        except KeyNotFoundError:
-            record = node.keystore.generate(KeyType.ECDSA_P256, purpose, utcnow())
+        record = node.keystore.active_or_generate(KeyType.ECDSA_P256, purpose, utcnow())
         key = node.keystore.private_key(record.id)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         logs.append(Log(spec.name, key, SqliteLogStore(node.db, spec.name),

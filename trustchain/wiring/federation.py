@@ -52,8 +52,7 @@ from trustchain.dns.records import (
     changed_zone,
 )
 from trustchain.dns.service import DnsService
-from trustchain.dns.zone import Zone
-from trustchain.errors import KeyNotFoundError
+from trustchain.dns.zone import Zone, enclosing
 from trustchain.keystore import KeyStore, KeyType
 
 log = logging.getLogger("trustchain.federation.dns")
@@ -114,10 +113,7 @@ def federation_keys(keystore: KeyStore, founder: bool, now: datetime
                     ) -> tuple[SigningKey, SigningKey | None]:
     """This node's federation ZSK, and its KSK if it is a founder (made on first use)."""
     def key(purpose: str, role: Role) -> SigningKey:
-        try:
-            record = keystore.active(purpose)
-        except KeyNotFoundError:
-            record = keystore.generate(KeyType.ECDSA_P256, purpose, now)
+        record = keystore.active_or_generate(KeyType.ECDSA_P256, purpose, now)
         private = keystore.private_key(record.id)
         assert isinstance(private, ec.EllipticCurvePrivateKey)
         return SigningKey(role, private, make_dnskey(private, 13, role))
@@ -327,7 +323,7 @@ class FederationDns:
     def zone_of(self, names: Sequence[dns.name.Name]) -> dns.name.Name | None:
         """The federation zone a change set touches (the closest enclosing), if any."""
         for name in names:
-            for candidate in (name, *_parents(name)):
+            for candidate in enclosing(name, dns.name.root):
                 if self.zones.owns(candidate):
                     return candidate
         return None
@@ -374,14 +370,6 @@ class FederationDns:
             except TimeoutError:
                 pass
         return current
-
-
-def _parents(name: dns.name.Name) -> list[dns.name.Name]:
-    out = []
-    while len(name) > 1:
-        name = name.parent()
-        out.append(name)
-    return out
 
 
 def node_signing_key(keystore: KeyStore, purpose: str) -> ed25519.Ed25519PrivateKey:

@@ -19,13 +19,13 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.x509 import ocsp
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
     load_pem_public_key,
 )
+from cryptography.x509 import ocsp
 from pydantic import BaseModel, ConfigDict, Field
 
 from transport.ca import new_serial

@@ -125,9 +125,6 @@ class Registry:
         self._zones = zones
         self._now = now
 
-    def check(self, body: dict[str, Any]) -> None:
-        check_registration(body)
-
     def committed(self, committed: Committed) -> None:
         for raw in committed.block.operations:
             operation = decode_entry(raw).operation
@@ -171,7 +168,7 @@ def registry_service(registry: Registry, runner: ConsensusRunner) -> Service:
     async def network_register(call: Call) -> dict[str, Any]:
         request = call.parse(RegisterRequest)
         entry = registration_entry(request)
-        registry.check(entry.operation.body)
+        check_registration(entry.operation.body)
         height = await runner.committed_height(entry, COMMIT_TIMEOUT)
         row = next((n for n in registry.list() if n["name"] == request.name), None)
         return {"name": request.name, "height": height, "network": row}
