@@ -218,3 +218,72 @@ def test_a_certificate_issued_at_node_3_and_revoked_at_node_1(
     assert restarted.returncode == 0, restarted.stderr
     wait_for("node-4 knows every intermediate again", lambda: len(
         federation.consensus_status("node-4")["intermediates"].get("alpha", [])) == 4)
+
+
+def test_a_networks_credential_issued_at_node_1_acts_at_the_others_until_revoked(
+        federation: Federation, tmp_path: Path) -> None:
+    """alpha's network-admin credential, issued at node-1, is good at every node that
+    operates an intermediate for alpha: node-3 (stoq/1) and node-2 (HTTPS, curl) issue for
+    alpha with it, never having seen it; revoked at node-1, it is refused at node-3 once
+    the revocation is committed.  (Runs after node-4 was killed and restarted.)"""
+    from tests.test_ca_server import make_csr, split_chain
+
+    wait_for("every node operates an intermediate for alpha", lambda: all(len(
+        federation.consensus_status(n)["intermediates"].get("alpha", [])) == 4 for n in NAMES))
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", tmp_path / "cred.key",
+                    "-subj", "/CN=alpha operations", "-out", tmp_path / "cred.csr"],
+                   check=True, capture_output=True)
+    given = run_cli("ca", "issue", "--csr", tmp_path / "cred.csr", "--network", "alpha",
+                    "--profile", "network-admin", *admin(federation, "node-1"),
+                    env=federation.env)
+    assert given.returncode == 0, given.stderr
+    (tmp_path / "cred.pem").write_text(given.stdout)
+    credential = x509.load_pem_x509_certificate(given.stdout.encode())
+    pin = run_cli("genesis", "show", "--data-dir", federation.base / "node-1",
+                  env=federation.env).stdout.split()[0]
+
+    def as_alpha(node: str) -> list[str | Path]:
+        return ["--cert", tmp_path / "cred.pem", "--key", tmp_path / "cred.key", "--genesis",
+                federation.base / "node-1" / "genesis.json", "--pin", pin,
+                "--data-dir", tmp_path / "no-node-here", "--server", nodes(federation)[node]["quic"]]
+
+    issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, f"cred.alpha.{ORIGIN}".rstrip(".")),
+                     *as_alpha("node-3"), env=federation.env)
+    assert issued.returncode == 0, issued.stderr
+    leaf = x509.load_pem_x509_certificate(split_chain(issued.stdout, tmp_path)[0].read_bytes())
+    def issuer_key(certificate: x509.Certificate) -> bytes | None:
+        return certificate.extensions.get_extension_for_class(
+            x509.AuthorityKeyIdentifier).value.key_identifier
+
+    assert issuer_key(leaf) != issuer_key(credential)  # node-3's own intermediate for alpha
+    beta = run_cli("ca", "issue", "--csr", make_csr(tmp_path, f"www.beta.{ORIGIN}".rstrip(".")),
+                   "--network", "beta", *as_alpha("node-3"), env=federation.env)
+    assert beta.returncode == 1 and "may not act for network beta" in beta.stderr, beta.stderr
+
+    root = tmp_path / "root.pem"
+    root.write_text(run_cli("genesis", "show", "--data-dir", federation.base / "node-1",
+                            "--root-pem", env=federation.env).stdout)
+    host, _, port = nodes(federation)["node-2"]["https"].rpartition(":")
+    (tmp_path / "body.json").write_text(json.dumps(
+        {"csr": make_csr(tmp_path, f"curl.alpha.{ORIGIN}".rstrip(".")).read_text()}))
+    server = ORIGIN.rstrip(".")
+    curl = subprocess.run(
+        ["curl", "--silent", "--show-error", "--cacert", root, "--connect-to",
+         f"{server}:443:{host}:{port}", "--cert", tmp_path / "cred.pem", "--key",
+         tmp_path / "cred.key", "--data-binary", f"@{tmp_path / 'body.json'}",
+         "--write-out", "\n%{http_code}", f"https://{server}/ca/v1/issue"],
+        capture_output=True, text=True, timeout=60)
+    assert curl.returncode == 0, curl.stderr
+    assert curl.stdout.rpartition("\n")[2] == "201", curl.stdout
+
+    revoked = run_cli("ca", "revoke", f"{credential.serial_number:x}", "--reason",
+                      "key-compromise", *admin(federation, "node-1"), env=federation.env)
+    assert revoked.returncode == 0, revoked.stderr
+    csr = make_csr(tmp_path, f"late.alpha.{ORIGIN}".rstrip("."))
+
+    def refused() -> bool:
+        after = run_cli("ca", "issue", "--csr", csr, *as_alpha("node-3"), env=federation.env)
+        return after.returncode == 1 and "was revoked" in after.stderr
+
+    wait_for("node-3 refuses the revoked credential", refused)

@@ -26,6 +26,7 @@ from enum import Enum
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from trustchain.errors import RemoteError
@@ -47,6 +48,9 @@ class Peer:
     network: str  # this TrustChain network
     #: The client certificate's serial (the CA checks a network credential's status by it).
     serial: int | None = None
+    #: The DER of the certificate that issued it, from the verified chain (a network
+    #: credential another node issued is good where that intermediate is a committed one).
+    issuer: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -83,5 +87,6 @@ def identify_peer(
         if isinstance(name, x509.UniformResourceIdentifier) and name.value.startswith(prefix):
             kind, _, ident = name.value[len(prefix):].partition("/")
             if kind in ("node", "admin", "network") and ident and "/" not in ident:
-                return Peer(Role(kind), ident, network, leaf.serial_number)
+                issuer = verified.chain[1].public_bytes(Encoding.DER)
+                return Peer(Role(kind), ident, network, leaf.serial_number, issuer)
     raise PeerCertificateError("client certificate names no TrustChain identity of this network")

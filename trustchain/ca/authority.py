@@ -153,6 +153,9 @@ class CertificateAuthority(Revocations):
     lint: bool = False
     #: CRL shards per issuer for new certificates (Boulder-style partitioned CRLs).
     crl_shards: int = 1
+    #: Set by the federation: why a network credential issued at another node is not
+    #: good here (None: it is), from the committed intermediates and revocations.
+    credential_elsewhere: Callable[[Peer], str | None] | None = None
     _crls: dict[tuple[str, int], CachedCrl] = field(default_factory=dict)
     _issuer_ders: dict[str, bytes] = field(default_factory=dict)
 
@@ -285,7 +288,9 @@ class CertificateAuthority(Revocations):
 
     def authorise(self, peer: Peer | None, network: str, now: datetime) -> Peer:
         """The requester may act for ``network``: this network's admin, or that network's
-        own admin credential, issued by this CA for it, not revoked, not expired.
+        own admin credential, issued by this CA for it, not revoked, not expired (or, in
+        a federation, issued by another node's committed intermediate for that network
+        and not revoked by a committed ``ca-revocation``).
 
         :raises NotAuthorised: for anyone else.
         """
@@ -293,6 +298,13 @@ class CertificateAuthority(Revocations):
         assert peer is not None
         if peer.role is Role.NETWORK:
             record = self.store.certificate(peer.serial) if peer.serial is not None else None
+            if record is None and self.credential_elsewhere is not None:
+                # Issued at another node: its chain verified to the root at ``now``, so
+                # what is left is whose intermediate signed it and whether it was revoked.
+                refusal = self.credential_elsewhere(peer)
+                if refusal is not None:
+                    raise NotAuthorised(refusal)
+                return peer
             if (record is None or record.network != peer.name or record.state != "issued"
                     or record.profile != NETWORK_ADMIN_PROFILE):
                 raise NotAuthorised(f"this CA issued no credential of network {peer.name} "

@@ -56,6 +56,18 @@ class FederationCa:
     #: serial -> its revocation, as committed.
     revoked: dict[int, Revocation] = field(default_factory=dict)
 
+    #: DER -> parsed, for :meth:`certificates` (asked at each HTTPS handshake).
+    _parsed: dict[bytes, x509.Certificate] = field(default_factory=dict, repr=False,
+                                                   compare=False)
+
+    def certificates(self) -> list[x509.Certificate]:
+        """Every node's committed intermediate for every network (to verify chains
+        through: a credential one node issued, presented at another)."""
+        ders = {der for nodes in self.intermediates.values() for der in nodes.values()}
+        for der in ders - self._parsed.keys():
+            self._parsed[der] = x509.load_der_x509_certificate(der)
+        return [self._parsed[der] for der in sorted(ders)]
+
     def zone(self, network: str) -> str:
         return f"{network}.{self.origin}".rstrip(".")
 
@@ -75,6 +87,19 @@ class FederationCa:
         elif kind == "ca-revocation":
             serial, reason = self._revocation(body)
             self.revoked.setdefault(serial, Revocation(serial, reason, height, requester))
+
+    def credential_refusal(self, network: str, issuer: bytes | None, serial: int | None
+                           ) -> str | None:
+        """Why a ``network-admin`` credential of ``network`` that another node issued is
+        not good (None: it is).  Its chain has verified to the root; it must come from one
+        of the network's committed intermediates (an intermediate for another network
+        could name any network in its URI) and not be revoked."""
+        if issuer is None or issuer not in self.intermediates.get(network, {}).values():
+            return (f"no intermediate of network {network} that this federation committed "
+                    "issued that credential")
+        if serial is None or serial in self.revoked:
+            return f"the credential of network {network} was revoked"
+        return None
 
     def _intermediate(self, body: Mapping[str, Any]) -> tuple[str, bytes]:
         if set(body) - {"nonce"} != {"network", "certificate"} \

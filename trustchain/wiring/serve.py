@@ -132,6 +132,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     zones_here = FederationDns(federation_zones, dns_service, operations, zsk=zsk, ksk=ksk,
                                addresses=config.advertised(), founders=founders, clock=utcnow)
     ca_here = FederationCaNode(federation_ca, authority, operations, peers, clock=utcnow)
+    authority.credential_elsewhere = lambda peer: federation_ca.credential_refusal(
+        peer.name, peer.issuer, peer.serial)
     registry = Registry(consensus, SqliteZoneStore(node.db), zones_here, utcnow)
     membership = membership_hook(peers, federation.endorsements.policy)
 
@@ -165,7 +167,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         tls=https_context(node.credentials.node, [node.credentials.root, *infra_cas]),
         identify=https_peer(
             node.credentials.root,
-            lambda: [*infra_cas, *(i.certificate for i in authority.store.issuers())],
+            lambda: [*infra_cas, *(i.certificate for i in authority.store.issuers()),
+                     *federation_ca.certificates()],
             node.identity.network_name),
     )
     dns_listener = DnsListener(

@@ -66,3 +66,24 @@ def test_a_revocation_is_applied_once() -> None:
         ca.check("ca-revocation", "n2", body)
     with pytest.raises(CaRefused, match="reason"):
         ca.check("ca-revocation", "n2", {"serial": "1", "reason": "certificateHold"})
+
+
+def test_a_credential_issued_elsewhere_is_good_from_the_networks_intermediates_alone() -> None:
+    """A network-admin credential of alpha issued at another node: good when one of alpha's
+    committed intermediates issued it and no committed revocation names its serial."""
+    ca, root_key = state()
+    ca.apply("network-registration", "n1", {"name": "beta", "delegate": [], "ds": [],
+                                            "prefixes": []}, 1)
+    alpha = intermediate(ca, root_key)
+    beta = intermediate(ca, root_key, zone="beta.fed.example")
+    ca.apply("ca-intermediate", "n3", {"network": "alpha", "certificate": alpha}, 2)
+    ca.apply("ca-intermediate", "n3", {"network": "beta", "certificate": beta}, 3)
+    assert ca.credential_refusal("alpha", bytes.fromhex(alpha), 0x51) is None
+    # beta's intermediate may put any URI in a credential: it does not speak for alpha
+    assert "no intermediate of network alpha" in str(
+        ca.credential_refusal("alpha", bytes.fromhex(beta), 0x51))
+    assert ca.credential_refusal("alpha", None, 0x51) is not None
+    ca.apply("ca-revocation", "n2", {"serial": "51", "reason": "keyCompromise"}, 4)
+    assert "revoked" in str(ca.credential_refusal("alpha", bytes.fromhex(alpha), 0x51))
+    assert [c.public_bytes(Encoding.DER).hex() for c in ca.certificates()] == sorted(
+        [alpha, beta], key=bytes.fromhex)
