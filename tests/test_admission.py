@@ -145,6 +145,33 @@ def test_a_fifth_node_joins_by_consensus_and_signs_commits(
     wait_for("every node checks proofs of 15 bits", lambda: all(
         federation.consensus_status(n)["parameters"]["work_difficulty_bits"] == 15
         for n in [*NAMES]))
+
+    # node-5 leaves the federation's DNS, the resolver watching again: out of the NS sets
+    # while it serves on, its ZSK removed only once the caches have let it go.
+    resolver = CachingResolver(ports, ds)
+    resolver.start()
+    wait_for("the resolver validated node-5 again", lambda: resolver.validated.get(node_id, 0) >= 3)
+    # (a joined node holds no admin certificate yet: a founder's admin acts on it)
+    left = run_cli("federation", "leave", "--data-dir", federation.base / "node-1",
+                   *key_store, "--server", "[%s]:%d" % node5.address("quic"),
+                   env=federation.env)
+    assert left.returncode == 0, left.stderr
+    assert "left the NS sets" in left.stdout and "removed in 3 s" in left.stdout, left.stdout  # the TTL
+    founders = [p for n, p in ports.items() if n != node_id]
+    wait_for("every founder serves a DNSKEY RRset without node-5's ZSK", lambda: all(
+        len(_dnskey(port)) == 8 for port in founders), bound=60.0)
+    wait_for("node-5 no longer serves the federation's zones", lambda: not any(
+        r.rdtype == dns.rdatatype.SOA for r in _ask(ports[node_id], ORIGIN, "SOA").answer))
+    resolver.stop()
+    assert resolver.failures == [], resolver.failures  # no lame or bogus answer
+    assert _ds(federation, quic[0]) == ds
+    for port in founders:
+        ns = next(r for r in _ask(port, ORIGIN, "NS").answer if r.rdtype == dns.rdatatype.NS)
+        assert len(ns) == 4 and f"{node_id}.nodes.{ORIGIN}" not in ns.to_text()
+        delv = subprocess.run(["delv", "@::1", "-p", str(port), "-a", str(anchor),
+                               f"+root={ORIGIN}", ORIGIN, "SOA"],
+                              capture_output=True, text=True, timeout=30)
+        assert "; fully validated" in delv.stdout + delv.stderr, delv.stdout + delv.stderr
     assert node5.stop() == 0
 
 
@@ -173,9 +200,10 @@ def _ds(federation: Federation, server: str) -> set[Any]:
 
 class CachingResolver(threading.Thread):
     """What a validating resolver does, with a cache: the DNSKEY RRset, validated from the
-    DS set, is kept for its TTL, and answers (the origin's SOA) from every name server of
-    the NS set as currently published are validated with the cached keys.  A joining node
-    whose ZSK such a cache does not hold yet would fail here."""
+    DS set, and the NS set are kept for their TTL, and answers (the origin's SOA) from every
+    name server of the cached NS set are validated with the cached keys.  A joining node
+    whose ZSK such a cache does not hold yet would fail here, and so would a leaving node
+    that stopped answering while a cached NS set still names it (a lame server)."""
 
     def __init__(self, ports: dict[str, int], ds: set[Any]) -> None:
         super().__init__(daemon=True)
@@ -193,7 +221,8 @@ class CachingResolver(threading.Thread):
     def run(self) -> None:
         origin = dns.name.from_text(ORIGIN)
         keys: dns.rrset.RRset | None = None
-        fetched = 0.0
+        ns: dns.rrset.RRset | None = None
+        fetched = ns_fetched = 0.0
         while not self._done.is_set():
             try:
                 some = next(iter(self.ports.values()))
@@ -205,8 +234,10 @@ class CachingResolver(threading.Thread):
                     assert any(dns.dnssec.make_ds(origin, k, "SHA256") in self.ds
                                for k in keys), "no DNSKEY matches the DS set"
                     fetched = time.monotonic()
-                ns = next(r for r in _ask(some, ORIGIN, "NS").answer
-                          if r.rdtype == dns.rdatatype.NS)
+                if ns is None or time.monotonic() - ns_fetched >= ns.ttl:
+                    ns = next(r for r in _ask(some, ORIGIN, "NS").answer
+                              if r.rdtype == dns.rdatatype.NS)
+                    ns_fetched = time.monotonic()
                 servers = [r.target.labels[0].decode() for r in ns]
             except dns.exception.Timeout:
                 self.unanswered += 1  # a busy node (a resolver asks again): not a failure
@@ -226,6 +257,8 @@ class CachingResolver(threading.Thread):
                 soa = [r for r in answer if r.rdtype == dns.rdatatype.SOA]
                 sigs = [r for r in answer if r.rdtype == dns.rdatatype.RRSIG]
                 if not soa:
+                    if self.validated.get(server):  # it answered before: now it is lame
+                        self.failures.append(f"{server}: no answer while the NS set names it")
                     continue  # not serving yet (it applies the block a moment later)
                 try:
                     dns.dnssec.validate(soa[0], sigs[0], {origin: keys})

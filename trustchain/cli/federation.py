@@ -1,6 +1,7 @@
 """``trustchain federation status``: the consensus as one node sees it; ``federation
 validator|configure``: an operator's consent to a validator's stake, or to new proof
-parameters (committed once validators with more than 2/3 of the stake consented)."""
+parameters (committed once validators with more than 2/3 of the stake consented);
+``federation leave``: the node leaves the federation's DNS (NS sets, then its ZSK)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,22 @@ def register(commands: argparse._SubParsersAction) -> None:
                        ("space-plot-k", "plot size of the proof of space (19 to 50)")):
         p.add_argument(f"--{name}", type=int, metavar="N", help=what)
     add_admin_options(p, json_output=True)
+    p = add_command(sub, "leave", "this node leaves the federation's DNS: out of the NS sets "
+                    "now (committed when this answers); it serves on until no resolver's cache "
+                    "can name it, then its ZSK and names are removed (founders cannot leave)",
+                    cmd_federation_leave)
+    add_admin_options(p, json_output=True)
+
+
+def cmd_federation_leave(args: argparse.Namespace) -> int:
+    result = admin_call(args, "federation-leave", {})
+    if args.json:
+        print_json(result)
+    else:
+        print(f"node {result['node_id']} left the NS sets at height {result['height']}; it "
+              f"serves on and its ZSK is removed in {result['remove_after']} s (keep it "
+              "running until then)")
+    return 0
 
 
 def cmd_federation_validator(args: argparse.Namespace) -> int:

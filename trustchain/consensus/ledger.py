@@ -73,7 +73,9 @@ def _claim(operation: Operation) -> tuple[str, str] | None:
         return ("validator", str(body.get("node_id")))
     if operation.kind is OperationKind.FEDERATION_CONFIG:
         return ("configuration", "")
-    if operation.kind in (OperationKind.NODE_DNS, OperationKind.DNSKEY_SIGNATURES):
+    if operation.kind in (OperationKind.NODE_DNS, OperationKind.NODE_LEAVE):
+        return ("node-dns", operation.requester)  # what a node is in the zones: one a block
+    if operation.kind is OperationKind.DNSKEY_SIGNATURES:
         return (operation.kind.value, operation.requester)
     return None
 

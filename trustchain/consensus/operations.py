@@ -49,6 +49,8 @@ class OperationKind(StrEnum):
     DNSKEY_SIGNATURES = "dnskey-signatures"
     #: A certificate revoked at some node, for the node that issued it.
     CA_REVOCATION = "ca-revocation"
+    #: A node leaving the federation's DNS: out of the NS sets, later its keys and names.
+    NODE_LEAVE = "node-leave"
 
 
 #: Which proofs each kind of operation must carry.  Admissions cost work, time
@@ -67,6 +69,7 @@ POLICY: dict[OperationKind, frozenset[str]] = {
     OperationKind.ZONE_CHANGE: frozenset({"node"}),
     OperationKind.DNSKEY_SIGNATURES: frozenset({"node"}),
     OperationKind.CA_REVOCATION: frozenset({"node"}),
+    OperationKind.NODE_LEAVE: frozenset({"node"}),
 }
 #: Domain separation of a node's signature over an operation (never a vote's bytes).
 NODE_OPERATION_TAG = "trustchain/node-operation/1"

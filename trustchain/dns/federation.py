@@ -23,6 +23,10 @@ own ZSK; no node holds another's private key.  The DS set lists the founders'
 KSKs, which a joining node does not change: its ZSK is pre-published (it enters
 the DNSKEY RRset, signed) before it serves, and it serves only once the
 resolvers' caches can hold no DNSKEY RRset without it (see :meth:`serving_wait`).
+A node leaves the other way round (``node-leave``): first out of the NS sets
+while it still serves and its ZSK stays published (``withdraw``), then, once no
+cache can hold an NS set naming it or an RRset it signed (:meth:`leave_wait`),
+its ZSK and names go (``remove``) and the KSK holders sign the smaller DNSKEY RRset.
 """
 
 from __future__ import annotations
@@ -109,6 +113,11 @@ class FederationZones:
     first_serving: int | None = None
     #: Operation digest -> why it was refused when applied.
     refused: dict[bytes, str] = field(default_factory=dict)
+    #: Nodes withdrawn from the NS sets, still serving: node -> seconds to wait before
+    #: their ZSK may go (:meth:`leave_wait` when they withdrew).
+    leaving: dict[str, int] = field(default_factory=dict)
+    #: Nodes that left the federation's DNS (their keys and names removed).
+    left: set[str] = field(default_factory=set)
 
     # --- what is derived ---------------------------------------------------------------
 
@@ -153,6 +162,13 @@ class FederationZones:
             return 0
         return self.ttl
 
+    def leave_wait(self) -> int:
+        """Seconds a leaving node keeps its ZSK published after it left the NS sets: the
+        longest TTL a cache may hold its NS set or an RRset it signed for (RFC 6781 4.1.1.1:
+        a ZSK goes once the data it signed has expired from caches)."""
+        ttls = [rrset.ttl for content in self.content.values() for rrset in content.values()]
+        return max([self.ttl, *ttls])
+
     # --- checks (against the state before the block) --------------------------------
 
     def check(self, kind: str, requester: str, body: Mapping[str, Any]) -> None:
@@ -164,6 +180,31 @@ class FederationZones:
             self._change_of(body)
         elif kind == "dnskey-signatures":
             self._signatures_of(requester, body)
+        elif kind == "node-leave":
+            self._check_leave(requester, body)
+
+    def _check_leave(self, node: str, body: Mapping[str, Any]) -> str:
+        step = body.get("step")
+        if set(body) != {"step"} or step not in ("withdraw", "remove"):
+            raise FederationRefused("node-leave: step, withdraw or remove")
+        current = self.nodes.get(node)
+        if current is None:
+            raise FederationRefused("node-leave: this node serves no federation zone")
+        if step == "remove":
+            if node not in self.leaving:
+                raise FederationRefused("node-leave: remove follows withdraw")
+            return step
+        if node in self.leaving:
+            raise FederationRefused("node-leave: this node is leaving already")
+        if current.ksk is not None:
+            raise FederationRefused("node-leave: a founding node's KSK is in the DS set, so "
+                                    "it cannot leave (a KSK rollover of the federation is "
+                                    "not built)")
+        if not any(n.serving for i, n in self.nodes.items()
+                   if i != node and i not in self.leaving):
+            raise FederationRefused("node-leave: the federation's zones would have no name "
+                                    "server left")
+        return step
 
     def _check_node(self, node: str, body: Mapping[str, Any]) -> NodeDns:
         if set(body) != {"addresses", "zsk", "ksk", "serving"} \
@@ -177,6 +218,9 @@ class FederationZones:
             raise FederationRefused("node-dns: addresses are IP addresses") from None
         zsk = _dnskey(body["zsk"], 256)
         ksk = None if body["ksk"] is None else _dnskey(body["ksk"], 257)
+        if node in self.leaving or node in self.left:
+            raise FederationRefused("node-dns: this node left (or is leaving) the "
+                                    "federation's DNS")
         if ksk is not None and node not in self.founders:
             raise FederationRefused("node-dns: only a founding node holds a key-signing key")
         if any(n.zsk == zsk for i, n in self.nodes.items() if i != node):
@@ -296,6 +340,15 @@ class FederationZones:
                 self._apply_change(body, height)
             elif kind == "dnskey-signatures":
                 self._apply_signatures(requester, body, height)
+            elif kind == "node-leave":
+                if self._check_leave(requester, body) == "withdraw":
+                    self.leaving[requester] = self.leave_wait()
+                else:
+                    del self.leaving[requester]
+                    self.left.add(requester)
+                    self.nodes.pop(requester)
+                    self.zsk_published_at.pop(requester, None)
+                self._render_all(height)
             elif kind == "network-registration":
                 self.networks[body["name"]] = dict(body)
                 if not body.get("delegate"):
@@ -310,6 +363,7 @@ class FederationZones:
         """A node removed from the federation (slashed): its keys and names go."""
         if self.nodes.pop(node, None) is not None:
             self.zsk_published_at.pop(node, None)
+            self.leaving.pop(node, None)
             self._render_all(height)
 
     def __post_init__(self) -> None:
@@ -375,7 +429,7 @@ class FederationZones:
             self.zones[zone_name] = zone
 
     def _derived(self, zone_name: dns.name.Name, serial: int) -> dict[Key, dns.rrset.RRset]:
-        serving = sorted(i for i, n in self.nodes.items() if n.serving)
+        serving = sorted(i for i, n in self.nodes.items() if n.serving and i not in self.leaving)
         if not serving:
             return {}
         ns = [self.node_name(i) for i in serving]
@@ -454,9 +508,10 @@ def _unique(body: Mapping[str, Any]) -> Mapping[str, Any]:
     return {k: v for k, v in body.items() if k != "nonce"}
 
 
-def _data(zone: Zone) -> dict[Key, dns.rrset.RRset]:
-    return {k: v for k, v in zone.rrsets.items() if k[1] != SOA} | {
-        (zone.origin, NS): zone.rrsets[(zone.origin, NS)]}
+def _data(zone: Zone) -> dict[Key, tuple[int, dns.rrset.RRset]]:
+    """What a zone serves but its SOA, with the TTLs (RRset equality ignores them, and a
+    TTL changed by ``zone ttl`` must reach the resolvers' caches)."""
+    return {k: (v.ttl, v) for k, v in zone.rrsets.items() if k[1] != SOA}
 
 
 def _name(text: Any, zone: dns.name.Name) -> dns.name.Name:

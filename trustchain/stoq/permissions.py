@@ -76,6 +76,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("admin", "reject"): Access.ADMIN,
     ("admin", "validator"): Access.ADMIN,
     ("admin", "federation-configure"): Access.ADMIN,
+    ("admin", "federation-leave"): Access.ADMIN,
     # Zone management (trustchain/wiring/dns.py over trustchain/dns/).
     ("admin", "zone-create"): Access.ADMIN,
     ("admin", "zone-delete"): Access.ADMIN,

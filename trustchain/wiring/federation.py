@@ -29,8 +29,10 @@ import dns.name
 import dns.rdatatype
 import dns.rrset
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from pydantic import BaseModel, ConfigDict
 
 from transport.consensus import ConsensusRunner
+from transport.methods import Call, Method, Service
 from trustchain.ca.federation import CaRefused, FederationCa
 from trustchain.consensus.evidence import evidence_from_body
 from trustchain.consensus.operations import (
@@ -53,6 +55,7 @@ from trustchain.dns.records import (
 )
 from trustchain.dns.service import DnsService
 from trustchain.dns.zone import Zone, enclosing
+from trustchain.errors import BadRequest
 from trustchain.keystore import KeyStore, KeyType
 
 log = logging.getLogger("trustchain.federation.dns")
@@ -77,7 +80,7 @@ class FederationApplication:
     :class:`~trustchain.consensus.ledger.Application`."""
 
     _ZONES = frozenset({OperationKind.NODE_DNS, OperationKind.ZONE_CHANGE,
-                        OperationKind.DNSKEY_SIGNATURES})
+                        OperationKind.DNSKEY_SIGNATURES, OperationKind.NODE_LEAVE})
     _CA = frozenset({OperationKind.CA_INTERMEDIATE, OperationKind.CA_REVOCATION})
     kinds = _ZONES | _CA | {OperationKind.NETWORK_REGISTRATION, OperationKind.EVIDENCE}
 
@@ -187,6 +190,8 @@ class FederationDns:
         self._served_names: list[str] = []
         #: Set (and replaced) at each commit, for those who wait for a zone.
         self._commits = asyncio.Event()
+        #: When this node, leaving, may withdraw its ZSK (monotonic; None: not leaving).
+        self._remove_at: float | None = None
         signer = dns_service.signer
         signer.shared = zones.owns
         signer.multi = self._agreed
@@ -252,6 +257,11 @@ class FederationDns:
         self._sign_dnskeys()
 
     def _announce(self) -> None:
+        if self._node in self.zones.left:
+            return
+        if self._node in self.zones.leaving:
+            self._leave_later()
+            return
         mine = self.zones.nodes.get(self._node)
         zsk = self._zsk.dnskey.to_text()
         ksk = self._ksk.dnskey.to_text() if self._ksk is not None else None
@@ -279,6 +289,39 @@ class FederationDns:
             return
         self.operations.send(OperationKind.NODE_DNS, {"addresses": self._addresses, "zsk": zsk,
                                             "ksk": ksk, "serving": True})
+
+    def _leave_later(self) -> None:
+        """Leaving: serve on, out of the NS sets, until no cache can hold this node's name
+        server or signatures (counted from when this process saw the withdrawal: after a
+        restart, the whole wait again), then remove its ZSK and names."""
+        now = self._monotonic()
+        if self._remove_at is None:
+            wait = self.zones.leaving[self._node]
+            self._remove_at = now + wait
+            log.info("leaving the federation's DNS: out of the NS sets; the ZSK goes in %d s",
+                     wait)
+        if now < self._remove_at:
+            self._later(self._remove_at - now)
+            return
+        self.operations.send(OperationKind.NODE_LEAVE, {"step": "remove"})
+
+    async def leave(self) -> dict[str, Any]:
+        """Withdraw this node from the federation's NS sets (committed when this returns);
+        its ZSK and names follow after :meth:`FederationZones.leave_wait`.
+
+        :raises DnsRequestError: refused (a founder, the last name server, leaving already).
+        """
+        entry = self.operations.entry(OperationKind.NODE_LEAVE, {"step": "withdraw"})
+        try:
+            self.zones.check(OperationKind.NODE_LEAVE.value, self._node, {"step": "withdraw"})
+        except FederationRefused as exc:
+            raise DnsRequestError(str(exc)) from None
+        height = await self._runner.committed_height(entry, COMMIT_TIMEOUT)
+        refused = self.zones.refused.get(entry.operation.digest)
+        if refused is not None:
+            raise DnsRequestError(refused)
+        return {"node_id": self._node, "height": height,
+                "remove_after": self.zones.leaving.get(self._node, 0)}
 
     def _later(self, seconds: float) -> None:
         if self._timer is not None:
@@ -376,3 +419,20 @@ def node_signing_key(keystore: KeyStore, purpose: str) -> ed25519.Ed25519Private
     key = keystore.private_key(keystore.active(purpose).id)
     assert isinstance(key, ed25519.Ed25519PrivateKey)
     return key
+
+
+def leave_service(federation_dns: FederationDns) -> Service:
+    """``admin.federation-leave``: this node leaves the federation's DNS."""
+
+    async def leave(call: Call) -> dict[str, Any]:
+        call.parse(LeaveRequest)
+        try:
+            return await federation_dns.leave()
+        except DnsRequestError as exc:
+            raise BadRequest(str(exc)) from None
+
+    return Service("admin", (Method(leave, stoq="federation-leave"),))
+
+
+class LeaveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")

@@ -54,6 +54,7 @@ from trustchain.wiring.federation import (
     FederationDns,
     NodeOperations,
     federation_keys,
+    leave_service,
     node_signing_key,
 )
 from trustchain.wiring.federation_ca import FederationCaNode, intermediate_service
@@ -156,7 +157,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                               for o, z in sorted(federation_zones.zones.items())},
                     "intermediates": {n: sorted(nodes) for n, nodes
                                       in sorted(federation_ca.intermediates.items())}}),
-                registry_service(registry, consensus), *admission_services(admissions)]
+                registry_service(registry, consensus), *admission_services(admissions),
+                leave_service(zones_here)]
     app = create_app(genesis_bytes=node.genesis_bytes, services=services)
     limits = HttpLimits.from_config(config)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds,

@@ -212,3 +212,64 @@ def test_a_delegated_network_gets_ns_glue_and_ds_in_the_origin() -> None:
         fed.state.check("zone-change", "a" * 32, {
             "zone": ORIGIN.to_text(), "add": [["x.beta.fed.example.", "A", 60, "192.0.2.9"]],
             "delete": []})
+
+
+def test_a_node_leaves_the_ns_sets_first_and_its_zsk_only_after_the_caches_expire() -> None:
+    """RFC 6781's ZSK removal across signers: withdraw (out of NS, the ZSK still published, so
+    the leaver's answers still validate), then remove (ZSK and names gone; the DNSKEY RRset
+    the KSK holders sign next no longer holds it); the DS set never changes."""
+    fed, nodes = bootstrapped()
+    ds = fed.state.ds(ORIGIN)
+    joiner = Node("d" * 32, False, "2001:db8::4")
+    fed.commit(("node-dns", joiner.id, joiner.body()))
+    fed.sign_keys(nodes[0])
+    fed.commit(("node-dns", joiner.id, joiner.body(serving=True)))
+    fed.commit(("zone-change", nodes[0].id, {
+        "zone": ORIGIN.to_text(), "add": [["long.fed.example.", "TXT", 7200, "\"x\""]],
+        "delete": []}))
+    with pytest.raises(FederationRefused, match="remove follows withdraw"):
+        fed.state.check("node-leave", joiner.id, {"step": "remove"})
+    with pytest.raises(FederationRefused, match="founding node"):
+        fed.state.check("node-leave", nodes[0].id, {"step": "withdraw"})
+
+    fed.commit(("node-leave", joiner.id, {"step": "withdraw"}))
+    assert fed.state.leaving[joiner.id] == 7200  # the longest TTL in the zones
+    ns = {r.target for r in fed.state.zones[ORIGIN].rrsets[(ORIGIN, dns.rdatatype.NS)]}
+    assert fed.state.node_name(joiner.id) not in ns and len(ns) == 2
+    validates(fed, joiner, ORIGIN, ORIGIN, dns.rdatatype.SOA, ds)  # still serves, valid
+    with pytest.raises(FederationRefused, match="leaving"):
+        fed.state.check("node-dns", joiner.id, joiner.body(serving=True))
+
+    fed.commit(("node-leave", joiner.id, {"step": "remove"}))
+    assert joiner.id in fed.state.left and joiner.id not in fed.state.nodes
+    assert (fed.state.node_name(joiner.id), dns.rdatatype.AAAA) not in \
+        fed.state.zones[ORIGIN].rrsets
+    assert joiner.zsk.dnskey.to_text() not in fed.state.keyset()[1]
+    fed.sign_keys(nodes[1])
+    assert joiner.zsk.dnskey not in fed.state.published[ORIGIN].dnskey
+    assert fed.state.ds(ORIGIN) == ds
+    for node in nodes:
+        validates(fed, node, ORIGIN, ORIGIN, dns.rdatatype.SOA, ds)
+    with pytest.raises(FederationRefused, match="left"):
+        fed.state.check("node-dns", joiner.id, joiner.body())
+
+
+def test_the_last_name_server_cannot_leave() -> None:
+    fed = Federation()
+    founder = Node(FOUNDERS[0], True, "2001:db8::1")
+    joiner = Node("d" * 32, False, "2001:db8::4")
+    fed.commit(("node-dns", founder.id, founder.body()), ("node-dns", joiner.id, joiner.body()))
+    fed.sign_keys(founder)
+    fed.commit(("node-dns", joiner.id, joiner.body(serving=True)))
+    with pytest.raises(FederationRefused, match="no name server left"):
+        fed.state.check("node-leave", joiner.id, {"step": "withdraw"})
+
+
+def test_a_new_ttl_reaches_every_derived_rrset() -> None:
+    """RRset equality ignores TTLs: a TTL-only change must still make a new version, or
+    resolvers would cache the NS set for the old TTL (and a leaving node wait too little)."""
+    fed, nodes = bootstrapped()
+    fed.commit(("zone-change", nodes[0].id, {"zone": ORIGIN.to_text(), "ttl": 3}))
+    zone = fed.state.zones[ORIGIN]
+    assert {rrset.ttl for rrset in zone.rrsets.values()} == {3}
+    assert zone.serial == fed.height
