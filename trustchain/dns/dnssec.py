@@ -29,6 +29,7 @@ algorithm 13 (ECDSA P-256 SHA-256) by default, 15 (Ed25519) as an option.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,12 +42,17 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.NSEC
+import dns.rdtypes.ANY.NSEC3
+import dns.rdtypes.util
 import dns.rrset
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
+from dns.rdtypes.ANY.NSEC import NSEC
+from dns.rdtypes.ANY.NSEC3 import NSEC3
 from dns.rdtypes.ANY.RRSIG import RRSIG
 
 from trustchain.dns.persistent import PMap, SortedSeq
-from trustchain.dns.zone import NS, Zone, enclosing
+from trustchain.dns.zone import NS, Zone, enclosing, rrset_of
+from trustchain.dns.zone import same_rrset as _same
 
 ALGORITHMS = {13: dns.dnssec.Algorithm.ECDSAP256SHA256, 15: dns.dnssec.Algorithm.ED25519}
 DAY = 86400
@@ -68,7 +74,7 @@ class SigningKey:
 
     @property
     def tag(self) -> int:
-        return dns.dnssec.key_id(self.dnskey)
+        return key_tag(self.dnskey)
 
     @property
     def signs_keys(self) -> bool:
@@ -77,6 +83,23 @@ class SigningKey:
     @property
     def signs_zone(self) -> bool:
         return self.role in (Role.ZSK, Role.CSK)
+
+
+#: Key tags by DNSKEY object: a tag is a checksum over the key's wire form, computed in
+#: Python, and the same few keys sign every change (the key source keeps their objects).
+_TAGS: dict[int, tuple[DNSKEY, int]] = {}
+
+
+def key_tag(dnskey: DNSKEY) -> int:
+    """``dns.dnssec.key_id(dnskey)``, remembered for the DNSKEY object."""
+    known = _TAGS.get(id(dnskey))
+    if known is not None and known[0] is dnskey:
+        return known[1]
+    if len(_TAGS) >= 256:  # keys come and go (rollovers, tests): stay small
+        _TAGS.clear()
+    tag = dns.dnssec.key_id(dnskey)
+    _TAGS[id(dnskey)] = (dnskey, tag)
+    return tag
 
 
 def make_dnskey(private_key: object, algorithm: int, role: Role) -> DNSKEY:
@@ -208,7 +231,9 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
     if published is not None:
         dnskey = published[0]
     else:
-        dnskey = dns.rrset.from_rdata_list(origin, ttl, [k.dnskey for k in keys])
+        dnskey = rrset_of(origin, ttl, [k.dnskey for k in keys])
+        if previous is not None and _same(dnskey, previous.dnskey):
+            dnskey = previous.dnskey  # equal: sharing it makes later comparisons identity
     extra: dict[Key, dns.rrset.RRset] = {}
     if cds is not None:
         extra[(origin, dns.rdatatype.CDS)] = dns.rrset.from_rdata(
@@ -218,8 +243,7 @@ def sign_zone(zone: Zone, keys: Iterable[SigningKey], now: int,
                 cds.private_key.public_key(),  # type: ignore[attr-defined]
                 cds.dnskey.algorithm, flags=cds.dnskey.flags))
     if nsec3:
-        extra[(origin, dns.rdatatype.NSEC3PARAM)] = dns.rrset.from_text(
-            origin, 0, "IN", "NSEC3PARAM", "1 0 0 -")
+        extra[(origin, dns.rdatatype.NSEC3PARAM)] = rrset_of(origin, 0, [_NSEC3PARAM])
     signers = frozenset((k.signs_keys, k.tag, int(k.dnskey.algorithm)) for k in ksks + zsks)
     if previous is not None and _continues(zone, previous, now, dnskey, extra, signers, nsec3,
                                            published):
@@ -252,10 +276,7 @@ def _continues(zone: Zone, previous: SignedZone, now: int, dnskey: dns.rrset.RRs
     return zone.delta is None or not any(t in _SIGNER_TYPES for _, t in zone.delta.keys)
 
 
-def _same(a: dns.rrset.RRset | None, b: dns.rrset.RRset | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a.ttl == b.ttl and a == b
+_NSEC3PARAM = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.NSEC3PARAM, "1 0 0 -")
 
 
 def _negative_ttl(zone: Zone) -> int:
@@ -263,45 +284,84 @@ def _negative_ttl(zone: Zone) -> int:
 
 
 def _nsec_types(zone: Zone, name: dns.name.Name, extra: Mapping[Key, dns.rrset.RRset]
-                ) -> list[int]:
+                ) -> tuple[int, ...]:
     """The type bitmap of the NSEC record at ``name``."""
     types = set(zone.types_at(name))
     if name == zone.origin:
         types.add(dns.rdatatype.DNSKEY)
         types |= {t for (_, t) in extra}
     types |= {dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
-    if name in zone.cuts:  # only what the parent side owns (RFC 4035 2.3)
+    if zone.cuts and name in zone.cuts:  # only what the parent side owns (RFC 4035 2.3)
         types &= {NS, dns.rdatatype.DS, dns.rdatatype.NSEC, dns.rdatatype.RRSIG}
-    return sorted(types)
+    return tuple(sorted(types))
 
 
-def _nsec_rrset(name: dns.name.Name, following: dns.name.Name, types: list[int],
+@functools.lru_cache(maxsize=1024)
+def _bitmap(nsec3: bool, types: tuple[int, ...]) -> dns.rdtypes.util.Bitmap:
+    """The type bitmap of ``types`` (sorted): the same few recur, and making one converts
+    every type; a Bitmap is immutable, so the records share it."""
+    cls = dns.rdtypes.ANY.NSEC3.Bitmap if nsec3 else dns.rdtypes.ANY.NSEC.Bitmap
+    return cls.from_rdtypes([dns.rdatatype.RdataType.make(t) for t in types])
+
+
+def _nsec_make(following: dns.name.Name, windows: Any) -> NSEC:
+    """An NSEC rdata from its fields (the next owner; a Bitmap, or its windows)."""
+    return NSEC(dns.rdataclass.IN, dns.rdatatype.NSEC, following, windows)
+
+
+def _nsec_rdata(following: dns.name.Name, types: tuple[int, ...]) -> NSEC:
+    return _nsec_make(following, _bitmap(False, types))
+
+
+def _nsec_rrset(name: dns.name.Name, following: dns.name.Name, types: tuple[int, ...],
                 ttl: int) -> dns.rrset.RRset:
-    windows = dns.rdtypes.ANY.NSEC.Bitmap.from_rdtypes(
-        [dns.rdatatype.RdataType.make(t) for t in types])
-    rdata = dns.rdtypes.ANY.NSEC.NSEC(dns.rdataclass.IN, dns.rdatatype.NSEC, following, windows)
-    return dns.rrset.from_rdata(name, ttl, rdata)
+    return rrset_of(name, ttl, [_nsec_rdata(following, types)])
 
 
 def _nsec3_types(zone: Zone, name: dns.name.Name, extra: Mapping[Key, dns.rrset.RRset]
-                 ) -> list[int]:
+                 ) -> tuple[int, ...]:
     """The type bitmap of the NSEC3 record for ``name``."""
     types = set(zone.types_at(name))
     if name == zone.origin:
         types |= {dns.rdatatype.DNSKEY} | {t for (_, t) in extra}
-    if name in zone.cuts:
+    cut = bool(zone.cuts) and name in zone.cuts
+    if cut:
         types &= {NS, dns.rdatatype.DS}
-    if types and (name not in zone.cuts or dns.rdatatype.DS in types):
+    if types and (not cut or dns.rdatatype.DS in types):
         types.add(dns.rdatatype.RRSIG)
-    return sorted(types)
+    return tuple(sorted(types))
 
 
-def _nsec3_rrset(owner: dns.name.Name, following: dns.name.Name, types: list[int],
+def _nsec3_make(following: bytes, windows: Any) -> NSEC3:
+    """An NSEC3 rdata from its fields (the next hashed owner; a Bitmap, or its windows), with
+    RFC 9276's parameters (SHA-1, no opt-out, no extra iterations, no salt)."""
+    return NSEC3(dns.rdataclass.IN, dns.rdatatype.NSEC3, 1, 0, 0, b"", following, windows)
+
+
+def _nsec3_next(owner: dns.name.Name) -> bytes:
+    """The next-hashed-owner field naming the NSEC3 owner ``owner``."""
+    return base64.b32hexdecode(owner.labels[0].upper())
+
+
+def _nsec3_rdata(following: dns.name.Name, types: tuple[int, ...]) -> NSEC3:
+    return _nsec3_make(_nsec3_next(following), _bitmap(True, types))
+
+
+def _nsec3_rrset(owner: dns.name.Name, following: dns.name.Name, types: tuple[int, ...],
                  ttl: int) -> dns.rrset.RRset:
-    type_names = " ".join(dns.rdatatype.to_text(dns.rdatatype.RdataType.make(t))
-                          for t in types)
-    text = f"1 0 0 - {following.labels[0].decode()} {type_names}"
-    return dns.rrset.from_text(owner, ttl, "IN", "NSEC3", text.strip())
+    return rrset_of(owner, ttl, [_nsec3_rdata(following, types)])
+
+
+def _same_denial(a: Any, b: Any) -> bool:
+    """Two NSEC or two NSEC3 rdatas equal in wire form, compared field by field (equality of
+    rdatas makes both wire forms).  An NSEC's next name is not lower-cased on the wire
+    (RFC 6840 5.1), hence its labels, not the (case-insensitive) names, are compared."""
+    if type(a) is not type(b) or a.windows != b.windows:
+        return False
+    if isinstance(a, NSEC):
+        return a.next.labels == b.next.labels  # type: ignore[no-any-return]
+    return (a.next, a.salt, a.algorithm, a.flags, a.iterations) \
+        == (b.next, b.salt, b.algorithm, b.flags, b.iterations)  # type: ignore[no-any-return]
 
 
 def _nsec3_owner(zone: Zone, name: dns.name.Name) -> bool:
@@ -367,45 +427,55 @@ def _sign_changes(zone: Zone, previous: SignedZone, zsks: list[SigningKey], now:
     old, origin, delta = previous.zone, zone.origin, zone.delta
     keys = delta.keys if delta is not None else frozenset()
     touched = {name for name, _ in keys}
-    for name, rdtype in keys:  # a delegation made or undone: its subtree changes sides
-        if rdtype == NS and name != origin and (name in old.cuts) != (name in zone.cuts):
-            touched.update(old.owners_below(name))
-            touched.update(zone.owners_below(name))
     sig_changes: dict[Key, dns.rrset.RRset | None] = {}
     to_sign: list[dns.rrset.RRset] = []
-    for name in touched:
-        for rdtype in set(old.types_at(name)) | set(zone.types_at(name)):
-            key = (name, rdtype)
+    # ``Zone.apply`` keeps the very same structures when nothing entered or left them.
+    same_cuts = zone.cuts is old.cuts
+    stable = same_cuts and zone.owners is old.owners  # no NSEC/NSEC3 owner came or went
+    if same_cuts:  # every RRset not changed keeps its signature, or its lack of one
+        for key in keys:
             rrset = zone.rrsets.get(key)
-            if rrset is None or not _signed_in(zone, name, rdtype):
-                if key in previous.rrsigs:
-                    sig_changes[key] = None
-            elif key in keys or key not in previous.rrsigs:
+            if rrset is not None and _signed_in(zone, *key):
                 to_sign.append(rrset)
+            elif key in previous.rrsigs:
+                sig_changes[key] = None
+    else:
+        for name, rdtype in keys:  # a delegation made or undone: its subtree changes sides
+            if rdtype == NS and name != origin and (name in old.cuts) != (name in zone.cuts):
+                touched.update(old.owners_below(name))
+                touched.update(zone.owners_below(name))
+        for name in touched:
+            for rdtype in set(old.types_at(name)) | set(zone.types_at(name)):
+                key = (name, rdtype)
+                rrset = zone.rrsets.get(key)
+                if rrset is None or not _signed_in(zone, name, rdtype):
+                    if key in previous.rrsigs:
+                        sig_changes[key] = None
+                elif key in keys or key not in previous.rrsigs:
+                    to_sign.append(rrset)
     ttl = _negative_ttl(zone)
     nsec, chain = previous.nsec, previous.chain
     nsec3, nsec3_chain = previous.nsec3, previous.nsec3_chain
     if previous.nsec3:
-        candidates = set(delta.names) if delta is not None else set()
-        for name in touched:  # the names above a changed one may change sides of a cut
-            candidates.update(enclosing(name, origin))
+        candidates = set(touched)
+        if not stable:  # names came or went, or a name above a changed one changed sides
+            candidates.update(delta.names if delta is not None else ())
+            for name in touched:
+                candidates.update(enclosing(name, origin))
         nsec3_changes, nsec3_chain = _chain_changes(
-            nsec3, nsec3_chain, {previous.hashed(c): c for c in candidates},
+            nsec3, nsec3_chain, {previous.hashed(c): c for c in candidates}, stable,
             lambda name: _nsec3_owner(zone, name),
-            lambda owner, following, name: _nsec3_rrset(
-                owner, following, _nsec3_types(zone, name, previous.extra), ttl),
-            lambda old_rdata, following: old_rdata.replace(
-                next=base64.b32hexdecode(following.labels[0].upper())), ttl)
+            lambda name: _bitmap(True, _nsec3_types(zone, name, previous.extra)),
+            _nsec3_make, _nsec3_next, ttl)
         nsec3 = nsec3.evolve(nsec3_changes.items())
         changed = nsec3_changes
         rdtype = dns.rdatatype.NSEC3
     else:
         nsec_changes, chain = _chain_changes(
-            nsec, chain, {name: name for name in touched},
+            nsec, chain, {name: name for name in touched}, stable,
             lambda name: _authoritative(zone, name),
-            lambda owner, following, name: _nsec_rrset(
-                owner, following, _nsec_types(zone, name, previous.extra), ttl),
-            lambda old_rdata, following: old_rdata.replace(next=following), ttl)
+            lambda name: _bitmap(False, _nsec_types(zone, name, previous.extra)),
+            _nsec_make, lambda owner: owner, ttl)
         nsec = nsec.evolve(nsec_changes.items())
         changed = nsec_changes
         rdtype = dns.rdatatype.NSEC
@@ -418,8 +488,7 @@ def _sign_changes(zone: Zone, previous: SignedZone, zsks: list[SigningKey], now:
     for rrset in to_sign:
         sigs = [_sign(rrset, key, origin, now, policy) for key in zsks]
         refresh_at = min([refresh_at, *(sig.expiration - policy.refresh for sig in sigs)])
-        sig_changes[(rrset.name, rrset.rdtype)] = dns.rrset.from_rdata_list(
-            rrset.name, rrset.ttl, sigs)
+        sig_changes[(rrset.name, rrset.rdtype)] = rrset_of(rrset.name, rrset.ttl, sigs)
     return SignedZone(zone, previous.dnskey, previous.rrsigs.evolve(sig_changes.items()),
                       nsec, chain, refresh_at, previous.extra, nsec3, nsec3_chain,
                       previous.signers, frozenset(changed), previous.token)
@@ -427,23 +496,36 @@ def _sign_changes(zone: Zone, previous: SignedZone, zsks: list[SigningKey], now:
 
 def _chain_changes(
     records: PMap[dns.name.Name, dns.rrset.RRset], chain: SortedSeq[dns.name.Name],
-    candidates: Mapping[dns.name.Name, dns.name.Name],
+    candidates: Mapping[dns.name.Name, dns.name.Name], stable: bool,
     belongs: Callable[[dns.name.Name], bool],
-    make: Callable[[dns.name.Name, dns.name.Name, dns.name.Name], dns.rrset.RRset],
-    relink: Callable[[Any, dns.name.Name], dns.rdata.Rdata], ttl: int,
+    bitmap: Callable[[dns.name.Name], dns.rdtypes.util.Bitmap],
+    make: Callable[[Any, Any], Any], next_field: Callable[[dns.name.Name], Any], ttl: int,
 ) -> tuple[dict[dns.name.Name, dns.rrset.RRset | None], SortedSeq[dns.name.Name]]:
     """The NSEC or NSEC3 records that change, and the new chain.
 
     :param candidates: chain owner -> the zone name it stands for, for every name whose
         place in the chain or type bitmap may have changed.
+    :param stable: no owner enters or leaves the chain (so each record keeps its next
+        owner, and only the candidates' bitmaps may change).
     :param belongs: whether a zone name has a record in the new version.
-    :param make: a record from its owner, the next owner and the zone name.
-    :param relink: an old record's rdata pointing to a new next owner (same bitmap).
+    :param bitmap: the type bitmap of a zone name's record.
+    :param make: a record's rdata from its next-owner field and its bitmap (or windows).
+    :param next_field: the next-owner field that names a chain owner.
     """
     changes: dict[dns.name.Name, dns.rrset.RRset | None] = {}
+    if stable:  # the usual change (records of existing names): no search of the chain
+        for owner, name in candidates.items():
+            old = records.get(owner)
+            if old is None:  # not in the chain, and stays out
+                continue
+            rdata, types = old[0], bitmap(name)
+            if old.ttl != ttl or rdata.windows != tuple(types.windows):
+                changes[owner] = rrset_of(owner, ttl, [make(rdata.next, types)])
+        return changes, chain
     moved: list[dns.name.Name] = []
-    for owner in sorted(candidates):
-        was, now = owner in records, belongs(candidates[owner])
+    redo: dict[dns.name.Name, None] = {}  # the owners to remake, in the new chain
+    for owner, name in candidates.items():
+        was, now = owner in records, belongs(name)
         if was and not now:
             chain = chain.remove(owner)
             changes[owner] = None
@@ -451,16 +533,20 @@ def _chain_changes(
         elif now and not was:
             chain = chain.insert(owner)
             moved.append(owner)
-    redo = {owner for owner in candidates if owner not in changes and owner in chain}
-    redo.update(chain.before(owner) for owner in moved)
+        if now:
+            redo[owner] = None
+    for owner in moved:
+        redo[chain.before(owner)] = None
     for owner in redo:
-        following = chain.after(owner)
-        if owner in candidates:
-            record = make(owner, following, candidates[owner])
-        else:
-            record = dns.rrset.from_rdata(owner, ttl, relink(records[owner][0], following))
-        if not _same(records.get(owner), record):
-            changes[owner] = record
+        old = records.get(owner)
+        stands_for = candidates.get(owner)
+        if stands_for is not None:
+            rdata = make(next_field(chain.after(owner)), bitmap(stands_for))
+        else:  # a neighbour of a name that came or went: the same bitmap, a new next owner
+            assert old is not None
+            rdata = make(next_field(chain.after(owner)), old[0].windows)
+        if old is None or old.ttl != ttl or not _same_denial(old[0], rdata):
+            changes[owner] = rrset_of(owner, ttl, [rdata])
     return changes, chain
 
 

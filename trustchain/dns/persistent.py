@@ -27,6 +27,8 @@ import math
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence, Set
 from typing import Any, Generic, Protocol, TypeVar, overload
 
+from dns.name import Name
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -47,6 +49,20 @@ def _bucket_count(n: int) -> int:
     return 1 << max(3, math.ceil(math.log2(max(n, 1)) / 2))
 
 
+def _spread(key: Any) -> int:
+    """The bucket of ``key``, as a number: equal keys give equal numbers.
+
+    Not ``hash(key)`` for the keys zones use, DNS names and (name, type) pairs: a name's
+    hash is computed in Python over every character (dnspython), and the bucket's dict
+    hashes the key again.  A name's labels, joined and lower-cased, are the same for
+    equal (case-insensitively) names and are hashed in C.
+    """
+    first = key[0] if isinstance(key, tuple) and key else key
+    if isinstance(first, Name):
+        return hash(b".".join(first.labels).lower())
+    return hash(first)
+
+
 class PMap(Mapping[K, V]):
     """An immutable hash map whose new versions share all buckets they do not change.
 
@@ -65,19 +81,19 @@ class PMap(Mapping[K, V]):
         buckets: list[dict[K, V]] = [{} for _ in range(count)]
         mask = count - 1
         for key, value in pairs:
-            buckets[hash(key) & mask][key] = value
+            buckets[_spread(key) & mask][key] = value
         self._buckets = tuple(buckets)
         self._mask = mask
         self._len = sum(len(b) for b in buckets)
 
     def __getitem__(self, key: K) -> V:
-        return self._buckets[hash(key) & self._mask][key]
+        return self._buckets[_spread(key) & self._mask][key]
 
     def get(self, key: K, default: Any = None) -> Any:
-        return self._buckets[hash(key) & self._mask].get(key, default)
+        return self._buckets[_spread(key) & self._mask].get(key, default)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._buckets[hash(key) & self._mask]
+        return key in self._buckets[_spread(key) & self._mask]
 
     def __iter__(self) -> Iterator[K]:
         for bucket in self._buckets:
@@ -95,7 +111,7 @@ class PMap(Mapping[K, V]):
         copied: set[int] = set()
         length = self._len
         for key, value in changes:
-            index = hash(key) & self._mask
+            index = _spread(key) & self._mask
             if index not in copied:
                 buckets[index] = dict(buckets[index])
                 copied.add(index)
@@ -104,8 +120,9 @@ class PMap(Mapping[K, V]):
                 if bucket.pop(key, _MISSING) is not _MISSING:
                     length -= 1
             else:
-                length += key not in bucket
+                size = len(bucket)  # grown or not: one hash of the key, not two
                 bucket[key] = value
+                length += len(bucket) - size
         if length > 4 * len(buckets) ** 2:  # grown well past its bucket count: rebuild once
             return PMap((k, v) for b in buckets for k, v in b.items())
         new: PMap[K, V] = PMap.__new__(PMap)

@@ -72,21 +72,16 @@ class Signer:
                              published=(dnskey, rrsigs))
         if self.keys is None:
             return None
-        keys = [k for _, k in self.keys.managed(zone.origin) if k is not None]
-        cds = self.rollover_ksk(zone.origin)  # during a KSK rollover: ask for the new DS
+        managed = self.keys.managed(zone.origin)  # read once: every change signs
+        keys = [k for _, k in managed if k is not None]
+        cds = _rollover_ksk(managed)  # during a KSK rollover: ask for the new DS
         return sign_zone(zone, keys, int(self._now().timestamp()), self._policy, previous,
                          cds=cds[1] if cds else None, nsec3=self.choices(zone.origin).nsec3)
 
     def rollover_ksk(self, origin: dns.name.Name) -> tuple[KeyState, SigningKey] | None:
         """The new KSK of a KSK rollover under way, if any."""
         assert self.keys is not None
-        managed = self.keys.managed(origin)
-        states = [st for st, _ in managed]
-        if len([k for k in states if k.role == "ksk" and k.state is KeyStateEnum.ACTIVE]) < 2:
-            return None
-        newest = cds_key(states)
-        return next(((st, k) for st, k in managed
-                     if newest is not None and st.key_id == newest.key_id and k is not None), None)
+        return _rollover_ksk(self.keys.managed(origin))
 
     def choices(self, origin: dns.name.Name) -> SigningChoices:
         """How the zone is (or would be) signed."""
@@ -229,6 +224,17 @@ class Dnssec:
         rrsets[(zone.origin, dns.rdatatype.DS)] = ds_records(zone.origin, [key], parent.soa.ttl)
         self._zones.update(parent, build_zone(parent.origin, rrsets.values()))
         self._signer.keys.mark_ds_published(zone.origin, newest.key_id)
+
+
+def _rollover_ksk(managed: list[tuple[KeyState, SigningKey | None]]
+                  ) -> tuple[KeyState, SigningKey] | None:
+    """The new KSK of a KSK rollover under way among a zone's keys, if any."""
+    states = [st for st, _ in managed]
+    if len([k for k in states if k.role == "ksk" and k.state is KeyStateEnum.ACTIVE]) < 2:
+        return None
+    newest = cds_key(states)
+    return next(((st, k) for st, k in managed
+                 if newest is not None and st.key_id == newest.key_id and k is not None), None)
 
 
 def _rollover_policy(zone: Zone) -> RolloverPolicy:

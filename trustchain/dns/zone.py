@@ -27,6 +27,7 @@ import io
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import dns.exception
 import dns.name
@@ -155,7 +156,7 @@ class Zone:
         :raises ZoneError: listing every rule the new version breaks there.
         """
         origin = self.origin
-        changes = {k: v for k, v in changes.items() if not _same(self.rrsets.get(k), v)}
+        changes = {k: v for k, v in changes.items() if not same_rrset(self.rrsets.get(k), v)}
         type_changes: dict[dns.name.Name, set[int]] = {}
         for (name, rdtype), rrset in changes.items():
             types = type_changes.get(name)
@@ -239,6 +240,8 @@ class Zone:
 
     def cut_above(self, name: dns.name.Name) -> dns.name.Name | None:
         """The highest delegation point at or above ``name`` (below the apex), if any."""
+        if not self.cuts:  # most zones delegate nothing: no names to make and look up
+            return None
         labels = name.relativize(self.origin).labels if name != self.origin else ()
         current = self.origin
         for label in reversed(labels):
@@ -267,7 +270,10 @@ class Zone:
         this one was made from)."""
         soa = self.soa
         key = (self.origin, SOA)
-        new = dns.rrset.from_rdata(soa.name, soa.ttl, soa[0].replace(serial=serial))
+        was = soa[0]  # the constructor, not ``replace`` (which inspects the signature per call)
+        rdata = type(was)(was.rdclass, was.rdtype, was.mname, was.rname, serial, was.refresh,
+                          was.retry, was.expire, was.minimum)
+        new = rrset_of(soa.name, soa.ttl, [rdata])
         delta = self.delta or Delta(self.token, frozenset(), frozenset())
         return replace(self, rrsets=self.rrsets.set(key, new),
                        delta=Delta(delta.base, delta.keys | {key}, delta.names), token=object())
@@ -276,10 +282,30 @@ class Zone:
 _ADDRESSES = frozenset({A, AAAA})
 
 
-def _same(a: dns.rrset.RRset | None, b: dns.rrset.RRset | None) -> bool:
+def same_rrset(a: dns.rrset.RRset | None, b: dns.rrset.RRset | None) -> bool:
+    """Both None, or equal RRsets with the same TTL."""
     if a is None or b is None:
         return a is b
-    return a.ttl == b.ttl and a == b
+    if a is b:
+        return True
+    if a.ttl != b.ttl:
+        return False
+    if len(a) == len(b) and a.rdtype == b.rdtype and a.covers == b.covers \
+            and a.rdclass == b.rdclass and all(x is y for x, y in zip(a, b, strict=True)) \
+            and (a.name is b.name or a.name == b.name):
+        return True  # the same rdata objects: equal without hashing them (a hash is a wire form)
+    return a == b
+
+
+def rrset_of(name: dns.name.Name, ttl: int, rdatas: list[Any]) -> dns.rrset.RRset:
+    """``dns.rrset.from_rdata_list(name, ttl, rdatas)`` (one type, duplicates dropped, one
+    rdata of a singleton type), hashing each rdata once instead of twice (``Rdataset.add``
+    looks it up, then stores it; a hash computes the rdata's whole canonical wire form)."""
+    first = rdatas[0]
+    rrset = dns.rrset.RRset(name, first.rdclass, first.rdtype, first.covers())
+    rrset.ttl = ttl
+    rrset.items = dict.fromkeys(rdatas)
+    return rrset
 
 
 def enclosing(name: dns.name.Name, origin: dns.name.Name) -> Iterator[dns.name.Name]:

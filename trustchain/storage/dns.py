@@ -20,7 +20,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from trustchain.dns.zone import Key, Secondary, Zone
+from trustchain.dns.zone import Key, Secondary, Zone, same_rrset
 from trustchain.errors import StorageError
 from trustchain.storage.database import Database
 from trustchain.storage.migrations import Migration, Schema
@@ -131,11 +131,20 @@ def _key(origin: dns.name.Name) -> str:
     return origin.to_text().lower()
 
 
-def _row(zone_key: str, rrset: dns.rrset.RRset) -> tuple[str, str, int, str, int, str]:
-    return (
-        zone_key, rrset.name.to_text().lower(), rrset.rdtype, rrset.name.to_text(), rrset.ttl,
-        json.dumps(sorted(r.to_text() for r in rrset)),
-    )
+def _row(zone_key: str, rrset: dns.rrset.RRset, owner: str | None = None,
+         rdatas: list[str] | None = None) -> tuple[str, str, int, str, int, str]:
+    """The ``dns_rrsets`` row; ``owner`` and ``rdatas``: the texts, if already made."""
+    owner = rrset.name.to_text() if owner is None else owner
+    rdatas = [r.to_text() for r in rrset] if rdatas is None else rdatas
+    return (zone_key, owner.lower(), rrset.rdtype, owner, rrset.ttl, json.dumps(sorted(rdatas)))
+
+
+def _lines(rrset: dns.rrset.RRset, owner: str, rdatas: list[str]) -> list[str]:
+    """``rrset.to_text().splitlines()`` from texts already made (names are text in Python,
+    label by label: making them once per change matters)."""
+    head = (f"{owner} {rrset.ttl} {dns.rdataclass.to_text(rrset.rdclass)} "
+            f"{dns.rdatatype.to_text(rrset.rdtype)} ")
+    return [head + text for text in rdatas]
 
 
 class SqliteZoneStore:
@@ -188,20 +197,22 @@ class SqliteZoneStore:
                 raise StorageError(f"zone {old.origin} changed meanwhile; retry")
             for name, rdtype in keys:
                 before, after = old.rrsets.get((name, rdtype)), new.rrsets.get((name, rdtype))
-                if before is not None and after is not None and before.ttl == after.ttl \
-                        and before == after:
+                if same_rrset(before, after):
                     continue
                 if before is not None:
-                    removed.extend(before.to_text().splitlines())
+                    owner = before.name.to_text()
+                    removed.extend(_lines(before, owner, [r.to_text() for r in before]))
                     conn.execute(
                         "DELETE FROM dns_rrsets WHERE zone = ? AND owner_key = ? AND rdtype = ?",
-                        (key, name.to_text().lower(), rdtype),
+                        (key, owner.lower(), rdtype),  # the key's name, case aside
                     )
                 if after is not None:
-                    added.extend(after.to_text().splitlines())
+                    owner = after.name.to_text()
+                    texts = [r.to_text() for r in after]
+                    added.extend(_lines(after, owner, texts))
                     conn.execute(
                         "INSERT INTO dns_rrsets (zone, owner_key, rdtype, owner, ttl, rdatas) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", _row(key, after),
+                        "VALUES (?, ?, ?, ?, ?, ?)", _row(key, after, owner, texts),
                     )
             conn.execute(
                 "UPDATE dns_zones SET serial = ?, updated_at = ? WHERE origin = ?",

@@ -264,3 +264,26 @@ def test_changes_off_the_loop_are_serialised(tmp_path: Path) -> None:
     reply = dns.message.from_wire(svc.handle(wire("h3", "A", True), UDP))
     assert reply.flags & dns.flags.AA and len(reply.answer) == 2
     store.db.close()
+
+
+@pytest.mark.parametrize("nsec3", [False, True])
+def test_changes_at_existing_names_sign_as_a_whole_signing_does(nsec3: bool) -> None:
+    """The fast path (no owner comes or goes, no delegation changes): a record joining an
+    RRset, a type new at a name (its NSEC/NSEC3 bitmap changes), one gone, a mixed-case
+    name, glue below a delegation; then a new name and a removed one (the chain moves)."""
+    zone = from_text(EXAMPLE)
+    signed = sign_zone(zone, keys(), NOW, nsec3=nsec3)
+    steps = [([Record(absolute("www"), "AAAA", "2001:db8::11")], []),
+             ([Record(absolute("www"), "TXT", '"t"')], []),
+             ([], [RecordSelector(absolute("www"), "TXT")]),
+             ([Record(dns.name.from_text("MAIL", ORIGIN), "TXT", '"m"')], []),
+             ([Record(absolute("ns.sub"), "AAAA", "2001:db8::53")], []),
+             ([Record(absolute("zz"), "A", "192.0.2.99")], []),
+             ([], [RecordSelector(absolute("zz"))])]
+    for number, (add, delete) in enumerate(steps):
+        new = zone.apply(change_set(zone, add, delete)).with_serial(zone.serial + 1)
+        now = NOW + 60 * (number + 1)
+        incremental = sign_zone(new, keys(), now, previous=signed, nsec3=nsec3)
+        assert incremental.resigned is not None
+        assert_same_signing(incremental, sign_zone(new, keys(), now, nsec3=nsec3))
+        zone, signed = new, incremental
