@@ -128,6 +128,31 @@ def derived_serial(serial: int) -> int:
     return int.from_bytes(digest.digest()[:16], "big") or 1
 
 
+#: SCTs come from logs of this many distinct other operators (Chrome's CT policy).
+SCT_OPERATORS = 2
+
+
+def _choose_logs(logs: Sequence[CtLog], not_after: datetime, serial: int
+                 ) -> tuple[list[CtLog], int]:
+    """The logs to ask for SCTs, in order, and how many distinct operators must answer
+    (0: every one).  Other nodes' logs when the federation has them: ``SCT_OPERATORS``
+    operators of them, tried from an offset the serial picks (so issuance spreads over the
+    logs); with no other operator (one node), this node's own logs, every one."""
+    covering = [lg for lg in logs if not_after in lg.expiry]
+    if any(lg.operator for lg in logs):
+        others = [lg for lg in covering if lg.operator]
+        if len({lg.operator for lg in others}) < SCT_OPERATORS:
+            raise CaError(f"fewer than {SCT_OPERATORS} other operators' logs accept "
+                          f"certificates expiring {not_after.isoformat()} (see trustchain ct "
+                          "logs)")
+        start = serial % len(others)
+        return others[start:] + others[:start], SCT_OPERATORS
+    if len(covering) < 2:
+        raise CaError(f"fewer than two logs of this node accept certificates expiring "
+                      f"{not_after.isoformat()} (see ct_logs)")
+    return covering, 0
+
+
 @dataclass
 class CertificateAuthority(Revocations):
     """One node's CA: its network intermediates and issuance here, revocation, CRLs and
@@ -333,10 +358,7 @@ class CertificateAuthority(Revocations):
         names: RequestedNames = yield CheckCsr(csr, order.info.zone, order.info.prefixes,
                                                order.profile.name)
         pending = self._pending(csr, order, names, client_address, now, serial)
-        chosen = [lg for lg in logs if pending.reservation.not_after in lg.expiry]
-        if len(chosen) < 2:
-            raise CaError(f"fewer than two logs of this node accept certificates expiring "
-                          f"{pending.reservation.not_after.isoformat()} (see ct_logs)")
+        chosen, operators = _choose_logs(logs, pending.reservation.not_after, serial)
         refusal = yield Write(lambda txn, at: self._admit(txn, pending, at))
         if refusal is not None:
             raise refusal
@@ -347,14 +369,16 @@ class CertificateAuthority(Revocations):
             yield Write(lambda txn, at: self._release(txn, pending, refused, at))
             raise CaError(str(refused)) from None
         try:
-            scts: list[bytes] = yield NeedScts((pre, pending.layout.issuer),
-                                               tuple(lg.name for lg in chosen))
+            scts: list[tuple[str, bytes]] = yield NeedScts(
+                (pre, pending.layout.issuer), tuple(lg.ref for lg in chosen), operators)
         except BadSubmission as exc:
             raise CaError(f"a log refused the precertificate: {exc}") from None
+        by_ref = {lg.ref: lg for lg in chosen}
+        used = [by_ref[ref] for ref, _ in scts]
         final: bytes = yield SignFinal(pending.layout, pre, tuple(
-            (sct, lg.key) for sct, lg in zip(scts, chosen, strict=True)))
-        yield Write(lambda txn, at: self._record(txn, pending, final, chosen, at))
-        return IssuedChain(serial, [final, pending.layout.issuer])
+            (sct, lg.key) for (_, sct), lg in zip(scts, used, strict=True)))
+        yield Write(lambda txn, at: self._record(txn, pending, final, used, at))
+        return IssuedChain(serial, [final, pending.layout.issuer], tuple(lg.ref for lg in used))
 
     def reconcile(self, now: datetime, actor: str = "ca") -> list[int]:
         """Mark every unfinished reservation ``abandoned``, each with a ``cert.reconcile``

@@ -11,8 +11,9 @@ test, inline) only carries bytes:
   it runs, answering ``fn``'s result once that transaction has committed;
 * :class:`SignPrecertificate`: :func:`~trustchain.ca.work.precertificate`,
   answering DER;
-* :class:`NeedScts`: the chain submitted to each named log, answering one
-  serialized SCT per log, in order;
+* :class:`NeedScts`: the chain submitted to the named logs, answering
+  (log, serialized SCT) pairs: from every log, or from logs of ``operators``
+  distinct operators (the driver hedges across the candidates);
 * :class:`SignFinal`: :func:`~trustchain.ca.work.final_certificate`,
   answering DER.
 
@@ -45,6 +46,13 @@ class CtLog:
     name: str
     key: bytes  # SubjectPublicKeyInfo, DER
     expiry: ExpiryRange  # the notAfter dates it accepts
+    #: The node that runs it ("": this node).
+    operator: str = ""
+
+    @property
+    def ref(self) -> str:
+        """How a step names it: ``name`` here, ``operator/name`` at another node."""
+        return f"{self.operator}/{self.name}" if self.operator else self.name
 
     @functools.cached_property
     def log_id(self) -> bytes:
@@ -56,6 +64,8 @@ class CtLog:
 class IssuedChain:
     serial: int
     chain: list[bytes]  # DER: the certificate, then its issuer
+    #: The logs whose SCTs it carries (refs: ``operator/name`` for other nodes' logs).
+    logs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,10 +99,13 @@ class SignPrecertificate:
 
 @dataclass(frozen=True)
 class NeedScts:
-    """Submit ``chain`` (precertificate, issuer: DER) to each of ``logs``, concurrently."""
+    """Submit ``chain`` (precertificate, issuer: DER) to ``logs`` (refs, in the order to
+    try them): to every one (``operators`` 0), or until logs of ``operators`` distinct
+    operators have answered (the operator of ``a/b`` is ``a``)."""
 
     chain: tuple[bytes, bytes]
     logs: tuple[str, ...]
+    operators: int = 0
 
 
 @dataclass(frozen=True)

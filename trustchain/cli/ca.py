@@ -88,6 +88,13 @@ def cmd_ca_issue(args: argparse.Namespace) -> int:
     result = admin_call(args, "issue", body, service="ca")
     sys.stdout.write(result["chain"])
     print(f"issued serial {result['serial']}", file=sys.stderr)
+    logs = result.get("logs", [])
+    if logs and not any("/" in ref for ref in logs):
+        print(f"SCTs from this node's own logs ({', '.join(logs)}): no other operator's logs "
+              "are known (one node, or the federation's log list is not committed yet)",
+              file=sys.stderr)
+    elif logs:
+        print(f"SCTs from logs of other operators: {', '.join(logs)}", file=sys.stderr)
     return 0
 
 

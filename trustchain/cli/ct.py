@@ -111,18 +111,20 @@ def cmd_ct_verify_consistency(args: argparse.Namespace) -> int:
 def cmd_ct_verify_inclusion(args: argparse.Namespace) -> int:
     if args.tiles is None and args.server is None:
         raise LocalError("give --server (a node) or --tiles URL --log-key KEY (static files)")
-    der = _certificate(args.cert)
+    der, issuer = _certificate(args.cert)
     if args.tiles is not None:
         if args.log_key is None:
             raise LocalError("--tiles needs --log-key (the log's key from a log list)")
-        print(_inclusion_by_tiles(args.tiles, args.log_key, der))
+        print(_inclusion_by_tiles(args.tiles, args.log_key, der, issuer))
         return 0
-    print(_session(args, lambda call: _inclusion(call, args.log, der)))
+    print(_session(args, lambda call: _inclusion(call, args.log, der, issuer)))
     return 0
 
 
-def _certificate(path: str) -> bytes:
-    """The DER of the certificate in ``path`` (PEM or DER)."""
+def _certificate(path: str) -> tuple[bytes, bytes | None]:
+    """The DER of the certificate in ``path`` (PEM or DER), and of its issuer if the PEM
+    file holds the chain (as ``ca issue`` writes it): a certificate with embedded SCTs
+    was logged as its precertificate, which names the issuer's key."""
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -131,14 +133,15 @@ def _certificate(path: str) -> bytes:
     except OSError as exc:
         raise LocalError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        cert = (x509.load_pem_x509_certificate(raw) if b"-----BEGIN" in raw
-                else x509.load_der_x509_certificate(raw))
+        certs = (x509.load_pem_x509_certificates(raw) if b"-----BEGIN" in raw
+                 else [x509.load_der_x509_certificate(raw)])
     except ValueError:
         raise LocalError(f"{path} is not a certificate (PEM or DER)") from None
-    return cert.public_bytes(Encoding.DER)
+    ders = [c.public_bytes(Encoding.DER) for c in certs]
+    return ders[0], ders[1] if len(ders) > 1 else None
 
 
-async def _inclusion(call: CtCall, log: str, der: bytes) -> str:
+async def _inclusion(call: CtCall, log: str, der: bytes, issuer: bytes | None) -> str:
     """Page through the log's entries up to its signed head for ``der``, then prove it."""
     from trustchain.ct import monitor
 
@@ -146,7 +149,7 @@ async def _inclusion(call: CtCall, log: str, der: bytes) -> str:
     start = 0
     while start < head.size:
         page = await call("get-entries", {"log": log, "start": start, "end": head.size - 1})
-        found = monitor.find_certificate(page, start, der)
+        found = monitor.find_certificate(page, start, der, issuer)
         if found is not None:
             proof = await call("get-proof-by-hash", {
                 "log": log, "hash": base64.b64encode(found.leaf_hash).decode(),
@@ -157,7 +160,7 @@ async def _inclusion(call: CtCall, log: str, der: bytes) -> str:
     raise RemoteError(f"the certificate is not in log {log}")
 
 
-def _inclusion_by_tiles(url: str, key_b64: str, der: bytes) -> str:
+def _inclusion_by_tiles(url: str, key_b64: str, der: bytes, issuer: bytes | None) -> str:
     """Check ``der`` against the log's static-ct-api files under ``url`` (over HTTP)."""
     import binascii
     import urllib.error
@@ -183,6 +186,6 @@ def _inclusion_by_tiles(url: str, key_b64: str, der: bytes) -> str:
         except (urllib.error.URLError, OSError) as exc:
             raise RemoteError(f"cannot fetch {base}/{path}: {exc}") from None
 
-    proven = monitor.verify_tiles(fetch, key, der)
+    proven = monitor.verify_tiles(fetch, key, der, issuer)
     return (f"OK: entry {proven.index} of {proven.origin}, included in its signed checkpoint "
             f"of {proven.tree_size}")

@@ -75,7 +75,7 @@ def _claim(operation: Operation) -> tuple[str, str] | None:
         return ("configuration", "")
     if operation.kind in (OperationKind.NODE_DNS, OperationKind.NODE_LEAVE):
         return ("node-dns", operation.requester)  # what a node is in the zones: one a block
-    if operation.kind is OperationKind.DNSKEY_SIGNATURES:
+    if operation.kind in (OperationKind.DNSKEY_SIGNATURES, OperationKind.NODE_LOGS):
         return (operation.kind.value, operation.requester)
     return None
 

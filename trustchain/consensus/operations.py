@@ -51,6 +51,8 @@ class OperationKind(StrEnum):
     CA_REVOCATION = "ca-revocation"
     #: A node leaving the federation's DNS: out of the NS sets, later its keys and names.
     NODE_LEAVE = "node-leave"
+    #: A node's CT logs (keys, prefixes, expiry shards): one operator of the log list.
+    NODE_LOGS = "node-logs"
 
 
 #: Which proofs each kind of operation must carry.  Admissions cost work, time
@@ -70,6 +72,7 @@ POLICY: dict[OperationKind, frozenset[str]] = {
     OperationKind.DNSKEY_SIGNATURES: frozenset({"node"}),
     OperationKind.CA_REVOCATION: frozenset({"node"}),
     OperationKind.NODE_LEAVE: frozenset({"node"}),
+    OperationKind.NODE_LOGS: frozenset({"node"}),
 }
 #: Domain separation of a node's signature over an operation (never a vote's bytes).
 NODE_OPERATION_TAG = "trustchain/node-operation/1"

@@ -11,23 +11,30 @@ JSON of RFC 6962's ``get-*`` methods, the bytes of tiles) and raise a
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_der_public_key
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_der_public_key,
+)
 
 from trustchain.ct import merkle, tiles
+from trustchain.ct.precert import PrecertError, without_extension
 from trustchain.ct.structs import DecodeError, Entry, EntryType, TreeHead, log_id
 from trustchain.ct.tree import MerkleTree
 from trustchain.errors import RemoteError
 
 #: Offset of the entry in an RFC 6962 ``MerkleTreeLeaf``: version, leaf type, timestamp.
 _LEAF_PREFIX = 1 + 1 + 8
-#: Offset of the certificate's ASN.1Cert in a leaf: the prefix, then the entry type.
-_ENTRY_START = _LEAF_PREFIX + 2
 _X509_ENTRY = EntryType.X509.to_bytes(2, "big")
+#: The DER of the OID of the embedded SCT list extension (RFC 6962 3.3).
+SCT_LIST_OID = bytes.fromhex("060a2b06010401d679020402")
 
 
 class MonitorError(RemoteError):
@@ -110,13 +117,37 @@ def verify_consistency(first: int, second: int, head: TreeHead, hashes: Sequence
         raise MonitorError("the entries do not match the signed tree head")
 
 
-def find_certificate(page: Mapping[str, Any], start: int, der: bytes) -> Found | None:
-    """The entry of the certificate ``der`` (an X.509 entry) in a ``get-entries`` page
-    that begins at entry ``start``, if it is there."""
-    wanted = Entry(EntryType.X509, der).signed_entry()
+def entries_of(der: bytes, issuer: bytes | None = None) -> list[bytes]:
+    """What a log's leaf holds, after its timestamp, for the certificate ``der``: its X.509
+    entry, and, for a certificate with embedded SCTs whose issuer (DER) is given, the
+    precertificate entry it was logged as (RFC 6962 3.1/3.2: its TBSCertificate without
+    the SCT list, under the SHA-256 of the issuer's key)."""
+    out = [_X509_ENTRY + Entry(EntryType.X509, der).signed_entry()]
+    if issuer is None:
+        return out
+    try:
+        tbs = x509.load_der_x509_certificate(der).tbs_certificate_bytes
+        body = without_extension(tbs, SCT_LIST_OID)
+        spki = x509.load_der_x509_certificate(issuer).public_key().public_bytes(
+            Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    except (ValueError, PrecertError):
+        return out  # no embedded SCT list: never logged as a precertificate
+    precert = Entry(EntryType.PRECERT, body, hashlib.sha256(spki).digest())
+    return out + [EntryType.PRECERT.to_bytes(2, "big") + precert.signed_entry()]
+
+
+def _matches(leaf_input: bytes, wanted: Sequence[bytes]) -> bool:
+    return any(leaf_input[_LEAF_PREFIX:_LEAF_PREFIX + len(w)] == w for w in wanted)
+
+
+def find_certificate(page: Mapping[str, Any], start: int, der: bytes,
+                     issuer: bytes | None = None) -> Found | None:
+    """The entry of the certificate ``der`` in a ``get-entries`` page that begins at entry
+    ``start``, if it is there (as X.509, or as its precertificate: :func:`entries_of`)."""
+    wanted = entries_of(der, issuer)
     for offset, item in enumerate(page_entries(page)):
         leaf_input = _b64(item["leaf_input"])
-        if leaf_input[_ENTRY_START:_ENTRY_START + len(wanted)] == wanted:
+        if _matches(leaf_input, wanted):
             return Found(start + offset, merkle.leaf_hash(leaf_input))
     return None
 
@@ -131,7 +162,7 @@ def verify_inclusion(found: Found, proof: Mapping[str, Any], head: TreeHead) -> 
 
 
 def verify_tiles(fetch: Callable[[str], bytes], key: ec.EllipticCurvePublicKey,
-                 der: bytes) -> TilesInclusion:
+                 der: bytes, issuer: bytes | None = None) -> TilesInclusion:
     """Find the certificate ``der`` in a log's data tiles and check it against the signed
     checkpoint; ``fetch(path)`` returns the file at ``path`` under the log's prefix.
 
@@ -145,7 +176,7 @@ def verify_tiles(fetch: Callable[[str], bytes], key: ec.EllipticCurvePublicKey,
         head = tiles.verify_checkpoint(text, origin, log_id(key), key)
     except tiles.TileError as exc:
         raise MonitorError(f"checkpoint: {exc}") from None
-    tree, found = MerkleTree(), None
+    tree, found, wanted = MerkleTree(), None, entries_of(der, issuer)
     for index in range((head.size + tiles.TILE_WIDTH - 1) // tiles.TILE_WIDTH):
         width = min(tiles.TILE_WIDTH, head.size - index * tiles.TILE_WIDTH)
         suffix = tiles.tile_suffix(index, width)
@@ -161,8 +192,7 @@ def verify_tiles(fetch: Callable[[str], bytes], key: ec.EllipticCurvePublicKey,
             hashed = hashes[merkle.HASH_SIZE * offset:merkle.HASH_SIZE * (offset + 1)]
             if merkle.leaf_hash(entry.leaf_input) != hashed:
                 raise MonitorError(f"entry {position} does not match its tile hash")
-            is_x509 = entry.leaf_input[_LEAF_PREFIX:_ENTRY_START] == _X509_ENTRY
-            if entry.certificate == der and is_x509:
+            if found is None and _matches(entry.leaf_input, wanted):
                 found = position
             tree.append(hashed)
     if tree.root() != head.root:

@@ -56,7 +56,7 @@ from trustchain.dns.records import (
     changed_zone,
     rrset_from_text,
 )
-from trustchain.dns.zone import NS, SOA, Key, Zone
+from trustchain.dns.zone import SOA, Key, Zone
 from trustchain.dns.zones import SOA_TIMERS
 
 #: The TTL of the federation zones' derived records and DNSKEY RRsets, unless changed.

@@ -181,14 +181,15 @@ def ca_service(runner: CaRunner, federation: FederationRevocations | None = None
         authority.authorise(peer, peer.name, runner.now())
         return peer.name
 
-    async def issue(call: Call) -> dict[str, str]:
+    async def issue(call: Call) -> dict[str, Any]:
         if call.peer is None:
             raise Forbidden("certificate requests need a client certificate of this network: "
                             "HTTPS, HTTP/3 or stoq/1")
         req = call.parse(IssueRequest)
         chain = await runner.issue(req.csr.encode(), network=req.network,
                                    profile=req.profile, peer=call.peer, client_address=None)
-        return {"serial": f"{chain.serial:x}", "chain": pem_chain(chain.chain)}
+        return {"serial": f"{chain.serial:x}", "chain": pem_chain(chain.chain),
+                "logs": list(chain.logs)}
 
     async def revoke(call: Call) -> dict[str, Any]:
         req = call.parse(RevokeRequest)

@@ -62,19 +62,29 @@ class EntryAndProof(_Args):
     tree_size: int = Index
 
 
+def log_prefix(node: OpenNode, name: str) -> str:
+    """Log ``name``'s submission prefix (also its monitoring prefix): this node's name in
+    the federation's zone, its HTTPS port, ``/logs/<name>/``."""
+    host = node_dns_names(node.identity.origin, node.identity.node_id)[1]
+    port = node.config.https_port
+    return f"https://{host}/logs/{name}/" if port in (443, 0) else \
+        f"https://{host}:{port}/logs/{name}/"
+
+
 def build_ct_logs(node: OpenNode) -> list[Log]:
     """The node's CT logs (``ct_logs`` in the configuration), each with its own
     P-256 key from the key store, generated on first start."""
     logs = []
-    # The checkpoint origin: this node's name in its zone, then the log's path.
-    host = node_dns_names(node.identity.origin, node.identity.node_id)[1]
     for spec in node.config.ct_logs:
         purpose = f"ct-log:{spec.name}"
         record = node.keystore.active_or_generate(KeyType.ECDSA_P256, purpose, utcnow())
         key = node.keystore.private_key(record.id)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         logs.append(Log(spec.name, key, SqliteLogStore(node.db, spec.name),
-                        [node.genesis.root_certificate], origin=f"{host}/logs/{spec.name}",
+                        # static-ct-api: the origin is the submission prefix without
+                        # its scheme (and trailing slash)
+                        [node.genesis.root_certificate],
+                        origin=log_prefix(node, spec.name).removeprefix("https://").rstrip("/"),
                         expiry=ExpiryRange(spec.not_after_start, spec.not_after_end)))
     return logs
 
@@ -95,8 +105,10 @@ def ct_tiles_root(node: OpenNode) -> Path:
     return root
 
 
-def ct_service(runner: LogRunner) -> Service:
-    """Every CT method of the node's logs."""
+def ct_service(runner: LogRunner,
+               log_list: Callable[[str], dict[str, object]] | None = None) -> Service:
+    """Every CT method of the node's logs; ``log_list`` (the federation's) answers
+    ``GET /logs`` and ``ct.logs`` if given."""
 
     def log_of(args: _Args) -> Log:
         found = runner.logs.get(args.log)
@@ -117,8 +129,8 @@ def ct_service(runner: LogRunner) -> Service:
             return await runner.add_chain(log_of(args).name, args.chain, precert)
         return handler
 
-    def log_list(call: Call) -> dict[str, object]:
-        return runner.log_list(call.base_url or runner.base_url)
+    def logs(call: Call) -> dict[str, object]:
+        return (log_list or runner.log_list)(call.base_url or runner.base_url)
 
     def checkpoint(call: Call) -> Reply:
         return Reply(log_of(call.parse(_Args)).checkpoint().encode(), "text/plain; charset=utf-8",
@@ -136,7 +148,7 @@ def ct_service(runner: LogRunner) -> Service:
 
     base = "/logs/{log}/ct/v1/"
     return Service("ct", (
-        Method(log_list, stoq="logs", http="GET /logs"),
+        Method(logs, stoq="logs", http="GET /logs"),
         Method(submit(False), stoq="add-chain", http=f"POST {base}add-chain",
                max_body=MAX_SUBMISSION_BYTES),
         Method(submit(True), stoq="add-pre-chain", http=f"POST {base}add-pre-chain",

@@ -44,6 +44,7 @@ from trustchain.consensus.operations import (
     node_operation_message,
 )
 from trustchain.consensus.proofs import ProofError
+from trustchain.ct.federation import FederationLogs, LogsRefused
 from trustchain.dns.dnssec import Role, SigningKey, make_dnskey
 from trustchain.dns.federation import FederationRefused, FederationZones
 from trustchain.dns.records import (
@@ -82,11 +83,13 @@ class FederationApplication:
     _ZONES = frozenset({OperationKind.NODE_DNS, OperationKind.ZONE_CHANGE,
                         OperationKind.DNSKEY_SIGNATURES, OperationKind.NODE_LEAVE})
     _CA = frozenset({OperationKind.CA_INTERMEDIATE, OperationKind.CA_REVOCATION})
-    kinds = _ZONES | _CA | {OperationKind.NETWORK_REGISTRATION, OperationKind.EVIDENCE}
+    kinds = _ZONES | _CA | {OperationKind.NETWORK_REGISTRATION, OperationKind.EVIDENCE,
+                            OperationKind.NODE_LOGS}
 
-    def __init__(self, zones: FederationZones, ca: FederationCa) -> None:
+    def __init__(self, zones: FederationZones, ca: FederationCa, logs: FederationLogs) -> None:
         self.zones = zones
         self.ca = ca
+        self.logs = logs
 
     def check(self, operation: Operation) -> None:
         kind, requester, body = operation.kind, operation.requester, operation.body
@@ -95,13 +98,23 @@ class FederationApplication:
                 self.zones.check(kind.value, requester, body)
             elif kind in self._CA:
                 self.ca.check(kind.value, requester, body)
-        except (FederationRefused, CaRefused) as exc:
+            elif kind is OperationKind.NODE_LOGS:
+                self.logs.check(kind.value, requester, body)
+        except (FederationRefused, CaRefused, LogsRefused) as exc:
             raise ProofError(str(exc)) from None
 
     def apply(self, operation: Operation, height: int) -> None:
         kind, requester, body = operation.kind, operation.requester, operation.body
         if kind is OperationKind.EVIDENCE:
-            self.zones.remove_node(evidence_from_body(body).offender, height)
+            offender = evidence_from_body(body).offender
+            self.zones.remove_node(offender, height)
+            self.logs.remove_operator(offender)
+            return
+        if kind is OperationKind.NODE_LOGS:
+            try:
+                self.logs.apply(kind.value, requester, body, height)
+            except LogsRefused:  # checked against the state before its block
+                pass
             return
         if kind in self._CA or kind is OperationKind.NETWORK_REGISTRATION:
             try:

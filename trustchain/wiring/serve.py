@@ -34,6 +34,7 @@ from transport.sockets import format_address
 from transport.tls import https_context
 from transport.workers import InlineWork, Work, WorkerPool
 from trustchain.ca.federation import FederationCa
+from trustchain.ct.federation import FederationLogs
 from trustchain.config import load_config
 from trustchain.consensus.tendermint import Committed
 from trustchain.datadir import DataDir
@@ -47,7 +48,7 @@ from trustchain.storage.ratelimit import RateLimiter
 from trustchain.wiring.admission import Admissions, admission_services
 from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_start
 from trustchain.wiring.consensus import build_consensus, consensus_service, membership_hook
-from trustchain.wiring.ct import build_ct_logs, ct_service, ct_tiles_root
+from trustchain.wiring.ct import build_ct_logs, ct_service, ct_tiles_root, log_prefix
 from trustchain.wiring.dns import build_dns, zone_service
 from trustchain.wiring.federation import (
     FederationApplication,
@@ -58,6 +59,8 @@ from trustchain.wiring.federation import (
     node_signing_key,
 )
 from trustchain.wiring.federation_ca import FederationCaNode, intermediate_service
+from trustchain.wiring.federation_ct import FederationCtNode
+from trustchain.wiring.federation_ct import wire as wire_ct
 from trustchain.wiring.http import create_app
 from trustchain.wiring.node import (
     OpenNode,
@@ -123,8 +126,9 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     founders = frozenset(v.node_id for v in node.genesis.body.validators)
     federation_zones = FederationZones(dns.name.from_text(node.identity.origin), founders)
     federation_ca = FederationCa(node.genesis.root_certificate, node.identity.origin.lower())
+    federation_logs = FederationLogs()
     federation = build_consensus(node, wall=utcnow, application=FederationApplication(
-        federation_zones, federation_ca))
+        federation_zones, federation_ca, federation_logs))
     consensus, peers = federation.runner, federation.peers
     zsk, ksk = federation_keys(node.keystore, node.identity.node_id in founders, utcnow())
     operations = NodeOperations(
@@ -133,6 +137,10 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     zones_here = FederationDns(federation_zones, dns_service, operations, zsk=zsk, ksk=ksk,
                                addresses=config.advertised(), founders=founders, clock=utcnow)
     ca_here = FederationCaNode(federation_ca, authority, operations, peers, clock=utcnow)
+    logs_here = FederationCtNode(federation_logs, ct, operations, peers,
+                                 {name: log_prefix(node, name) for name in ct.logs},
+                                 mmd=1)  # sequenced every 0.2 s: within a second
+    wire_ct(ca, logs_here)
     authority.credential_elsewhere = lambda peer: federation_ca.credential_refusal(
         peer.name, peer.issuer, peer.serial)
     registry = Registry(consensus, SqliteZoneStore(node.db), zones_here, utcnow)
@@ -143,6 +151,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         membership(block)
         zones_here.after_commit()
         ca_here.after_commit()
+        logs_here.after_commit()
 
     consensus.on_commit = committed
     registry.catch_up()  # networks committed while this node did not record them
@@ -150,7 +159,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     admissions = Admissions(consensus, federation.endorsements, enrolment)
     services = [*base_services(node, dns_handler, enrolment),
                 zone_service(dns_service, zones_here),
-                ct_service(ct), ca_service(ca, ca_here),
+                ct_service(ct, logs_here.log_list), ca_service(ca, ca_here),
                 intermediate_service(authority, utcnow),
                 consensus_service(consensus, federation.endorsements, lambda: {
                     "zones": {o.to_text(): z.serial

@@ -182,7 +182,7 @@ class World:
             case SignPrecertificate():
                 return precertificate(signer, step.layout, step.lint)
             case NeedScts():
-                return [self.submit(self.logs[name], step.chain) for name in step.logs]
+                return [(name, self.submit(self.logs[name], step.chain)) for name in step.logs]
             case SignFinal():
                 return final_certificate(signer, step.layout, step.precertificate, step.scts)
         raise AssertionError(step)

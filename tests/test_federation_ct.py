@@ -1,0 +1,98 @@
+"""The federation's CT logs on real node processes (``trustchain devnet``, four nodes on
+[::1]): every node serves one log list of four operators, derived from committed state;
+a certificate issued at node-1 carries SCTs from logs of two *other* nodes, and is in
+both logs (``trustchain ct verify-inclusion`` against each); with one of those nodes
+killed, the next certificate still gets two operators from the rest."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.support import run_cli
+from tests.test_federation import NAMES, Federation, running_devnet, wait_for
+
+ORIGIN = "trust.hypermesh.online"
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    yield from running_devnet(tmp_path_factory, "ct")
+
+
+def public(federation: Federation, name: str) -> list[str | Path]:
+    """The node (CT reads are public): its address, the trust anchor from its data dir."""
+    quic = next(n for n in federation.status()["nodes"] if n["name"] == name)["addresses"]["quic"]
+    return ["--data-dir", federation.base / name, "--server", quic]
+
+
+def admin(federation: Federation, name: str) -> list[str | Path]:
+    return [*public(federation, name), "--passphrase-file", federation.base / "passphrase"]
+
+
+def log_list(federation: Federation, name: str) -> dict[str, object]:
+    result = run_cli("ct", "logs", *public(federation, name), env=federation.env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def sct_operators(pem: str, listing: dict[str, object]) -> list[tuple[str, str]]:
+    """(operator, log name) of each SCT embedded in the certificate, by its log ID."""
+    by_id = {log["log_id"]: (operator["name"], log["url"].rstrip("/").rsplit("/", 1)[1])
+             for operator in listing["operators"]  # type: ignore[attr-defined]
+             for log in operator["logs"]}
+    leaf = x509.load_pem_x509_certificate(pem.encode())
+    scts = leaf.extensions.get_extension_for_class(
+        x509.PrecertificateSignedCertificateTimestamps).value
+    return [by_id[base64.b64encode(sct.log_id).decode()] for sct in scts]
+
+
+def test_a_certificate_carries_scts_of_two_other_operators_and_is_in_both_logs(
+        federation: Federation, tmp_path: Path) -> None:
+    from tests.test_ca_server import make_csr
+
+    node_ids = {n["name"]: n["node_id"] for n in federation.status()["nodes"]}
+    wait_for("every node serves a log list of the four operators", lambda: all(
+        len(log_list(federation, n)["operators"]) == 4 for n in NAMES))  # type: ignore[arg-type]
+    listing = log_list(federation, "node-1")
+    first = listing["operators"][0]  # type: ignore[index]
+    assert first["name"] == node_ids["node-1"]  # the node asked leads
+    url = first["logs"][0]["url"]
+    assert url == f"https://{node_ids['node-1']}.nodes.{ORIGIN}:" \
+        f"{url.split(':')[2].split('/')[0]}/logs/a/"
+    assert first["tiled_logs"][0]["monitoring_url"] == url
+    registered = run_cli("network", "register", "beta", *admin(federation, "node-1"),
+                         env=federation.env)
+    assert registered.returncode == 0, registered.stderr
+
+    issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, f"www.beta.{ORIGIN}"),
+                     *admin(federation, "node-1"), env=federation.env)
+    assert issued.returncode == 0, issued.stderr
+    assert "SCTs from logs of other operators" in issued.stderr, issued.stderr
+    used = sct_operators(issued.stdout, listing)
+    operators = {operator for operator, _ in used}
+    assert len(used) == 2 and len(operators) == 2 and node_ids["node-1"] not in operators
+    (tmp_path / "www.pem").write_text(issued.stdout)
+    by_id = {v: k for k, v in node_ids.items()}
+    for operator, name in used:
+        included = run_cli("ct", "verify-inclusion", tmp_path / "www.pem", "--log", name,
+                           *public(federation, by_id[operator]), env=federation.env)
+        assert included.returncode == 0, included.stderr
+        assert included.stdout.startswith("OK: entry"), included.stdout
+
+    # One of those operators killed: the next certificate gets two from the others.
+    victim = by_id[sorted(operators)[0]]
+    pid = next(n["pid"] for n in federation.status()["nodes"] if n["name"] == victim)
+    os.kill(pid, signal.SIGKILL)
+    again = run_cli("ca", "issue", "--csr", make_csr(tmp_path, f"api.beta.{ORIGIN}"),
+                    *admin(federation, "node-1"), env=federation.env)
+    assert again.returncode == 0, again.stderr
+    after = {operator for operator, _ in sct_operators(again.stdout, listing)}
+    assert len(after) == 2 and node_ids[victim] not in after and node_ids["node-1"] not in after

@@ -1,0 +1,90 @@
+"""The federation's CT logs (trustchain.ct.federation): what a node may announce, the log
+list every node derives (Chrome v3 shape, one operator per node), and the candidates a
+CA takes SCTs from (other operators' logs covering the certificate's expiry)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from trustchain.ct.federation import FederatedLog, FederationLogs, LogsRefused, announcement
+from trustchain.ct.log import ExpiryRange
+
+
+def spki(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def logs_of(node: str, *shards: ExpiryRange) -> list[FederatedLog]:
+    return [FederatedLog(node, f"l{i}", spki(ec.generate_private_key(ec.SECP256R1())),
+                         f"https://{node}.nodes.fed.example:8443/logs/l{i}/", 1, shard)
+            for i, shard in enumerate(shards)]
+
+
+H1 = ExpiryRange(datetime(2027, 1, 1, tzinfo=UTC), datetime(2027, 7, 1, tzinfo=UTC))
+H2 = ExpiryRange(datetime(2027, 7, 1, tzinfo=UTC), None)
+
+
+def federation() -> FederationLogs:
+    state = FederationLogs()
+    for node, shards in (("n1", (H1, H2)), ("n2", (H1,)), ("n3", (H2,))):
+        body = announcement(logs_of(node, *shards))
+        state.check("node-logs", node, body)
+        state.apply("node-logs", node, body, 1)
+    return state
+
+
+def test_every_node_derives_one_log_list_of_one_operator_per_node() -> None:
+    state = federation()
+    listing = state.log_list(first="n2")
+    assert [o["name"] for o in listing["operators"]] == ["n2", "n1", "n3"]
+    n1 = listing["operators"][1]
+    assert len(n1["logs"]) == 2 and len(n1["tiled_logs"]) == 2
+    entry, tiled = n1["logs"][0], n1["tiled_logs"][0]
+    assert entry["url"] == "https://n1.nodes.fed.example:8443/logs/l0/"
+    assert tiled["submission_url"] == tiled["monitoring_url"] == entry["url"]
+    assert entry["temporal_interval"] == {"start_inclusive": "2027-01-01T00:00:00Z",
+                                          "end_exclusive": "2027-07-01T00:00:00Z"}
+    assert n1["logs"][1]["temporal_interval"]["end_exclusive"] == "9999-12-31T00:00:00Z"
+    key = base64.b64decode(entry["key"])
+    assert state.logs["n1"]["l0"].key == key and state.logs["n1"]["l0"].expiry == H1
+
+
+def test_a_ca_takes_other_operators_logs_covering_the_expiry() -> None:
+    state = federation()
+    march = datetime(2027, 3, 1, tzinfo=UTC)
+    assert [(lg.operator, lg.name) for lg in state.candidates("n1", march)] == [("n2", "l0")]
+    assert {lg.operator for lg in state.candidates("n3", march)} == {"n1", "n2"}
+    state.remove_operator("n2")  # slashed: its logs are rejected in the list
+    assert [lg.operator for lg in state.candidates("n3", march)] == ["n1"]
+    assert "n2" not in {o["name"] for o in state.log_list()["operators"]}
+
+
+def test_announcements_the_federation_refuses() -> None:
+    state = federation()
+    taken = announcement([FederatedLog("n4", "x", state.logs["n1"]["l0"].key,
+                                       "https://n4.example/logs/x/", 1, ExpiryRange())])
+    with pytest.raises(LogsRefused, match="node n1's"):
+        state.check("node-logs", "n4", taken)
+    good = announcement(logs_of("n4", ExpiryRange()))["logs"][0]
+    for bad, match in (
+            ({**good, "name": "Bad Name"}, "name"),
+            ({**good, "url": "http://n4.example/logs/x/"}, "https prefix"),
+            ({**good, "mmd": 0}, "mmd"),
+            ({**good, "key": base64.b64encode(spki(ed25519.Ed25519PrivateKey.generate()))
+              .decode()}, "P-256"),
+            ({**good, "key": "not base64!"}, "base64"),
+            ({**good, "not_after_start": "2027-01-01T00:00:00"}, "time zone"),
+            ({**good, "not_after_start": "2028-01-01T00:00:00Z",
+              "not_after_end": "2027-01-01T00:00:00Z"}, "start before"),
+            ({k: v for k, v in good.items() if k != "mmd"}, "each log has")):
+        with pytest.raises(LogsRefused, match=match):
+            state.check("node-logs", "n4", {"logs": [bad]})
+    with pytest.raises(LogsRefused, match="twice"):
+        state.check("node-logs", "n4", {"logs": [good, good]})
+    with pytest.raises(LogsRefused, match="1 to 16"):
+        state.check("node-logs", "n4", {"logs": []})

@@ -1,0 +1,188 @@
+"""The federation's CT logs, as the committed blocks make them: pure and deterministic.
+
+Every node runs its own logs and makes them known with a ``node-logs`` operation:
+for each log its name, public key (SubjectPublicKeyInfo), submission prefix, MMD
+and the notAfter range it accepts.  Each node is one log *operator* (in the sense
+of Chrome's CT policy: SCTs must come from at least two distinct operators), so
+the federation's log list (:meth:`FederationLogs.log_list`, Chrome's v3 shape
+with ``tiled_logs`` for the static-ct-api read path) is derived from the
+committed state alone and is the same at every node, and a node's CA takes its
+SCTs from logs of two *other* nodes (:meth:`FederationLogs.candidates`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+from trustchain.ct.log import ExpiryRange
+
+MAX_LOGS = 16
+MAX_URL = 256
+#: A log's name in its operator's URLs (``/logs/<name>/``).
+LOG_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+#: Chrome's list writes an open end of a temporal interval as the far past or future.
+FAR_PAST, FAR_FUTURE = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)
+
+
+class LogsRefused(ValueError):
+    """A ``node-logs`` operation the federation does not take; the message says why."""
+
+
+@dataclass(frozen=True)
+class FederatedLog:
+    """One log of one operator (node), as committed."""
+
+    operator: str  # the node that runs it
+    name: str
+    key: bytes  # SubjectPublicKeyInfo, DER (P-256)
+    url: str  # the submission (and monitoring) prefix, with its trailing slash
+    mmd: int
+    expiry: ExpiryRange
+
+    @property
+    def log_id(self) -> bytes:
+        """RFC 6962 3.2: SHA-256 of the log's key."""
+        return hashlib.sha256(self.key).digest()
+
+    def entry(self) -> dict[str, Any]:
+        """This log in a Chrome v3 log list's ``logs`` (and ``tiled_logs``) array."""
+        entry: dict[str, Any] = {
+            "description": f"TrustChain node {self.operator} log {self.name}",
+            "log_id": base64.b64encode(self.log_id).decode(),
+            "key": base64.b64encode(self.key).decode(), "url": self.url, "mmd": self.mmd,
+            "state": {"usable": {}}}
+        if self.expiry.start is not None or self.expiry.end is not None:
+            entry["temporal_interval"] = {
+                "start_inclusive": _rfc3339(self.expiry.start or FAR_PAST),
+                "end_exclusive": _rfc3339(self.expiry.end or FAR_FUTURE)}
+        return entry
+
+
+@dataclass
+class FederationLogs:
+    #: operator -> log name -> the log, as committed.
+    logs: dict[str, dict[str, FederatedLog]] = field(default_factory=dict)
+    #: log ID (hex) -> why the log is no longer trusted (split-view evidence, issue 17).
+    untrusted: dict[str, str] = field(default_factory=dict)
+
+    def check(self, kind: str, requester: str, body: Mapping[str, Any]) -> None:
+        """:raises LogsRefused: naming why."""
+        if kind == "node-logs":
+            self._logs_of(requester, body)
+
+    def apply(self, kind: str, requester: str, body: Mapping[str, Any], height: int) -> None:
+        if kind == "node-logs":
+            self.logs[requester] = self._logs_of(requester, body)
+
+    def remove_operator(self, node: str) -> None:
+        """A node removed from the federation (slashed): its logs are no longer used."""
+        for log in self.logs.pop(node, {}).values():
+            self.untrusted.setdefault(log.log_id.hex(), f"operator {node} was removed")
+
+    def usable(self) -> list[FederatedLog]:
+        return [log for operator in sorted(self.logs) for log in self.logs[operator].values()
+                if log.log_id.hex() not in self.untrusted]
+
+    def candidates(self, own: str, not_after: datetime) -> list[FederatedLog]:
+        """The usable logs of operators other than ``own`` that accept a certificate
+        expiring at ``not_after`` (the CA's candidates for SCTs)."""
+        return [log for log in self.usable() if log.operator != own and not_after in log.expiry]
+
+    def log_list(self, first: str | None = None) -> dict[str, Any]:
+        """The federation's logs as a Chrome v3 log list: one operator per node (``first``,
+        the node answering, leads), each log under ``logs`` (RFC 6962 API) and
+        ``tiled_logs`` (static-ct-api: submission and monitoring prefix)."""
+        operators = sorted(self.logs, key=lambda n: (n != first, n))
+        out = []
+        for node in operators:
+            logs = list(self.logs[node].values())
+            rows = []
+            for log in logs:
+                entry = log.entry()
+                if log.log_id.hex() in self.untrusted:
+                    entry["state"] = {"rejected": {}}
+                rows.append(entry)
+            tiled = [{**{k: v for k, v in row.items() if k != "url"},
+                      "submission_url": row["url"], "monitoring_url": row["url"]}
+                     for row in rows]
+            out.append({"name": node, "email": [], "logs": rows, "tiled_logs": tiled})
+        return {"version": "3.0", "operators": out}
+
+    def _logs_of(self, node: str, body: Mapping[str, Any]) -> dict[str, FederatedLog]:
+        items = body.get("logs")
+        if set(body) - {"nonce"} != {"logs"} or not isinstance(items, list) \
+                or not 1 <= len(items) <= MAX_LOGS:
+            raise LogsRefused(f"node-logs: logs, 1 to {MAX_LOGS}")
+        out: dict[str, FederatedLog] = {}
+        for item in items:
+            log = _log(node, item)
+            if log.name in out:
+                raise LogsRefused(f"node-logs: log {log.name} is listed twice")
+            for other, theirs in self.logs.items():
+                if other != node and any(t.key == log.key for t in theirs.values()):
+                    raise LogsRefused(f"node-logs: log {log.name}'s key is node {other}'s")
+            out[log.name] = log
+        return out
+
+
+def _log(node: str, item: Any) -> FederatedLog:
+    fields = {"name", "key", "url", "mmd", "not_after_start", "not_after_end"}
+    if not isinstance(item, dict) or set(item) != fields:
+        raise LogsRefused(f"node-logs: each log has {', '.join(sorted(fields))}")
+    name, url, mmd = item["name"], item["url"], item["mmd"]
+    if not isinstance(name, str) or not LOG_NAME.match(name):
+        raise LogsRefused("node-logs: a log's name is lower-case letters, digits and hyphens")
+    if not isinstance(url, str) or len(url) > MAX_URL or \
+            not re.fullmatch(r"https://[^\s/?#]+/([^\s?#]*/)?", url):
+        raise LogsRefused("node-logs: url is an https prefix ending in /")
+    if not isinstance(mmd, int) or isinstance(mmd, bool) or not 1 <= mmd <= 86400:
+        raise LogsRefused("node-logs: mmd is 1 to 86400 seconds")
+    try:
+        key = base64.b64decode(item["key"], validate=True)
+        public = load_der_public_key(key)
+    except (TypeError, ValueError):
+        raise LogsRefused("node-logs: key is a base64 SubjectPublicKeyInfo") from None
+    if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
+        raise LogsRefused("node-logs: a log's key is ECDSA P-256 (RFC 6962)")
+    try:
+        expiry = ExpiryRange(_time(item["not_after_start"]), _time(item["not_after_end"]))
+    except ValueError as exc:
+        raise LogsRefused(f"node-logs: {exc}") from None
+    return FederatedLog(node, name, key, url, mmd, expiry)
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 40:
+        raise ValueError("not_after bounds are RFC 3339 times or null")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("not_after bounds are RFC 3339 times or null") from None
+    if parsed.tzinfo is None:
+        raise ValueError("not_after bounds need a time zone")
+    return parsed
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def announcement(logs: list[FederatedLog]) -> dict[str, Any]:
+    """The body of a ``node-logs`` operation announcing ``logs``."""
+    return {"logs": [{
+        "name": log.name, "key": base64.b64encode(log.key).decode(), "url": log.url,
+        "mmd": log.mmd,
+        "not_after_start": _rfc3339(log.expiry.start) if log.expiry.start else None,
+        "not_after_end": _rfc3339(log.expiry.end) if log.expiry.end else None}
+        for log in logs]}
