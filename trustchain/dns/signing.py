@@ -25,7 +25,7 @@ from trustchain.dns.rollover import State as KeyStateEnum
 from trustchain.dns.rollover import start as start_rollover
 from trustchain.dns.serving import ZoneServer
 from trustchain.dns.zone import Zone
-from trustchain.dns.zones import SigningChoices, Zones, ZoneStore
+from trustchain.dns.zones import Sign, SigningChoices, Zones, ZoneStore
 
 
 class KeySource(Protocol):
@@ -48,6 +48,10 @@ class KeySource(Protocol):
 MultiSigner = Callable[[dns.name.Name], tuple[SigningKey, dns.rrset.RRset, dns.rrset.RRset] | None]
 
 
+def _unsigned(zone: Zone, previous: SignedZone | None) -> SignedZone | None:
+    return None
+
+
 class Signer:
     """Signs each version of a zone with its keys; with no key source, signs nothing."""
 
@@ -63,20 +67,27 @@ class Signer:
         self.shared: Callable[[dns.name.Name], bool] = lambda _origin: False
 
     def sign(self, zone: Zone, previous: SignedZone | None) -> SignedZone | None:
-        if self.shared(zone.origin):
-            agreed = self.multi(zone.origin) if self.multi is not None else None
+        return self.signing(zone.origin)(zone, previous)
+
+    def signing(self, origin: dns.name.Name) -> Sign:
+        """How versions of ``origin`` are signed now: the keys and choices read here (on the
+        thread that owns the key store), the signing itself pure, for any thread."""
+        now = int(self._now().timestamp())
+        if self.shared(origin):
+            agreed = self.multi(origin) if self.multi is not None else None
             if agreed is None:
-                return None
+                return _unsigned
             zsk, dnskey, rrsigs = agreed
-            return sign_zone(zone, [zsk], int(self._now().timestamp()), self._policy, previous,
-                             published=(dnskey, rrsigs))
+            return lambda zone, previous: sign_zone(zone, [zsk], now, self._policy, previous,
+                                                    published=(dnskey, rrsigs))
         if self.keys is None:
-            return None
-        managed = self.keys.managed(zone.origin)  # read once: every change signs
+            return _unsigned
+        managed = self.keys.managed(origin)  # read once: every change signs
         keys = [k for _, k in managed if k is not None]
         cds = _rollover_ksk(managed)  # during a KSK rollover: ask for the new DS
-        return sign_zone(zone, keys, int(self._now().timestamp()), self._policy, previous,
-                         cds=cds[1] if cds else None, nsec3=self.choices(zone.origin).nsec3)
+        nsec3 = self.choices(origin).nsec3
+        return lambda zone, previous: sign_zone(zone, keys, now, self._policy, previous,
+                                                cds=cds[1] if cds else None, nsec3=nsec3)
 
     def rollover_ksk(self, origin: dns.name.Name) -> tuple[KeyState, SigningKey] | None:
         """The new KSK of a KSK rollover under way, if any."""

@@ -87,10 +87,14 @@ class ZoneStore(Protocol):
 
 @dataclass(frozen=True)
 class Pending:
-    """A zone version made from ``old``, checked, not yet stored or served."""
+    """A zone version made from ``old``, checked, not yet stored or served; with
+    ``presigned``, already signed (``signed``, from ``previous``: the signed ``old``)."""
 
     old: Zone
     new: Zone
+    presigned: bool = False
+    previous: SignedZone | None = None
+    signed: SignedZone | None = None
 
 
 class Superseded(DnsRequestError):
@@ -216,15 +220,32 @@ class Zones:
                                  "change refused, nothing applied: ")
         return Pending(old, candidate.with_serial(next_serial(old.serial, self.today())))
 
-    def commit(self, pending: Pending) -> Zone:
-        """Store, sign and serve a prepared version (on the thread that serves queries).
+    def presign(self, pending: Pending, sign: Sign) -> Pending:
+        """``pending`` signed with ``sign`` (:meth:`Signer.signing`) from the signed version
+        served now; pure, so it may run in a worker thread (:meth:`commit` checks that
+        the zone and its signatures did not change meanwhile)."""
+        previous = self._server.zoneset.signed.get(pending.old.origin)
+        return Pending(pending.old, pending.new, True, previous, sign(pending.new, previous))
 
-        :raises Superseded: the zone changed since the version was prepared (nothing
-            done: prepare it again).
+    def commit(self, pending: Pending) -> Zone:
+        """Store, sign (unless presigned) and serve a prepared version (on the thread that
+        serves queries).
+
+        :raises Superseded: the zone (or its signatures) changed since the version was
+            prepared (nothing done: prepare it again).
         """
-        if self._server.zoneset.zones.get(pending.old.origin) is not pending.old:
-            raise Superseded(f"zone {pending.old.origin} changed meanwhile; retry")
-        return self.replace(pending.old, pending.new)
+        current = self._server.zoneset
+        origin = pending.old.origin
+        if current.zones.get(origin) is not pending.old or (
+                pending.presigned and current.signed.get(origin) is not pending.previous):
+            raise Superseded(f"zone {origin} changed meanwhile; retry")
+        if not pending.presigned:
+            return self.replace(pending.old, pending.new)
+        self._store.replace(pending.old, pending.new, self.now())
+        zones = dict(current.zones)
+        zones[origin] = pending.new
+        self.publish(zones, changed=pending.new, signed=pending.signed)
+        return pending.new
 
     # --- the steps every change takes (also for DNSSEC and networks) -------------
 
@@ -266,14 +287,17 @@ class Zones:
         self.publish(zones, changed=new)
         return new
 
-    def publish(self, zones: Mapping[dns.name.Name, Zone], changed: Zone | None = None) -> None:
-        """Serve ``zones``, signing ``changed`` anew and telling its secondaries."""
+    def publish(self, zones: Mapping[dns.name.Name, Zone], changed: Zone | None = None,
+                signed: SignedZone | None = None) -> None:
+        """Serve ``zones``, signing ``changed`` anew (or with ``signed``, its signed version
+        made already) and telling its secondaries."""
         current = self._server.zoneset
-        signed = {o: s for o, s in current.signed.items() if o in zones}
+        signed_zones = {o: s for o, s in current.signed.items() if o in zones}
         if changed is not None:
-            new = self._sign(changed, current.signed.get(changed.origin))
+            new = signed if signed is not None else self._sign(
+                changed, current.signed.get(changed.origin))
             if new is not None:
-                signed[changed.origin] = new
-        self._server.publish(zones, signed)
+                signed_zones[changed.origin] = new
+        self._server.publish(zones, signed_zones)
         if changed is not None:
             self._secondaries.notify(changed)

@@ -10,13 +10,21 @@ Every connection is opened with
 * a busy timeout, so a short write by another process is waited for rather
   than reported as an error.
 
+A serving node moves WAL checkpoints off the committing thread
+(:meth:`Database.checkpoint_in_background`): SQLite's automatic checkpoint runs
+inside whichever commit crosses 1,000 WAL pages and copies them all, a pause of
+several milliseconds in the middle of a request (a DNS record change, a CT
+sequencing), every hundred commits or so.
+
 Schema changes go through :mod:`trustchain.storage.migrations`.  Each service
 owns its tables (named ``<owner>_<table>``) and nothing else writes them.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +36,10 @@ from trustchain.fsutil import FILE_MODE
 
 DATABASE_FILE_NAME = "node.db"
 BUSY_TIMEOUT_MS = 5000
+#: How often the background checkpointer copies the WAL into the database file.
+CHECKPOINT_INTERVAL = 1.0
+
+log = logging.getLogger("trustchain.storage")
 
 
 class Database:
@@ -62,6 +74,33 @@ class Database:
         except sqlite3.Error as exc:
             raise StorageError(f"{path}: cannot open database: {exc}") from None
         self.sqlite = sqlite_utils.Database(self.conn)
+        self._checkpointer: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def checkpoint_in_background(self, interval: float = CHECKPOINT_INTERVAL) -> None:
+        """Stop checkpointing in commits; a thread with its own connection checkpoints
+        every ``interval`` seconds instead (``PASSIVE``: it never blocks a writer or a
+        reader, and what it cannot copy yet it copies next time).  Durability is
+        unchanged: a commit is on disk in the WAL (``synchronous=FULL``) either way."""
+        if self.readonly or self._checkpointer is not None:
+            return
+        self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(interval,),
+                                              name="sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self, interval: float) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous = FULL")
+            while not self._stop.wait(interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # a busy moment: the next round copies it
+                    log.warning("WAL checkpoint failed (retried in %g s): %s", interval, exc)
+        finally:
+            conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -83,6 +122,10 @@ class Database:
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file (when writable) and close."""
+        if self._checkpointer is not None:
+            self._stop.set()
+            self._checkpointer.join()
+            self._checkpointer = None
         try:
             if not self.readonly:
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

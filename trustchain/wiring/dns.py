@@ -28,7 +28,7 @@ from trustchain.dns.records import Record as CoreRecord
 from trustchain.dns.records import RecordSelector as CoreSelector
 from trustchain.dns.service import DnsService
 from trustchain.dns.zone import Zone
-from trustchain.dns.zones import SigningChoices, Superseded, Zones
+from trustchain.dns.zones import Sign, SigningChoices, Superseded, Zones
 from trustchain.storage.dns import SqliteZoneStore
 from trustchain.wiring.keys import KeystoreDnssecKeys, KeystoreSecrets
 from trustchain.wiring.node import OpenNode, utcnow
@@ -127,28 +127,32 @@ class ChangeSet(_Msg):
 
 
 class ChangesOffLoop:
-    """Record changes with their checks made in a worker thread, one change at a time.
+    """Record changes checked and signed in a worker thread, one change at a time.
 
     Why: the event loop also answers DNS queries; whatever a change costs there delays
     them.  :meth:`Zones.prepare_change` (parsing, the next version and its checks) is
-    pure and runs in a worker thread; :meth:`Zones.commit` (storing on the node's
-    SQLite connection, which belongs to the loop's thread, signing with the keys the
-    key store gives there, and the atomic swap of the published zones) runs on the
-    loop, where every other zone change also commits, so versions never interleave; a
-    change whose zone changed meanwhile is prepared again.
+    pure and runs in a worker thread; so does the signing (:meth:`Zones.presign`), with
+    the keys read on the loop (the key store's SQLite connection belongs to the loop's
+    thread, :meth:`Signer.signing`).  :meth:`Zones.commit` (storing, and the atomic
+    swap of the published zones) runs on the loop, where every other zone change also
+    commits, so versions never interleave; a change whose zone changed meanwhile is
+    prepared again.
     """
 
     #: Preparations of one change before it is refused as ever superseded.
     ATTEMPTS = 5
 
-    def __init__(self, zones: Zones) -> None:
+    def __init__(self, zones: Zones, signing: Callable[[dns.name.Name], Sign]) -> None:
         self._zones = zones
+        self._signing = signing
         self._lock = asyncio.Lock()
 
     async def change(self, add: list[CoreRecord], delete: list[CoreSelector]) -> Zone:
         async with self._lock:
             for _ in range(self.ATTEMPTS):
                 pending = await asyncio.to_thread(self._zones.prepare_change, add, delete)
+                sign = self._signing(pending.new.origin)
+                pending = await asyncio.to_thread(self._zones.presign, pending, sign)
                 try:
                     return self._zones.commit(pending)
                 except Superseded:
@@ -282,7 +286,7 @@ def zone_service(service: DnsService, shared: SharedZones | None = None) -> Serv
                  "ttl": r.ttl, "data": rdata.to_text()}
                 for r in zones.zone(origin).sorted_rrsets() for rdata in r]
 
-    changes = ChangesOffLoop(zones)
+    changes = ChangesOffLoop(zones, service.signer.signing)
 
     async def records_change(call: Call) -> dict[str, Any]:
         req = call.parse(ChangeSet)

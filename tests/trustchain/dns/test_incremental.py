@@ -247,7 +247,7 @@ def test_a_version_prepared_over_a_replaced_one_is_refused(tmp_path: Path) -> No
 
 def test_changes_off_the_loop_are_serialised(tmp_path: Path) -> None:
     svc, store = new_service(tmp_path)
-    changes = ChangesOffLoop(svc.zones)
+    changes = ChangesOffLoop(svc.zones, svc.signer.signing)
     first = svc.zones.zone(ORIGIN).serial
 
     async def many() -> list[Zone]:
