@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from transport.problem import problem_for, problem_response
 from trustchain.canonical import canonical_json
-from trustchain.errors import BadRequest
+from trustchain.errors import BadRequest, StatusAnswer
 from trustchain.identity import Peer
 from trustchain.stoq.router import Router, first_error
 
@@ -265,6 +265,9 @@ def _http_endpoint(method: Method) -> Callable[[Request], Awaitable[Response]]:
             answer = method.handler(call)
             if inspect.isawaitable(answer):
                 answer = await answer
+        except StatusAnswer as exc:  # the type exactly as given (no charset added)
+            return Response(exc.body, status_code=exc.status,
+                            headers={"content-type": exc.media_type})
         except Exception as exc:
             problem = problem_for(exc)
             if problem is None:

@@ -137,3 +137,15 @@ class NotFound(RemoteError):
 
 class Unavailable(TrustchainError):
     """The node cannot serve this right now; retry."""
+
+
+class StatusAnswer(RemoteError):
+    """An answer that is not a success and carries its own body, for a protocol that
+    defines its refusals' bodies (tlog-witness's 409 names the size it has): sent as is,
+    with ``status``, over HTTP, HTTP/3 and stoq/1, never as a problem document."""
+
+    def __init__(self, status: int, body: bytes, media_type: str) -> None:
+        super().__init__(body[:200].decode("utf-8", "replace").strip() or str(status))
+        self.status = status
+        self.body = body
+        self.media_type = media_type

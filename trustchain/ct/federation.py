@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from trustchain.ct.log import ExpiryRange
+from trustchain.ct.note import CosignatureV1Verifier, Ed25519Verifier, NoteError, parse_vkey
 
 MAX_LOGS = 16
 MAX_URL = 256
@@ -47,6 +48,14 @@ class FederatedLog:
     url: str  # the submission (and monitoring) prefix, with its trailing slash
     mmd: int
     expiry: ExpiryRange
+    #: The Ed25519 note key the log signs checkpoints with, for witnesses (a vkey named
+    #: after the origin).
+    note_key: str = ""
+
+    @property
+    def origin(self) -> str:
+        """The checkpoint origin (static-ct-api): the prefix without scheme or last slash."""
+        return self.url.removeprefix("https://").rstrip("/")
 
     @property
     def log_id(self) -> bytes:
@@ -73,6 +82,8 @@ class FederationLogs:
     logs: dict[str, dict[str, FederatedLog]] = field(default_factory=dict)
     #: log ID (hex) -> why the log is no longer trusted (split-view evidence, issue 17).
     untrusted: dict[str, str] = field(default_factory=dict)
+    #: operator -> its witness's cosigning key (a cosignature/v1 vkey).
+    witnesses: dict[str, str] = field(default_factory=dict)
 
     def check(self, kind: str, requester: str, body: Mapping[str, Any]) -> None:
         """:raises LogsRefused: naming why."""
@@ -82,11 +93,17 @@ class FederationLogs:
     def apply(self, kind: str, requester: str, body: Mapping[str, Any], height: int) -> None:
         if kind == "node-logs":
             self.logs[requester] = self._logs_of(requester, body)
+            self.witnesses[requester] = body["witness"]
 
     def remove_operator(self, node: str) -> None:
         """A node removed from the federation (slashed): its logs are no longer used."""
         for log in self.logs.pop(node, {}).values():
             self.untrusted.setdefault(log.log_id.hex(), f"operator {node} was removed")
+        self.witnesses.pop(node, None)
+
+    def by_origin(self) -> dict[str, FederatedLog]:
+        """Every usable log by its checkpoint origin (what a witness knows them by)."""
+        return {log.origin: log for log in self.usable()}
 
     def usable(self) -> list[FederatedLog]:
         return [log for operator in sorted(self.logs) for log in self.logs[operator].values()
@@ -119,9 +136,15 @@ class FederationLogs:
 
     def _logs_of(self, node: str, body: Mapping[str, Any]) -> dict[str, FederatedLog]:
         items = body.get("logs")
-        if set(body) - {"nonce"} != {"logs"} or not isinstance(items, list) \
+        if set(body) - {"nonce"} != {"logs", "witness"} or not isinstance(items, list) \
                 or not 1 <= len(items) <= MAX_LOGS:
-            raise LogsRefused(f"node-logs: logs, 1 to {MAX_LOGS}")
+            raise LogsRefused(f"node-logs: logs (1 to {MAX_LOGS}) and witness")
+        try:
+            witness = parse_vkey(body["witness"])
+        except (NoteError, TypeError):
+            raise LogsRefused("node-logs: witness is a cosignature/v1 vkey") from None
+        if not isinstance(witness, CosignatureV1Verifier):
+            raise LogsRefused("node-logs: witness is a cosignature/v1 vkey")
         out: dict[str, FederatedLog] = {}
         for item in items:
             log = _log(node, item)
@@ -135,7 +158,7 @@ class FederationLogs:
 
 
 def _log(node: str, item: Any) -> FederatedLog:
-    fields = {"name", "key", "url", "mmd", "not_after_start", "not_after_end"}
+    fields = {"name", "key", "url", "mmd", "not_after_start", "not_after_end", "note_key"}
     if not isinstance(item, dict) or set(item) != fields:
         raise LogsRefused(f"node-logs: each log has {', '.join(sorted(fields))}")
     name, url, mmd = item["name"], item["url"], item["mmd"]
@@ -157,7 +180,14 @@ def _log(node: str, item: Any) -> FederatedLog:
         expiry = ExpiryRange(_time(item["not_after_start"]), _time(item["not_after_end"]))
     except ValueError as exc:
         raise LogsRefused(f"node-logs: {exc}") from None
-    return FederatedLog(node, name, key, url, mmd, expiry)
+    log = FederatedLog(node, name, key, url, mmd, expiry, item["note_key"])
+    try:
+        note_key = parse_vkey(log.note_key)
+    except (NoteError, TypeError):
+        raise LogsRefused("node-logs: note_key is an Ed25519 vkey") from None
+    if not isinstance(note_key, Ed25519Verifier) or note_key.name != log.origin:
+        raise LogsRefused(f"node-logs: note_key is an Ed25519 vkey named {log.origin}")
+    return log
 
 
 def _time(value: Any) -> datetime | None:
@@ -178,11 +208,13 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def announcement(logs: list[FederatedLog]) -> dict[str, Any]:
-    """The body of a ``node-logs`` operation announcing ``logs``."""
-    return {"logs": [{
+def announcement(logs: list[FederatedLog], witness: str) -> dict[str, Any]:
+    """The body of a ``node-logs`` operation announcing ``logs`` and the node's witness key
+    (``witness``, a cosignature/v1 vkey)."""
+    return {"witness": witness, "logs": [{
         "name": log.name, "key": base64.b64encode(log.key).decode(), "url": log.url,
         "mmd": log.mmd,
         "not_after_start": _rfc3339(log.expiry.start) if log.expiry.start else None,
-        "not_after_end": _rfc3339(log.expiry.end) if log.expiry.end else None}
+        "not_after_end": _rfc3339(log.expiry.end) if log.expiry.end else None,
+        "note_key": log.note_key}
         for log in logs]}

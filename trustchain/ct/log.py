@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from trustchain.ct import tiles
 from trustchain.ct.merkle import EMPTY_ROOT
+from trustchain.ct.note import Ed25519Signer
 from trustchain.ct.precert import (
     AKI_OID,
     POISON_OID,
@@ -301,8 +302,11 @@ def _check_chain(certs: list[x509.Certificate], ders: list[bytes],
 class Log:
     def __init__(self, name: str, key: ec.EllipticCurvePrivateKey, store: LogStore,
                  roots: Sequence[x509.Certificate], origin: str | None = None,
-                 expiry: ExpiryRange = UNSHARDED) -> None:
+                 expiry: ExpiryRange = UNSHARDED, note_signer: Ed25519Signer | None = None
+                 ) -> None:
         self.name = name
+        #: Also signs checkpoints (Ed25519, signed-note), for witnesses.
+        self.note_signer = note_signer
         #: Which notAfter dates this log (shard) accepts.
         self.expiry = expiry
         #: The checkpoint origin line (static-ct-api: the submission prefix
@@ -452,7 +456,9 @@ class Log:
 
     def checkpoint(self) -> str:
         head = self._head or TreeHead(0, 0, EMPTY_ROOT).sign(self._key)
-        return tiles.checkpoint(self.origin, head, self.log_id)
+        signer = self.note_signer
+        return tiles.checkpoint(self.origin, head, self.log_id, None if signer is None
+                                else lambda body: signer.sign(body).line())
 
     def tile(self, path: str) -> bytes:
         """:raises TileError: for a malformed path or a tile the signed tree does not cover."""

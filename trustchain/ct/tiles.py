@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -154,11 +155,15 @@ def key_id(name: str, log_id: bytes) -> bytes:
                           + log_id).digest()[:4]
 
 
-def checkpoint(origin: str, head: TreeHead, log_id: bytes) -> str:
-    """A signed checkpoint: origin, size, root, then the RFC6962NoteSignature line."""
+def checkpoint(origin: str, head: TreeHead, log_id: bytes,
+               note_signature: Callable[[str], str] | None = None) -> str:
+    """A signed checkpoint: origin, size, root, then the RFC6962NoteSignature line, and
+    the line ``note_signature`` makes of the body (the log's Ed25519 note key, which
+    witnesses verify: they know no RFC 6962 signatures), if given."""
     body = f"{origin}\n{head.size}\n{base64.b64encode(head.root).decode()}\n"
     signature = key_id(origin, log_id) + head.timestamp.to_bytes(8, "big") + head.digitally_signed()
-    return f"{body}\n\u2014 {origin} {base64.b64encode(signature).decode()}\n"
+    extra = note_signature(body) if note_signature is not None else ""
+    return f"{body}\n\u2014 {origin} {base64.b64encode(signature).decode()}\n{extra}"
 
 
 def verify_checkpoint(text: str, origin: str, log_id: bytes,

@@ -53,6 +53,9 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("ct", "get-entries"): Access.PUBLIC,
     ("ct", "get-entry-and-proof"): Access.PUBLIC,
     ("ct", "get-roots"): Access.PUBLIC,
+    # tlog-witness add-checkpoint: public as over HTTP; it cosigns only the committed
+    # log list's logs, by their note keys (trustchain/wiring/witness.py).
+    ("witness", "add-checkpoint"): Access.PUBLIC,
     # The CA (trustchain/wiring/ca.py): issuance policy (trustchain/ca/policy.py) decides
     # further who may act for which network; OCSP is public, as over HTTP.
     ("ca", "issue"): Access.NETWORK,

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from trustchain.errors import BadRequest
+from trustchain.errors import BadRequest, StatusAnswer
 from trustchain.identity import Peer
 from trustchain.problem import Problem
 from trustchain.stoq.framing import Request, Status
@@ -85,6 +85,8 @@ class Router:
         return Status.OK, result
 
     def _refusal(self, exc: Exception) -> tuple[int, bytes]:
+        if isinstance(exc, StatusAnswer):
+            return exc.status, exc.body
         problem = self._describe(exc)
         if problem is None:
             raise exc

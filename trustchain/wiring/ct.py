@@ -13,13 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import BaseModel, ConfigDict, Field
 
 from bootstrap.transport_certs import node_dns_names
 from transport.ct import LogRunner
 from transport.methods import Call, Method, Reply, Service
 from trustchain.ct.log import MAX_CERT_BYTES, MAX_CHAIN, ExpiryRange, Log
+from trustchain.ct.note import Ed25519Signer
 from trustchain.errors import ConfigError, NotFound
 from trustchain.keystore import KeyType
 from trustchain.storage.ct import SqliteLogStore
@@ -80,12 +81,17 @@ def build_ct_logs(node: OpenNode) -> list[Log]:
         record = node.keystore.active_or_generate(KeyType.ECDSA_P256, purpose, utcnow())
         key = node.keystore.private_key(record.id)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
+        origin = log_prefix(node, spec.name).removeprefix("https://").rstrip("/")
+        note = node.keystore.active_or_generate(KeyType.ED25519, f"ct-note:{spec.name}",
+                                                utcnow())
+        note_key = node.keystore.private_key(note.id)
+        assert isinstance(note_key, ed25519.Ed25519PrivateKey)
         logs.append(Log(spec.name, key, SqliteLogStore(node.db, spec.name),
                         # static-ct-api: the origin is the submission prefix without
                         # its scheme (and trailing slash)
-                        [node.genesis.root_certificate],
-                        origin=log_prefix(node, spec.name).removeprefix("https://").rstrip("/"),
-                        expiry=ExpiryRange(spec.not_after_start, spec.not_after_end)))
+                        [node.genesis.root_certificate], origin=origin,
+                        expiry=ExpiryRange(spec.not_after_start, spec.not_after_end),
+                        note_signer=Ed25519Signer(origin, note_key)))
     return logs
 
 
@@ -106,9 +112,11 @@ def ct_tiles_root(node: OpenNode) -> Path:
 
 
 def ct_service(runner: LogRunner,
-               log_list: Callable[[str], dict[str, object]] | None = None) -> Service:
+               log_list: Callable[[str], dict[str, object]] | None = None,
+               checkpoint_of: Callable[[str], str] | None = None) -> Service:
     """Every CT method of the node's logs; ``log_list`` (the federation's) answers
-    ``GET /logs`` and ``ct.logs`` if given."""
+    ``GET /logs`` and ``ct.logs``, ``checkpoint_of`` a log's checkpoint (with its
+    witnesses' cosignatures), if given."""
 
     def log_of(args: _Args) -> Log:
         found = runner.logs.get(args.log)
@@ -133,7 +141,9 @@ def ct_service(runner: LogRunner,
         return (log_list or runner.log_list)(call.base_url or runner.base_url)
 
     def checkpoint(call: Call) -> Reply:
-        return Reply(log_of(call.parse(_Args)).checkpoint().encode(), "text/plain; charset=utf-8",
+        target = log_of(call.parse(_Args))
+        text = checkpoint_of(target.name) if checkpoint_of else target.checkpoint()
+        return Reply(text.encode(), "text/plain; charset=utf-8",
                      {"cache-control": "no-cache, max-age=0"})
 
     def tile(call: Call) -> Reply:

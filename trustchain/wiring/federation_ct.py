@@ -30,7 +30,7 @@ REMOTE_TIMEOUT = 30.0
 
 class FederationCtNode:
     def __init__(self, state: FederationLogs, runner: LogRunner, operations: NodeOperations,
-                 peers: Peers, prefix: dict[str, str], mmd: int) -> None:
+                 peers: Peers, prefix: dict[str, str], mmd: int, witness: str) -> None:
         self.state = state
         self._runner = runner
         self._operations = operations
@@ -38,16 +38,21 @@ class FederationCtNode:
         #: log name -> its submission prefix (https://host[:port]/logs/<name>/).
         self._prefix = prefix
         self._mmd = mmd
+        #: This node's witness key (a cosignature/v1 vkey).
+        self._witness = witness
 
     def mine(self) -> list[FederatedLog]:
         node = self._operations.node
         return [FederatedLog(node, name, self._runner.public_key_der(name), self._prefix[name],
-                             self._mmd, lg.expiry) for name, lg in self._runner.logs.items()]
+                             self._mmd, lg.expiry,
+                             lg.note_signer.verifier().vkey() if lg.note_signer else "")
+                for name, lg in self._runner.logs.items()]
 
     def after_commit(self) -> None:
         mine = {log.name: log for log in self.mine()}
-        if self.state.logs.get(self._operations.node) != mine:
-            body = announcement(list(mine.values()))
+        node = self._operations.node
+        if self.state.logs.get(node) != mine or self.state.witnesses.get(node) != self._witness:
+            body = announcement(list(mine.values()), self._witness)
             self._operations.send(OperationKind.NODE_LOGS, body, what=json.dumps(body))
 
     def others(self) -> Sequence[CtLog]:

@@ -52,13 +52,14 @@ from trustchain.storage.dns import DNS_SCHEMA
 from trustchain.storage.migrations import migrate
 from trustchain.storage.node import NODE_SCHEMA, NodeIdentity, NodeStore
 from trustchain.storage.ratelimit import RATELIMIT_SCHEMA
+from trustchain.storage.witness import WITNESS_SCHEMA
 from trustchain.wiring.status import node_status
 
 log = logging.getLogger("trustchain.node")
 
 #: Every schema the node applies at start; later services add theirs here.
 SCHEMAS = (NODE_SCHEMA, DNS_SCHEMA, CT_SCHEMA, CA_SCHEMA, RATELIMIT_SCHEMA, AUDIT_SCHEMA,
-           CONSENSUS_SCHEMA)
+           CONSENSUS_SCHEMA, WITNESS_SCHEMA)
 #: The CT logs every node runs (two, so a certificate can carry SCTs from two logs).
 
 

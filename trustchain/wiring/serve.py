@@ -34,9 +34,9 @@ from transport.sockets import format_address
 from transport.tls import https_context
 from transport.workers import InlineWork, Work, WorkerPool
 from trustchain.ca.federation import FederationCa
-from trustchain.ct.federation import FederationLogs
 from trustchain.config import load_config
 from trustchain.consensus.tendermint import Committed
+from trustchain.ct.federation import FederationLogs
 from trustchain.datadir import DataDir
 from trustchain.dns.federation import FederationZones
 from trustchain.dns.handler import DnsHandler
@@ -72,6 +72,7 @@ from trustchain.wiring.node import (
     utcnow,
 )
 from trustchain.wiring.registry import Registry, registry_service
+from trustchain.wiring.witness import build_witnessing, witness_service
 
 log = logging.getLogger("trustchain.node")
 
@@ -137,9 +138,11 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     zones_here = FederationDns(federation_zones, dns_service, operations, zsk=zsk, ksk=ksk,
                                addresses=config.advertised(), founders=founders, clock=utcnow)
     ca_here = FederationCaNode(federation_ca, authority, operations, peers, clock=utcnow)
+    witness_here, cosigning = build_witnessing(node, ct, federation_logs, peers)
     logs_here = FederationCtNode(federation_logs, ct, operations, peers,
                                  {name: log_prefix(node, name) for name in ct.logs},
-                                 mmd=1)  # sequenced every 0.2 s: within a second
+                                 mmd=1,  # sequenced every 0.2 s: within a second
+                                 witness=witness_here.signer.verifier().vkey())
     wire_ct(ca, logs_here)
     authority.credential_elsewhere = lambda peer: federation_ca.credential_refusal(
         peer.name, peer.issuer, peer.serial)
@@ -159,13 +162,17 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     admissions = Admissions(consensus, federation.endorsements, enrolment)
     services = [*base_services(node, dns_handler, enrolment),
                 zone_service(dns_service, zones_here),
-                ct_service(ct, logs_here.log_list), ca_service(ca, ca_here),
+                ct_service(ct, logs_here.log_list, cosigning.checkpoint),
+                witness_service(witness_here), ca_service(ca, ca_here),
                 intermediate_service(authority, utcnow),
                 consensus_service(consensus, federation.endorsements, lambda: {
                     "zones": {o.to_text(): z.serial
                               for o, z in sorted(federation_zones.zones.items())},
                     "intermediates": {n: sorted(nodes) for n, nodes
-                                      in sorted(federation_ca.intermediates.items())}}),
+                                      in sorted(federation_ca.intermediates.items())},
+                    "witnesses": dict(sorted(federation_logs.witnesses.items())),
+                    "log_note_keys": {origin: lg.note_key for origin, lg
+                                      in sorted(federation_logs.by_origin().items())}}),
                 registry_service(registry, consensus), *admission_services(admissions),
                 leave_service(zones_here)]
     app = create_app(genesis_bytes=node.genesis_bytes, services=services)
@@ -215,13 +222,16 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         consensus.start()
         zones_here.after_commit()  # serve the federation zones as replayed; announce this node
         ca_here.after_commit()
+        logs_here.after_commit()
         peers.start()
+        cosigning.start()
         log.info("node ready")
         maintenance = asyncio.ensure_future(_maintain(dns_service, limiter, stop))
         await stop.wait()
         log.info("shutting down")
         await maintenance
     finally:
+        await cosigning.stop()
         consensus.stop()
         await peers.stop()
         await quic.stop()
@@ -263,6 +273,7 @@ def run(
         config = load_config(data_dir, overrides)
         logging.getLogger("trustchain").setLevel(config.log_level.upper())
         node = open_node(layout, config, passphrase)
+        node.db.checkpoint_in_background()  # no commit pays for a checkpoint
         try:
             with asyncio.Runner(loop_factory=loop_factory()) as runner:
                 runner.run(_main(node))

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from trustchain.ct.federation import FederatedLog, FederationLogs, LogsRefused, announcement
 from trustchain.ct.log import ExpiryRange
+from trustchain.ct.note import CosignatureV1Signer, Ed25519Signer
 
 
 def spki(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
@@ -20,9 +21,18 @@ def spki(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
 
 
 def logs_of(node: str, *shards: ExpiryRange) -> list[FederatedLog]:
-    return [FederatedLog(node, f"l{i}", spki(ec.generate_private_key(ec.SECP256R1())),
-                         f"https://{node}.nodes.fed.example:8443/logs/l{i}/", 1, shard)
-            for i, shard in enumerate(shards)]
+    out = []
+    for i, shard in enumerate(shards):
+        origin = f"{node}.nodes.fed.example:8443/logs/l{i}"
+        note = Ed25519Signer(origin, ed25519.Ed25519PrivateKey.generate())
+        out.append(FederatedLog(node, f"l{i}", spki(ec.generate_private_key(ec.SECP256R1())),
+                                f"https://{origin}/", 1, shard, note.verifier().vkey()))
+    return out
+
+
+def witness(node: str) -> str:
+    return CosignatureV1Signer(f"{node}.nodes.fed.example",
+                               ed25519.Ed25519PrivateKey.generate()).verifier().vkey()
 
 
 H1 = ExpiryRange(datetime(2027, 1, 1, tzinfo=UTC), datetime(2027, 7, 1, tzinfo=UTC))
@@ -32,7 +42,7 @@ H2 = ExpiryRange(datetime(2027, 7, 1, tzinfo=UTC), None)
 def federation() -> FederationLogs:
     state = FederationLogs()
     for node, shards in (("n1", (H1, H2)), ("n2", (H1,)), ("n3", (H2,))):
-        body = announcement(logs_of(node, *shards))
+        body = announcement(logs_of(node, *shards), witness(node))
         state.check("node-logs", node, body)
         state.apply("node-logs", node, body, 1)
     return state
@@ -66,11 +76,13 @@ def test_a_ca_takes_other_operators_logs_covering_the_expiry() -> None:
 
 def test_announcements_the_federation_refuses() -> None:
     state = federation()
-    taken = announcement([FederatedLog("n4", "x", state.logs["n1"]["l0"].key,
-                                       "https://n4.example/logs/x/", 1, ExpiryRange())])
+    mine = logs_of("n4", ExpiryRange())[0]
+    taken = announcement([FederatedLog("n4", "x", state.logs["n1"]["l0"].key, mine.url, 1,
+                                       ExpiryRange(), mine.note_key)], witness("n4"))
     with pytest.raises(LogsRefused, match="node n1's"):
         state.check("node-logs", "n4", taken)
-    good = announcement(logs_of("n4", ExpiryRange()))["logs"][0]
+    good = announcement(logs_of("n4", ExpiryRange()), witness("n4"))["logs"][0]
+    w = witness("n4")
     for bad, match in (
             ({**good, "name": "Bad Name"}, "name"),
             ({**good, "url": "http://n4.example/logs/x/"}, "https prefix"),
@@ -83,8 +95,13 @@ def test_announcements_the_federation_refuses() -> None:
               "not_after_end": "2027-01-01T00:00:00Z"}, "start before"),
             ({k: v for k, v in good.items() if k != "mmd"}, "each log has")):
         with pytest.raises(LogsRefused, match=match):
-            state.check("node-logs", "n4", {"logs": [bad]})
+            state.check("node-logs", "n4", {"logs": [bad], "witness": w})
     with pytest.raises(LogsRefused, match="twice"):
-        state.check("node-logs", "n4", {"logs": [good, good]})
+        state.check("node-logs", "n4", {"logs": [good, good], "witness": w})
     with pytest.raises(LogsRefused, match="1 to 16"):
-        state.check("node-logs", "n4", {"logs": []})
+        state.check("node-logs", "n4", {"logs": [], "witness": w})
+    with pytest.raises(LogsRefused, match="named n4.nodes"):  # another log's origin
+        state.check("node-logs", "n4", {"logs": [{**good, "note_key": state.logs["n1"][
+            "l0"].note_key}], "witness": w})
+    with pytest.raises(LogsRefused, match="cosignature/v1"):  # a note key, not a witness's
+        state.check("node-logs", "n4", {"logs": [good], "witness": good["note_key"]})

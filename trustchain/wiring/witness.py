@@ -1,0 +1,201 @@
+"""Witnessing on a running node: its witness (C2SP tlog-witness) for the federation's logs,
+and its own logs' checkpoints taken to every node's witness.
+
+:class:`WitnessNode` answers ``add-checkpoint`` (``POST /witness/add-checkpoint`` over
+HTTP, ``witness.add-checkpoint`` over stoq/1) for every log of the committed log list,
+by its note key: :mod:`trustchain.ct.witness` decides, and a 200's new size and hash
+are committed by compare-and-swap (:class:`~trustchain.storage.witness.WitnessStore`)
+*before* the cosignature leaves, so a witness that dies between the two never cosigns
+two hashes for one size.
+
+:class:`Cosigning` takes each new checkpoint of this node's logs to the witnesses of
+every node of the log list (its own included, called directly), with the consistency
+proof from the size each one last cosigned (learnt from its 409 when unknown), and
+keeps the cosignatures; the log then serves the checkpoint with them at its
+monitoring prefix (``/logs/<log>/checkpoint``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from bootstrap.transport_certs import node_dns_names
+from transport.ct import LogRunner
+from transport.methods import Call, Method, Reply, Service
+from transport.peers import Peers
+from trustchain.ct.federation import FederationLogs
+from trustchain.ct.log import Log
+from trustchain.ct.note import CosignatureV1Signer, NoteError, parse_vkey
+from trustchain.ct.witness import CONFLICT, OK, Outcome, Witness, conflict
+from trustchain.errors import StatusAnswer
+from trustchain.keystore import KeyType
+from trustchain.storage.witness import WitnessStore
+from trustchain.wiring.node import OpenNode, utcnow
+
+log = logging.getLogger("trustchain.witness")
+
+#: The key store purpose of this node's witness cosigning key.
+WITNESS_PURPOSE = "ct-witness"
+#: How often this node looks for new checkpoints of its logs to have cosigned.
+COSIGN_INTERVAL = 0.5
+#: How long a witness may take to answer before its cosignature is sought next round.
+WITNESS_TIMEOUT = 10.0
+
+
+class WitnessNode:
+    def __init__(self, state: FederationLogs, store: WitnessStore,
+                 signer: CosignatureV1Signer, clock: Callable[[], datetime]) -> None:
+        self._state = state
+        self._store = store
+        self.signer = signer
+        self._clock = clock
+
+    def add_checkpoint(self, body: bytes) -> Outcome:
+        """tlog-witness ``add-checkpoint``: the outcome, its state committed if a 200."""
+        logs = {}
+        for origin, known in self._state.by_origin().items():
+            try:
+                logs[origin] = [parse_vkey(known.note_key)]
+            except NoteError:  # checked when committed; never expected here
+                continue
+        witness = Witness(logs, [self.signer])
+        now = int(self._clock().timestamp())
+        outcome = witness.add_checkpoint(body, self._store.get, now)
+        update = outcome.update
+        if outcome.status != OK or update is None:
+            return outcome
+        if not self._store.compare_and_swap(update.origin, update.old_size, update.new_size,
+                                            update.new_hash):
+            # Another request moved this log on meanwhile: answer from what is stored.
+            stored = self._store.get(update.origin)
+            return conflict(stored.size if stored is not None else 0, outcome.checkpoint)
+        return outcome
+
+
+def witness_service(witness: WitnessNode) -> Service:
+    """``witness.add-checkpoint``: public, as tlog-witness is (it cosigns only the logs of
+    the committed log list, by their keys)."""
+
+    def add(call: Call) -> Reply:
+        outcome = witness.add_checkpoint(call.body)
+        if outcome.status != OK:
+            raise StatusAnswer(outcome.status, outcome.body, outcome.content_type)
+        return Reply(outcome.body, outcome.content_type)
+
+    return Service("witness", (Method(add, stoq="add-checkpoint",
+                                      http="POST /witness/add-checkpoint", raw=True,
+                                      max_body=64 * 1024),))
+
+
+class Cosigning:
+    def __init__(self, runner: LogRunner, state: FederationLogs, own: WitnessNode,
+                 node: str, peers: Peers) -> None:
+        self._runner = runner
+        self._state = state
+        self._own = own
+        self._node = node
+        self._peers = peers
+        #: (log, witness node) -> the size that witness last cosigned (as far as known).
+        self._sizes: dict[tuple[str, str], int] = {}
+        #: log -> (the checkpoint being cosigned, witness node -> its cosignature line).
+        self._cosigned: dict[str, tuple[str, dict[str, str]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def checkpoint(self, name: str) -> str:
+        """Log ``name``'s newest checkpoint, with the cosignatures gathered for it so far
+        (freshness first: a monitor reading tiles needs the newest tree; a log at rest has
+        its checkpoint cosigned within a round trip to the witnesses)."""
+        text = self._runner.logs[name].checkpoint()
+        held = self._cosigned.get(name)
+        if held is None or held[0] != text:
+            return text
+        return text + "".join(line for _, line in sorted(held[1].items()))
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except Exception:  # never let one bad round stop witnessing
+                log.exception("cosigning round failed")
+            await asyncio.sleep(COSIGN_INTERVAL)  # a periodic job, not a synchronisation
+
+    async def round(self) -> None:
+        """Each log's current checkpoint to each witness that has not cosigned it yet."""
+        jobs = []
+        for name, target in self._runner.logs.items():
+            if target.tree_size == 0:
+                continue  # an empty log's checkpoint is signed afresh each time: nothing to add
+            text = target.checkpoint()
+            held = self._cosigned.get(name)
+            if held is None or held[0] != text:
+                held = self._cosigned[name] = (text, {})
+            for witness in sorted(self._state.witnesses):
+                if witness not in held[1]:
+                    jobs.append(self._ask(name, target, text, witness, held[1]))
+        if jobs:
+            await asyncio.gather(*jobs)
+
+    async def _ask(self, name: str, target: Log, text: str, witness: str,
+                   into: dict[str, str]) -> None:
+        size = int(text.split("\n", 2)[1])  # the checkpoint's (the log may have moved on)
+        for _ in range(2):  # the second time with the size a 409 named
+            old = min(self._sizes.get((name, witness), 0), size)
+            proof: list[str] = []
+            if 0 < old < size:
+                hashes = target.get_sth_consistency(old, size)["consistency"]
+                assert isinstance(hashes, list)
+                proof = [str(p) for p in hashes]
+            body = (f"old {old}\n" + "".join(f"{p}\n" for p in proof) + "\n" + text).encode()
+            try:
+                status, answer = await asyncio.wait_for(self._send(witness, body),
+                                                        WITNESS_TIMEOUT)
+            except Exception as exc:  # not connected, closing, slow: next round
+                log.debug("witness %s for %s: %s", witness, name, exc)
+                return
+            if status == OK:
+                self._sizes[(name, witness)] = size
+                into[witness] = answer.decode()
+                return
+            if status != CONFLICT:
+                log.warning("witness %s refused %s at size %d (%d): %s", witness, name, size,
+                            status, answer[:200].decode("utf-8", "replace").strip())
+                return
+            try:
+                self._sizes[(name, witness)] = int(answer.decode().strip())
+            except ValueError:
+                return
+
+    async def _send(self, witness: str, body: bytes) -> tuple[int, bytes]:
+        if witness == self._node:
+            outcome = self._own.add_checkpoint(body)
+            return outcome.status, outcome.body
+        answer = await self._peers.request(witness, "witness", "add-checkpoint", body)
+        return answer.status, answer.message
+
+
+def build_witnessing(node: OpenNode, runner: LogRunner, state: FederationLogs,
+                     peers: Peers) -> tuple[WitnessNode, Cosigning]:
+    """This node's witness (its cosigning key named after the node's name in the
+    federation's zone, made on first use) and the cosigning of its logs."""
+    record = node.keystore.active_or_generate(KeyType.ED25519, WITNESS_PURPOSE, utcnow())
+    key = node.keystore.private_key(record.id)
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    name = node_dns_names(node.identity.origin, node.identity.node_id)[1]
+    witness = WitnessNode(state, WitnessStore(node.db), CosignatureV1Signer(name, key), utcnow)
+    return witness, Cosigning(runner, state, witness, node.identity.node_id, peers)
