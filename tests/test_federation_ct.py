@@ -99,7 +99,7 @@ def test_a_certificate_carries_scts_of_two_other_operators_and_is_in_both_logs(
 
 
 def test_every_log_checkpoint_reaches_the_cosignature_quorum(federation: Federation) -> None:
-    """Each non-empty log of the running nodes serves, at its monitoring prefix, its
+    """Each log of the running nodes (empty or not) serves, at its monitoring prefix, its
     checkpoint signed with its note key and cosigned by the witnesses of more than 2/3 of
     the stake (four equal stakes: three), each cosignature checked by a verifier written
     from the C2SP specs alone (tests/c2sp_verifier.py).  (Runs after the test above: one
@@ -127,10 +127,10 @@ def test_every_log_checkpoint_reaches_the_cosignature_quorum(federation: Federat
                 if verify_cosignature(text, vkey) is not None}
 
     def quorum() -> bool:
-        found = [t for t in checkpoints().values() if t.split("\n")[1] != "0"]
-        return len(found) >= 2 and all(len(cosigned(t)) >= 3 for t in found)
+        found = list(checkpoints().values())
+        return len(found) == 6 and all(len(cosigned(t)) >= 3 for t in found)
 
-    wait_for("every non-empty log's checkpoint cosigned by three witnesses", quorum, 30.0)
+    wait_for("every log's checkpoint cosigned by three witnesses", quorum, 30.0)
     for text in checkpoints().values():
         origin = text.split("\n", 1)[0]
         assert verify_note_signature(text, note_keys[origin]), text
@@ -170,3 +170,38 @@ def test_a_witness_answers_over_http_as_tlog_witness_says(federation: Federation
                         f"{text.split(chr(10) + chr(10), 1)[1]}".encode())
     assert status == 404
     assert post(b"not a request")[0] == 400
+
+
+def test_verify_consistency_needs_the_witness_quorum_of_its_policy(
+        federation: Federation, tmp_path: Path) -> None:
+    """``ct verify-consistency`` takes the log's cosigned checkpoint as its tree head: with
+    the default policy (the validators, more than 2/3 of the stake) it passes and says by
+    how many witnesses; with a policy whose quorum is a witness that never cosigned (its
+    key made here) it refuses."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from trustchain.ct.note import CosignatureV1Signer
+
+    node = next(n for n in federation.status()["nodes"]
+                if n["up"] and int(log_list_size(federation, n["name"])) > 0)
+    size = int(log_list_size(federation, node["name"]))
+    ok = run_cli("ct", "verify-consistency", "a", "1", str(size),
+                 *public(federation, node["name"]), env=federation.env)
+    assert ok.returncode == 0, ok.stderr
+    assert "cosigned by 3 witnesses" in ok.stdout or "cosigned by 4 witnesses" in ok.stdout
+    stranger = CosignatureV1Signer("stranger.example", ed25519.Ed25519PrivateKey.generate())
+    policy = tmp_path / "policy.txt"
+    policy.write_text(f"witness w1 {stranger.verifier().vkey()}\nquorum w1\n")
+    refused = run_cli("ct", "verify-consistency", "a", "1", str(size), "--policy", policy,
+                      "--wait", "1", *public(federation, node["name"]), env=federation.env)
+    assert refused.returncode == 1 and "lacks the witness quorum" in refused.stderr, \
+        refused.stderr
+
+
+def log_list_size(federation: Federation, name: str) -> str:
+    """The size of log ``a`` of node ``name`` (its checkpoint's second line)."""
+    import urllib.request
+
+    http = next(n for n in federation.status()["nodes"] if n["name"] == name)["addresses"]["http"]
+    with urllib.request.urlopen(f"http://{http}/logs/a/checkpoint", timeout=10) as answer:
+        return answer.read().decode().split("\n")[1]

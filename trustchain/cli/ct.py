@@ -37,13 +37,26 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "prefix) instead of asking a node; needs --log-key")
     p.add_argument("--log-key", metavar="BASE64",
                    help="the log's public key (SubjectPublicKeyInfo, base64, as in log lists)")
+    _policy_option(p)
     _node_options(p, server_required=False)
     p = add_command(sub, "verify-consistency", "prove tree FIRST is a prefix of tree SECOND",
                     cmd_ct_verify_consistency)
     p.add_argument("log", metavar="LOG")
     p.add_argument("first", metavar="FIRST", type=int)
     p.add_argument("second", metavar="SECOND", type=int)
+    _policy_option(p)
     _node_options(p)
+
+
+def _policy_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policy", metavar="FILE",
+        help="C2SP tlog-policy: the witnesses whose cosignatures the log's checkpoint must "
+             "carry (default: the federation's validators, more than 2/3 of the stake, as "
+             "the node reports them)")
+    parser.add_argument("--wait", type=float, default=QUORUM_WAIT, metavar="SECONDS",
+                        help="how long to wait for a checkpoint with the witness quorum "
+                             f"(default {QUORUM_WAIT:g})")
 
 
 def _node_options(parser: argparse.ArgumentParser, server_required: bool = True) -> None:
@@ -57,6 +70,58 @@ def _session(args: argparse.Namespace, work: Callable[[CtCall], Awaitable[T]]) -
     host, port = parse_server(args.server)
     root, origin = trust_anchor(args.genesis, args.pin, args.data_dir)
     return ct_session(Node(host, port, root, args.server_name or origin), work)
+
+
+#: How long a command waits for a checkpoint that carries the witness quorum (a log that
+#: just took an entry has its new checkpoint cosigned within a second or two).
+QUORUM_WAIT = 15.0
+
+
+async def _witnessed_head(call: CtCall, log: str, policy_file: str | None,
+                          wait: float = QUORUM_WAIT) -> tuple[TreeHead, set[str]]:
+    """The log's checkpoint as a tree head, its RFC 6962 signature checked with the key of
+    the node's log list, and the witnesses whose cosignatures on it meet the policy's
+    quorum (waited for up to ``wait`` seconds).
+
+    :raises MonitorError: no checkpoint with the quorum by then.
+    """
+    import asyncio
+    import time
+
+    from trustchain.ct import monitor, tiles
+    from trustchain.ct.policy import PolicyError, parse_policy
+    from trustchain.ct.structs import log_id
+
+    key = monitor.log_key(await call("logs", {}), log)
+    if policy_file is not None:
+        try:
+            policy = parse_policy(Path(policy_file).read_bytes())
+        except OSError as exc:
+            raise LocalError(f"cannot read {policy_file}: {exc.strerror}") from None
+        except PolicyError as exc:
+            raise LocalError(f"{policy_file}: {exc}") from None
+    else:
+        try:
+            policy = parse_policy((await call("witness-policy", {}))["policy"])
+        except PolicyError as exc:
+            raise RemoteError(f"the node's witness policy: {exc}") from None
+    deadline, told = time.monotonic() + wait, False
+    while True:
+        text = (await call("checkpoint", {"log": log}))["checkpoint"]
+        origin = text.split("\n", 1)[0]
+        try:
+            head = tiles.verify_checkpoint(text, origin, log_id(key), key)
+        except tiles.TileError as exc:
+            raise monitor.MonitorError(f"checkpoint of log {log}: {exc}") from None
+        try:
+            return head, monitor.require_quorum(text, policy)
+        except monitor.MonitorError:
+            if time.monotonic() > deadline:
+                raise
+            if not told and sys.stderr.isatty():
+                print("waiting for the witnesses' cosignatures ...", file=sys.stderr)
+                told = True
+            await asyncio.sleep(0.5)  # polling the log with a bound
 
 
 async def _signed_head(call: CtCall, log: str) -> tuple[TreeHead, Any]:
@@ -92,7 +157,7 @@ def cmd_ct_verify_consistency(args: argparse.Namespace) -> int:
     first, second = args.first, args.second
 
     async def consistency(call: CtCall) -> str:
-        head, _ = await _signed_head(call, args.log)
+        head, witnesses = await _witnessed_head(call, args.log, args.policy, args.wait)
         if not 0 <= first <= second <= head.size:
             raise LocalError(f"need 0 <= FIRST <= SECOND <= {head.size}")
         hashes: list[bytes] = []
@@ -102,7 +167,9 @@ def cmd_ct_verify_consistency(args: argparse.Namespace) -> int:
         proof = await call("get-sth-consistency", {"log": args.log, "first": first,
                                                    "second": second})
         monitor.verify_consistency(first, second, head, hashes, proof)
-        return f"OK: tree {first} is a prefix of tree {second} in log {args.log}"
+        return (f"OK: tree {first} is a prefix of tree {second} in log {args.log}; its "
+                f"checkpoint of {head.size} is cosigned by {len(witnesses)} witnesses "
+                "(the policy's quorum)")
 
     print(_session(args, consistency))
     return 0
@@ -115,9 +182,13 @@ def cmd_ct_verify_inclusion(args: argparse.Namespace) -> int:
     if args.tiles is not None:
         if args.log_key is None:
             raise LocalError("--tiles needs --log-key (the log's key from a log list)")
+        if args.policy is not None:
+            raise LocalError("--policy needs --server: the static checkpoint file carries "
+                             "the log's signatures only, not the witnesses'")
         print(_inclusion_by_tiles(args.tiles, args.log_key, der, issuer))
         return 0
-    print(_session(args, lambda call: _inclusion(call, args.log, der, issuer)))
+    print(_session(args, lambda call: _inclusion(call, args.log, der, issuer, args.policy,
+                                                 args.wait)))
     return 0
 
 
@@ -141,11 +212,13 @@ def _certificate(path: str) -> tuple[bytes, bytes | None]:
     return ders[0], ders[1] if len(ders) > 1 else None
 
 
-async def _inclusion(call: CtCall, log: str, der: bytes, issuer: bytes | None) -> str:
-    """Page through the log's entries up to its signed head for ``der``, then prove it."""
+async def _inclusion(call: CtCall, log: str, der: bytes, issuer: bytes | None,
+                     policy: str | None, wait: float) -> str:
+    """Page through the log's entries up to its witnessed checkpoint for ``der``, then
+    prove it."""
     from trustchain.ct import monitor
 
-    head, _ = await _signed_head(call, log)
+    head, witnesses = await _witnessed_head(call, log, policy, wait)
     start = 0
     while start < head.size:
         page = await call("get-entries", {"log": log, "start": start, "end": head.size - 1})
@@ -155,7 +228,8 @@ async def _inclusion(call: CtCall, log: str, der: bytes, issuer: bytes | None) -
                 "log": log, "hash": base64.b64encode(found.leaf_hash).decode(),
                 "tree_size": head.size})
             monitor.verify_inclusion(found, proof, head)
-            return f"OK: entry {found.index} of log {log}, included in its signed tree of {head.size}"
+            return (f"OK: entry {found.index} of log {log}, included in its signed tree of "
+                    f"{head.size} (cosigned by {len(witnesses)} witnesses: the policy's quorum)")
         start += len(page["entries"])
     raise RemoteError(f"the certificate is not in log {log}")
 

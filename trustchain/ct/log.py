@@ -307,6 +307,7 @@ class Log:
         self.name = name
         #: Also signs checkpoints (Ed25519, signed-note), for witnesses.
         self.note_signer = note_signer
+        self._empty: TreeHead | None = None
         #: Which notAfter dates this log (shard) accepts.
         self.expiry = expiry
         #: The checkpoint origin line (static-ct-api: the submission prefix
@@ -409,7 +410,7 @@ class Log:
     # --- reads (RFC 6962 section 4) --------------------------------------------
 
     def get_sth(self) -> dict[str, object]:
-        head = self._head or TreeHead(0, 0, EMPTY_ROOT).sign(self._key)
+        head = self._head or self._empty_head()
         return {"tree_size": head.size, "timestamp": head.timestamp,
                 "sha256_root_hash": _b64(head.root),
                 "tree_head_signature": _b64(head.digitally_signed())}
@@ -454,8 +455,15 @@ class Log:
 
     # --- static-ct-api reads (c2sp.org/static-ct-api) ---------------------------
 
+    def _empty_head(self) -> TreeHead:
+        """The empty tree's head, signed once (ECDSA signatures differ each time: a
+        checkpoint re-signed at every read could never be cosigned)."""
+        if self._empty is None:
+            self._empty = TreeHead(0, 0, EMPTY_ROOT).sign(self._key)
+        return self._empty
+
     def checkpoint(self) -> str:
-        head = self._head or TreeHead(0, 0, EMPTY_ROOT).sign(self._key)
+        head = self._head or self._empty_head()
         signer = self.note_signer
         return tiles.checkpoint(self.origin, head, self.log_id, None if signer is None
                                 else lambda body: signer.sign(body).line())

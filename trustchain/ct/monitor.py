@@ -25,6 +25,15 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from trustchain.ct import merkle, tiles
+from trustchain.ct.note import (
+    CosignatureV1Verifier,
+    NoteError,
+    parse_checkpoint,
+    parse_note,
+    parse_vkey,
+    verify_cosignature,
+)
+from trustchain.ct.policy import Policy
 from trustchain.ct.precert import PrecertError, without_extension
 from trustchain.ct.structs import DecodeError, Entry, EntryType, TreeHead, log_id
 from trustchain.ct.tree import MerkleTree
@@ -200,3 +209,40 @@ def verify_tiles(fetch: Callable[[str], bytes], key: ec.EllipticCurvePublicKey,
     if found is None:
         raise MonitorError(f"the certificate is not in the log at {origin}")
     return TilesInclusion(origin, found, head.size)
+
+
+# --- witnesses (c2sp.org/tlog-cosignature, c2sp.org/tlog-policy) ----------------------
+
+
+def cosigners(text: str, policy: Policy) -> set[str]:
+    """The policy's witnesses whose cosignature/v1 lines on the checkpoint note ``text``
+    verify (a line from a key the policy does not name is ignored, as signed-note says)."""
+    try:
+        note = parse_note(text)
+        checkpoint = parse_checkpoint(note.text)
+    except NoteError as exc:
+        raise MonitorError(f"the checkpoint is not a signed note: {exc}") from None
+    found = set()
+    for signature in note.signatures:
+        for witness in policy.witnesses_for(signature.name,
+                                            int.from_bytes(signature.key_id, "big")):
+            try:
+                verifier = parse_vkey(witness.vkey.text)
+                if isinstance(verifier, CosignatureV1Verifier):
+                    verify_cosignature(verifier, checkpoint, signature)
+                    found.add(witness.name)
+            except NoteError:
+                continue  # a bad line does not count; the others may still make the quorum
+    return found
+
+
+def require_quorum(text: str, policy: Policy) -> set[str]:
+    """The cosigners of checkpoint ``text``; :raises MonitorError: unless they satisfy the
+    policy's quorum."""
+    found = cosigners(text, policy)
+    if not policy.quorum_satisfied(found):
+        origin, size = (text.split("\n") + ["", ""])[:2]
+        raise MonitorError(f"the checkpoint of {origin} at size {size} lacks the witness "
+                           f"quorum of the policy (cosigned by {len(found)}: "
+                           f"{', '.join(sorted(found)) or 'none'})")
+    return found

@@ -53,6 +53,8 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("ct", "get-entries"): Access.PUBLIC,
     ("ct", "get-entry-and-proof"): Access.PUBLIC,
     ("ct", "get-roots"): Access.PUBLIC,
+    ("ct", "checkpoint"): Access.PUBLIC,
+    ("ct", "witness-policy"): Access.PUBLIC,
     # tlog-witness add-checkpoint: public as over HTTP; it cosigns only the committed
     # log list's logs, by their note keys (trustchain/wiring/witness.py).
     ("witness", "add-checkpoint"): Access.PUBLIC,

@@ -21,6 +21,7 @@ from transport.ct import LogRunner
 from transport.methods import Call, Method, Reply, Service
 from trustchain.ct.log import MAX_CERT_BYTES, MAX_CHAIN, ExpiryRange, Log
 from trustchain.ct.note import Ed25519Signer
+from trustchain.ct.policy import PolicyError
 from trustchain.errors import ConfigError, NotFound
 from trustchain.keystore import KeyType
 from trustchain.storage.ct import SqliteLogStore
@@ -113,10 +114,11 @@ def ct_tiles_root(node: OpenNode) -> Path:
 
 def ct_service(runner: LogRunner,
                log_list: Callable[[str], dict[str, object]] | None = None,
-               checkpoint_of: Callable[[str], str] | None = None) -> Service:
+               checkpoint_of: Callable[[str], str] | None = None,
+               witness_policy: Callable[[], str] | None = None) -> Service:
     """Every CT method of the node's logs; ``log_list`` (the federation's) answers
     ``GET /logs`` and ``ct.logs``, ``checkpoint_of`` a log's checkpoint (with its
-    witnesses' cosignatures), if given."""
+    witnesses' cosignatures), ``witness_policy`` the federation's tlog-policy, if given."""
 
     def log_of(args: _Args) -> Log:
         found = runner.logs.get(args.log)
@@ -145,6 +147,19 @@ def ct_service(runner: LogRunner,
         text = checkpoint_of(target.name) if checkpoint_of else target.checkpoint()
         return Reply(text.encode(), "text/plain; charset=utf-8",
                      {"cache-control": "no-cache, max-age=0"})
+
+    def checkpoint_json(call: Call) -> dict[str, object]:
+        target = log_of(call.parse(_Args))
+        return {"checkpoint": checkpoint_of(target.name) if checkpoint_of
+                else target.checkpoint()}
+
+    def policy(call: Call) -> dict[str, object]:
+        if witness_policy is None:
+            raise NotFound("this node knows no witness policy")
+        try:
+            return {"policy": witness_policy()}
+        except PolicyError as exc:  # stakes tlog-policy cannot express (see policy.py)
+            raise NotFound(f"the federation's stakes make no tlog-policy: {exc}") from None
 
     def tile(call: Call) -> Reply:
         data = log_of(call.parse(_Args)).tile(str(call.args["path"]))
@@ -178,6 +193,8 @@ def ct_service(runner: LogRunner,
                http=f"GET {base}get-roots"),
         # The static-ct-api monitoring prefix: the same as the submission prefix.
         Method(checkpoint, http="GET /logs/{log}/checkpoint"),
+        Method(checkpoint_json, stoq="checkpoint"),
+        Method(policy, stoq="witness-policy", http="GET /witness/policy"),
         Method(tile, http="GET /logs/{log}/tile/{path:path}"),
         Method(issuer, http="GET /logs/{log}/issuer/{fingerprint}"),
     ))

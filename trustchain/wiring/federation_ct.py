@@ -20,6 +20,7 @@ from trustchain.ca.steps import CtLog
 from trustchain.consensus.operations import OperationKind
 from trustchain.ct.federation import FederatedLog, FederationLogs, announcement
 from trustchain.ct.log import BadSubmission
+from trustchain.ct.policy import stake_policy
 from trustchain.ct.structs import SCT, DecodeError
 from trustchain.wiring.federation import NodeOperations
 
@@ -66,6 +67,14 @@ class FederationCtNode:
         if not self.state.logs:
             return self._runner.log_list(base_url)
         return self.state.log_list(first=self._operations.node)
+
+    def witness_policy(self) -> str:
+        """The federation's witness policy as C2SP tlog-policy text: its logs' note keys,
+        and a quorum of witnesses holding more than 2/3 of the validators' stake."""
+        stakes = {node: v.stake for node, v in self._operations.runner.ledger.validators.items()}
+        witnesses = [(node, vkey, stakes.get(node, 0))
+                     for node, vkey in sorted(self.state.witnesses.items())]
+        return stake_policy(witnesses, [log.note_key for log in self.state.usable()])
 
     async def submit(self, operator: str, name: str, chain: list[str]) -> bytes:
         """The SCT of ``operator``'s log ``name`` for a precertificate chain (base64 DER).

@@ -162,7 +162,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     admissions = Admissions(consensus, federation.endorsements, enrolment)
     services = [*base_services(node, dns_handler, enrolment),
                 zone_service(dns_service, zones_here),
-                ct_service(ct, logs_here.log_list, cosigning.checkpoint),
+                ct_service(ct, logs_here.log_list, cosigning.checkpoint,
+                           logs_here.witness_policy),
                 witness_service(witness_here), ca_service(ca, ca_here),
                 intermediate_service(authority, utcnow),
                 consensus_service(consensus, federation.endorsements, lambda: {

@@ -139,8 +139,6 @@ class Cosigning:
         """Each log's current checkpoint to each witness that has not cosigned it yet."""
         jobs = []
         for name, target in self._runner.logs.items():
-            if target.tree_size == 0:
-                continue  # an empty log's checkpoint is signed afresh each time: nothing to add
             text = target.checkpoint()
             held = self._cosigned.get(name)
             if held is None or held[0] != text:
