@@ -135,6 +135,17 @@ def test_every_log_checkpoint_reaches_the_cosignature_quorum(federation: Federat
         origin = text.split("\n", 1)[0]
         assert verify_note_signature(text, note_keys[origin]), text
 
+    # ... and made final through the consensus: every node holds the same final sizes
+    sizes = {t.split("\n")[0]: int(t.split("\n")[1]) for t in checkpoints().values()}
+    busy = {origin: size for origin, size in sizes.items() if size > 0}
+
+    def final(name: str) -> dict[str, int]:
+        return {o: f["size"] for o, f in
+                federation.consensus_status(name)["final_checkpoints"].items()}
+
+    wait_for("the cosigned checkpoints are final at every running node", lambda: all(
+        all(final(n["name"]).get(o) == size for o, size in busy.items()) for n in live), 30.0)
+
 
 def test_a_witness_answers_over_http_as_tlog_witness_says(federation: Federation) -> None:
     """The node's witness over HTTP (``POST /witness/add-checkpoint``): a stale ``old``

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,9 +24,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from trustchain.ct.log import ExpiryRange
-from trustchain.ct.note import CosignatureV1Verifier, Ed25519Verifier, NoteError, parse_vkey
+from trustchain.ct.merkle import ProofError, verify_consistency
+from trustchain.ct.note import (
+    CosignatureV1Verifier,
+    Ed25519Verifier,
+    NoteError,
+    parse_checkpoint,
+    parse_note,
+    parse_vkey,
+    verify_cosignature,
+    verify_note,
+)
 
 MAX_LOGS = 16
+MAX_CHECKPOINT = 16 * 1024
 MAX_URL = 256
 #: A log's name in its operator's URLs (``/logs/<name>/``).
 LOG_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -84,14 +95,25 @@ class FederationLogs:
     untrusted: dict[str, str] = field(default_factory=dict)
     #: operator -> its witness's cosigning key (a cosignature/v1 vkey).
     witnesses: dict[str, str] = field(default_factory=dict)
+    #: origin -> (size, root hash, height): the newest checkpoint made final (cosigned by
+    #: witnesses of more than 2/3 of the stake, consistent with the one before).
+    final: dict[str, tuple[int, bytes, int]] = field(default_factory=dict)
+    #: The validators' stakes as of the block being checked (set by the node's wiring:
+    #: the ledger's, so every node weighs a checkpoint's witnesses alike).
+    stakes: Callable[[], Mapping[str, int]] = field(default=dict, compare=False, repr=False)
 
     def check(self, kind: str, requester: str, body: Mapping[str, Any]) -> None:
         """:raises LogsRefused: naming why."""
         if kind == "node-logs":
             self._logs_of(requester, body)
+        elif kind == "ct-checkpoint":
+            self._final_of(body)
 
     def apply(self, kind: str, requester: str, body: Mapping[str, Any], height: int) -> None:
-        if kind == "node-logs":
+        if kind == "ct-checkpoint":
+            origin, size, root = self._final_of(body)
+            self.final[origin] = (size, root, height)
+        elif kind == "node-logs":
             self.logs[requester] = self._logs_of(requester, body)
             self.witnesses[requester] = body["witness"]
 
@@ -104,6 +126,70 @@ class FederationLogs:
     def by_origin(self) -> dict[str, FederatedLog]:
         """Every usable log by its checkpoint origin (what a witness knows them by)."""
         return {log.origin: log for log in self.usable()}
+
+    def quorum(self, witnesses: set[str]) -> bool:
+        """Whether ``witnesses`` hold more than 2/3 of the validators' stake."""
+        stakes = self.stakes()
+        total = sum(stakes.values())
+        return total > 0 and 3 * sum(stakes.get(w, 0) for w in witnesses) > 2 * total
+
+    def cosigned_by(self, text: str) -> set[str]:
+        """The nodes whose committed witness keys cosigned the checkpoint note ``text``."""
+        try:
+            note = parse_note(text)
+            checkpoint = parse_checkpoint(note.text)
+        except NoteError:
+            return set()
+        found = set()
+        for node, vkey in self.witnesses.items():
+            verifier = parse_vkey(vkey)
+            for signature in note.signatures:
+                if signature.name == verifier.name and signature.key_id == verifier.key_id:
+                    try:
+                        assert isinstance(verifier, CosignatureV1Verifier)
+                        verify_cosignature(verifier, checkpoint, signature)
+                        found.add(node)
+                    except NoteError:
+                        continue
+        return found
+
+    def _final_of(self, body: Mapping[str, Any]) -> tuple[str, int, bytes]:
+        """A ``ct-checkpoint``: the log's checkpoint (signed with its note key, cosigned by
+        witnesses of more than 2/3 of the stake) and the consistency proof from the last
+        final one of that log."""
+        if set(body) - {"nonce"} != {"log", "checkpoint", "proof"} \
+                or not isinstance(body["checkpoint"], str) \
+                or len(body["checkpoint"]) > MAX_CHECKPOINT or not isinstance(body["proof"], list) \
+                or len(body["proof"]) > 63:
+            raise LogsRefused("ct-checkpoint: log, checkpoint (a signed note) and proof")
+        log = self.by_origin().get(body["log"])
+        if log is None:
+            raise LogsRefused(f"ct-checkpoint: no usable log {str(body['log'])[:100]!r}")
+        try:
+            note = parse_note(body["checkpoint"])
+            verify_note(note, [parse_vkey(log.note_key)])
+            checkpoint = parse_checkpoint(note.text)
+            proof = [base64.b64decode(p, validate=True) for p in body["proof"]]
+        except (NoteError, TypeError, ValueError) as exc:
+            raise LogsRefused(f"ct-checkpoint: not a checkpoint of that log: {exc}") from None
+        if checkpoint.origin != log.origin:
+            raise LogsRefused("ct-checkpoint: the checkpoint names another log")
+        witnesses = self.cosigned_by(body["checkpoint"])
+        if not self.quorum(witnesses):
+            raise LogsRefused(f"ct-checkpoint: cosigned by {len(witnesses)} witnesses, not "
+                              "more than 2/3 of the stake")
+        prior = self.final.get(log.origin)
+        if prior is not None:
+            size, root, _ = prior
+            if checkpoint.size <= size:
+                raise LogsRefused(f"ct-checkpoint: size {checkpoint.size} is not beyond the "
+                                  f"final {size}")
+            try:
+                verify_consistency(size, checkpoint.size, proof, root, checkpoint.root_hash)
+            except ProofError as exc:
+                raise LogsRefused(f"ct-checkpoint: not consistent with the final checkpoint "
+                                  f"of {size}: {exc}") from None
+        return log.origin, checkpoint.size, checkpoint.root_hash
 
     def usable(self) -> list[FederatedLog]:
         return [log for operator in sorted(self.logs) for log in self.logs[operator].values()

@@ -36,6 +36,7 @@ from transport.methods import Call, Method, Service
 from trustchain.ca.federation import CaRefused, FederationCa
 from trustchain.consensus.evidence import evidence_from_body
 from trustchain.consensus.operations import (
+    POLICY,
     Entry,
     NodePart,
     Operation,
@@ -83,8 +84,8 @@ class FederationApplication:
     _ZONES = frozenset({OperationKind.NODE_DNS, OperationKind.ZONE_CHANGE,
                         OperationKind.DNSKEY_SIGNATURES, OperationKind.NODE_LEAVE})
     _CA = frozenset({OperationKind.CA_INTERMEDIATE, OperationKind.CA_REVOCATION})
-    kinds = _ZONES | _CA | {OperationKind.NETWORK_REGISTRATION, OperationKind.EVIDENCE,
-                            OperationKind.NODE_LOGS}
+    _LOGS = frozenset({OperationKind.NODE_LOGS, OperationKind.CT_CHECKPOINT})
+    kinds = _ZONES | _CA | _LOGS | {OperationKind.NETWORK_REGISTRATION, OperationKind.EVIDENCE}
 
     def __init__(self, zones: FederationZones, ca: FederationCa, logs: FederationLogs) -> None:
         self.zones = zones
@@ -98,7 +99,7 @@ class FederationApplication:
                 self.zones.check(kind.value, requester, body)
             elif kind in self._CA:
                 self.ca.check(kind.value, requester, body)
-            elif kind is OperationKind.NODE_LOGS:
+            elif kind in self._LOGS:
                 self.logs.check(kind.value, requester, body)
         except (FederationRefused, CaRefused, LogsRefused) as exc:
             raise ProofError(str(exc)) from None
@@ -110,7 +111,7 @@ class FederationApplication:
             self.zones.remove_node(offender, height)
             self.logs.remove_operator(offender)
             return
-        if kind is OperationKind.NODE_LOGS:
+        if kind in self._LOGS:
             try:
                 self.logs.apply(kind.value, requester, body, height)
             except LogsRefused:  # checked against the state before its block
@@ -169,10 +170,12 @@ class NodeOperations:
 
     def entry(self, kind: OperationKind, body: dict[str, Any]) -> Entry:
         """One of this node's operations, signed with its consensus key as of the last
-        committed block."""
+        committed block (unless its kind takes no proofs: it proves itself)."""
         ledger = self.runner.ledger
         body = {**body, "nonce": secrets.token_hex(8)}  # the same change twice is no replay
         operation = Operation(kind=kind, requester=self.node, body=body)
+        if not POLICY[kind]:
+            return Entry(operation=operation, proofs=ProofBundle())
         block = ledger.hashes[ledger.height]
         signature = self._key.sign(node_operation_message(self._chain, block, operation.digest))
         return Entry(operation=operation, proofs=ProofBundle(

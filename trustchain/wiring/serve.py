@@ -138,7 +138,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     zones_here = FederationDns(federation_zones, dns_service, operations, zsk=zsk, ksk=ksk,
                                addresses=config.advertised(), founders=founders, clock=utcnow)
     ca_here = FederationCaNode(federation_ca, authority, operations, peers, clock=utcnow)
-    witness_here, cosigning = build_witnessing(node, ct, federation_logs, peers)
+    federation_logs.stakes = lambda: {n: v.stake for n, v in consensus.ledger.validators.items()}
+    witness_here, cosigning = build_witnessing(node, ct, federation_logs, peers, operations)
     logs_here = FederationCtNode(federation_logs, ct, operations, peers,
                                  {name: log_prefix(node, name) for name in ct.logs},
                                  mmd=1,  # sequenced every 0.2 s: within a second
@@ -172,6 +173,9 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                     "intermediates": {n: sorted(nodes) for n, nodes
                                       in sorted(federation_ca.intermediates.items())},
                     "witnesses": dict(sorted(federation_logs.witnesses.items())),
+                    "final_checkpoints": {origin: {"size": size, "height": height}
+                                          for origin, (size, _, height)
+                                          in sorted(federation_logs.final.items())},
                     "log_note_keys": {origin: lg.note_key for origin, lg
                                       in sorted(federation_logs.by_origin().items())}}),
                 registry_service(registry, consensus), *admission_services(admissions),

@@ -28,6 +28,7 @@ from bootstrap.transport_certs import node_dns_names
 from transport.ct import LogRunner
 from transport.methods import Call, Method, Reply, Service
 from transport.peers import Peers
+from trustchain.consensus.operations import OperationKind
 from trustchain.ct.federation import FederationLogs
 from trustchain.ct.log import Log
 from trustchain.ct.note import CosignatureV1Signer, NoteError, parse_vkey
@@ -35,6 +36,7 @@ from trustchain.ct.witness import CONFLICT, OK, Outcome, Witness, conflict
 from trustchain.errors import StatusAnswer
 from trustchain.keystore import KeyType
 from trustchain.storage.witness import WitnessStore
+from trustchain.wiring.federation import NodeOperations
 from trustchain.wiring.node import OpenNode, utcnow
 
 log = logging.getLogger("trustchain.witness")
@@ -43,6 +45,8 @@ log = logging.getLogger("trustchain.witness")
 WITNESS_PURPOSE = "ct-witness"
 #: How often this node looks for new checkpoints of its logs to have cosigned.
 COSIGN_INTERVAL = 0.5
+#: A log's checkpoint is made final through the consensus at most this often.
+FINAL_INTERVAL = 5.0
 #: How long a witness may take to answer before its cosignature is sought next round.
 WITNESS_TIMEOUT = 10.0
 
@@ -94,12 +98,15 @@ def witness_service(witness: WitnessNode) -> Service:
 
 class Cosigning:
     def __init__(self, runner: LogRunner, state: FederationLogs, own: WitnessNode,
-                 node: str, peers: Peers) -> None:
+                 node: str, peers: Peers, operations: NodeOperations) -> None:
         self._runner = runner
         self._state = state
         self._own = own
         self._node = node
         self._peers = peers
+        self._operations = operations
+        #: log -> when this node last asked for one of its checkpoints to be made final.
+        self._finalised: dict[str, float] = {}
         #: (log, witness node) -> the size that witness last cosigned (as far as known).
         self._sizes: dict[tuple[str, str], int] = {}
         #: log -> (the checkpoint being cosigned, witness node -> its cosignature line).
@@ -148,6 +155,33 @@ class Cosigning:
                     jobs.append(self._ask(name, target, text, witness, held[1]))
         if jobs:
             await asyncio.gather(*jobs)
+        for name, target in self._runner.logs.items():
+            self._finalise(name, target)
+
+    def _finalise(self, name: str, target: Log) -> None:
+        """Make the log's checkpoint final through the consensus (``ct-checkpoint``) once
+        witnesses of more than 2/3 of the stake cosigned it, at most every
+        :data:`FINAL_INTERVAL` seconds a log."""
+        held = self._cosigned.get(name)
+        if held is None or held[0] != target.checkpoint() or \
+                not self._state.quorum(set(held[1])):
+            return
+        text = self.checkpoint(name)
+        size = int(held[0].split("\n", 2)[1])
+        final = self._state.final.get(target.origin)
+        now = asyncio.get_running_loop().time()
+        if (final is not None and final[0] >= size) or \
+                now - self._finalised.get(name, -FINAL_INTERVAL) < FINAL_INTERVAL:
+            return
+        proof: list[str] = []
+        if final is not None and 0 < final[0] < size:
+            hashes = target.get_sth_consistency(final[0], size)["consistency"]
+            assert isinstance(hashes, list)
+            proof = [str(p) for p in hashes]
+        self._finalised[name] = now
+        self._operations.send(OperationKind.CT_CHECKPOINT,
+                              {"log": target.origin, "checkpoint": text, "proof": proof},
+                              what=str(size), subject=target.origin)
 
     async def _ask(self, name: str, target: Log, text: str, witness: str,
                    into: dict[str, str]) -> None:
@@ -171,8 +205,9 @@ class Cosigning:
                 into[witness] = answer.decode()
                 return
             if status != CONFLICT:
-                log.warning("witness %s refused %s at size %d (%d): %s", witness, name, size,
-                            status, answer[:200].decode("utf-8", "replace").strip())
+                log.log(logging.INFO if status == 404 else logging.WARNING,  # 404: not yet
+                        "witness %s refused %s at size %d (%d): %s", witness, name, size,
+                        status, answer[:200].decode("utf-8", "replace").strip())
                 return
             try:
                 self._sizes[(name, witness)] = int(answer.decode().strip())
@@ -188,7 +223,7 @@ class Cosigning:
 
 
 def build_witnessing(node: OpenNode, runner: LogRunner, state: FederationLogs,
-                     peers: Peers) -> tuple[WitnessNode, Cosigning]:
+                     peers: Peers, operations: NodeOperations) -> tuple[WitnessNode, Cosigning]:
     """This node's witness (its cosigning key named after the node's name in the
     federation's zone, made on first use) and the cosigning of its logs."""
     record = node.keystore.active_or_generate(KeyType.ED25519, WITNESS_PURPOSE, utcnow())
@@ -196,4 +231,5 @@ def build_witnessing(node: OpenNode, runner: LogRunner, state: FederationLogs,
     assert isinstance(key, ed25519.Ed25519PrivateKey)
     name = node_dns_names(node.identity.origin, node.identity.node_id)[1]
     witness = WitnessNode(state, WitnessStore(node.db), CosignatureV1Signer(name, key), utcnow)
-    return witness, Cosigning(runner, state, witness, node.identity.node_id, peers)
+    return witness, Cosigning(runner, state, witness, node.identity.node_id, peers,
+                              operations)

@@ -105,3 +105,53 @@ def test_announcements_the_federation_refuses() -> None:
             "l0"].note_key}], "witness": w})
     with pytest.raises(LogsRefused, match="cosignature/v1"):  # a note key, not a witness's
         state.check("node-logs", "n4", {"logs": [good], "witness": good["note_key"]})
+
+
+def test_a_checkpoint_is_final_with_witnesses_of_more_than_two_thirds_of_the_stake() -> None:
+    """``ct-checkpoint``: the log's note signature, cosignatures of witnesses holding more
+    than 2/3 of the stake, and consistency with the last final checkpoint of that log."""
+    from trustchain.ct.merkle import EMPTY_ROOT
+    from trustchain.ct.note import Checkpoint, sign_note
+    from trustchain.ct.tree import MerkleTree
+
+    state = FederationLogs()
+    origin = "n1.nodes.fed.example:8443/logs/l0"
+    note_key = Ed25519Signer(origin, ed25519.Ed25519PrivateKey.generate())
+    cosigners = {n: CosignatureV1Signer(f"{n}.nodes.fed.example",
+                                        ed25519.Ed25519PrivateKey.generate())
+                 for n in ("n1", "n2", "n3", "n4")}
+    log = FederatedLog("n1", "l0", spki(ec.generate_private_key(ec.SECP256R1())),
+                       f"https://{origin}/", 1, ExpiryRange(), note_key.verifier().vkey())
+    for node, signer in cosigners.items():
+        mine = [log] if node == "n1" else logs_of(node, ExpiryRange())
+        state.apply("node-logs", node, announcement(mine, signer.verifier().vkey()), 1)
+    state.stakes = lambda: dict.fromkeys(cosigners, 100)
+    tree = MerkleTree()
+    for i in range(5):
+        tree.append(bytes([i]) * 32)
+
+    def checkpoint(size: int, by: list[str], root: bytes | None = None) -> str:
+        point = Checkpoint(origin, size, root or tree.root(size))
+        text = sign_note(point.text(), [note_key])
+        return text + "".join(cosigners[n].cosign(point, 1_800_000_000).line() for n in by)
+
+    def body(text: str, proof: list[bytes] = ()) -> dict[str, object]:  # type: ignore[assignment]
+        return {"log": origin, "checkpoint": text,
+                "proof": [base64.b64encode(p).decode() for p in proof]}
+
+    with pytest.raises(LogsRefused, match="cosigned by 2 witnesses"):
+        state.check("ct-checkpoint", "n1", body(checkpoint(3, ["n1", "n2"])))
+    state.check("ct-checkpoint", "n1", body(checkpoint(3, ["n1", "n2", "n4"])))
+    state.apply("ct-checkpoint", "n1", body(checkpoint(3, ["n1", "n2", "n4"])), 7)
+    assert state.final[origin][:2] == (3, tree.root(3)) and state.final[origin][2] == 7
+    with pytest.raises(LogsRefused, match="not beyond"):
+        state.check("ct-checkpoint", "n1", body(checkpoint(3, list(cosigners))))
+    forked = checkpoint(5, list(cosigners), root=EMPTY_ROOT)
+    with pytest.raises(LogsRefused, match="not consistent"):
+        state.check("ct-checkpoint", "n1", body(forked, tree.consistency_proof(3, 5)))
+    state.check("ct-checkpoint", "n1", body(checkpoint(5, ["n2", "n3", "n4"]),
+                                            tree.consistency_proof(3, 5)))
+    unsigned = checkpoint(5, list(cosigners)).replace(note_key.sign(
+        Checkpoint(origin, 5, tree.root(5)).text()).line(), "")
+    with pytest.raises(LogsRefused, match="not a checkpoint of that log"):
+        state.check("ct-checkpoint", "n1", body(unsigned, tree.consistency_proof(3, 5)))
