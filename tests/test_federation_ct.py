@@ -216,3 +216,56 @@ def log_list_size(federation: Federation, name: str) -> str:
     http = next(n for n in federation.status()["nodes"] if n["name"] == name)["addresses"]["http"]
     with urllib.request.urlopen(f"http://{http}/logs/a/checkpoint", timeout=10) as answer:
         return answer.read().decode().split("\n")[1]
+
+
+def test_a_log_that_signs_a_split_view_is_untrusted_everywhere(
+        federation: Federation, tmp_path: Path) -> None:
+    """The fault is injected from outside the node: the test takes one node's log note key
+    from that node's key store and signs a second checkpoint of the size the witnesses
+    cosigned, with another root, and shows it to another node's witness.  The witness
+    refuses it (422) and sends both signed checkpoints as a ``log-fork``; once committed,
+    every running node lists the log as untrusted (rejected in the log list) and new
+    certificates carry no SCT of it."""
+    import hashlib
+    import urllib.error
+    import urllib.request
+
+    from tests.test_ca_server import make_csr
+    from trustchain.ct.note import Checkpoint, Ed25519Signer, sign_note
+    from trustchain.datadir import DataDir
+    from trustchain.keystore import KeyStore
+
+    live = [n for n in federation.status()["nodes"] if n["up"]]
+    liar = next(n for n in live if int(log_list_size(federation, n["name"])) > 0)
+    witness = next(n for n in live if n["name"] != liar["name"])
+    with urllib.request.urlopen(f"http://{liar['addresses']['http']}/logs/a/checkpoint",
+                                timeout=10) as answer:
+        honest = answer.read().decode()
+    origin, size = honest.split("\n")[0], int(honest.split("\n")[1])
+    keys = KeyStore.open(DataDir(federation.base / liar["name"]).keys_dir,
+                         (federation.base / "passphrase").read_text().strip())
+    note_key = keys.private_key(keys.active("ct-note:a").id)
+    forged = sign_note(Checkpoint(origin, size, hashlib.sha256(b"a split view").digest()).text(),
+                       [Ed25519Signer(origin, note_key)])  # type: ignore[arg-type]
+    request = urllib.request.Request(f"http://{witness['addresses']['http']}/witness/"
+                                     "add-checkpoint", data=f"old {size}\n\n{forged}".encode(),
+                                     method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 422
+
+    log_id = next(log["log_id"] for operator in log_list(federation, witness["name"])["operators"]
+                  for log in operator["logs"] if log["url"] == f"https://{origin}/")
+    hex_id = base64.b64decode(log_id).hex()
+    wait_for("every running node untrusts the log", lambda: all(
+        hex_id in federation.consensus_status(n["name"])["untrusted_logs"] for n in live), 30.0)
+    listing = log_list(federation, "node-1")
+    states = {log["log_id"]: log["state"] for o in listing["operators"] for log in o["logs"]}
+    assert states[log_id] == {"rejected": {}}
+    issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, f"late.beta.{ORIGIN}"),
+                     *admin(federation, "node-1"), env=federation.env)
+    assert issued.returncode == 0, issued.stderr
+    leaf = x509.load_pem_x509_certificate(issued.stdout.encode())
+    scts = leaf.extensions.get_extension_for_class(
+        x509.PrecertificateSignedCertificateTimestamps).value
+    assert base64.b64decode(log_id) not in {sct.log_id for sct in scts}

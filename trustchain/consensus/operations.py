@@ -53,6 +53,8 @@ class OperationKind(StrEnum):
     NODE_LEAVE = "node-leave"
     #: A node's CT logs (keys, prefixes, expiry shards): one operator of the log list.
     NODE_LOGS = "node-logs"
+    #: Two checkpoints of one log, signed with its key, one size, two roots: it is untrusted.
+    LOG_FORK = "log-fork"
 
 
 #: Which proofs each kind of operation must carry.  Admissions cost work, time
@@ -73,6 +75,7 @@ POLICY: dict[OperationKind, frozenset[str]] = {
     OperationKind.CA_REVOCATION: frozenset({"node"}),
     OperationKind.NODE_LEAVE: frozenset({"node"}),
     OperationKind.NODE_LOGS: frozenset({"node"}),
+    OperationKind.LOG_FORK: frozenset(),  # the two signed checkpoints prove it
 }
 #: Domain separation of a node's signature over an operation (never a vote's bytes).
 NODE_OPERATION_TAG = "trustchain/node-operation/1"

@@ -98,6 +98,11 @@ class FederationLogs:
     #: origin -> (size, root hash, height): the newest checkpoint made final (cosigned by
     #: witnesses of more than 2/3 of the stake, consistent with the one before).
     final: dict[str, tuple[int, bytes, int]] = field(default_factory=dict)
+    #: origin -> that final checkpoint's signed note (evidence against a fork of it).
+    final_notes: dict[str, str] = field(default_factory=dict)
+    #: log ID (hex) -> the evidence that made it untrusted: two checkpoint notes, signed
+    #: with its key, of one size and two roots (``log-fork``), and the height.
+    forks: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     #: The validators' stakes as of the block being checked (set by the node's wiring:
     #: the ledger's, so every node weighs a checkpoint's witnesses alike).
     stakes: Callable[[], Mapping[str, int]] = field(default=dict, compare=False, repr=False)
@@ -108,11 +113,21 @@ class FederationLogs:
             self._logs_of(requester, body)
         elif kind == "ct-checkpoint":
             self._final_of(body)
+        elif kind == "log-fork":
+            self._fork_of(body)
 
     def apply(self, kind: str, requester: str, body: Mapping[str, Any], height: int) -> None:
         if kind == "ct-checkpoint":
             origin, size, root = self._final_of(body)
             self.final[origin] = (size, root, height)
+            self.final_notes[origin] = body["checkpoint"]
+        elif kind == "log-fork":
+            log, first, second = self._fork_of(body)
+            key = log.log_id.hex()
+            self.forks[key] = (first, second, height)
+            self.untrusted[key] = (f"split view: two checkpoints of size "
+                                   f"{first.split(chr(10))[1]} with different roots "
+                                   f"(committed at height {height})")
         elif kind == "node-logs":
             self.logs[requester] = self._logs_of(requester, body)
             self.witnesses[requester] = body["witness"]
@@ -190,6 +205,34 @@ class FederationLogs:
                 raise LogsRefused(f"ct-checkpoint: not consistent with the final checkpoint "
                                   f"of {size}: {exc}") from None
         return log.origin, checkpoint.size, checkpoint.root_hash
+
+    def _fork_of(self, body: Mapping[str, Any]) -> tuple[FederatedLog, str, str]:
+        """``log-fork``: two checkpoint notes of one log, each signed with its note key,
+        of one size and two roots: a view split that no consistency proof can join."""
+        notes = body.get("checkpoints")
+        if set(body) - {"nonce"} != {"log", "checkpoints"} or not isinstance(notes, list) \
+                or len(notes) != 2 or not all(isinstance(n, str) and len(n) <= MAX_CHECKPOINT
+                                              for n in notes):
+            raise LogsRefused("log-fork: log and two checkpoints (signed notes)")
+        log = next((lg for operator in self.logs.values() for lg in operator.values()
+                    if lg.origin == body["log"]), None)
+        if log is None:
+            raise LogsRefused(f"log-fork: no log {str(body['log'])[:100]!r}")
+        if log.log_id.hex() in self.forks:
+            raise LogsRefused("log-fork: that log's split view is committed already")
+        points = []
+        for text in notes:
+            try:
+                note = parse_note(text)
+                verify_note(note, [parse_vkey(log.note_key)])
+                points.append(parse_checkpoint(note.text))
+            except NoteError as exc:
+                raise LogsRefused(f"log-fork: a checkpoint the log did not sign: {exc}") from None
+        first, second = points
+        if first.origin != log.origin or second.origin != log.origin or \
+                first.size != second.size or first.root_hash == second.root_hash:
+            raise LogsRefused("log-fork: two checkpoints of that log, one size, two roots")
+        return log, notes[0], notes[1]
 
     def usable(self) -> list[FederatedLog]:
         return [log for operator in sorted(self.logs) for log in self.logs[operator].values()

@@ -173,6 +173,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                     "intermediates": {n: sorted(nodes) for n, nodes
                                       in sorted(federation_ca.intermediates.items())},
                     "witnesses": dict(sorted(federation_logs.witnesses.items())),
+                    "untrusted_logs": dict(sorted(federation_logs.untrusted.items())),
                     "final_checkpoints": {origin: {"size": size, "height": height}
                                           for origin, (size, _, height)
                                           in sorted(federation_logs.final.items())},

@@ -31,8 +31,23 @@ from transport.peers import Peers
 from trustchain.consensus.operations import OperationKind
 from trustchain.ct.federation import FederationLogs
 from trustchain.ct.log import Log
-from trustchain.ct.note import CosignatureV1Signer, NoteError, parse_vkey
-from trustchain.ct.witness import CONFLICT, OK, Outcome, Witness, conflict
+from trustchain.ct.note import (
+    Checkpoint,
+    CosignatureV1Signer,
+    NoteError,
+    parse_checkpoint,
+    parse_note,
+    parse_vkey,
+)
+from trustchain.ct.witness import (
+    CONFLICT,
+    OK,
+    UNPROCESSABLE,
+    Outcome,
+    Witness,
+    conflict,
+    parse_add_checkpoint,
+)
 from trustchain.errors import StatusAnswer
 from trustchain.keystore import KeyType
 from trustchain.storage.witness import WitnessStore
@@ -53,11 +68,16 @@ WITNESS_TIMEOUT = 10.0
 
 class WitnessNode:
     def __init__(self, state: FederationLogs, store: WitnessStore,
-                 signer: CosignatureV1Signer, clock: Callable[[], datetime]) -> None:
+                 signer: CosignatureV1Signer, clock: Callable[[], datetime],
+                 operations: NodeOperations) -> None:
         self._state = state
         self._store = store
         self.signer = signer
         self._clock = clock
+        self._operations = operations
+        #: origin -> the checkpoint note last cosigned here (in memory: after a restart,
+        #: the final checkpoint committed is the evidence to hold a fork against).
+        self._notes: dict[str, str] = {}
 
     def add_checkpoint(self, body: bytes) -> Outcome:
         """tlog-witness ``add-checkpoint``: the outcome, its state committed if a 200."""
@@ -71,6 +91,8 @@ class WitnessNode:
         now = int(self._clock().timestamp())
         outcome = witness.add_checkpoint(body, self._store.get, now)
         update = outcome.update
+        if outcome.status == UNPROCESSABLE and outcome.checkpoint is not None:
+            self._fork(body, outcome.checkpoint)
         if outcome.status != OK or update is None:
             return outcome
         if not self._store.compare_and_swap(update.origin, update.old_size, update.new_size,
@@ -78,7 +100,33 @@ class WitnessNode:
             # Another request moved this log on meanwhile: answer from what is stored.
             stored = self._store.get(update.origin)
             return conflict(stored.size if stored is not None else 0, outcome.checkpoint)
+        self._notes[update.origin] = parse_add_checkpoint(body).note.encode()
         return outcome
+
+    def _fork(self, body: bytes, checkpoint: Checkpoint) -> None:
+        """A log signed a checkpoint of a size this witness cosigned (or the federation made
+        final) with another root: the two signed notes are portable evidence, sent as a
+        ``log-fork`` for every node to untrust the log."""
+        origin = checkpoint.origin
+        known = [text for text in (self._notes.get(origin), self._state.final_notes.get(origin))
+                 if text is not None and _size_of(text) == checkpoint.size]
+        if not known:
+            return
+        forked = parse_add_checkpoint(body).note.encode()
+        log.warning("log %s signed two checkpoints of size %d with different roots: "
+                    "evidence sent", origin, checkpoint.size)
+        self._operations.send(OperationKind.LOG_FORK,
+                              {"log": origin, "checkpoints": [known[0], forked]},
+                              what=forked, subject=origin)
+
+
+def _size_of(text: str) -> int | None:
+    """The size of a checkpoint note, or None if it is not one (the roots are compared
+    by the evidence's own check, :meth:`FederationLogs.check`)."""
+    try:
+        return parse_checkpoint(parse_note(text).text).size
+    except NoteError:
+        return None
 
 
 def witness_service(witness: WitnessNode) -> Service:
@@ -230,6 +278,7 @@ def build_witnessing(node: OpenNode, runner: LogRunner, state: FederationLogs,
     key = node.keystore.private_key(record.id)
     assert isinstance(key, ed25519.Ed25519PrivateKey)
     name = node_dns_names(node.identity.origin, node.identity.node_id)[1]
-    witness = WitnessNode(state, WitnessStore(node.db), CosignatureV1Signer(name, key), utcnow)
+    witness = WitnessNode(state, WitnessStore(node.db), CosignatureV1Signer(name, key), utcnow,
+                          operations)
     return witness, Cosigning(runner, state, witness, node.identity.node_id, peers,
                               operations)

@@ -155,3 +155,32 @@ def test_a_checkpoint_is_final_with_witnesses_of_more_than_two_thirds_of_the_sta
         Checkpoint(origin, 5, tree.root(5)).text()).line(), "")
     with pytest.raises(LogsRefused, match="not a checkpoint of that log"):
         state.check("ct-checkpoint", "n1", body(unsigned, tree.consistency_proof(3, 5)))
+
+
+def test_two_signed_checkpoints_of_one_size_and_two_roots_untrust_the_log() -> None:
+    from trustchain.ct.note import Checkpoint, sign_note
+
+    state = federation()
+    log = state.logs["n2"]["l0"]
+    key = ed25519.Ed25519PrivateKey.generate()
+    signer = Ed25519Signer(log.origin, key)
+    state.logs["n2"]["l0"] = FederatedLog(log.operator, log.name, log.key, log.url, log.mmd,
+                                          log.expiry, signer.verifier().vkey())
+
+    def note(size: int, root: bytes, by: Ed25519Signer = signer) -> str:
+        return sign_note(Checkpoint(log.origin, size, root).text(), [by])
+
+    honest, forked = note(4, b"\1" * 32), note(4, b"\2" * 32)
+    for bad, match in (([honest, note(4, b"\1" * 32)], "two roots"),
+                       ([honest, note(5, b"\2" * 32)], "one size"),
+                       ([honest, note(4, b"\2" * 32, Ed25519Signer(
+                           log.origin, ed25519.Ed25519PrivateKey.generate()))], "did not sign")):
+        with pytest.raises(LogsRefused, match=match):
+            state.check("log-fork", "n3", {"log": log.origin, "checkpoints": bad})
+    march = datetime(2027, 3, 1, tzinfo=UTC)
+    assert [lg.operator for lg in state.candidates("n1", march)] == ["n2"]
+    state.apply("log-fork", "n3", {"log": log.origin, "checkpoints": [honest, forked]}, 9)
+    assert "split view" in state.untrusted[log.log_id.hex()]
+    assert state.candidates("n1", march) == []  # no CA takes its SCTs any more
+    with pytest.raises(LogsRefused, match="committed already"):
+        state.check("log-fork", "n4", {"log": log.origin, "checkpoints": [honest, forked]})
