@@ -269,3 +269,46 @@ def test_a_log_that_signs_a_split_view_is_untrusted_everywhere(
     scts = leaf.extensions.get_extension_for_class(
         x509.PrecertificateSignedCertificateTimestamps).value
     assert base64.b64decode(log_id) not in {sct.log_id for sct in scts}
+
+
+def test_a_split_view_shown_to_one_node_is_caught_by_gossip(federation: Federation) -> None:
+    """A forged checkpoint of another log goes to one node only, as gossip (``POST
+    /gossip/checkpoint``), never to a witness: that node has pulled the log's honest
+    checkpoint of the same size from its operator (or pulls it next), sends the evidence,
+    and every running node untrusts the log."""
+    import hashlib
+    import urllib.request
+
+    from trustchain.ct.note import Checkpoint, Ed25519Signer, sign_note
+    from trustchain.datadir import DataDir
+    from trustchain.keystore import KeyStore
+
+    live = [n for n in federation.status()["nodes"] if n["up"]]
+    untrusted = federation.consensus_status(live[0]["name"])["untrusted_logs"]
+    listing = log_list(federation, live[0]["name"])
+    ids = {log["url"]: base64.b64decode(log["log_id"]).hex()
+           for o in listing["operators"] for log in o["logs"]}
+    target = None
+    for node in live:
+        for name in ("a", "b"):
+            with urllib.request.urlopen(f"http://{node['addresses']['http']}/logs/{name}/"
+                                        "checkpoint", timeout=10) as answer:
+                text = answer.read().decode()
+            origin = text.split("\n")[0]
+            if int(text.split("\n")[1]) > 0 and ids[f"https://{origin}/"] not in untrusted:
+                target = (node, name, origin, int(text.split("\n")[1]))
+    assert target is not None, "no non-empty trusted log left to fork"
+    liar, name, origin, size = target
+    told = next(n for n in live if n["name"] != liar["name"])
+    keys = KeyStore.open(DataDir(federation.base / liar["name"]).keys_dir,
+                         (federation.base / "passphrase").read_text().strip())
+    note_key = keys.private_key(keys.active(f"ct-note:{name}").id)
+    forged = sign_note(Checkpoint(origin, size, hashlib.sha256(b"gossiped fork").digest()).text(),
+                       [Ed25519Signer(origin, note_key)])  # type: ignore[arg-type]
+    request = urllib.request.Request(f"http://{told['addresses']['http']}/gossip/checkpoint",
+                                     data=forged.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+    hex_id = ids[f"https://{origin}/"]
+    wait_for("every running node untrusts the gossiped log", lambda: all(
+        hex_id in federation.consensus_status(n["name"])["untrusted_logs"] for n in live), 30.0)

@@ -58,6 +58,9 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     # tlog-witness add-checkpoint: public as over HTTP; it cosigns only the committed
     # log list's logs, by their note keys (trustchain/wiring/witness.py).
     ("witness", "add-checkpoint"): Access.PUBLIC,
+    # Checkpoint gossip (trustchain/wiring/gossip.py): a checkpoint proves itself by its
+    # log's signature, whoever brings it.
+    ("gossip", "checkpoint"): Access.PUBLIC,
     # The CA (trustchain/wiring/ca.py): issuance policy (trustchain/ca/policy.py) decides
     # further who may act for which network; OCSP is public, as over HTTP.
     ("ca", "issue"): Access.NETWORK,

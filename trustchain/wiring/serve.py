@@ -61,6 +61,7 @@ from trustchain.wiring.federation import (
 from trustchain.wiring.federation_ca import FederationCaNode, intermediate_service
 from trustchain.wiring.federation_ct import FederationCtNode
 from trustchain.wiring.federation_ct import wire as wire_ct
+from trustchain.wiring.gossip import Gossip, gossip_service
 from trustchain.wiring.http import create_app
 from trustchain.wiring.node import (
     OpenNode,
@@ -140,6 +141,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     ca_here = FederationCaNode(federation_ca, authority, operations, peers, clock=utcnow)
     federation_logs.stakes = lambda: {n: v.stake for n, v in consensus.ledger.validators.items()}
     witness_here, cosigning = build_witnessing(node, ct, federation_logs, peers, operations)
+    gossip = Gossip(federation_logs, operations, peers)
     logs_here = FederationCtNode(federation_logs, ct, operations, peers,
                                  {name: log_prefix(node, name) for name in ct.logs},
                                  mmd=1,  # sequenced every 0.2 s: within a second
@@ -165,7 +167,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                 zone_service(dns_service, zones_here),
                 ct_service(ct, logs_here.log_list, cosigning.checkpoint,
                            logs_here.witness_policy),
-                witness_service(witness_here), ca_service(ca, ca_here),
+                witness_service(witness_here), gossip_service(gossip), ca_service(ca, ca_here),
                 intermediate_service(authority, utcnow),
                 consensus_service(consensus, federation.endorsements, lambda: {
                     "zones": {o.to_text(): z.serial
@@ -231,6 +233,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         logs_here.after_commit()
         peers.start()
         cosigning.start()
+        gossip.start()
         log.info("node ready")
         maintenance = asyncio.ensure_future(_maintain(dns_service, limiter, stop))
         await stop.wait()
@@ -238,6 +241,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         await maintenance
     finally:
         await cosigning.stop()
+        await gossip.stop()
         consensus.stop()
         await peers.stop()
         await quic.stop()
