@@ -56,7 +56,8 @@ CONFIGURABLE = frozenset({"work_difficulty_bits", "time_vdf_iterations", "space_
 _OWN_KINDS = frozenset({
     OperationKind.NODE_ADMISSION, OperationKind.NETWORK_REGISTRATION,
     OperationKind.PLOT_REGISTRATION, OperationKind.VALIDATOR_CHANGE,
-    OperationKind.FEDERATION_CONFIG, OperationKind.CT_CHECKPOINT, OperationKind.EVIDENCE})
+    OperationKind.FEDERATION_CONFIG, OperationKind.CT_CHECKPOINT, OperationKind.EVIDENCE,
+    OperationKind.LOG_FORK})
 #: The block hash before the first block.
 GENESIS_HASH = bytes(32)
 
@@ -87,11 +88,13 @@ class Application(Protocol):
     #: The kinds it takes part in (it is also told of the ones the ledger applies itself).
     kinds: frozenset[OperationKind]
 
-    def check(self, operation: Operation) -> None:
-        """:raises ProofError: naming why ``operation`` may not go in a block."""
+    def check(self, operation: Operation, validators: Mapping[str, ValidatorStake]) -> None:
+        """:raises ProofError: naming why ``operation`` may not go in a block (``validators``:
+        the set as of the state it is checked against, for what weighs stake)."""
         ...
 
-    def apply(self, operation: Operation, height: int) -> None: ...
+    def apply(self, operation: Operation, height: int,
+              validators: Mapping[str, ValidatorStake]) -> None: ...
 
 
 class Ledger:
@@ -281,13 +284,17 @@ class Ledger:
         elif operation.kind is OperationKind.CT_CHECKPOINT:
             if not isinstance(body.get("log"), str):
                 raise ProofError(f"{operation.kind}: names its log")
+        elif operation.kind is OperationKind.LOG_FORK:
+            # The evidence itself is the application's to check (the logs are its state).
+            if not isinstance(body.get("operator"), str):
+                raise ProofError(f"{operation.kind}: names the log's operator")
         elif operation.kind is OperationKind.VALIDATOR_CHANGE:
             self._check_change(body)
         elif operation.kind is OperationKind.FEDERATION_CONFIG:
             self._configured(body)
         application = self.application
         if application is not None and operation.kind in application.kinds:
-            application.check(operation)
+            application.check(operation, self.validators)
         elif operation.kind not in _OWN_KINDS:
             raise ProofError(f"{operation.kind}: not taken by this federation")
         if anchor is not None and operation.digest in self.recent:
@@ -339,8 +346,10 @@ class Ledger:
 
     def _apply(self, operation: Operation) -> None:
         body = operation.body
-        if operation.kind is OperationKind.EVIDENCE:
-            offender = evidence_from_body(body).offender
+        if operation.kind in (OperationKind.EVIDENCE, OperationKind.LOG_FORK):
+            # A double vote, or a log of its that signed a split view: the node is removed.
+            offender = (evidence_from_body(body).offender if operation.kind
+                        is OperationKind.EVIDENCE else str(body["operator"]))
             if offender in self.validators and len(self.validators) > 1:
                 del self.validators[offender]
                 self.slashed.add(offender)
@@ -369,5 +378,5 @@ class Ledger:
                 ed, ml = keys_of(self.members[node_id])
                 self.validators[node_id] = ValidatorStake(ed, stake, ml)
         if self.application is not None and operation.kind in self.application.kinds:
-            self.application.apply(operation, self.height)
+            self.application.apply(operation, self.height, self.validators)
 

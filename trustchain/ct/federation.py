@@ -210,14 +210,16 @@ class FederationLogs:
         """``log-fork``: two checkpoint notes of one log, each signed with its note key,
         of one size and two roots: a view split that no consistency proof can join."""
         notes = body.get("checkpoints")
-        if set(body) - {"nonce"} != {"log", "checkpoints"} or not isinstance(notes, list) \
+        if set(body) - {"nonce"} != {"log", "operator", "checkpoints"} \
+                or not isinstance(notes, list) \
                 or len(notes) != 2 or not all(isinstance(n, str) and len(n) <= MAX_CHECKPOINT
                                               for n in notes):
-            raise LogsRefused("log-fork: log and two checkpoints (signed notes)")
-        log = next((lg for operator in self.logs.values() for lg in operator.values()
+            raise LogsRefused("log-fork: log, operator and two checkpoints (signed notes)")
+        log = next((lg for lg in self.logs.get(str(body["operator"]), {}).values()
                     if lg.origin == body["log"]), None)
         if log is None:
-            raise LogsRefused(f"log-fork: no log {str(body['log'])[:100]!r}")
+            raise LogsRefused(f"log-fork: node {str(body['operator'])[:40]} runs no log "
+                              f"{str(body['log'])[:100]!r}")
         if log.log_id.hex() in self.forks:
             raise LogsRefused("log-fork: that log's split view is committed already")
         points = []

@@ -20,7 +20,7 @@ import base64
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ from trustchain.consensus.operations import (
     node_operation_message,
 )
 from trustchain.consensus.proofs import ProofError
+from trustchain.consensus.proofs.stake import ValidatorStake
 from trustchain.ct.federation import FederationLogs, LogsRefused
 from trustchain.dns.dnssec import Role, SigningKey, make_dnskey
 from trustchain.dns.federation import FederationRefused, FederationZones
@@ -93,8 +94,9 @@ class FederationApplication:
         self.ca = ca
         self.logs = logs
 
-    def check(self, operation: Operation) -> None:
+    def check(self, operation: Operation, validators: Mapping[str, ValidatorStake]) -> None:
         kind, requester, body = operation.kind, operation.requester, operation.body
+        self.logs.stakes = lambda: {n: v.stake for n, v in validators.items()}
         try:
             if kind in self._ZONES:
                 self.zones.check(kind.value, requester, body)
@@ -105,8 +107,10 @@ class FederationApplication:
         except (FederationRefused, CaRefused, LogsRefused) as exc:
             raise ProofError(str(exc)) from None
 
-    def apply(self, operation: Operation, height: int) -> None:
+    def apply(self, operation: Operation, height: int,
+              validators: Mapping[str, ValidatorStake]) -> None:
         kind, requester, body = operation.kind, operation.requester, operation.body
+        self.logs.stakes = lambda: {n: v.stake for n, v in validators.items()}
         if kind is OperationKind.EVIDENCE:
             offender = evidence_from_body(body).offender
             self.zones.remove_node(offender, height)
@@ -116,7 +120,10 @@ class FederationApplication:
             try:
                 self.logs.apply(kind.value, requester, body, height)
             except LogsRefused:  # checked against the state before its block
-                pass
+                return
+            if kind is OperationKind.LOG_FORK:  # its operator is removed, as for a double vote
+                self.zones.remove_node(str(body["operator"]), height)
+                self.logs.remove_operator(str(body["operator"]))
             return
         if kind in self._CA or kind is OperationKind.NETWORK_REGISTRATION:
             try:

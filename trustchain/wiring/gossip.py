@@ -72,7 +72,8 @@ class Gossip:
                 log.warning("log %s showed two roots for size %d: evidence sent",
                             checkpoint.origin, checkpoint.size)
                 self._operations.send(OperationKind.LOG_FORK, {
-                    "log": checkpoint.origin, "checkpoints": [before[1], note.encode()]},
+                    "log": checkpoint.origin, "operator": known.operator,
+                    "checkpoints": [before[1], note.encode()]},
                     what=note.encode(), subject=checkpoint.origin)
             return False
         seen[checkpoint.size] = (checkpoint.root_hash, note.encode())

@@ -139,7 +139,6 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     zones_here = FederationDns(federation_zones, dns_service, operations, zsk=zsk, ksk=ksk,
                                addresses=config.advertised(), founders=founders, clock=utcnow)
     ca_here = FederationCaNode(federation_ca, authority, operations, peers, clock=utcnow)
-    federation_logs.stakes = lambda: {n: v.stake for n, v in consensus.ledger.validators.items()}
     witness_here, cosigning = build_witnessing(node, ct, federation_logs, peers, operations)
     gossip = Gossip(federation_logs, operations, peers)
     logs_here = FederationCtNode(federation_logs, ct, operations, peers,

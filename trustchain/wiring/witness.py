@@ -103,6 +103,10 @@ class WitnessNode:
         self._notes[update.origin] = parse_add_checkpoint(body).note.encode()
         return outcome
 
+    def _operator(self, origin: str) -> str:
+        log = self._state.by_origin().get(origin)
+        return log.operator if log is not None else ""
+
     def _fork(self, body: bytes, checkpoint: Checkpoint) -> None:
         """A log signed a checkpoint of a size this witness cosigned (or the federation made
         final) with another root: the two signed notes are portable evidence, sent as a
@@ -116,7 +120,8 @@ class WitnessNode:
         log.warning("log %s signed two checkpoints of size %d with different roots: "
                     "evidence sent", origin, checkpoint.size)
         self._operations.send(OperationKind.LOG_FORK,
-                              {"log": origin, "checkpoints": [known[0], forked]},
+                              {"log": origin, "operator": self._operator(origin),
+                               "checkpoints": [known[0], forked]},
                               what=forked, subject=origin)
 
 

@@ -176,11 +176,17 @@ def test_two_signed_checkpoints_of_one_size_and_two_roots_untrust_the_log() -> N
                        ([honest, note(4, b"\2" * 32, Ed25519Signer(
                            log.origin, ed25519.Ed25519PrivateKey.generate()))], "did not sign")):
         with pytest.raises(LogsRefused, match=match):
-            state.check("log-fork", "n3", {"log": log.origin, "checkpoints": bad})
+            state.check("log-fork", "n3", {"log": log.origin, "operator": "n2",
+                                           "checkpoints": bad})
     march = datetime(2027, 3, 1, tzinfo=UTC)
     assert [lg.operator for lg in state.candidates("n1", march)] == ["n2"]
-    state.apply("log-fork", "n3", {"log": log.origin, "checkpoints": [honest, forked]}, 9)
+    with pytest.raises(LogsRefused, match="runs no log"):  # the operator named is not its
+        state.check("log-fork", "n3", {"log": log.origin, "operator": "n3",
+                                       "checkpoints": [honest, forked]})
+    state.apply("log-fork", "n3", {"log": log.origin, "operator": "n2",
+                                   "checkpoints": [honest, forked]}, 9)
     assert "split view" in state.untrusted[log.log_id.hex()]
     assert state.candidates("n1", march) == []  # no CA takes its SCTs any more
     with pytest.raises(LogsRefused, match="committed already"):
-        state.check("log-fork", "n4", {"log": log.origin, "checkpoints": [honest, forked]})
+        state.check("log-fork", "n4", {"log": log.origin, "operator": "n2",
+                                       "checkpoints": [honest, forked]})
