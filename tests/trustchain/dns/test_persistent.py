@@ -28,13 +28,13 @@ def test_pmap_is_a_dict_and_old_versions_stay(ops) -> None:
         assert all((k in made) == (k in reference) for k in range(0, 401, 7))
 
 
-@given(operations, st.integers(-5, 405))
-def test_sorted_seq_answers_as_a_sorted_list(ops, probe) -> None:
-    persistent_block = persistent.BLOCK
-    persistent.BLOCK = 8  # small blocks: splits and emptied blocks happen often
+@given(st.lists(st.integers(0, 400), max_size=200), operations, st.integers(-5, 405))
+def test_sorted_seq_answers_as_a_sorted_list(start, ops, probe) -> None:
+    block, group = persistent.BLOCK, persistent.GROUP
+    persistent.BLOCK, persistent.GROUP = 8, 4  # small: splits and emptied leaves and groups happen often
     try:
-        seq: SortedSeq[int] = SortedSeq()
-        reference: set[int] = set()
+        seq: SortedSeq[int] = SortedSeq(start)
+        reference: set[int] = set(start)
         for put, item in ops:
             before, snapshot = seq, sorted(reference)
             seq = seq.insert(item) if put else seq.remove(item)
@@ -53,4 +53,4 @@ def test_sorted_seq_answers_as_a_sorted_list(ops, probe) -> None:
             assert seq.before(probe) == (lower[-1] if lower else ordered[-1])
             assert seq[len(ordered) // 2] == ordered[len(ordered) // 2]
     finally:
-        persistent.BLOCK = persistent_block
+        persistent.BLOCK, persistent.GROUP = block, group
