@@ -55,6 +55,8 @@ class OperationKind(StrEnum):
     NODE_LOGS = "node-logs"
     #: Two checkpoints of one log, signed with its key, one size, two roots: it is untrusted.
     LOG_FORK = "log-fork"
+    #: A log checkpoint cosigned by witnesses of more than 2/3 of the stake: final.
+    LOG_FINAL = "log-final"
 
 
 #: Which proofs each kind of operation must carry.  Admissions cost work, time
@@ -76,6 +78,7 @@ POLICY: dict[OperationKind, frozenset[str]] = {
     OperationKind.NODE_LEAVE: frozenset({"node"}),
     OperationKind.NODE_LOGS: frozenset({"node"}),
     OperationKind.LOG_FORK: frozenset(),  # the two signed checkpoints prove it
+    OperationKind.LOG_FINAL: frozenset(),  # its cosignatures prove it
 }
 #: Domain separation of a node's signature over an operation (never a vote's bytes).
 NODE_OPERATION_TAG = "trustchain/node-operation/1"

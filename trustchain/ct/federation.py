@@ -111,13 +111,13 @@ class FederationLogs:
         """:raises LogsRefused: naming why."""
         if kind == "node-logs":
             self._logs_of(requester, body)
-        elif kind == "ct-checkpoint":
+        elif kind == "log-final":
             self._final_of(body)
         elif kind == "log-fork":
             self._fork_of(body)
 
     def apply(self, kind: str, requester: str, body: Mapping[str, Any], height: int) -> None:
-        if kind == "ct-checkpoint":
+        if kind == "log-final":
             origin, size, root = self._final_of(body)
             self.final[origin] = (size, root, height)
             self.final_notes[origin] = body["checkpoint"]
@@ -169,40 +169,40 @@ class FederationLogs:
         return found
 
     def _final_of(self, body: Mapping[str, Any]) -> tuple[str, int, bytes]:
-        """A ``ct-checkpoint``: the log's checkpoint (signed with its note key, cosigned by
+        """A ``log-final``: the log's checkpoint (signed with its note key, cosigned by
         witnesses of more than 2/3 of the stake) and the consistency proof from the last
         final one of that log."""
         if set(body) - {"nonce"} != {"log", "checkpoint", "proof"} \
                 or not isinstance(body["checkpoint"], str) \
                 or len(body["checkpoint"]) > MAX_CHECKPOINT or not isinstance(body["proof"], list) \
                 or len(body["proof"]) > 63:
-            raise LogsRefused("ct-checkpoint: log, checkpoint (a signed note) and proof")
+            raise LogsRefused("log-final: log, checkpoint (a signed note) and proof")
         log = self.by_origin().get(body["log"])
         if log is None:
-            raise LogsRefused(f"ct-checkpoint: no usable log {str(body['log'])[:100]!r}")
+            raise LogsRefused(f"log-final: no usable log {str(body['log'])[:100]!r}")
         try:
             note = parse_note(body["checkpoint"])
             verify_note(note, [parse_vkey(log.note_key)])
             checkpoint = parse_checkpoint(note.text)
             proof = [base64.b64decode(p, validate=True) for p in body["proof"]]
         except (NoteError, TypeError, ValueError) as exc:
-            raise LogsRefused(f"ct-checkpoint: not a checkpoint of that log: {exc}") from None
+            raise LogsRefused(f"log-final: not a checkpoint of that log: {exc}") from None
         if checkpoint.origin != log.origin:
-            raise LogsRefused("ct-checkpoint: the checkpoint names another log")
+            raise LogsRefused("log-final: the checkpoint names another log")
         witnesses = self.cosigned_by(body["checkpoint"])
         if not self.quorum(witnesses):
-            raise LogsRefused(f"ct-checkpoint: cosigned by {len(witnesses)} witnesses, not "
+            raise LogsRefused(f"log-final: cosigned by {len(witnesses)} witnesses, not "
                               "more than 2/3 of the stake")
         prior = self.final.get(log.origin)
         if prior is not None:
             size, root, _ = prior
             if checkpoint.size <= size:
-                raise LogsRefused(f"ct-checkpoint: size {checkpoint.size} is not beyond the "
+                raise LogsRefused(f"log-final: size {checkpoint.size} is not beyond the "
                                   f"final {size}")
             try:
                 verify_consistency(size, checkpoint.size, proof, root, checkpoint.root_hash)
             except ProofError as exc:
-                raise LogsRefused(f"ct-checkpoint: not consistent with the final checkpoint "
+                raise LogsRefused(f"log-final: not consistent with the final checkpoint "
                                   f"of {size}: {exc}") from None
         return log.origin, checkpoint.size, checkpoint.root_hash
 

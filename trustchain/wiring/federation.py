@@ -85,7 +85,7 @@ class FederationApplication:
     _ZONES = frozenset({OperationKind.NODE_DNS, OperationKind.ZONE_CHANGE,
                         OperationKind.DNSKEY_SIGNATURES, OperationKind.NODE_LEAVE})
     _CA = frozenset({OperationKind.CA_INTERMEDIATE, OperationKind.CA_REVOCATION})
-    _LOGS = frozenset({OperationKind.NODE_LOGS, OperationKind.CT_CHECKPOINT,
+    _LOGS = frozenset({OperationKind.NODE_LOGS, OperationKind.LOG_FINAL,
                        OperationKind.LOG_FORK})
     kinds = _ZONES | _CA | _LOGS | {OperationKind.NETWORK_REGISTRATION, OperationKind.EVIDENCE}
 

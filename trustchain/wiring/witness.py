@@ -212,7 +212,7 @@ class Cosigning:
             self._finalise(name, target)
 
     def _finalise(self, name: str, target: Log) -> None:
-        """Make the log's checkpoint final through the consensus (``ct-checkpoint``) once
+        """Make the log's checkpoint final through the consensus (``log-final``) once
         witnesses of more than 2/3 of the stake cosigned it, at most every
         :data:`FINAL_INTERVAL` seconds a log."""
         held = self._cosigned.get(name)
@@ -232,7 +232,7 @@ class Cosigning:
             assert isinstance(hashes, list)
             proof = [str(p) for p in hashes]
         self._finalised[name] = now
-        self._operations.send(OperationKind.CT_CHECKPOINT,
+        self._operations.send(OperationKind.LOG_FINAL,
                               {"log": target.origin, "checkpoint": text, "proof": proof},
                               what=str(size), subject=target.origin)
 

@@ -108,7 +108,7 @@ def test_announcements_the_federation_refuses() -> None:
 
 
 def test_a_checkpoint_is_final_with_witnesses_of_more_than_two_thirds_of_the_stake() -> None:
-    """``ct-checkpoint``: the log's note signature, cosignatures of witnesses holding more
+    """``log-final``: the log's note signature, cosignatures of witnesses holding more
     than 2/3 of the stake, and consistency with the last final checkpoint of that log."""
     from trustchain.ct.merkle import EMPTY_ROOT
     from trustchain.ct.note import Checkpoint, sign_note
@@ -140,21 +140,21 @@ def test_a_checkpoint_is_final_with_witnesses_of_more_than_two_thirds_of_the_sta
                 "proof": [base64.b64encode(p).decode() for p in proof]}
 
     with pytest.raises(LogsRefused, match="cosigned by 2 witnesses"):
-        state.check("ct-checkpoint", "n1", body(checkpoint(3, ["n1", "n2"])))
-    state.check("ct-checkpoint", "n1", body(checkpoint(3, ["n1", "n2", "n4"])))
-    state.apply("ct-checkpoint", "n1", body(checkpoint(3, ["n1", "n2", "n4"])), 7)
+        state.check("log-final", "n1", body(checkpoint(3, ["n1", "n2"])))
+    state.check("log-final", "n1", body(checkpoint(3, ["n1", "n2", "n4"])))
+    state.apply("log-final", "n1", body(checkpoint(3, ["n1", "n2", "n4"])), 7)
     assert state.final[origin][:2] == (3, tree.root(3)) and state.final[origin][2] == 7
     with pytest.raises(LogsRefused, match="not beyond"):
-        state.check("ct-checkpoint", "n1", body(checkpoint(3, list(cosigners))))
+        state.check("log-final", "n1", body(checkpoint(3, list(cosigners))))
     forked = checkpoint(5, list(cosigners), root=EMPTY_ROOT)
     with pytest.raises(LogsRefused, match="not consistent"):
-        state.check("ct-checkpoint", "n1", body(forked, tree.consistency_proof(3, 5)))
-    state.check("ct-checkpoint", "n1", body(checkpoint(5, ["n2", "n3", "n4"]),
+        state.check("log-final", "n1", body(forked, tree.consistency_proof(3, 5)))
+    state.check("log-final", "n1", body(checkpoint(5, ["n2", "n3", "n4"]),
                                             tree.consistency_proof(3, 5)))
     unsigned = checkpoint(5, list(cosigners)).replace(note_key.sign(
         Checkpoint(origin, 5, tree.root(5)).text()).line(), "")
     with pytest.raises(LogsRefused, match="not a checkpoint of that log"):
-        state.check("ct-checkpoint", "n1", body(unsigned, tree.consistency_proof(3, 5)))
+        state.check("log-final", "n1", body(unsigned, tree.consistency_proof(3, 5)))
 
 
 def test_two_signed_checkpoints_of_one_size_and_two_roots_untrust_the_log() -> None:
