@@ -153,7 +153,7 @@ def test_a_fifth_node_joins_by_consensus_and_signs_commits(
     wait_for("the resolver validated node-5 again", lambda: resolver.validated.get(node_id, 0) >= 3)
     # (a joined node holds no admin certificate yet: a founder's admin acts on it)
     left = run_cli("federation", "leave", "--data-dir", federation.base / "node-1",
-                   *key_store, "--server", "[%s]:%d" % node5.address("quic"),
+                   *key_store, "--server", "[{}]:{}".format(*node5.address("quic")),
                    env=federation.env)
     assert left.returncode == 0, left.stderr
     assert "left the NS sets" in left.stdout and "removed in 3 s" in left.stdout, left.stdout  # the TTL
@@ -210,6 +210,7 @@ class CachingResolver(threading.Thread):
         self.ports = ports  # node id -> DNS port (node-5's added once it runs)
         self.ds = ds
         self.validated: dict[str, int] = {}
+        self.validated_with: dict[int, int] = {}  # answers validated by DNSKEY RRset size
         self.failures: list[str] = []
         self.unanswered = 0
         self._done = threading.Event()
@@ -230,9 +231,12 @@ class CachingResolver(threading.Thread):
                     answer = _ask(some, ORIGIN, "DNSKEY").answer
                     keys = next(r for r in answer if r.rdtype == dns.rdatatype.DNSKEY)
                     sigs = next(r for r in answer if r.rdtype == dns.rdatatype.RRSIG)
-                    dns.dnssec.validate(keys, sigs, {origin: keys})
-                    assert any(dns.dnssec.make_ds(origin, k, "SHA256") in self.ds
-                               for k in keys), "no DNSKEY matches the DS set"
+                    # signed by a key the DS set matches (a DS matching none is passed over)
+                    anchors = [k for k in keys if dns.dnssec.make_ds(origin, k, "SHA256")
+                               in self.ds]
+                    assert anchors, "no DNSKEY matches the DS set"
+                    dns.dnssec.validate(keys, sigs, {origin: dns.rrset.from_rdata_list(
+                        origin, keys.ttl, anchors)})
                     fetched = time.monotonic()
                 if ns is None or time.monotonic() - ns_fetched >= ns.ttl:
                     ns = next(r for r in _ask(some, ORIGIN, "NS").answer
@@ -266,6 +270,7 @@ class CachingResolver(threading.Thread):
                     self.failures.append(f"{server}: {exc!r}")
                     continue
                 self.validated[server] = self.validated.get(server, 0) + 1
+                self.validated_with[len(keys)] = self.validated_with.get(len(keys), 0) + 1
             self._done.wait(0.05)  # paced, as a resolver's clients are (and under RRL)
 
 
@@ -322,3 +327,55 @@ def test_a_forged_proof_and_a_founder_joining_again_are_refused(
     assert forged_status == 400 and forged_reason.startswith("work:"), forged_reason
     assert again_status == 400
     assert f"node {node_id} is already a member of the federation" in again_reason
+
+
+def test_a_founder_leaves_and_every_answer_validates_from_the_old_ds_set_and_the_new(
+        federation: Federation, tmp_path: Path) -> None:
+    """Node-4, a founder, leaves: its KSK goes from the DNSKEY RRsets with its ZSK (the end
+    of a double-DS rollover, RFC 6781 4.1.2), so the parent's DS set shrinks afterwards; a
+    caching resolver holding the old DS set sees no failure throughout, and ``delv``
+    validates from the old DS set and from the new."""
+    devnet = federation.status()
+    quic = [n["addresses"]["quic"] for n in devnet["nodes"]]
+    ports = {n["node_id"]: int(n["addresses"]["dns"].rpartition(":")[2])
+             for n in devnet["nodes"]}
+    leaver = devnet["nodes"][3]["node_id"]
+    key_store = ["--passphrase-file", federation.base / "passphrase"]
+    ttl = run_cli("zone", "ttl", ORIGIN, "3", "--data-dir", federation.base / "node-1",
+                  *key_store, "--server", quic[0], env=federation.env)
+    assert ttl.returncode == 0, ttl.stderr
+    wait_for("every node serves the DNSKEY RRset with a TTL of 3 s", lambda: all(
+        _dnskey(port).ttl == 3 for port in ports.values()))
+    old_ds = _ds(federation, quic[0])
+    assert len(old_ds) == 4  # the four founders' KSKs
+    resolver = CachingResolver(ports, old_ds)
+    resolver.start()
+    wait_for("the resolver validated node-4", lambda: resolver.validated.get(leaver, 0) >= 3)
+    left = run_cli("federation", "leave", "--data-dir", federation.base / "node-4",
+                   *key_store, "--server", quic[3], env=federation.env)
+    assert left.returncode == 0, left.stderr
+    assert "left the NS sets" in left.stdout, left.stdout
+    stayers = [p for n, p in ports.items() if n != leaver]
+    wait_for("the three others serve a DNSKEY RRset of their three KSKs and ZSKs", lambda: all(
+        len(_dnskey(port)) == 6 for port in stayers), bound=60.0)
+    wait_for("node-4 no longer serves the federation's zones", lambda: not any(
+        r.rdtype == dns.rdatatype.SOA for r in _ask(ports[leaver], ORIGIN, "SOA").answer))
+    wait_for("the resolver fetched the new keys and validated the others with them",
+             lambda: resolver.validated_with.get(6, 0) >= 9)
+    resolver.stop()
+    assert resolver.failures == [], resolver.failures  # no bogus or lame answer
+    new_ds = _ds(federation, quic[0])
+    assert len(new_ds) == 3 and new_ds < old_ds  # for the parent to take up
+    for n, ds in (("old", old_ds), ("new", new_ds)):
+        anchor = tmp_path / f"{n}.conf"
+        anchor.write_text("trust-anchors {\n" + "".join(
+            f'{ORIGIN} static-ds {d.key_tag} {d.algorithm} {d.digest_type} "{d.digest.hex()}";\n'
+            for d in ds) + "};\n")
+        for port in stayers:
+            delv = subprocess.run(["delv", "@::1", "-p", str(port), "-a", str(anchor),
+                                   f"+root={ORIGIN}", ORIGIN, "DNSKEY"],
+                                  capture_output=True, text=True, timeout=30)
+            assert "; fully validated" in delv.stdout + delv.stderr, delv.stdout + delv.stderr
+    again = run_cli("federation", "leave", "--data-dir", federation.base / "node-4",
+                    *key_store, "--server", quic[3], env=federation.env)
+    assert again.returncode != 0 and "serves no federation zone" in again.stderr, again.stderr

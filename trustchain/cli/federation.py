@@ -48,7 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_admin_options(p, json_output=True)
     p = add_command(sub, "leave", "this node leaves the federation's DNS: out of the NS sets "
                     "now (committed when this answers); it serves on until no resolver's cache "
-                    "can name it, then its ZSK and names are removed (founders cannot leave)",
+                    "can name it, then its ZSK (a founder's KSK too) and names are removed",
                     cmd_federation_leave)
     add_admin_options(p, json_output=True)
 

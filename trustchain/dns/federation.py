@@ -27,6 +27,12 @@ A node leaves the other way round (``node-leave``): first out of the NS sets
 while it still serves and its ZSK stays published (``withdraw``), then, once no
 cache can hold an NS set naming it or an RRset it signed (:meth:`leave_wait`),
 its ZSK and names go (``remove``) and the KSK holders sign the smaller DNSKEY RRset.
+A founder leaves the same way, its KSK going with its ZSK: this is the last steps
+of a double-DS rollover (RFC 6781 4.1.2), the DNSKEY removed before the DS.  Every
+DNSKEY RRset a cache may hold is signed by the KSKs of the founders that stay,
+whose DS records the parent holds already, so a resolver validates through them
+whether it holds the old DS set or the new (:meth:`ds`, which the parent should
+take up; a DS matching no key is ignored).  The last KSK holder cannot leave.
 """
 
 from __future__ import annotations
@@ -196,10 +202,10 @@ class FederationZones:
             return step
         if node in self.leaving:
             raise FederationRefused("node-leave: this node is leaving already")
-        if current.ksk is not None:
-            raise FederationRefused("node-leave: a founding node's KSK is in the DS set, so "
-                                    "it cannot leave (a KSK rollover of the federation is "
-                                    "not built)")
+        if current.ksk is not None and not any(
+                n.ksk for i, n in self.nodes.items() if i != node and i not in self.leaving):
+            raise FederationRefused("node-leave: this node holds the last key-signing key "
+                                    "left: no DNSKEY would match the DS set")
         if not any(n.serving for i, n in self.nodes.items()
                    if i != node and i not in self.leaving):
             raise FederationRefused("node-leave: the federation's zones would have no name "

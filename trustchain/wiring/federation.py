@@ -333,7 +333,8 @@ class FederationDns:
         """Withdraw this node from the federation's NS sets (committed when this returns);
         its ZSK and names follow after :meth:`FederationZones.leave_wait`.
 
-        :raises DnsRequestError: refused (a founder, the last name server, leaving already).
+        :raises DnsRequestError: refused (the last KSK holder, the last name server, leaving
+            already).
         """
         entry = self.operations.entry(OperationKind.NODE_LEAVE, {"step": "withdraw"})
         try:

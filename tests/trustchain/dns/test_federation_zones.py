@@ -92,10 +92,19 @@ def validates(fed: Federation, node: Node, zone_name: dns.name.Name, name: dns.n
     matched = [k for k in dnskey if any(
         dns.dnssec.make_ds(zone_name, k, "SHA256") == d for d in ds)]
     assert matched, "no DNSKEY matches the DS"
-    dns.dnssec.validate(dnskey, signed.rrsigs[(zone_name, dns.rdatatype.DNSKEY)],
-                        {zone_name: dnskey}, now=NOW)
+    trusted_keys(dnskey, signed.rrsigs[(zone_name, dns.rdatatype.DNSKEY)], ds)
     dns.dnssec.validate(zone.rrsets[(name, rdtype)], signed.rrsigs[(name, rdtype)],
                         {zone_name: dnskey}, now=NOW)
+
+
+def trusted_keys(dnskey: dns.rrset.RRset, rrsigs: dns.rrset.RRset, ds: dns.rrset.RRset) -> None:
+    """A validator's first step: the DNSKEY RRset is signed by a key that a DS record
+    matches (RFC 4035 5.2); a DS matching no key is passed over."""
+    zone_name = dnskey.name
+    anchors = [k for k in dnskey if any(
+        dns.dnssec.make_ds(zone_name, k, "SHA256") == d for d in ds)]
+    dns.dnssec.validate(dnskey, rrsigs, {zone_name: dns.rrset.from_rdata_list(
+        zone_name, dnskey.ttl, anchors)}, now=NOW)
 
 
 def test_every_copy_derives_the_same_zones_and_serials() -> None:
@@ -229,8 +238,6 @@ def test_a_node_leaves_the_ns_sets_first_and_its_zsk_only_after_the_caches_expir
         "delete": []}))
     with pytest.raises(FederationRefused, match="remove follows withdraw"):
         fed.state.check("node-leave", joiner.id, {"step": "remove"})
-    with pytest.raises(FederationRefused, match="founding node"):
-        fed.state.check("node-leave", nodes[0].id, {"step": "withdraw"})
 
     fed.commit(("node-leave", joiner.id, {"step": "withdraw"}))
     assert fed.state.leaving[joiner.id] == 7200  # the longest TTL in the zones
@@ -252,6 +259,37 @@ def test_a_node_leaves_the_ns_sets_first_and_its_zsk_only_after_the_caches_expir
         validates(fed, node, ORIGIN, ORIGIN, dns.rdatatype.SOA, ds)
     with pytest.raises(FederationRefused, match="left"):
         fed.state.check("node-dns", joiner.id, joiner.body())
+
+
+def test_a_founder_leaves_with_its_ksk_and_both_ds_sets_validate() -> None:
+    """The end of a double-DS rollover (RFC 6781 4.1.2): the leaving founder's KSK goes from
+    the DNSKEY RRset before its DS goes from the parent.  Every DNSKEY RRset a cache may hold
+    (the old, signed by both founders; the new, by the one that stays) validates from the old
+    DS set and from the new; the last KSK holder cannot leave."""
+    fed, nodes = bootstrapped()
+    old_ds = fed.state.ds(ORIGIN)
+    assert old_ds is not None and len(old_ds) == 2
+    leaver, stayer = nodes[1], nodes[0]
+    assert leaver.ksk is not None
+    fed.commit(("node-leave", leaver.id, {"step": "withdraw"}))
+    with pytest.raises(FederationRefused, match="last key-signing key"):
+        fed.state.check("node-leave", stayer.id, {"step": "withdraw"})
+    validates(fed, leaver, ORIGIN, ORIGIN, dns.rdatatype.SOA, old_ds)  # still serves
+    old = fed.state.published[ORIGIN]
+
+    fed.commit(("node-leave", leaver.id, {"step": "remove"}))
+    assert leaver.ksk.dnskey.to_text() not in fed.state.keyset()[1]
+    assert fed.state.published[ORIGIN] == old  # served as it was until the stayer signs
+    fed.sign_keys(stayer)
+    new_ds = fed.state.ds(ORIGIN)
+    assert new_ds is not None and len(new_ds) == 1 and set(new_ds) < set(old_ds)
+    published = fed.state.published[ORIGIN]
+    assert leaver.ksk.dnskey not in published.dnskey and len(published.dnskey) == 2
+    for ds in (old_ds, new_ds):
+        validates(fed, stayer, ORIGIN, ORIGIN, dns.rdatatype.SOA, ds)
+        trusted_keys(old.dnskey, old.rrsigs, ds)  # a cache holding the old keys
+    with pytest.raises(FederationRefused, match="last key-signing key"):
+        fed.state.check("node-leave", stayer.id, {"step": "withdraw"})
 
 
 def test_the_last_name_server_cannot_leave() -> None:
