@@ -222,16 +222,21 @@ def log_list_size(federation: Federation, name: str) -> str:
 def test_a_log_that_signs_a_split_view_is_untrusted_everywhere(
         federation: Federation, tmp_path: Path) -> None:
     """The fault is injected from outside the node: the test takes one node's log note key
-    from that node's key store and signs a second checkpoint of the size the witnesses
-    cosigned, with another root, and shows it to another node's witness.  The witness
-    refuses it (422) and sends both signed checkpoints as a ``log-fork``; once committed,
-    every running node lists the log as untrusted, its operator is removed (from the
-    validators and the log list), and new certificates carry no SCT of it."""
-    import hashlib
+    from that node's key store and signs a checkpoint three entries beyond the size
+    another node's witness cosigned, of a tree whose first entries are others, and sends
+    it with that tree's own consistency proof.  The witness refuses it (422); the proof
+    leads to the forged root from another root at the cosigned size (one not a power of
+    two: there the proof holds no old root), which with both signed checkpoints is the
+    evidence (``log-fork``).  Once committed, every running node lists the log as
+    untrusted, its operator is removed (from the validators and the log list), and new
+    certificates carry no SCT of it."""
     import urllib.error
     import urllib.request
 
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     from tests.test_ca_server import make_csr
+    from trustchain.ct.merkle import consistency_proof, leaf_hash, root
     from trustchain.ct.note import Checkpoint, Ed25519Signer, sign_note
     from trustchain.datadir import DataDir
     from trustchain.keystore import KeyStore
@@ -241,25 +246,64 @@ def test_a_log_that_signs_a_split_view_is_untrusted_everywhere(
     witness = next(n for n in live if n["name"] != liar["name"])
     with urllib.request.urlopen(f"http://{liar['addresses']['http']}/logs/a/checkpoint",
                                 timeout=10) as answer:
-        honest = answer.read().decode()
-    origin, size = honest.split("\n")[0], int(honest.split("\n")[1])
+        origin = answer.read().decode().split("\n")[0]
     keys = KeyStore.open(DataDir(federation.base / liar["name"]).keys_dir,
                          (federation.base / "passphrase").read_text().strip())
-    note_key = keys.private_key(keys.active("ct-note:a").id)
-    forged = sign_note(Checkpoint(origin, size, hashlib.sha256(b"a split view").digest()).text(),
-                       [Ed25519Signer(origin, note_key)])  # type: ignore[arg-type]
+    signer = Ed25519Signer(origin, keys.private_key(keys.active("ct-note:a").id))  # type: ignore[arg-type]
+    add = f"http://{witness['addresses']['http']}/witness/add-checkpoint"
     log_id = next(log["log_id"] for operator in log_list(federation, witness["name"])["operators"]
                   for log in operator["logs"] if log["url"] == f"https://{origin}/")
     hex_id = base64.b64decode(log_id).hex()
-    request = urllib.request.Request(f"http://{witness['addresses']['http']}/witness/"
-                                     "add-checkpoint", data=f"old {size}\n\n{forged}".encode(),
-                                     method="POST")
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=10)
-    assert refused.value.code == 422
+
+    def post(body: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(add, data=body.encode(),
+                                                               method="POST"), timeout=10):
+                return 200, ""
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def cosigned() -> int:
+        """The size the witness cosigned: its 409 to the log's own checkpoint with a stale
+        ``old`` (0)."""
+        with urllib.request.urlopen(f"http://{liar['addresses']['http']}/logs/a/checkpoint",
+                                    timeout=10) as answer:
+            code, size = post(f"old 0\n\n{answer.read().decode()}")
+        assert code == 409, (code, size)
+        return int(size)
+
+    def grow() -> None:
+        """One more entry in the liar's log: a certificate issued at node-1, logged there."""
+        issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, f"g{os.urandom(4).hex()}"
+                                                          f".beta.{ORIGIN}"),
+                         *admin(federation, "node-1"), env=federation.env)
+        assert issued.returncode == 0, issued.stderr
+        chain = [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
+                 for c in x509.load_pem_x509_certificates(issued.stdout.encode())]
+        request = urllib.request.Request(
+            f"http://{liar['addresses']['http']}/logs/a/ct/v1/add-chain",
+            data=json.dumps({"chain": chain}).encode(), method="POST",
+            headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200
+
+    size = cosigned()
+    while size < 3 or size & (size - 1) == 0:  # a size whose proofs carry its root
+        before = size
+        grow()
+        wait_for("the witness cosigns the grown log", lambda b=before: cosigned() > b, 30.0)
+        size = cosigned()
+    forged = [leaf_hash(b"a split view %d" % i) for i in range(size + 3)]
+    note = sign_note(Checkpoint(origin, size + 3, root(forged)).text(), [signer])
+    proof = "".join(base64.b64encode(p).decode() + "\n"
+                    for p in consistency_proof(size, forged))
+    code, reason = post(f"old {size}\n{proof}\n{note}")
+    assert code == 422, (code, reason)
 
     wait_for("every running node untrusts the log", lambda: all(
         hex_id in federation.consensus_status(n["name"])["untrusted_logs"] for n in live), 30.0)
+    why = federation.consensus_status(live[0]["name"])["untrusted_logs"][hex_id]
+    assert f"the checkpoint of size {size + 3} does not extend the one of size {size}" in why
     validators = {v["node_id"] for v in federation.consensus_status(witness["name"])[
         "validators"]}
     assert liar["node_id"] not in validators  # its operator is removed, as for a double vote
@@ -276,12 +320,16 @@ def test_a_log_that_signs_a_split_view_is_untrusted_everywhere(
 
 def test_a_split_view_shown_to_one_node_is_caught_by_gossip(federation: Federation) -> None:
     """A forged checkpoint of another log goes to one node only, as gossip (``POST
-    /gossip/checkpoint``), never to a witness: that node has pulled the log's honest
-    checkpoint of the same size from its operator (or pulls it next), sends the evidence,
-    and every running node untrusts the log."""
-    import hashlib
+    /gossip/checkpoint``), never to a witness: a tree one entry smaller than the log's, of
+    other entries.  A node that saw the log's checkpoint of that size sends both (one size,
+    two roots); one that did not checks it against the operator's newest over stoq/1 (the
+    operator's consistency proof fails; the inclusion proof of the leaf at that index gives
+    the operator's root there, another) and sends the evidence across the two sizes
+    (``tests/trustchain/ct/test_split_views.py`` pins each path).  Either way every running
+    node untrusts the log."""
     import urllib.request
 
+    from trustchain.ct.merkle import leaf_hash, root
     from trustchain.ct.note import Checkpoint, Ed25519Signer, sign_note
     from trustchain.datadir import DataDir
     from trustchain.keystore import KeyStore
@@ -299,9 +347,9 @@ def test_a_split_view_shown_to_one_node_is_caught_by_gossip(federation: Federati
                 text = answer.read().decode()
             origin = text.split("\n")[0]
             known = ids.get(f"https://{origin}/")  # a removed operator's logs are not
-            if int(text.split("\n")[1]) > 0 and known is not None and known not in untrusted:
+            if int(text.split("\n")[1]) > 1 and known is not None and known not in untrusted:
                 target = (node, name, origin, int(text.split("\n")[1]))
-    assert target is not None, "no non-empty trusted log left to fork"
+    assert target is not None, "no trusted log of two entries or more left to fork"
     liar, name, origin, size = target
     validators = {v["node_id"] for v in federation.consensus_status(live[0]["name"])[
         "validators"]}
@@ -309,7 +357,8 @@ def test_a_split_view_shown_to_one_node_is_caught_by_gossip(federation: Federati
     keys = KeyStore.open(DataDir(federation.base / liar["name"]).keys_dir,
                          (federation.base / "passphrase").read_text().strip())
     note_key = keys.private_key(keys.active(f"ct-note:{name}").id)
-    forged = sign_note(Checkpoint(origin, size, hashlib.sha256(b"gossiped fork").digest()).text(),
+    other = root([leaf_hash(b"gossiped fork %d" % i) for i in range(size - 1)])
+    forged = sign_note(Checkpoint(origin, size - 1, other).text(),
                        [Ed25519Signer(origin, note_key)])  # type: ignore[arg-type]
     request = urllib.request.Request(f"http://{told['addresses']['http']}/gossip/checkpoint",
                                      data=forged.encode(), method="POST")
@@ -318,3 +367,5 @@ def test_a_split_view_shown_to_one_node_is_caught_by_gossip(federation: Federati
     hex_id = ids[f"https://{origin}/"]
     wait_for("every running node untrusts the gossiped log", lambda: all(
         hex_id in federation.consensus_status(n["name"])["untrusted_logs"] for n in live), 30.0)
+    reason = federation.consensus_status(live[0]["name"])["untrusted_logs"][hex_id]
+    assert reason.startswith("split view: "), reason

@@ -101,7 +101,7 @@ class FederationLogs:
     #: origin -> that final checkpoint's signed note (evidence against a fork of it).
     final_notes: dict[str, str] = field(default_factory=dict)
     #: log ID (hex) -> the evidence that made it untrusted: two checkpoint notes, signed
-    #: with its key, of one size and two roots (``log-fork``), and the height.
+    #: with its key, that cannot both be true (``log-fork``), and the height.
     forks: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     #: The validators' stakes as of the block being checked (set by the node's wiring:
     #: the ledger's, so every node weighs a checkpoint's witnesses alike).
@@ -122,12 +122,10 @@ class FederationLogs:
             self.final[origin] = (size, root, height)
             self.final_notes[origin] = body["checkpoint"]
         elif kind == "log-fork":
-            log, first, second = self._fork_of(body)
+            log, first, second, why = self._fork_of(body)
             key = log.log_id.hex()
             self.forks[key] = (first, second, height)
-            self.untrusted[key] = (f"split view: two checkpoints of size "
-                                   f"{first.split(chr(10))[1]} with different roots "
-                                   f"(committed at height {height})")
+            self.untrusted[key] = f"{why} (committed at height {height})"
         elif kind == "node-logs":
             self.logs[requester] = self._logs_of(requester, body)
             self.witnesses[requester] = body["witness"]
@@ -206,15 +204,21 @@ class FederationLogs:
                                   f"of {size}: {exc}") from None
         return log.origin, checkpoint.size, checkpoint.root_hash
 
-    def _fork_of(self, body: Mapping[str, Any]) -> tuple[FederatedLog, str, str]:
-        """``log-fork``: two checkpoint notes of one log, each signed with its note key,
-        of one size and two roots: a view split that no consistency proof can join."""
+    def _fork_of(self, body: Mapping[str, Any]) -> tuple[FederatedLog, str, str, str]:
+        """``log-fork``: two checkpoint notes of one log, each signed with its note key, that
+        cannot both be true, and why (for :attr:`untrusted`).  Either one size and two
+        roots, or two sizes m < n with ``proof``, a consistency proof from m to n, and
+        ``prefix``, the root of the first m leaves that it joins to the larger root: a
+        prefix other than the smaller checkpoint's root means the larger tree does not
+        extend it (and no proof can join them: that would take a hash collision)."""
         notes = body.get("checkpoints")
-        if set(body) - {"nonce"} != {"log", "operator", "checkpoints"} \
+        extra = {"proof", "prefix"} & set(body)
+        if set(body) - {"nonce"} - extra != {"log", "operator", "checkpoints"} \
                 or not isinstance(notes, list) \
                 or len(notes) != 2 or not all(isinstance(n, str) and len(n) <= MAX_CHECKPOINT
                                               for n in notes):
-            raise LogsRefused("log-fork: log, operator and two checkpoints (signed notes)")
+            raise LogsRefused("log-fork: log, operator and two checkpoints (signed notes), "
+                              "with proof and prefix for two sizes")
         log = next((lg for lg in self.logs.get(str(body["operator"]), {}).values()
                     if lg.origin == body["log"]), None)
         if log is None:
@@ -227,14 +231,36 @@ class FederationLogs:
             try:
                 note = parse_note(text)
                 verify_note(note, [parse_vkey(log.note_key)])
-                points.append(parse_checkpoint(note.text))
+                points.append((parse_checkpoint(note.text), text))
             except NoteError as exc:
                 raise LogsRefused(f"log-fork: a checkpoint the log did not sign: {exc}") from None
-        first, second = points
-        if first.origin != log.origin or second.origin != log.origin or \
-                first.size != second.size or first.root_hash == second.root_hash:
-            raise LogsRefused("log-fork: two checkpoints of that log, one size, two roots")
-        return log, notes[0], notes[1]
+        (small, first), (large, second) = sorted(points, key=lambda p: p[0].size)
+        if small.origin != log.origin or large.origin != log.origin:
+            raise LogsRefused("log-fork: checkpoints of another log")
+        if small.size == large.size:
+            if extra or small.root_hash == large.root_hash:
+                raise LogsRefused("log-fork: two checkpoints of that log, one size, two roots "
+                                  "(and no proof)")
+            return log, first, second, (f"split view: two checkpoints of size {small.size} "
+                                        "with different roots")
+        if extra != {"proof", "prefix"}:
+            raise LogsRefused("log-fork: checkpoints of two sizes need proof and prefix")
+        try:
+            proof = body["proof"]
+            if not isinstance(proof, list) or len(proof) > 63:
+                raise ValueError("proof: at most 63 hashes")
+            prefix = base64.b64decode(str(body["prefix"]), validate=True)
+            verify_consistency(small.size, large.size,
+                               [base64.b64decode(str(p), validate=True) for p in proof],
+                               prefix, large.root_hash)
+        except (ValueError, ProofError) as exc:
+            raise LogsRefused(f"log-fork: the proof does not join the prefix to the larger "
+                              f"checkpoint: {exc}") from None
+        if prefix == small.root_hash:
+            raise LogsRefused(f"log-fork: the checkpoint of {large.size} extends the one of "
+                              f"{small.size}: no split view")
+        return log, first, second, (f"split view: the checkpoint of size {large.size} does "
+                                    f"not extend the one of size {small.size}")
 
     def usable(self) -> list[FederatedLog]:
         return [log for operator in sorted(self.logs) for log in self.logs[operator].values()

@@ -164,6 +164,20 @@ def verify_consistency(old_size: int, new_size: int, proof: Sequence[bytes], old
     path = list(proof)
     if old_size & (old_size - 1) == 0:  # a power of two: the old root starts the path
         path.insert(0, old_root)
+    fr, sr = _consistency_roots(old_size, new_size, path)
+    if fr != old_root:
+        raise ProofError("the proof does not lead to the old root")
+    if sr != new_root:
+        raise ProofError("the proof does not lead to the new root")
+
+
+def _consistency_roots(old_size: int, new_size: int, path: Sequence[bytes]
+                       ) -> tuple[bytes, bytes]:
+    """RFC 9162 2.1.4.2 steps 4 to 7: the old and new roots a consistency path leads to
+    (``path`` starts with the old root when the old size is a power of two).
+
+    :raises ProofError: a path of the wrong length.
+    """
     fn, sn = old_size - 1, new_size - 1
     while fn & 1:
         fn >>= 1
@@ -175,7 +189,42 @@ def verify_consistency(old_size: int, new_size: int, proof: Sequence[bytes], old
             sr = node_hash(item, sr)
         else:
             sr = node_hash(sr, item)
-    if fr != old_root:
-        raise ProofError("the proof does not lead to the old root")
-    if sr != new_root:
-        raise ProofError("the proof does not lead to the new root")
+    return fr, sr
+
+
+def prefix_root(old_size: int, new_size: int, proof: Sequence[bytes],
+                new_root: bytes) -> bytes | None:
+    """The root of the first ``old_size`` leaves of the tree ``new_root``, as a consistency
+    proof shows it, or None: a proof that does not lead to ``new_root``, or an old size
+    that is a power of two (the proof leaves that root out, as its verifier holds it).
+
+    What a witness holds when a log's proof fails against the root it cosigned: if the
+    proof leads to the log's new root from another old root, the log signed two trees
+    that cannot both be true (:func:`verify_consistency` with this root then passes).
+    """
+    if not 0 < old_size < new_size or old_size & (old_size - 1) == 0 or not proof:
+        return None
+    try:
+        _check(proof)
+        old, new = _consistency_roots(old_size, new_size, list(proof))
+    except ProofError:
+        return None
+    return old if new == new_root else None
+
+
+def prefix_from_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
+                          expected_root: bytes) -> bytes:
+    """The root of the first ``index`` leaves of the tree ``expected_root``, from the
+    inclusion proof of the leaf at ``index``: its left siblings are the complete subtrees
+    that make up the leaves before it (any index, powers of two included).
+
+    :raises ProofError: the inclusion proof does not verify.
+    """
+    verify_inclusion(leaf, index, size, proof, expected_root)
+    lefts = [item for item, left in _climb(index, size - 1, proof, "the tree is deep") if left]
+    if not lefts:
+        return EMPTY_ROOT
+    value = lefts[0]  # the smallest subtree, rightmost; the larger ones join from the left
+    for item in lefts[1:]:
+        value = node_hash(item, value)
+    return value

@@ -141,6 +141,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     ca_here = FederationCaNode(federation_ca, authority, operations, peers, clock=utcnow)
     witness_here, cosigning = build_witnessing(node, ct, federation_logs, peers, operations)
     gossip = Gossip(federation_logs, operations, peers)
+    witness_here.suspect = gossip.suspect
     logs_here = FederationCtNode(federation_logs, ct, operations, peers,
                                  {name: log_prefix(node, name) for name in ct.logs},
                                  mmd=1,  # sequenced every 0.2 s: within a second

@@ -18,6 +18,7 @@ monitoring prefix (``/logs/<log>/checkpoint``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -31,6 +32,7 @@ from transport.peers import Peers
 from trustchain.consensus.operations import OperationKind
 from trustchain.ct.federation import FederationLogs
 from trustchain.ct.log import Log
+from trustchain.ct.merkle import prefix_root
 from trustchain.ct.note import (
     Checkpoint,
     CosignatureV1Signer,
@@ -78,6 +80,8 @@ class WitnessNode:
         #: origin -> the checkpoint note last cosigned here (in memory: after a restart,
         #: the final checkpoint committed is the evidence to hold a fork against).
         self._notes: dict[str, str] = {}
+        #: Where a refused checkpoint goes when it is no evidence by itself (gossip).
+        self.suspect: Callable[[str], None] | None = None
 
     def add_checkpoint(self, body: bytes) -> Outcome:
         """tlog-witness ``add-checkpoint``: the outcome, its state committed if a 200."""
@@ -108,30 +112,46 @@ class WitnessNode:
         return log.operator if log is not None else ""
 
     def _fork(self, body: bytes, checkpoint: Checkpoint) -> None:
-        """A log signed a checkpoint of a size this witness cosigned (or the federation made
-        final) with another root: the two signed notes are portable evidence, sent as a
-        ``log-fork`` for every node to untrust the log."""
+        """A log signed a checkpoint this witness refused as inconsistent (422) with one it
+        cosigned (or the federation made final).  One size, two roots: both signed notes
+        are the evidence.  Two sizes: the proof the log sent, if it leads to the new root
+        from another old root, is the evidence with it; otherwise (the proof leads
+        nowhere, or the old size is a power of two and the proof holds no old root) the
+        checkpoint goes to gossip, to be checked against the log's own tree."""
         origin = checkpoint.origin
-        known = [text for text in (self._notes.get(origin), self._state.final_notes.get(origin))
-                 if text is not None and _size_of(text) == checkpoint.size]
-        if not known:
+        request = parse_add_checkpoint(body)
+        forked = request.note.encode()
+        known: dict[int, str] = {}
+        for text in (self._notes.get(origin), self._state.final_notes.get(origin)):
+            if text is not None:
+                try:
+                    known.setdefault(parse_checkpoint(parse_note(text).text).size, text)
+                except NoteError:  # ours or committed: never expected
+                    continue
+        same, older = known.get(checkpoint.size), known.get(request.old_size)
+        evidence: dict[str, object] | None = None
+        if same is not None:
+            evidence = {"checkpoints": [same, forked]}
+            log.warning("log %s signed two checkpoints of size %d with different roots: "
+                        "evidence sent", origin, checkpoint.size)
+        elif older is not None:
+            prefix = prefix_root(request.old_size, checkpoint.size, request.proof,
+                                 checkpoint.root_hash)
+            if prefix is not None and prefix != parse_checkpoint(parse_note(older).text
+                                                                 ).root_hash:
+                evidence = {"checkpoints": [older, forked],
+                            "proof": [base64.b64encode(p).decode() for p in request.proof],
+                            "prefix": base64.b64encode(prefix).decode()}
+                log.warning("log %s: its checkpoint of %d does not extend the one of %d "
+                            "cosigned: evidence sent", origin, checkpoint.size,
+                            request.old_size)
+        if evidence is None:
+            if self.suspect is not None:
+                self.suspect(forked)
             return
-        forked = parse_add_checkpoint(body).note.encode()
-        log.warning("log %s signed two checkpoints of size %d with different roots: "
-                    "evidence sent", origin, checkpoint.size)
         self._operations.send(OperationKind.LOG_FORK,
-                              {"log": origin, "operator": self._operator(origin),
-                               "checkpoints": [known[0], forked]},
+                              {"log": origin, "operator": self._operator(origin), **evidence},
                               what=forked, subject=origin)
-
-
-def _size_of(text: str) -> int | None:
-    """The size of a checkpoint note, or None if it is not one (the roots are compared
-    by the evidence's own check, :meth:`FederationLogs.check`)."""
-    try:
-        return parse_checkpoint(parse_note(text).text).size
-    except NoteError:
-        return None
 
 
 def witness_service(witness: WitnessNode) -> Service:

@@ -172,7 +172,7 @@ def test_two_signed_checkpoints_of_one_size_and_two_roots_untrust_the_log() -> N
 
     honest, forked = note(4, b"\1" * 32), note(4, b"\2" * 32)
     for bad, match in (([honest, note(4, b"\1" * 32)], "two roots"),
-                       ([honest, note(5, b"\2" * 32)], "one size"),
+                       ([honest, note(5, b"\2" * 32)], "need proof and prefix"),
                        ([honest, note(4, b"\2" * 32, Ed25519Signer(
                            log.origin, ed25519.Ed25519PrivateKey.generate()))], "did not sign")):
         with pytest.raises(LogsRefused, match=match):
@@ -190,3 +190,47 @@ def test_two_signed_checkpoints_of_one_size_and_two_roots_untrust_the_log() -> N
     with pytest.raises(LogsRefused, match="committed already"):
         state.check("log-fork", "n4", {"log": log.origin, "operator": "n2",
                                        "checkpoints": [honest, forked]})
+
+
+def test_a_larger_checkpoint_that_does_not_extend_a_smaller_one_untrusts_the_log() -> None:
+    """Split views across sizes: the log signed (3, A) and a tree of 6 whose first three
+    leaves are others.  The larger tree's own consistency proof joins its prefix to its
+    root; a prefix other than A is the evidence.  The honest extension, a proof that does
+    not join, and a prefix equal to A are refused."""
+    from trustchain.ct.merkle import consistency_proof, leaf_hash, root
+    from trustchain.ct.note import Checkpoint, sign_note
+
+    state = federation()
+    log = state.logs["n2"]["l0"]
+    signer = Ed25519Signer(log.origin, ed25519.Ed25519PrivateKey.generate())
+    state.logs["n2"]["l0"] = FederatedLog(log.operator, log.name, log.key, log.url, log.mmd,
+                                          log.expiry, signer.verifier().vkey())
+    honest = [leaf_hash(bytes([i])) for i in range(6)]
+    forked = [leaf_hash(b"x" + bytes([i])) for i in range(6)]
+
+    def note(leaves: list[bytes]) -> str:
+        return sign_note(Checkpoint(log.origin, len(leaves), root(leaves)).text(), [signer])
+
+    def b64(items: list[bytes]) -> list[str]:
+        return [base64.b64encode(i).decode() for i in items]
+
+    def fork(small: list[bytes], large: list[bytes], prefix: bytes,
+             proof: list[bytes]) -> dict[str, object]:
+        return {"log": log.origin, "operator": "n2", "checkpoints": [note(large), note(small)],
+                "proof": b64(proof), "prefix": b64([prefix])[0]}
+
+    for small_size in (3, 4):  # the proof carries the old root; or not (a power of two)
+        small, proof = honest[:small_size], consistency_proof(small_size, forked)
+        for bad, match in (
+                (fork(small, honest, root(small), consistency_proof(small_size, honest)),
+                 "extends"),
+                (fork(small, forked, root(forked[:small_size]), proof[1:]), "does not join"),
+                (fork(small, forked, root(small), proof), "does not join")):
+            with pytest.raises(LogsRefused, match=match):
+                state.check("log-fork", "n3", bad)
+        state.check("log-fork", "n3", fork(small, forked, root(forked[:small_size]), proof))
+    evidence = fork(honest[:3], forked, root(forked[:3]), consistency_proof(3, forked))
+    state.apply("log-fork", "n3", evidence, 12)
+    assert state.untrusted[log.log_id.hex()] == (
+        "split view: the checkpoint of size 6 does not extend the one of size 3 "
+        "(committed at height 12)")

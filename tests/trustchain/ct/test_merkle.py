@@ -17,6 +17,8 @@ from trustchain.ct.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
+    prefix_from_inclusion,
+    prefix_root,
     root,
     verify_consistency,
     verify_inclusion,
@@ -133,3 +135,54 @@ def test_garbage_proofs_raise_only_proof_errors(a: int, b: int, proof: list[byte
             call()
         except ProofError:
             pass
+
+
+def test_the_prefix_of_every_tree_from_its_inclusion_and_consistency_proofs() -> None:
+    """Every size to 70, every prefix: the root of the first m leaves comes back from the
+    inclusion proof of leaf m (any m) and from the consistency proof m -> n (m not a power
+    of two: that proof leaves the old root out); a proof of another tree gives none."""
+    hashes = [leaf_hash(bytes([i])) for i in range(70)]
+    for n in range(2, 71):
+        whole = root(hashes[:n])
+        for m in range(1, n):
+            assert prefix_from_inclusion(hashes[m], m, n, inclusion_proof(m, hashes[:n]),
+                                         whole) == root(hashes[:m])
+            proof = consistency_proof(m, hashes[:n])
+            expected = None if m & (m - 1) == 0 else root(hashes[:m])
+            assert prefix_root(m, n, proof, whole) == expected
+            assert prefix_root(m, n, proof, hashes[0]) is None  # not this tree's proof
+
+
+@given(trees, trees, st.data())
+def test_a_forked_tree_shows_its_other_prefix(leaves: list[bytes], other: list[bytes],
+                                              data) -> None:
+    """A log that signed (m, A) and then a tree of n whose first m leaves differ: the new
+    tree's own proof leads to its root from a prefix that is not A, and that prefix passes
+    verify_consistency: what split-view evidence across sizes carries."""
+    honest = [leaf_hash(x) for x in leaves]
+    forked = [leaf_hash(b"f" + x) for x in other]
+    if len(forked) < 2 or len(honest) < 1:
+        return
+    m = data.draw(st.integers(1, min(len(honest), len(forked) - 1)))
+    n = len(forked)
+    proof = consistency_proof(m, forked)
+    with pytest.raises(ProofError):
+        verify_consistency(m, n, proof, root(honest[:m]), root(forked))
+    prefix = prefix_from_inclusion(forked[m], m, n, inclusion_proof(m, forked), root(forked))
+    assert prefix != root(honest[:m])
+    verify_consistency(m, n, proof, prefix, root(forked))
+    if m & (m - 1):
+        assert prefix_root(m, n, proof, root(forked)) == prefix
+
+
+@given(st.integers(0, 100), st.integers(0, 100),
+       st.lists(st.binary(min_size=0, max_size=40), max_size=10), st.binary(max_size=40),
+       st.binary(max_size=40))
+def test_prefix_helpers_take_garbage_without_other_errors(
+        a: int, b: int, proof: list[bytes], r1: bytes, r2: bytes) -> None:
+    found = prefix_root(a, b, proof, r1)
+    assert found is None or len(found) == 32
+    try:
+        prefix_from_inclusion(r1, a, b, proof, r2)
+    except ProofError:
+        pass
