@@ -101,13 +101,14 @@ def test_a_certificate_carries_scts_of_two_other_operators_and_is_in_both_logs(
 
 
 def test_every_log_checkpoint_reaches_the_cosignature_quorum(federation: Federation) -> None:
-    """Each log of the running nodes (empty or not) serves, at its monitoring prefix, its
-    checkpoint signed with its note key and cosigned by the witnesses of more than 2/3 of
-    the stake (four equal stakes: three), each cosignature checked by a verifier written
-    from the C2SP specs alone (tests/c2sp_verifier.py)."""
+    """Each log of the running nodes (empty or not) serves, at its monitoring prefix and in
+    its static checkpoint file, its checkpoint signed with its note key and cosigned by the
+    witnesses of more than 2/3 of the stake (four equal stakes: three), each cosignature
+    checked by a verifier written from the C2SP specs alone (tests/c2sp_verifier.py)."""
     import urllib.request
 
     from tests.c2sp_verifier import verify_cosignature, verify_note_signature
+    from trustchain.datadir import DataDir
 
     status = federation.consensus_status("node-1")
     witnesses, note_keys = status["witnesses"], status["log_note_keys"]
@@ -135,6 +136,14 @@ def test_every_log_checkpoint_reaches_the_cosignature_quorum(federation: Federat
     for text in checkpoints().values():
         origin = text.split("\n", 1)[0]
         assert verify_note_signature(text, note_keys[origin]), text
+
+    def static_files() -> list[str]:  # what a web server serving ct_tiles_dir hands out
+        return [(DataDir(federation.base / node["name"]).ct_tiles_dir / name / "checkpoint"
+                 ).read_text() for node in live for name in ("a", "b")]
+
+    wait_for("the static checkpoint files carry the cosignatures too", lambda: all(
+        len(cosigned(t)) >= 3 and verify_note_signature(t, note_keys[t.split("\n", 1)[0]])
+        for t in static_files()), 30.0)
 
     # ... and made final through the consensus: every node holds the same final sizes
     sizes = {t.split("\n")[0]: int(t.split("\n")[1]) for t in checkpoints().values()}

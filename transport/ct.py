@@ -147,6 +147,19 @@ class LogRunner:
                 for name, _, issued in done:
                     self._answer(name, issued)
 
+    def cosigned(self, name: str, text: str) -> None:
+        """Log ``name``'s checkpoint file replaced by ``text``, the same checkpoint with
+        witnesses' cosignatures (nothing if the log has moved on), on the writer thread,
+        after every file already queued there."""
+        directory = self.tiles.get(name)
+        plan = directory.plan_cosigned(text) if directory is not None else None
+        if plan is not None:
+            try:
+                asyncio.get_running_loop().run_in_executor(self._writer, self._write,
+                                                           [(name, plan)])
+            except RuntimeError:  # stopping, the writer shut: the file keeps the plain one
+                pass
+
     def _sequence_all(self) -> None:
         """Integrate every pending entry now, files and answers included (at stop)."""
         done = self._integrate_all()

@@ -2,7 +2,8 @@
 
 ::
 
-    <dir>/checkpoint                 replaced atomically after each new head
+    <dir>/checkpoint                 replaced atomically after each new head, and
+                                     again once witnesses have cosigned it
     <dir>/tile/<L>/<N>[.p/<W>]       Merkle tiles, written once
     <dir>/tile/data/<N>[.p/<W>]      data tiles, written once
     <dir>/issuer/<sha256 hex>        issuers, written once
@@ -75,6 +76,10 @@ class TileDirectory:
         self.log = log
         self._written_size = 0
         self._issuers: set[bytes] = set()
+        #: The checkpoint the last plan wrote (the log's own signatures only), and the
+        #: cosigned one written over it since, if any.
+        self._plain = b""
+        self._cosigned = b""
 
     def publish(self) -> int:
         """Bring the directory up to the log's signed head; return files written."""
@@ -109,9 +114,22 @@ class TileDirectory:
             if fingerprint not in self._issuers:
                 plan.files.append((self.root / "issuer" / fingerprint.hex(), der, False))
                 self._issuers.add(fingerprint)
-        plan.files.append((self.root / "checkpoint", self.log.checkpoint().encode(), True))
+        self._plain = self._cosigned = self.log.checkpoint().encode()
+        plan.files.append((self.root / "checkpoint", self._plain, True))
         self._written_size = size
         return plan
+
+    def plan_cosigned(self, text: str) -> TilePlan | None:
+        """The checkpoint file again, with cosignatures: ``text`` is the last planned
+        checkpoint with cosignature lines added (None if it is another checkpoint, the
+        log having moved on, or what the file holds already).  Applied in order after
+        the plan that wrote the plain one, so an older cosigned checkpoint never
+        replaces a newer one."""
+        data = text.encode()
+        if not self._plain or not data.startswith(self._plain) or data == self._cosigned:
+            return None
+        self._cosigned = data
+        return TilePlan(files=[(self.root / "checkpoint", data, True)])
 
     def forget(self) -> None:
         """After a failed write: the next plan rewrites everything not on disk."""

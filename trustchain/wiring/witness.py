@@ -229,6 +229,10 @@ class Cosigning:
         if jobs:
             await asyncio.gather(*jobs)
         for name, target in self._runner.logs.items():
+            held = self._cosigned.get(name)
+            if held is not None and held[0] == target.checkpoint() and \
+                    self._state.quorum(set(held[1])):
+                self._runner.cosigned(name, self.checkpoint(name))  # the static file too
             self._finalise(name, target)
 
     def _finalise(self, name: str, target: Log) -> None:

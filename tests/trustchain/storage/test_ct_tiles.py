@@ -30,3 +30,24 @@ def test_tiles_follow_the_head_and_partials_go_when_full(db, tmp_path: Path) -> 
     assert len(list((tmp_path / "a" / "issuer").iterdir())) == 1
     # A restart (a fresh writer over the same files) changes nothing and loses nothing.
     assert TileDirectory(tmp_path / "a", log).publish() == 1  # only the checkpoint
+
+
+def test_the_checkpoint_file_takes_cosignatures_of_its_own_checkpoint_only(  # noqa: F811
+        db, tmp_path: Path) -> None:
+    log = new_log(db)
+    directory = TileDirectory(tmp_path / "a", log)
+    log.check([leaf("c0"), CA_B64])
+    log.sequence(1)
+    directory.publish()
+    path = tmp_path / "a" / "checkpoint"
+    plain = path.read_text()
+    cosigned = plain + "— w.example AAAA\n"
+    plan = directory.plan_cosigned(cosigned)
+    assert plan is not None and plan.apply() == 1 and path.read_text() == cosigned
+    assert directory.plan_cosigned(cosigned) is None  # written already
+    log.check([leaf("c1"), CA_B64])
+    log.sequence(2)
+    queued = directory.plan()  # the next head, queued before an old cosigned one arrives
+    assert directory.plan_cosigned(cosigned + "— v.example BBBB\n") is None
+    queued.apply()
+    assert path.read_text().split("\n")[1] == "2" and "w.example" not in path.read_text()
