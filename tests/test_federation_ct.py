@@ -218,6 +218,54 @@ def test_verify_consistency_needs_the_witness_quorum_of_its_policy(
     assert refused.returncode == 1 and "lacks the witness quorum" in refused.stderr, \
         refused.stderr
 
+    # The same from the static files alone, as a web server publishes ct_tiles_dir: a
+    # certificate issued at node-1 proven in another node's log with the node's policy.
+    import functools
+    import http.server
+    import socket
+    import threading
+    import urllib.request
+
+    from tests.test_ca_server import make_csr
+    from trustchain.datadir import DataDir
+
+    issued = run_cli("ca", "issue", "--csr", make_csr(tmp_path, f"tiles.beta.{ORIGIN}"),
+                     *admin(federation, "node-1"), env=federation.env)
+    assert issued.returncode == 0, issued.stderr
+    (tmp_path / "tiles.pem").write_text(issued.stdout)
+    listing = log_list(federation, "node-1")
+    operator, name = sct_operators(issued.stdout, listing)[0]
+    holder = next(n for n in federation.status()["nodes"] if n["node_id"] == operator)
+    key = next(log["key"] for o in listing["operators"] for log in o["logs"]  # type: ignore[attr-defined]
+               if o["name"] == operator and log["url"].endswith(f"/logs/{name}/"))
+    with urllib.request.urlopen(f"http://{holder['addresses']['http']}/witness/policy",
+                                timeout=10) as answer:
+        policy.write_bytes(answer.read())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(DataDir(federation.base / holder["name"])
+                                              .ct_tiles_dir / name))
+    class V6Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    server = V6Server(("::1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://[::1]:{server.server_address[1]}/"
+        proven = run_cli("ct", "verify-inclusion", tmp_path / "tiles.pem", "--tiles", url,
+                         "--log-key", key, "--policy", policy, env=federation.env)
+        assert proven.returncode == 0, proven.stderr
+        assert "witnesses (the policy's quorum)" in proven.stdout, proven.stdout
+        stranger_policy = tmp_path / "stranger.txt"
+        stranger_policy.write_text(f"witness w1 {stranger.verifier().vkey()}\nquorum w1\n")
+        refused = run_cli("ct", "verify-inclusion", tmp_path / "tiles.pem", "--tiles", url,
+                          "--log-key", key, "--policy", stranger_policy, "--wait", "1",
+                          env=federation.env)
+        assert refused.returncode == 1 and "lacks the witness quorum" in refused.stderr, \
+            refused.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+
 
 def log_list_size(federation: Federation, name: str) -> str:
     """The size of log ``a`` of node ``name`` (its checkpoint's second line)."""

@@ -34,7 +34,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--log", default="a", help="log name (default: a)")
     p.add_argument("--tiles", metavar="URL",
                    help="read only the log's static-ct-api files under URL (its monitoring "
-                        "prefix) instead of asking a node; needs --log-key")
+                        "prefix) instead of asking a node; needs --log-key (and a --policy "
+                        "FILE to check the checkpoint's cosignatures)")
     p.add_argument("--log-key", metavar="BASE64",
                    help="the log's public key (SubjectPublicKeyInfo, base64, as in log lists)")
     _policy_option(p)
@@ -94,12 +95,7 @@ async def _witnessed_head(call: CtCall, log: str, policy_file: str | None,
 
     key = monitor.log_key(await call("logs", {}), log)
     if policy_file is not None:
-        try:
-            policy = parse_policy(Path(policy_file).read_bytes())
-        except OSError as exc:
-            raise LocalError(f"cannot read {policy_file}: {exc.strerror}") from None
-        except PolicyError as exc:
-            raise LocalError(f"{policy_file}: {exc}") from None
+        policy = _read_policy(policy_file)
     else:
         try:
             policy = parse_policy((await call("witness-policy", {}))["policy"])
@@ -182,10 +178,8 @@ def cmd_ct_verify_inclusion(args: argparse.Namespace) -> int:
     if args.tiles is not None:
         if args.log_key is None:
             raise LocalError("--tiles needs --log-key (the log's key from a log list)")
-        if args.policy is not None:
-            raise LocalError("--policy needs --server: the static checkpoint file carries "
-                             "the log's signatures only, not the witnesses'")
-        print(_inclusion_by_tiles(args.tiles, args.log_key, der, issuer))
+        print(_inclusion_by_tiles(args.tiles, args.log_key, der, issuer, args.policy,
+                                  args.wait))
         return 0
     print(_session(args, lambda call: _inclusion(call, args.log, der, issuer, args.policy,
                                                  args.wait)))
@@ -234,9 +228,24 @@ async def _inclusion(call: CtCall, log: str, der: bytes, issuer: bytes | None,
     raise RemoteError(f"the certificate is not in log {log}")
 
 
-def _inclusion_by_tiles(url: str, key_b64: str, der: bytes, issuer: bytes | None) -> str:
-    """Check ``der`` against the log's static-ct-api files under ``url`` (over HTTP)."""
+def _read_policy(path: str) -> Any:
+    from trustchain.ct.policy import PolicyError, parse_policy
+
+    try:
+        return parse_policy(Path(path).read_bytes())
+    except OSError as exc:
+        raise LocalError(f"cannot read {path}: {exc.strerror}") from None
+    except PolicyError as exc:
+        raise LocalError(f"{path}: {exc}") from None
+
+
+def _inclusion_by_tiles(url: str, key_b64: str, der: bytes, issuer: bytes | None,
+                        policy_file: str | None, wait: float) -> str:
+    """Check ``der`` against the log's static-ct-api files under ``url`` (over HTTP), and
+    with a policy, that the checkpoint file carries its quorum of cosignatures (the node
+    adds them to the file within a second or two of a new checkpoint: waited for)."""
     import binascii
+    import time
     import urllib.error
     import urllib.request
 
@@ -260,6 +269,23 @@ def _inclusion_by_tiles(url: str, key_b64: str, der: bytes, issuer: bytes | None
         except (urllib.error.URLError, OSError) as exc:
             raise RemoteError(f"cannot fetch {base}/{path}: {exc}") from None
 
-    proven = monitor.verify_tiles(fetch, key, der, issuer)
-    return (f"OK: entry {proven.index} of {proven.origin}, included in its signed checkpoint "
-            f"of {proven.tree_size}")
+    policy = _read_policy(policy_file) if policy_file is not None else None
+    deadline, told = time.monotonic() + wait, False
+    while True:
+        proven = monitor.verify_tiles(fetch, key, der, issuer)
+        if policy is None:
+            return (f"OK: entry {proven.index} of {proven.origin}, included in its signed "
+                    f"checkpoint of {proven.tree_size}")
+        try:
+            witnesses = monitor.require_quorum(proven.checkpoint, policy)
+        except monitor.MonitorError:
+            if time.monotonic() > deadline:
+                raise
+            if not told and sys.stderr.isatty():
+                print("waiting for the witnesses' cosignatures ...", file=sys.stderr)
+                told = True
+            time.sleep(0.5)  # polling the static files with a bound
+            continue
+        return (f"OK: entry {proven.index} of {proven.origin}, included in its signed "
+                f"checkpoint of {proven.tree_size}, cosigned by {len(witnesses)} witnesses "
+                "(the policy's quorum)")

@@ -65,6 +65,7 @@ class TilesInclusion:
     origin: str  # the checkpoint's origin line, naming the log
     index: int
     tree_size: int  # of the signed checkpoint that covers it
+    checkpoint: str  # that checkpoint, as fetched (with any cosignatures)
 
 
 def _b64(text: str) -> bytes:
@@ -208,7 +209,7 @@ def verify_tiles(fetch: Callable[[str], bytes], key: ec.EllipticCurvePublicKey,
         raise MonitorError("the tiles do not rebuild the checkpoint's root")
     if found is None:
         raise MonitorError(f"the certificate is not in the log at {origin}")
-    return TilesInclusion(origin, found, head.size)
+    return TilesInclusion(origin, found, head.size, text)
 
 
 # --- witnesses (c2sp.org/tlog-cosignature, c2sp.org/tlog-policy) ----------------------

@@ -153,13 +153,21 @@ def ct_service(runner: LogRunner,
         return {"checkpoint": checkpoint_of(target.name) if checkpoint_of
                 else target.checkpoint()}
 
-    def policy(call: Call) -> dict[str, object]:
+    def policy_text() -> str:
         if witness_policy is None:
             raise NotFound("this node knows no witness policy")
         try:
-            return {"policy": witness_policy()}
+            return witness_policy()
         except PolicyError as exc:  # stakes tlog-policy cannot express (see policy.py)
             raise NotFound(f"the federation's stakes make no tlog-policy: {exc}") from None
+
+    def policy(call: Call) -> dict[str, object]:
+        return {"policy": policy_text()}
+
+    def policy_file(call: Call) -> Reply:
+        """Over HTTP the tlog-policy file itself (``curl -o policy.txt``)."""
+        return Reply(policy_text().encode(), "text/plain; charset=utf-8",
+                     {"cache-control": "no-cache, max-age=0"})
 
     def tile(call: Call) -> Reply:
         data = log_of(call.parse(_Args)).tile(str(call.args["path"]))
@@ -194,7 +202,8 @@ def ct_service(runner: LogRunner,
         # The static-ct-api monitoring prefix: the same as the submission prefix.
         Method(checkpoint, http="GET /logs/{log}/checkpoint"),
         Method(checkpoint_json, stoq="checkpoint"),
-        Method(policy, stoq="witness-policy", http="GET /witness/policy"),
+        Method(policy, stoq="witness-policy"),
+        Method(policy_file, http="GET /witness/policy"),
         Method(tile, http="GET /logs/{log}/tile/{path:path}"),
         Method(issuer, http="GET /logs/{log}/issuer/{fingerprint}"),
     ))
