@@ -40,3 +40,10 @@ def test_federation_benchmark_runs() -> None:
     assert "(a) latency at 20/s, to every node: devnet p50" in out
     assert "devnet / simulation" in out
     assert "(e) CPU, throughput, share of" in out
+
+
+def test_witness_benchmark_runs() -> None:
+    """A 4-node devnet, two rounds: a new checkpoint to its quorum and to finality."""
+    out = run_benchmark("benchmarks/witness.py", "--rounds", "2")
+    assert "cosignature quorum (3 of 4 witnesses) after the checkpoint: p50" in out
+    assert "baseline: one add-checkpoint round trip" in out

@@ -80,6 +80,8 @@ class LogRunner:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-tiles")
         #: Where the HTTP API is reachable, for log lists served over stoq/1.
         self.base_url = ""
+        #: Called after each sequencing that signed a new checkpoint (cosigning wakes).
+        self.on_head: Callable[[], None] = lambda: None
 
     def log_list(self, base_url: str) -> dict[str, object]:
         """The logs in the shape of Chrome's and Apple's log lists (v3).
@@ -137,6 +139,8 @@ class LogRunner:
             await asyncio.sleep(max(0.0, tick - loop.time()))
             tick = max(tick, loop.time() - self._interval)  # after a stall, do not race to catch up
             done = self._integrate_all()
+            if done:
+                self.on_head()
             plans = [(name, plan) for name, plan, _ in done if plan is not None]
             try:
                 if plans:

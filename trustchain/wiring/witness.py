@@ -60,7 +60,8 @@ log = logging.getLogger("trustchain.witness")
 
 #: The key store purpose of this node's witness cosigning key.
 WITNESS_PURPOSE = "ct-witness"
-#: How often this node looks for new checkpoints of its logs to have cosigned.
+#: How often this node looks for checkpoints of its logs still to be cosigned (a new
+#: checkpoint starts a round at once).
 COSIGN_INTERVAL = 0.5
 #: A log's checkpoint is made final through the consensus at most this often.
 FINAL_INTERVAL = 5.0
@@ -185,6 +186,7 @@ class Cosigning:
         #: log -> (the checkpoint being cosigned, witness node -> its cosignature line).
         self._cosigned: dict[str, tuple[str, dict[str, str]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # set by the log runner at each new checkpoint
 
     def checkpoint(self, name: str) -> str:
         """Log ``name``'s newest checkpoint, with the cosignatures gathered for it so far
@@ -197,6 +199,7 @@ class Cosigning:
         return text + "".join(line for _, line in sorted(held[1].items()))
 
     def start(self) -> None:
+        self._runner.on_head = self._wake.set
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
@@ -209,11 +212,15 @@ class Cosigning:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()  # (a head signed during the round leaves it set: no wait)
             try:
                 await self.round()
             except Exception:  # never let one bad round stop witnessing
                 log.exception("cosigning round failed")
-            await asyncio.sleep(COSIGN_INTERVAL)  # a periodic job, not a synchronisation
+            try:  # a new checkpoint wakes the next round; a witness that missed one waits
+                await asyncio.wait_for(self._wake.wait(), COSIGN_INTERVAL)
+            except TimeoutError:
+                pass
 
     async def round(self) -> None:
         """Each log's current checkpoint to each witness that has not cosigned it yet."""
