@@ -29,10 +29,10 @@ from trustchain.ct.note import (
     CosignatureV1Verifier,
     Ed25519Verifier,
     NoteError,
+    cosigners,
     parse_checkpoint,
     parse_note,
     parse_vkey,
-    verify_cosignature,
     verify_note,
 )
 
@@ -150,21 +150,10 @@ class FederationLogs:
         """The nodes whose committed witness keys cosigned the checkpoint note ``text``."""
         try:
             note = parse_note(text)
-            checkpoint = parse_checkpoint(note.text)
+            return cosigners(note, parse_checkpoint(note.text),
+                             {node: parse_vkey(vkey) for node, vkey in self.witnesses.items()})
         except NoteError:
             return set()
-        found = set()
-        for node, vkey in self.witnesses.items():
-            verifier = parse_vkey(vkey)
-            for signature in note.signatures:
-                if signature.name == verifier.name and signature.key_id == verifier.key_id:
-                    try:
-                        assert isinstance(verifier, CosignatureV1Verifier)
-                        verify_cosignature(verifier, checkpoint, signature)
-                        found.add(node)
-                    except NoteError:
-                        continue
-        return found
 
     def _final_of(self, body: Mapping[str, Any]) -> tuple[str, int, bytes]:
         """A ``log-final``: the log's checkpoint (signed with its note key, cosigned by

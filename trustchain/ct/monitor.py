@@ -25,14 +25,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from trustchain.ct import merkle, tiles
-from trustchain.ct.note import (
-    CosignatureV1Verifier,
-    NoteError,
-    parse_checkpoint,
-    parse_note,
-    parse_vkey,
-    verify_cosignature,
-)
+from trustchain.ct.note import NoteError, parse_checkpoint, parse_note, parse_vkey
+from trustchain.ct.note import cosigners as note_cosigners
 from trustchain.ct.policy import Policy
 from trustchain.ct.precert import PrecertError, without_extension
 from trustchain.ct.structs import DecodeError, Entry, EntryType, TreeHead, log_id
@@ -221,20 +215,10 @@ def cosigners(text: str, policy: Policy) -> set[str]:
     try:
         note = parse_note(text)
         checkpoint = parse_checkpoint(note.text)
+        witnesses = {w.name: parse_vkey(w.vkey.text) for w in policy.witnesses.values()}
     except NoteError as exc:
         raise MonitorError(f"the checkpoint is not a signed note: {exc}") from None
-    found = set()
-    for signature in note.signatures:
-        for witness in policy.witnesses_for(signature.name,
-                                            int.from_bytes(signature.key_id, "big")):
-            try:
-                verifier = parse_vkey(witness.vkey.text)
-                if isinstance(verifier, CosignatureV1Verifier):
-                    verify_cosignature(verifier, checkpoint, signature)
-                    found.add(witness.name)
-            except NoteError:
-                continue  # a bad line does not count; the others may still make the quorum
-    return found
+    return note_cosigners(note, checkpoint, witnesses)
 
 
 def require_quorum(text: str, policy: Policy) -> set[str]:

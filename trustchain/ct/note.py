@@ -26,7 +26,7 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -560,3 +560,24 @@ def verify_cosignature(verifier: CosignatureV1Verifier, checkpoint: Checkpoint,
         raise UnverifiedNoteError("the cosignature does not verify")
     return timestamp
 
+
+
+def cosigners(note: Note, checkpoint: Checkpoint,
+              witnesses: Mapping[str, NoteVerifier]) -> set[str]:
+    """The names (keys of ``witnesses``) whose cosignature/v1 line on ``note`` verifies over
+    ``checkpoint``; lines of other keys, and lines that do not verify, are passed over
+    (signed-note: a verifier ignores signatures from keys it does not know)."""
+    found = set()
+    for name, verifier in witnesses.items():
+        if not isinstance(verifier, CosignatureV1Verifier):
+            continue
+        for signature in note.signatures:
+            if (signature.name, signature.key_id) != (verifier.name, verifier.key_id):
+                continue
+            try:
+                verify_cosignature(verifier, checkpoint, signature)
+            except NoteError:
+                continue  # a bad line does not count; another may be good
+            found.add(name)
+            break
+    return found

@@ -71,7 +71,7 @@ class FederationCtNode:
     def witness_policy(self) -> str:
         """The federation's witness policy as C2SP tlog-policy text: its logs' note keys,
         and a quorum of witnesses holding more than 2/3 of the validators' stake."""
-        stakes = {node: v.stake for node, v in self._operations.runner.ledger.validators.items()}
+        stakes = self.state.stakes()  # as the log-final checks weigh cosignatures
         witnesses = [(node, vkey, stakes.get(node, 0))
                      for node, vkey in sorted(self.state.witnesses.items())]
         return stake_policy(witnesses, [log.note_key for log in self.state.usable()])

@@ -29,6 +29,7 @@ import logging
 
 from transport.methods import Call, Method, Service
 from transport.peers import Peers
+from transport.periodic import Periodic
 from trustchain.consensus.operations import OperationKind
 from trustchain.ct.federation import FederationLogs
 from trustchain.ct.merkle import ProofError, leaf_hash, prefix_from_inclusion, verify_consistency
@@ -65,7 +66,7 @@ class Gossip:
         #: origin -> (size, root) -> (checkpoint, note): seen, not from the operator, not
         #: yet checked against the operator's tree (which must first grow beyond it).
         self._unchecked: dict[str, dict[tuple[int, bytes], tuple[Checkpoint, str]]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._rounds = Periodic(self.pull, PULL_INTERVAL, "gossip round", log)
         self._background: set[asyncio.Future[None]] = set()
 
     def observe(self, text: str, from_operator: bool = False) -> bool:
@@ -140,23 +141,10 @@ class Gossip:
                                for node in self._peers.connected()), return_exceptions=True)
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._rounds.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.pull()
-            except Exception:  # one bad round must not stop gossip
-                log.exception("gossip round failed")
-            await asyncio.sleep(PULL_INTERVAL)  # a periodic job, not a synchronisation
+        await self._rounds.stop()
 
     async def pull(self) -> None:
         """The newest checkpoint of every connected node's logs, each told on."""

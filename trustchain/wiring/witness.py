@@ -29,6 +29,7 @@ from bootstrap.transport_certs import node_dns_names
 from transport.ct import LogRunner
 from transport.methods import Call, Method, Reply, Service
 from transport.peers import Peers
+from transport.periodic import Periodic
 from trustchain.consensus.operations import OperationKind
 from trustchain.ct.federation import FederationLogs
 from trustchain.ct.log import Log
@@ -185,8 +186,8 @@ class Cosigning:
         self._sizes: dict[tuple[str, str], int] = {}
         #: log -> (the checkpoint being cosigned, witness node -> its cosignature line).
         self._cosigned: dict[str, tuple[str, dict[str, str]]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()  # set by the log runner at each new checkpoint
+        #: A round at once when the log runner signs a checkpoint, else every 0.5 s.
+        self._rounds = Periodic(self.round, COSIGN_INTERVAL, "cosigning round", log)
 
     def checkpoint(self, name: str) -> str:
         """Log ``name``'s newest checkpoint, with the cosignatures gathered for it so far
@@ -199,28 +200,11 @@ class Cosigning:
         return text + "".join(line for _, line in sorted(held[1].items()))
 
     def start(self) -> None:
-        self._runner.on_head = self._wake.set
-        self._task = asyncio.ensure_future(self._run())
+        self._runner.on_head = self._rounds.wake.set
+        self._rounds.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()  # (a head signed during the round leaves it set: no wait)
-            try:
-                await self.round()
-            except Exception:  # never let one bad round stop witnessing
-                log.exception("cosigning round failed")
-            try:  # a new checkpoint wakes the next round; a witness that missed one waits
-                await asyncio.wait_for(self._wake.wait(), COSIGN_INTERVAL)
-            except TimeoutError:
-                pass
+        await self._rounds.stop()
 
     async def round(self) -> None:
         """Each log's current checkpoint to each witness that has not cosigned it yet."""
