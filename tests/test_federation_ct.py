@@ -361,6 +361,11 @@ def test_a_log_that_signs_a_split_view_is_untrusted_everywhere(
         hex_id in federation.consensus_status(n["name"])["untrusted_logs"] for n in live), 30.0)
     why = federation.consensus_status(live[0]["name"])["untrusted_logs"][hex_id]
     assert f"the checkpoint of size {size + 3} does not extend the one of size {size}" in why
+    evidence = federation.consensus_status(witness["name"])["log_forks"][hex_id]
+    assert evidence["checkpoints"][1] == note  # the forged checkpoint, as signed
+    shown = run_cli("federation", "status", *public(federation, witness["name"]),
+                    env=federation.env)
+    assert shown.returncode == 0 and f"  {hex_id}  {why}" in shown.stdout, shown.stdout
     validators = {v["node_id"] for v in federation.consensus_status(witness["name"])[
         "validators"]}
     assert liar["node_id"] not in validators  # its operator is removed, as for a double vote

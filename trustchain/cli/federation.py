@@ -137,4 +137,9 @@ def format_status(status: dict[str, Any]) -> str:
     for e in evidence:
         lines.append(f"  {e['kind']} by {e['offender']} at height {e['height']} "
                      f"round {e['round']}")
+    untrusted = status.get("untrusted_logs", {})
+    lines.append(f"untrusted   {len(untrusted) or 'no'} CT logs"
+                 + (" (--json: the signed checkpoints of each split view)" if untrusted else ""))
+    for log_id, why in untrusted.items():
+        lines.append(f"  {log_id}  {why}")
     return "\n".join(lines)

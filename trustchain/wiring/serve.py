@@ -176,6 +176,9 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                                       in sorted(federation_ca.intermediates.items())},
                     "witnesses": dict(sorted(federation_logs.witnesses.items())),
                     "untrusted_logs": dict(sorted(federation_logs.untrusted.items())),
+                    "log_forks": {log_id: {"checkpoints": [first, second], "height": height}
+                                  for log_id, (first, second, height)
+                                  in sorted(federation_logs.forks.items())},
                     "final_checkpoints": {origin: {"size": size, "height": height}
                                           for origin, (size, _, height)
                                           in sorted(federation_logs.final.items())},
