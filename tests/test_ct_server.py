@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_der_publ
 
 from bootstrap.init import InitResult
 from tests.support import PASSPHRASE, NodeProcess
+from tests.test_federation import wait_for
 from trustchain.ct.merkle import leaf_hash, verify_inclusion
 from trustchain.ct.structs import SCT, Entry, EntryType, TreeHead, merkle_tree_leaf
 from trustchain.keystore import KeyStore
@@ -353,7 +354,11 @@ def test_logs_sharded_by_expiry_with_tiles_outside_the_data_directory(
     assert status == 200, body
     assert json.loads(request(host, port, "GET", "/logs/past/ct/v1/get-sth")[2])["tree_size"] == 0
     checkpoint = public / "current" / "checkpoint"
-    assert checkpoint.read_bytes() == request(host, port, "GET", "/logs/current/checkpoint")[2]
+    # The file follows the checkpoint the node serves: plain first, then cosigned by the
+    # node's witness (the quorum of one), within a round trip.
+    wait_for("the static checkpoint is the one served, cosigned", lambda: (
+        checkpoint.read_bytes() == request(host, port, "GET", "/logs/current/checkpoint")[2]
+        and checkpoint.read_bytes().count(b"\n\xe2\x80\x94 ") == 3), 10.0)
     assert stat.S_IMODE(public.stat().st_mode) == 0o755
     assert not (data_dir / "ct-tiles").exists()
     assert proc.stop() == 0
