@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from transport.methods import Service, routes
 from transport.problem import problem_response
@@ -35,8 +35,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-def create_app(*, genesis_bytes: bytes, services: Iterable[Service] = ()) -> Starlette:
-    """The ASGI application of a node whose genesis is ``genesis_bytes``."""
+def create_app(*, genesis_bytes: bytes, services: Iterable[Service] = (),
+               extra: Iterable[BaseRoute] = ()) -> Starlette:
+    """The ASGI application of a node whose genesis is ``genesis_bytes``; ``extra`` are
+    routes of protocols with rules of their own (ACME)."""
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -49,6 +51,7 @@ def create_app(*, genesis_bytes: bytes, services: Iterable[Service] = ()) -> Sta
             Route("/healthz", healthz, methods=["GET"]),
             Route("/genesis.json", genesis, methods=["GET"]),
             *routes(services),
+            *extra,
         ],
         exception_handlers={HTTPException: _http_error},
     )

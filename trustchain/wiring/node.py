@@ -43,6 +43,7 @@ from trustchain.errors import (
 )
 from trustchain.identity import Peer, PeerCertificateError, identify_peer
 from trustchain.keystore import KeyStore, key_id_for
+from trustchain.storage.acme import ACME_SCHEMA
 from trustchain.storage.audit import AUDIT_SCHEMA
 from trustchain.storage.ca import CA_SCHEMA
 from trustchain.storage.consensus import CONSENSUS_SCHEMA
@@ -59,7 +60,7 @@ log = logging.getLogger("trustchain.node")
 
 #: Every schema the node applies at start; later services add theirs here.
 SCHEMAS = (NODE_SCHEMA, DNS_SCHEMA, CT_SCHEMA, CA_SCHEMA, RATELIMIT_SCHEMA, AUDIT_SCHEMA,
-           CONSENSUS_SCHEMA, WITNESS_SCHEMA)
+           CONSENSUS_SCHEMA, WITNESS_SCHEMA, ACME_SCHEMA)
 #: The CT logs every node runs (two, so a certificate can carry SCTs from two logs).
 
 

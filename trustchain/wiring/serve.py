@@ -45,6 +45,7 @@ from trustchain.stoq.router import Router
 from trustchain.storage.dns import SqliteZoneStore
 from trustchain.storage.node import NodeStore
 from trustchain.storage.ratelimit import RateLimiter
+from trustchain.wiring.acme import acme_routes, build_acme
 from trustchain.wiring.admission import Admissions, admission_services
 from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_start
 from trustchain.wiring.consensus import build_consensus, consensus_service, membership_hook
@@ -186,7 +187,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                                       in sorted(federation_logs.by_origin().items())}}),
                 registry_service(registry, consensus), *admission_services(admissions),
                 leave_service(zones_here)]
-    app = create_app(genesis_bytes=node.genesis_bytes, services=services)
+    app = create_app(genesis_bytes=node.genesis_bytes, services=services,
+                     extra=acme_routes(build_acme(node)))
     limits = HttpLimits.from_config(config)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds,
                         limits=limits)

@@ -1,0 +1,147 @@
+"""The ACME server's tables, ``acme_nonces`` and ``acme_accounts``: the node's
+implementation of :class:`trustchain.ca.acme.store.AcmeStore`, whose docstring states
+what is durable when a call returns.  A nonce is used by deleting it in one statement,
+so of two requests carrying it exactly one succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from trustchain.ca.acme.store import Account, KeyInUse
+from trustchain.errors import StorageError
+from trustchain.storage.database import Database
+from trustchain.storage.migrations import Migration, Schema
+
+ACME_SCHEMA = Schema(
+    "acme",
+    (
+        Migration(
+            1,
+            "ACME nonces and accounts",
+            """
+            CREATE TABLE acme_nonces (
+                nonce TEXT PRIMARY KEY,
+                expires INTEGER NOT NULL
+            ) STRICT, WITHOUT ROWID;
+            CREATE INDEX acme_nonces_expires ON acme_nonces (expires);
+            CREATE TABLE acme_accounts (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                thumbprint TEXT NOT NULL UNIQUE,
+                jwk TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('valid', 'deactivated', 'revoked')),
+                contact TEXT NOT NULL,
+                terms_agreed INTEGER NOT NULL,
+                created_at TEXT NOT NULL
+            ) STRICT;
+            """,
+        ),
+    ),
+)
+
+
+def _account(row: sqlite3.Row | tuple[Any, ...]) -> Account:
+    return Account(int(row[0]), str(row[1]), json.loads(row[2]), str(row[3]),
+                   json.loads(row[4]), bool(row[5]), str(row[6]))
+
+
+_COLUMNS = "id, thumbprint, jwk, status, contact, terms_agreed, created_at"
+
+
+class SqliteAcmeStore:
+    """:class:`~trustchain.ca.acme.store.AcmeStore` over SQLite (apply :data:`ACME_SCHEMA`
+    first)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _write(self, what: str, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+        try:
+            with self.db.transaction() as conn:
+                return conn.execute(sql, args)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"acme {what}: {exc}") from None
+
+    # --- nonces --------------------------------------------------------------------
+
+    def add_nonce(self, nonce: str, expires: int, now: int) -> None:
+        """Store a nonce given out now, good until ``expires`` (Unix seconds); expired
+        ones go in the same transaction."""
+        try:
+            with self.db.transaction() as conn:
+                conn.execute("DELETE FROM acme_nonces WHERE expires <= ?", (now,))
+                conn.execute("INSERT INTO acme_nonces (nonce, expires) VALUES (?, ?)",
+                             (nonce, expires))
+        except sqlite3.Error as exc:
+            raise StorageError(f"acme nonce: {exc}") from None
+
+    def use_nonce(self, nonce: str, now: int) -> bool:
+        """True once for a nonce given out and not expired; False after (or never given)."""
+        cursor = self._write("nonce", "DELETE FROM acme_nonces WHERE nonce = ? AND expires > ?",
+                             (nonce, now))
+        return cursor.rowcount == 1
+
+    # --- accounts ------------------------------------------------------------------
+
+    def account(self, account_id: int) -> Account | None:
+        row = self.db.conn.execute(f"SELECT {_COLUMNS} FROM acme_accounts WHERE id = ?",
+                                   (account_id,)).fetchone()
+        return _account(row) if row else None
+
+    def account_by_key(self, thumbprint: str) -> Account | None:
+        row = self.db.conn.execute(f"SELECT {_COLUMNS} FROM acme_accounts WHERE thumbprint = ?",
+                                   (thumbprint,)).fetchone()
+        return _account(row) if row else None
+
+    def create_account(self, thumbprint: str, jwk: dict[str, Any], contact: list[str],
+                       terms_agreed: bool, now: datetime) -> tuple[Account, bool]:
+        """The account of this key: created now (True), or the one it has (False)."""
+        try:
+            with self.db.transaction() as conn:
+                row = conn.execute(f"SELECT {_COLUMNS} FROM acme_accounts WHERE thumbprint = ?",
+                                   (thumbprint,)).fetchone()
+                if row:
+                    return _account(row), False
+                cursor = conn.execute(
+                    "INSERT INTO acme_accounts (thumbprint, jwk, status, contact, terms_agreed, "
+                    "created_at) VALUES (?, ?, 'valid', ?, ?, ?)",
+                    (thumbprint, json.dumps(jwk, sort_keys=True), json.dumps(contact),
+                     int(terms_agreed), now.isoformat()))
+                account_id = cursor.lastrowid
+        except sqlite3.Error as exc:
+            raise StorageError(f"acme account: {exc}") from None
+        created = self.account(int(account_id or 0))
+        assert created is not None
+        return created, True
+
+    def update_account(self, account_id: int, *, contact: list[str] | None = None,
+                       status: str | None = None) -> Account:
+        """The account with its contact and/or status replaced."""
+        if contact is not None:
+            self._write("account", "UPDATE acme_accounts SET contact = ? WHERE id = ?",
+                        (json.dumps(contact), account_id))
+        if status is not None:
+            self._write("account", "UPDATE acme_accounts SET status = ? WHERE id = ?",
+                        (status, account_id))
+        account = self.account(account_id)
+        assert account is not None
+        return account
+
+    def change_key(self, account_id: int, thumbprint: str, jwk: dict[str, Any]) -> Account:
+        """The account's key replaced.
+
+        :raises KeyInUse: another account has that key.
+        """
+        try:
+            self._write("account", "UPDATE acme_accounts SET thumbprint = ?, jwk = ? WHERE id = ?",
+                        (thumbprint, json.dumps(jwk, sort_keys=True), account_id))
+        except sqlite3.IntegrityError:
+            raise KeyInUse(thumbprint) from None
+        account = self.account(account_id)
+        assert account is not None
+        return account
