@@ -7,6 +7,7 @@ change, and one refusal per envelope rule (replayed nonce, bad signature, ``jwk`
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from joserfc.jwk import ECKey, OKPKey
 from joserfc.registry import HeaderParameter
 
 from bootstrap.init import InitResult
-from tests.support import NodeProcess
+from tests.support import NodeProcess, run_cli
 
 _REGISTRY = joserfc_jws.JWSRegistry(header_registry={
     "nonce": HeaderParameter("nonce", "str"), "url": HeaderParameter("url", "str")},
@@ -45,6 +46,22 @@ def client(base: str, key: josepy.JWK, alg: josepy.JWASignature) -> acme_client.
     net = acme_client.ClientNetwork(key, alg=alg, user_agent="trustchain-tests")
     return acme_client.ClientV2(messages.Directory.from_json(
         net.get(f"{base}/acme/directory").json()), net)
+
+
+def test_the_directory_over_https_names_the_host_the_client_used(
+        acme_node: tuple[NodeProcess, str], data_dir: Path, tmp_path: Path) -> None:
+    """curl over HTTPS (the genesis root as its only CA) to the node's name: the directory's
+    URLs are https URLs of that name, as every ACME client needs them to be."""
+    proc, _ = acme_node
+    root = tmp_path / "root.pem"
+    root.write_text(run_cli("genesis", "show", "--data-dir", data_dir, "--root-pem").stdout)
+    host, port = proc.address("https")
+    curl = subprocess.run(
+        ["curl", "--silent", "--show-error", "--fail", "--cacert", root, "--connect-to",
+         f"trust.example.net:443:[{host}]:{port}", "https://trust.example.net/acme/directory"],
+        capture_output=True, text=True, timeout=30)
+    assert curl.returncode == 0, curl.stderr
+    assert json.loads(curl.stdout)["newNonce"] == "https://trust.example.net/acme/new-nonce"
 
 
 def test_an_account_lives_through_certbots_acme_library(
@@ -202,3 +219,36 @@ def test_a_key_change_and_nonces_across_a_restart(
         status, _, body = post(f"{base}/acme/acct/{account.rpartition('/')[2]}", signed(
             new, "ES256", account, None, nonce_=given, kid=account, jwk=False))
         assert status == expected, body
+
+
+def test_new_accounts_are_limited_per_client_address(
+        acme_node: tuple[NodeProcess, str], data_dir: Path) -> None:
+    """The CA's ``address`` limit (10 in 3 hours by default): the 11th new account from
+    one address is refused with rateLimited and a Retry-After; a known key still finds
+    its account (nothing new is created).  The operator lists the accounts and
+    deactivates one (``trustchain acme accounts``): its key is refused from then on."""
+    proc, base = acme_node
+    new_account = f"{base}/acme/new-account"
+    keys = [ECKey.generate_key("P-256") for _ in range(11)]
+    for key in keys[:10]:
+        assert post(new_account, signed(key, "ES256", new_account, {},
+                                        nonce_=nonce(base)))[0] == 201
+    status, headers, body = post(new_account, signed(keys[10], "ES256", new_account, {},
+                                                     nonce_=nonce(base)))
+    assert (status, body["type"]) == (429, "urn:ietf:params:acme:error:rateLimited"), body
+    assert int(headers["Retry-After"]) > 0 and "registrations" in body["detail"]
+    assert post(new_account, signed(keys[0], "ES256", new_account, {},
+                                    nonce_=nonce(base)))[0] == 200
+
+    admin = ["--data-dir", data_dir, "--server", "[{}]:{}".format(*proc.address("quic"))]
+    listed = run_cli("acme", "accounts", "list", "--json", *admin)
+    assert listed.returncode == 0, listed.stderr
+    accounts = json.loads(listed.stdout)["accounts"]
+    assert len(accounts) == 10 and {a["status"] for a in accounts} == {"valid"}
+    gone = run_cli("acme", "accounts", "deactivate", str(accounts[0]["id"]), *admin)
+    assert gone.returncode == 0 and "is deactivated" in gone.stdout, gone.stderr
+    status, _, body = post(new_account, signed(keys[0], "ES256", new_account, {},
+                                               nonce_=nonce(base)))
+    assert (status, body["type"]) == (403, "urn:ietf:params:acme:error:unauthorized")
+    missing = run_cli("acme", "accounts", "deactivate", "999", *admin)
+    assert missing.returncode == 1 and "no ACME account 999" in missing.stderr

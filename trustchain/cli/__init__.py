@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from trustchain import __version__
 from trustchain.cli import (
+    acme,
     ca,
     ct,
     devnet,
@@ -33,7 +34,7 @@ from trustchain.cli import (
 from trustchain.errors import TrustchainError
 
 #: In the order ``trustchain --help`` lists their commands.
-GROUPS = (node, dns, network, dnssec, ca, sim, ct, query, genesis, devnet, federation)
+GROUPS = (node, dns, network, dnssec, ca, acme, sim, ct, query, genesis, devnet, federation)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -85,6 +85,9 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("admin", "validator"): Access.ADMIN,
     ("admin", "federation-configure"): Access.ADMIN,
     ("admin", "federation-leave"): Access.ADMIN,
+    # ACME accounts, for the operator (trustchain/wiring/acme.py).
+    ("admin", "acme-accounts"): Access.ADMIN,
+    ("admin", "acme-deactivate"): Access.ADMIN,
     # Zone management (trustchain/wiring/dns.py over trustchain/dns/).
     ("admin", "zone-create"): Access.ADMIN,
     ("admin", "zone-delete"): Access.ADMIN,

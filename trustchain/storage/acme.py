@@ -93,6 +93,13 @@ class SqliteAcmeStore:
                                    (account_id,)).fetchone()
         return _account(row) if row else None
 
+    def accounts(self, after: int = 0, limit: int = 100) -> list[Account]:
+        """Accounts by id, from the first after ``after``, at most ``limit``."""
+        rows = self.db.conn.execute(
+            f"SELECT {_COLUMNS} FROM acme_accounts WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit)).fetchall()
+        return [_account(row) for row in rows]
+
     def account_by_key(self, thumbprint: str) -> Account | None:
         row = self.db.conn.execute(f"SELECT {_COLUMNS} FROM acme_accounts WHERE thumbprint = ?",
                                    (thumbprint,)).fetchone()

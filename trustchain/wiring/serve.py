@@ -42,10 +42,11 @@ from trustchain.dns.federation import FederationZones
 from trustchain.dns.handler import DnsHandler
 from trustchain.dns.service import DnsService
 from trustchain.stoq.router import Router
+from trustchain.storage.acme import SqliteAcmeStore
 from trustchain.storage.dns import SqliteZoneStore
 from trustchain.storage.node import NodeStore
 from trustchain.storage.ratelimit import RateLimiter
-from trustchain.wiring.acme import acme_routes, build_acme
+from trustchain.wiring.acme import acme_admin_service, acme_routes, build_acme
 from trustchain.wiring.admission import Admissions, admission_services
 from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_start
 from trustchain.wiring.consensus import build_consensus, consensus_service, membership_hook
@@ -163,6 +164,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     consensus.on_commit = committed
     registry.catch_up()  # networks committed while this node did not record them
     enrolment = enrolment_for(node, utcnow, secrets.token_bytes)
+    acme_store = SqliteAcmeStore(node.db)
     admissions = Admissions(consensus, federation.endorsements, enrolment)
     services = [*base_services(node, dns_handler, enrolment),
                 zone_service(dns_service, zones_here),
@@ -186,9 +188,9 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                     "log_note_keys": {origin: lg.note_key for origin, lg
                                       in sorted(federation_logs.by_origin().items())}}),
                 registry_service(registry, consensus), *admission_services(admissions),
-                leave_service(zones_here)]
+                leave_service(zones_here), acme_admin_service(acme_store)]
     app = create_app(genesis_bytes=node.genesis_bytes, services=services,
-                     extra=acme_routes(build_acme(node)))
+                     extra=acme_routes(build_acme(node, limiter, acme_store)))
     limits = HttpLimits.from_config(config)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds,
                         limits=limits)

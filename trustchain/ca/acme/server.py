@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from trustchain.ca.acme import jws
 from trustchain.ca.acme.problems import PROBLEM_TYPE, AcmeProblem
 from trustchain.ca.acme.store import Account, AcmeStore, KeyInUse
+from trustchain.ca.ratelimit import RateLimited
 
 PREFIX = "/acme"
 #: A nonce is good for this long after it is given out.
@@ -41,6 +42,7 @@ class AcmeRequest:
     url: str  # absolute, as the client addressed it (scheme://host[:port]/path)
     content_type: str | None = None
     body: bytes = b""
+    client: str | None = None  # the client's address, where the transport knows it
 
     @property
     def base(self) -> str:
@@ -71,11 +73,15 @@ class Meta:
 
 class AcmeServer:
     def __init__(self, store: AcmeStore, *, nonce_prefix: str, meta: Meta,
-                 random: Callable[[int], bytes]) -> None:
+                 random: Callable[[int], bytes],
+                 new_account_limit: Callable[[str | None, datetime], None]) -> None:
+        """``new_account_limit(client address, now)`` charges the address's bucket of new
+        accounts, or raises :class:`~trustchain.ca.ratelimit.RateLimited`."""
         self._store = store
         self._prefix = nonce_prefix  # whose nonce it is, in a federation
         self._meta = meta
         self._random = random
+        self._new_account_limit = new_account_limit
 
     def handle(self, request: AcmeRequest, now: datetime) -> AcmeResponse:
         """Answer ``request``; nothing raises (a refusal is a problem document)."""
@@ -157,7 +163,7 @@ class AcmeServer:
         if account is not None and account.status != "valid":
             raise AcmeProblem("unauthorized", f"the account is {account.status}")
         if request.path == f"{PREFIX}/new-account":
-            return self._new_account(signed, request.base, now)
+            return self._new_account(signed, request.base, request.client, now)
         assert account is not None
         if request.path == f"{PREFIX}/key-change":
             return self._key_change(signed, account, request)
@@ -185,7 +191,7 @@ class AcmeServer:
             body["termsOfServiceAgreed"] = True
         return body
 
-    def _new_account(self, signed: jws.SignedRequest, base: str,
+    def _new_account(self, signed: jws.SignedRequest, base: str, client: str | None,
                      now: datetime) -> AcmeResponse:
         payload = signed.json() or {}  # other fields (status, orders...) are ignored, as
         assert signed.jwk is not None   # RFC 8555 7.3 says, and clients send some
@@ -207,6 +213,12 @@ class AcmeServer:
         if self._meta.terms_of_service and not agreed:
             raise AcmeProblem("userActionRequired", "agree to the terms of service first",
                               extra={"instance": self._meta.terms_of_service})
+        if existing is None:
+            try:
+                self._new_account_limit(client, now)
+            except RateLimited as exc:
+                raise AcmeProblem("rateLimited", str(exc), headers={
+                    "Retry-After": str(exc.retry_seconds)}) from None
         account, created = self._store.create_account(
             thumbprint, jws.canonical_jwk(signed.jwk), contact, agreed, now)
         return self._account_answer(201 if created else 200, account, base)

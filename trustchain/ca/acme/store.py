@@ -41,6 +41,9 @@ class AcmeStore(Protocol):
 
     def account_by_key(self, thumbprint: str) -> Account | None: ...
 
+    def accounts(self, after: int = 0, limit: int = 100) -> list[Account]:
+        """Accounts by id, from the first after ``after``, at most ``limit``."""
+
     def create_account(self, thumbprint: str, jwk: dict[str, Any], contact: list[str],
                        terms_agreed: bool, now: datetime) -> tuple[Account, bool]:
         """The account of this key: created now (True), or the one it has (False)."""

@@ -1,0 +1,47 @@
+"""``trustchain acme``: the operator's view of the node's ACME accounts (clients make and
+change their own through the ACME API itself; see docs/acme.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+from trustchain.cli.common import add_command, add_group, print_json
+from trustchain.cli.remote import add_admin_options, admin_call
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    sub = add_group(commands, "acme", "the ACME server's accounts (admin)")
+    accounts = add_group(sub, "accounts", "the ACME accounts of this node")
+    p = add_command(accounts, "list", "accounts by id: status, contacts, key",
+                    cmd_acme_accounts_list)
+    p.add_argument("--after", type=int, default=0, metavar="ID",
+                   help="start after this account id (the next page)")
+    p.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (1 to 1000)")
+    add_admin_options(p, json_output=True)
+    p = add_command(accounts, "deactivate", "an account no longer acts (RFC 8555 7.3.6): "
+                    "every request signed with its key is refused from now on",
+                    cmd_acme_accounts_deactivate)
+    p.add_argument("account", type=int, metavar="ID")
+    add_admin_options(p, json_output=True)
+
+
+def cmd_acme_accounts_list(args: argparse.Namespace) -> int:
+    result = admin_call(args, "acme-accounts", {"after": args.after, "limit": args.limit})
+    if args.json:
+        print_json(result)
+        return 0
+    if not result["accounts"]:
+        print("no ACME accounts" + (f" after {args.after}" if args.after else ""))
+    for account in result["accounts"]:
+        print(f"{account['id']:>6}  {account['status']:<11}  {account['key_type']:<3}  "
+              f"{account['created_at'][:19]}  {', '.join(account['contact']) or '-'}")
+    return 0
+
+
+def cmd_acme_accounts_deactivate(args: argparse.Namespace) -> int:
+    result = admin_call(args, "acme-deactivate", {"account": args.account})
+    if args.json:
+        print_json(result)
+    else:
+        print(f"ACME account {result['id']} is {result['status']}")
+    return 0
