@@ -231,6 +231,10 @@ class NodeConfig(BaseModel):
         "[ca_rate_limits.<name>] tables with count, period_seconds and burst; names: "
         + ", ".join(RATE_LIMIT_NAMES) + " (defaults follow Let's Encrypt's published limits).",
     )
+    acme_http01_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        80, description="The port the ACME server connects to for http-01 challenges (RFC "
+        "8555 8.3 says 80; another only for tests and private setups).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
         5, description="How long in-flight requests may run after SIGINT/SIGTERM."

@@ -37,6 +37,9 @@ class Role(Enum):
     ADMIN = "admin"
     #: The admin of a federated network registered here (``name`` is that network).
     NETWORK = "network"
+    #: An ACME account whose authorizations for the request's names are valid (``name``
+    #: is ``acme-account-<id>``): never from a certificate, only from the ACME server.
+    ACME = "acme"
 
 
 @dataclass(frozen=True)

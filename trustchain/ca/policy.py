@@ -182,6 +182,7 @@ def may_request(peer: Peer | None, *, network: str, own_network: str) -> None:
     if peer is None:
         raise NotAuthorised("certificate requests need a client certificate (or ACME)")
     if peer.network == own_network and (
-            peer.role is Role.ADMIN or (peer.role is Role.NETWORK and peer.name == network)):
+            peer.role is Role.ADMIN or (peer.role is Role.NETWORK and peer.name == network)
+            or peer.role is Role.ACME):  # (its names validated by the ACME server)
         return
     raise NotAuthorised(f"{peer.role.value} {peer.name} may not act for network {network}")

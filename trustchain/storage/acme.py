@@ -11,7 +11,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from trustchain.ca.acme.store import Account, KeyInUse
+from trustchain.ca.acme.store import Account, Authorization, KeyInUse, Order
 from trustchain.errors import StorageError
 from trustchain.storage.database import Database
 from trustchain.storage.migrations import Migration, Schema
@@ -36,6 +36,41 @@ ACME_SCHEMA = Schema(
                 contact TEXT NOT NULL,
                 terms_agreed INTEGER NOT NULL,
                 created_at TEXT NOT NULL
+            ) STRICT;
+            """,
+        ),
+        Migration(
+            2,
+            "ACME orders, authorizations and certificates",
+            """
+            CREATE TABLE acme_orders (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                account_id INTEGER NOT NULL REFERENCES acme_accounts (id),
+                status TEXT NOT NULL CHECK (status IN ('open', 'processing', 'valid',
+                                                       'invalid')),
+                expires TEXT NOT NULL,
+                names TEXT NOT NULL,
+                authorizations TEXT NOT NULL,
+                certificate TEXT,
+                error TEXT,
+                created_at TEXT NOT NULL
+            ) STRICT;
+            CREATE INDEX acme_orders_account ON acme_orders (account_id, id);
+            CREATE TABLE acme_authorizations (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                account_id INTEGER NOT NULL REFERENCES acme_accounts (id),
+                name TEXT NOT NULL,
+                wildcard INTEGER NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'valid', 'invalid',
+                                                       'deactivated')),
+                expires TEXT NOT NULL,
+                token TEXT NOT NULL,
+                challenges TEXT NOT NULL
+            ) STRICT;
+            CREATE TABLE acme_certificates (
+                serial TEXT PRIMARY KEY,
+                account_id INTEGER NOT NULL REFERENCES acme_accounts (id),
+                chain TEXT NOT NULL
             ) STRICT;
             """,
         ),
@@ -152,3 +187,80 @@ class SqliteAcmeStore:
         account = self.account(account_id)
         assert account is not None
         return account
+
+    # --- orders, authorizations, certificates ---------------------------------------
+
+    def create_order(self, account_id: int, names: list[str],
+                     authorizations: list[tuple[str, bool, str, list[dict[str, Any]]]],
+                     expires: datetime, now: datetime) -> Order:
+        """An order and its authorizations ((name, wildcard, token, challenges) each), in
+        one transaction."""
+        try:
+            with self.db.transaction() as conn:
+                ids = []
+                for name, wildcard, token, challenges in authorizations:
+                    cursor = conn.execute(
+                        "INSERT INTO acme_authorizations (account_id, name, wildcard, status, "
+                        "expires, token, challenges) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                        (account_id, name, int(wildcard), expires.isoformat(), token,
+                         json.dumps(challenges)))
+                    ids.append(int(cursor.lastrowid or 0))
+                cursor = conn.execute(
+                    "INSERT INTO acme_orders (account_id, status, expires, names, "
+                    "authorizations, created_at) VALUES (?, 'open', ?, ?, ?, ?)",
+                    (account_id, expires.isoformat(), json.dumps(names), json.dumps(ids),
+                     now.isoformat()))
+                order_id = int(cursor.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise StorageError(f"acme order: {exc}") from None
+        order = self.order(order_id)
+        assert order is not None
+        return order
+
+    def order(self, order_id: int) -> Order | None:
+        row = self.db.conn.execute(
+            "SELECT id, account_id, status, expires, names, authorizations, certificate, "
+            "error FROM acme_orders WHERE id = ?", (order_id,)).fetchone()
+        if row is None:
+            return None
+        return Order(int(row[0]), int(row[1]), str(row[2]), str(row[3]), json.loads(row[4]),
+                     json.loads(row[5]), row[6], json.loads(row[7]) if row[7] else None)
+
+    def set_order(self, order_id: int, status: str, *, certificate: str | None = None,
+                  error: dict[str, Any] | None = None, expect: str | None = None) -> bool:
+        """The order's status (and certificate or error); with ``expect``, only from that
+        status (False if it was another: a second finalize loses)."""
+        sql = "UPDATE acme_orders SET status = ?, certificate = ?, error = ? WHERE id = ?"
+        args: tuple[Any, ...] = (status, certificate, json.dumps(error) if error else None,
+                                 order_id)
+        if expect is not None:
+            sql += " AND status = ?"
+            args += (expect,)
+        return self._write("order", sql, args).rowcount == 1
+
+    def authorization(self, authz_id: int) -> Authorization | None:
+        row = self.db.conn.execute(
+            "SELECT id, account_id, name, wildcard, status, expires, token, challenges "
+            "FROM acme_authorizations WHERE id = ?", (authz_id,)).fetchone()
+        if row is None:
+            return None
+        return Authorization(int(row[0]), int(row[1]), str(row[2]), bool(row[3]), str(row[4]),
+                             str(row[5]), str(row[6]), json.loads(row[7]))
+
+    def set_authorization(self, authz_id: int, status: str,
+                          challenges: list[dict[str, Any]]) -> Authorization:
+        self._write("authorization", "UPDATE acme_authorizations SET status = ?, "
+                    "challenges = ? WHERE id = ?", (status, json.dumps(challenges), authz_id))
+        authz = self.authorization(authz_id)
+        assert authz is not None
+        return authz
+
+    def add_certificate(self, serial: str, account_id: int, chain: str) -> None:
+        self._write("certificate", "INSERT INTO acme_certificates (serial, account_id, chain) "
+                    "VALUES (?, ?, ?)", (serial, account_id, chain))
+
+    def certificate(self, serial: str) -> tuple[int, str] | None:
+        """(account id, PEM chain) of a certificate issued through ACME."""
+        row = self.db.conn.execute("SELECT account_id, chain FROM acme_certificates "
+                                   "WHERE serial = ?", (serial,)).fetchone()
+        return (int(row[0]), str(row[1])) if row else None

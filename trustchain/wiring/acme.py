@@ -1,6 +1,9 @@
 """ACME over HTTP: the routes under ``/acme/`` of the node's API (HTTPS, HTTP/3, and the
 plain HTTP port for tests and local clients), each request handed to the core
-(:class:`trustchain.ca.acme.server.AcmeServer`) and its response sent as it is.
+(:class:`trustchain.ca.acme.server.AcmeServer`) and its response sent as it is; and the
+core's jobs done here, at the edge: challenges checked (http-01 over the network to the
+name's addresses in this node's zones, dns-01 read from those zones) and certificates
+issued by the node's CA, exactly as for its own API.
 
 The request URL the core checks a JWS's ``url`` against is the one the client
 addressed (scheme, Host and path), so a node reached under several names answers
@@ -9,35 +12,58 @@ each with URLs of that name.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
 import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import dns.name
+import dns.rdatatype
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from transport.ca import CaRunner
 from transport.methods import Call, Method, Service, read_body
+from trustchain.ca.acme import jws
+from trustchain.ca.acme.orders import HTTP_01, Issue, Validate
 from trustchain.ca.acme.problems import AcmeProblem
-from trustchain.ca.acme.server import AcmeRequest, AcmeServer, Meta
+from trustchain.ca.acme.server import AcmeRequest, AcmeResponse, AcmeServer, Meta
 from trustchain.ca.acme.store import Account
-from trustchain.ca.ratelimit import ADDRESS, address_key
+from trustchain.ca.authority import CertificateAuthority
+from trustchain.ca.errors import CaError
+from trustchain.ca.policy import NotAuthorised, PolicyError, within
+from trustchain.ca.ratelimit import ADDRESS, RateLimited, address_key
+from trustchain.dns.engine import ZoneSet
 from trustchain.errors import BadRequest, NotFound
+from trustchain.identity import Peer, Role
 from trustchain.storage.acme import SqliteAcmeStore
 from trustchain.storage.ratelimit import RateLimiter
 from trustchain.wiring.node import OpenNode, utcnow
 
 #: Largest ACME request body read (a finalize's CSR is the largest: a few KiB).
 MAX_BODY = 64 * 1024
+HTTP01_TIMEOUT = 10.0
+HTTP01_MAX = 8 * 1024
+log = logging.getLogger("trustchain.acme")
 
 
-def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore) -> AcmeServer:
+def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
+               authority: CertificateAuthority) -> AcmeServer:
     """The node's ACME server: its nonces prefixed with the node's id (whose they are,
     in a federation), its identity for CAA the federation's origin, new accounts
     limited per client address (the CA's ``address`` limit: 10 in 3 hours by default,
-    ``ca_rate_limits`` in trustchain.toml)."""
+    ``ca_rate_limits`` in trustchain.toml), orders only for the names of one
+    registered network (whose intermediate issues)."""
     origin = node.identity.origin.rstrip(".").lower()
 
     def new_account_limit(client: str | None, now: datetime) -> None:
@@ -48,22 +74,147 @@ def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore) -> 
                 key = client
             limiter.check({ADDRESS: key}, now)
 
+    def names_allowed(names: list[str]) -> None:
+        zones = [info.zone for info in authority.networks().values()]
+        outside = [n for n in names if not any(within(n, zone) for zone in zones)]
+        if outside:
+            raise AcmeProblem("rejectedIdentifier", "not inside a network registered here: "
+                              + ", ".join(outside[:5]), extra={"subproblems": [
+                                  {"type": "urn:ietf:params:acme:error:rejectedIdentifier",
+                                   "detail": f"{n} is inside no registered network",
+                                   "identifier": {"type": "dns", "value": n}}
+                                  for n in outside]})
+        if len({next(z for z in zones if within(n, z)) for n in names}) > 1:
+            raise AcmeProblem("rejectedIdentifier", "one certificate is for the names of one "
+                              "network: order for each network on its own")
+
     return AcmeServer(store, nonce_prefix=node.identity.node_id[:8],
                       meta=Meta(caa_identities=(origin,)), random=secrets.token_bytes,
-                      new_account_limit=new_account_limit)
+                      new_account_limit=new_account_limit, names_allowed=names_allowed)
 
 
-def acme_routes(server: AcmeServer) -> list[Route]:
+class Acme:
+    """The edge's part: challenges checked over the network, certificates from the CA."""
+
+    def __init__(self, server: AcmeServer, ca: CaRunner, zones: Callable[[], ZoneSet],
+                 network: str, http01_port: int) -> None:
+        self.server = server
+        self._ca = ca
+        self._zones = zones
+        self._network = network
+        self._http01_port = http01_port
+        self._background: set[asyncio.Future[None]] = set()
+
+    async def answer(self, request: AcmeRequest) -> AcmeResponse:
+        answer = self.server.handle(request, utcnow())
+        job, answer.job = answer.job, None
+        if isinstance(job, Validate):  # after the answer, as RFC 8555 7.5.1 has it
+            task = asyncio.ensure_future(self._validate(job))
+            self._background.add(task)  # held until done: the loop keeps a weak reference
+            task.add_done_callback(self._background.discard)
+        elif isinstance(job, Issue):  # finalize answers once the certificate is there
+            answer.body = await self._issue(job, request)
+        return answer
+
+    async def _issue(self, job: Issue, request: AcmeRequest) -> bytes:
+        """The CA issues as for its own API (the CSR's checks, the network's intermediate,
+        rate limits, CT, the audit log); the ACME account stands for the requester."""
+        peer = Peer(Role.ACME, f"acme-account-{job.account_id}", self._network)
+        try:
+            issued = await self._ca.issue(job.csr, network=None, profile=None, peer=peer,
+                                          client_address=request.client)
+        except RateLimited as exc:
+            return self.server.issued(job, None, None, AcmeProblem("rateLimited", str(exc)),
+                                      request.base)
+        except (PolicyError, NotAuthorised, CaError) as exc:
+            return self.server.issued(job, None, None, AcmeProblem("badCSR", str(exc)),
+                                      request.base)
+        chain = "".join(x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
+                        for der in issued.chain)
+        return self.server.issued(job, f"{issued.serial:x}", chain, None, request.base)
+
+    async def _validate(self, job: Validate) -> None:
+        try:
+            error = await self._http01(job) if job.type == HTTP_01 else self._dns01(job)
+        except Exception as exc:  # a validation never takes the node down
+            log.exception("ACME validation of %s failed", job.name)
+            error = AcmeProblem("serverInternal", f"the validation failed: {exc}")
+        self.server.validated(job, error, utcnow())
+
+    def _rrset(self, name: str, rdtype: dns.rdatatype.RdataType) -> list[Any]:
+        owner = dns.name.from_text(name)
+        zone = self._zones().find(owner)
+        found = zone.get(owner, rdtype) if zone is not None else None
+        return list(found) if found is not None else []
+
+    async def _http01(self, job: Validate) -> AcmeProblem | None:
+        """RFC 8555 8.3: GET http://<name>/.well-known/acme-challenge/<token> at the name's
+        addresses in this node's zones (no redirect followed, 10 s, 8 KiB)."""
+        addresses = [r.address for t in (dns.rdatatype.AAAA, dns.rdatatype.A)
+                     for r in self._rrset(job.name, t)]
+        if not addresses:
+            return AcmeProblem("dns", f"{job.name} has no A or AAAA record in the zones "
+                                      "this node serves")
+        errors = []
+        for address in addresses:
+            host = f"[{address}]" if ":" in address else address
+            url = f"http://{host}:{self._http01_port}/.well-known/acme-challenge/{job.token}"
+            try:
+                body = await asyncio.to_thread(_fetch, url, job.name)
+            except OSError as exc:
+                errors.append(f"{address}: {exc}")
+                continue
+            if body.decode("ascii", "replace").strip() == job.key_authorization:
+                return None
+            return AcmeProblem("incorrectResponse", f"{address} answered another key "
+                               f"authorization than {job.key_authorization[:12]}...")
+        return AcmeProblem("connection", "no address of the name answered: "
+                           + "; ".join(errors)[:300])
+
+    def _dns01(self, job: Validate) -> AcmeProblem | None:
+        """RFC 8555 8.4: a TXT record at _acme-challenge.<name> with the base64url SHA-256
+        of the key authorization, read from the zones this node serves (no resolver)."""
+        digest = jws.b64url(hashlib.sha256(job.key_authorization.encode()).digest())
+        texts = [b"".join(r.strings).decode("ascii", "replace")
+                 for r in self._rrset(f"_acme-challenge.{job.name}", dns.rdatatype.TXT)]
+        if digest in texts:
+            return None
+        if not texts:
+            return AcmeProblem("dns", f"no TXT record at _acme-challenge.{job.name}")
+        return AcmeProblem("incorrectResponse", f"no TXT record at _acme-challenge.{job.name} "
+                                                "holds the key authorization's digest")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect is answered as it is: not followed
+
+
+def _fetch(url: str, host: str) -> bytes:
+    opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(url, headers={"Host": host,
+                                                   "User-Agent": "TrustChain-ACME"})
+    try:
+        with opener.open(request, timeout=HTTP01_TIMEOUT) as answer:
+            return bytes(answer.read(HTTP01_MAX))
+    except urllib.error.HTTPError as exc:
+        raise OSError(f"HTTP {exc.code}") from None
+    except urllib.error.URLError as exc:
+        raise OSError(str(exc.reason)) from None
+
+
+def acme_routes(acme: Acme) -> list[Route]:
     async def endpoint(request: Request) -> Response:
         url = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
-        acme = AcmeRequest(request.method, url, request.headers.get("content-type"),
-                           client=request.client.host if request.client else None)
+        asked = AcmeRequest(request.method, url, request.headers.get("content-type"),
+                            client=request.client.host if request.client else None)
         try:
             body = await read_body(request, MAX_BODY) if request.method == "POST" else b""
         except BadRequest as exc:
-            answer = server.refuse(acme, AcmeProblem("malformed", str(exc), status=413), utcnow())
+            answer = acme.server.refuse(asked, AcmeProblem("malformed", str(exc), status=413),
+                                        utcnow())
         else:
-            answer = server.handle(replace(acme, body=body), utcnow())
+            answer = await acme.answer(replace(asked, body=body))
         response = Response(answer.body, answer.status, media_type=answer.content_type)
         for name, value in answer.headers:
             response.headers.append(name, value)

@@ -46,7 +46,7 @@ from trustchain.storage.acme import SqliteAcmeStore
 from trustchain.storage.dns import SqliteZoneStore
 from trustchain.storage.node import NodeStore
 from trustchain.storage.ratelimit import RateLimiter
-from trustchain.wiring.acme import acme_admin_service, acme_routes, build_acme
+from trustchain.wiring.acme import Acme, acme_admin_service, acme_routes, build_acme
 from trustchain.wiring.admission import Admissions, admission_services
 from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_start
 from trustchain.wiring.consensus import build_consensus, consensus_service, membership_hook
@@ -189,8 +189,10 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                                       in sorted(federation_logs.by_origin().items())}}),
                 registry_service(registry, consensus), *admission_services(admissions),
                 leave_service(zones_here), acme_admin_service(acme_store)]
+    acme = Acme(build_acme(node, limiter, acme_store, authority), ca, lambda: dns_service.zoneset,
+                node.identity.network_name, config.acme_http01_port)
     app = create_app(genesis_bytes=node.genesis_bytes, services=services,
-                     extra=acme_routes(build_acme(node, limiter, acme_store)))
+                     extra=acme_routes(acme))
     limits = HttpLimits.from_config(config)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds,
                         limits=limits)

@@ -1,10 +1,14 @@
 """The ACME resources (RFC 8555 section 7): a request in, a response out.
 
 Pure but for its store (the contract of :mod:`trustchain.ca.acme.store`); time and
-randomness are passed in.  Built so far: the directory, nonces, accounts (new,
-existing, ``onlyReturnExisting``, read, update, deactivation) and key change.  Orders,
-authorizations, challenges, finalization, certificates, revocation and ARI are not
-built yet, and the directory names only what is.
+randomness are passed in, and what needs the network or the CA comes back as a job
+on the response (:class:`~trustchain.ca.acme.orders.Validate` a challenge,
+:class:`~trustchain.ca.acme.orders.Issue` a certificate) for the edge to do and
+report (:meth:`AcmeServer.validated`, :meth:`AcmeServer.issued`).  Built: the
+directory, nonces, accounts (new, existing, ``onlyReturnExisting``, read, update,
+deactivation), key change, orders, authorizations, http-01 and dns-01 challenges,
+finalization and certificate download.  Revocation, ARI, CAA and External Account
+Binding are not built yet, and the directory names only what is.
 
 What every response carries, as clients rely on it: ``Replay-Nonce`` on every answer
 to a POST (errors included: a ``badNonce`` answer carries the nonce to retry with),
@@ -22,9 +26,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from trustchain.ca.acme import jws
+from trustchain.ca.acme import jws, orders
+from trustchain.ca.acme.orders import Issue, Validate
 from trustchain.ca.acme.problems import PROBLEM_TYPE, AcmeProblem
-from trustchain.ca.acme.store import Account, AcmeStore, KeyInUse
+from trustchain.ca.acme.store import Account, AcmeStore, Authorization, KeyInUse, Order
 from trustchain.ca.ratelimit import RateLimited
 
 PREFIX = "/acme"
@@ -33,7 +38,12 @@ NONCE_LIFETIME = 3600
 NONCE_BYTES = 16
 MAX_CONTACTS = 10
 MAX_CONTACT = 254
-_ACCOUNT = re.compile(r"^/acme/acct/([1-9][0-9]{0,17})$")
+_ID = r"([1-9][0-9]{0,17})"
+_ACCOUNT = re.compile(rf"^/acme/acct/{_ID}$")
+_ORDER = re.compile(rf"^/acme/order/{_ID}(/finalize)?$")
+_AUTHZ = re.compile(rf"^/acme/authz/{_ID}$")
+_CHALLENGE = re.compile(rf"^/acme/chall/{_ID}/(http-01|dns-01)$")
+_CERT = re.compile(r"^/acme/cert/([0-9a-f]{1,40})$")
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,9 @@ class AcmeResponse:
     body: bytes = b""
     content_type: str | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
+    #: Work for the edge before (Issue: a finalize answers once it is done) or after
+    #: (Validate) it answers.
+    job: Validate | Issue | None = None
 
 
 @dataclass(frozen=True)
@@ -74,14 +87,18 @@ class Meta:
 class AcmeServer:
     def __init__(self, store: AcmeStore, *, nonce_prefix: str, meta: Meta,
                  random: Callable[[int], bytes],
-                 new_account_limit: Callable[[str | None, datetime], None]) -> None:
+                 new_account_limit: Callable[[str | None, datetime], None],
+                 names_allowed: Callable[[list[str]], None]) -> None:
         """``new_account_limit(client address, now)`` charges the address's bucket of new
-        accounts, or raises :class:`~trustchain.ca.ratelimit.RateLimited`."""
+        accounts, or raises :class:`~trustchain.ca.ratelimit.RateLimited`;
+        ``names_allowed(names)`` raises an :class:`AcmeProblem` (rejectedIdentifier) for
+        names this CA does not issue for (outside every registered network)."""
         self._store = store
         self._prefix = nonce_prefix  # whose nonce it is, in a federation
         self._meta = meta
         self._random = random
         self._new_account_limit = new_account_limit
+        self._names_allowed = names_allowed
 
     def handle(self, request: AcmeRequest, now: datetime) -> AcmeResponse:
         """Answer ``request``; nothing raises (a refusal is a problem document)."""
@@ -122,6 +139,7 @@ class AcmeServer:
             meta["website"] = self._meta.website
         return {"newNonce": f"{base}{PREFIX}/new-nonce",
                 "newAccount": f"{base}{PREFIX}/new-account",
+                "newOrder": f"{base}{PREFIX}/new-order",
                 "keyChange": f"{base}{PREFIX}/key-change", "meta": meta}
 
     # --- the envelope ---------------------------------------------------------------
@@ -137,8 +155,9 @@ class AcmeServer:
 
     @staticmethod
     def _known(path: str) -> bool:
-        return path in (f"{PREFIX}/new-account", f"{PREFIX}/key-change") or bool(
-            _ACCOUNT.match(path))
+        return path in (f"{PREFIX}/new-account", f"{PREFIX}/key-change",
+                        f"{PREFIX}/new-order") or any(
+            pattern.match(path) for pattern in (_ACCOUNT, _ORDER, _AUTHZ, _CHALLENGE, _CERT))
 
     def _post(self, request: AcmeRequest, now: datetime) -> AcmeResponse:
         if not self._known(request.path):
@@ -167,6 +186,8 @@ class AcmeServer:
         assert account is not None
         if request.path == f"{PREFIX}/key-change":
             return self._key_change(signed, account, request)
+        if not _ACCOUNT.match(request.path):
+            return self._resources(signed, account, request, now)
         if request.url != signed.kid:
             raise AcmeProblem("unauthorized", "an account is read or changed only with its "
                                               "own key")
@@ -264,6 +285,136 @@ class AcmeServer:
                 headers={"Location": f"{request.base}{PREFIX}/acct/{holder.id}"}
                 if holder else {}) from None
         return _json(200, self._account_json(changed, request.base))
+
+
+    # --- orders, authorizations, challenges, certificates -----------------------------
+
+    def _resources(self, signed: jws.SignedRequest, account: Account, request: AcmeRequest,
+                   now: datetime) -> AcmeResponse:
+        path, base = request.path, request.base
+        if path == f"{PREFIX}/new-order":
+            return self._new_order(signed, account, base, now)
+        if found := _ORDER.match(path):
+            order = self._own(self._store.order(int(found[1])), account, "order")
+            if found[2]:
+                return self._finalize(signed, account, order, base)
+            return _json(200, self.order_json(order, base))
+        if found := _AUTHZ.match(path):
+            authz = self._own(self._store.authorization(int(found[1])), account,
+                              "authorization")
+            payload = signed.json()
+            if payload is not None and payload.get("status") == "deactivated":
+                authz = self._store.set_authorization(authz.id, "deactivated", authz.challenges)
+            return _json(200, orders.authz_json(authz, base))
+        if found := _CHALLENGE.match(path):
+            authz = self._own(self._store.authorization(int(found[1])), account,
+                              "authorization")
+            return self._challenge(signed, account, authz, found[2], base)
+        found = _CERT.match(path)
+        assert found is not None
+        held = self._store.certificate(found[1])
+        if held is None or held[0] != account.id:
+            raise AcmeProblem("malformed", "no certificate of this account has that URL",
+                              status=404)
+        return AcmeResponse(200, held[1].encode(), "application/pem-certificate-chain")
+
+    @staticmethod
+    def _own(item: Order | Authorization | None, account: Account,
+             what: str) -> Any:
+        if item is None or item.account_id != account.id:
+            raise AcmeProblem("malformed", f"no {what} of this account has that URL",
+                              status=404)
+        return item
+
+    def order_json(self, order: Order, base: str) -> dict[str, Any]:
+        authorizations = [a for a in map(self._store.authorization, order.authorizations)
+                          if a is not None]
+        return orders.order_json(order, authorizations, base)
+
+    def _new_order(self, signed: jws.SignedRequest, account: Account, base: str,
+                   now: datetime) -> AcmeResponse:
+        payload = signed.json() or {}
+        if "notBefore" in payload or "notAfter" in payload:
+            raise AcmeProblem("malformed", "this CA sets the validity itself: no notBefore "
+                                           "or notAfter")
+        names = orders.requested_names(payload)
+        self._names_allowed([n.removeprefix("*.") for n in names])
+        authorizations = []
+        for name in names:
+            wildcard = name.startswith("*.")
+            authorizations.append((name.removeprefix("*."), wildcard,
+                                   jws.b64url(self._random(32)),
+                                   orders.challenges_for(wildcard)))
+        order = self._store.create_order(account.id, names, authorizations,
+                                         now + orders.ORDER_LIFETIME, now)
+        response = _json(201, self.order_json(order, base))
+        response.headers.append(("Location", f"{base}{PREFIX}/order/{order.id}"))
+        return response
+
+    def _challenge(self, signed: jws.SignedRequest, account: Account, authz: Authorization,
+                   kind: str, base: str) -> AcmeResponse:
+        challenge = next((c for c in authz.challenges if c["type"] == kind), None)
+        if challenge is None:
+            raise AcmeProblem("malformed", f"this authorization has no {kind} challenge",
+                              status=404)
+        job = None
+        if signed.json() is not None and challenge["status"] == "pending" and \
+                authz.status == "pending":  # a response to it: validate (once)
+            challenge = {**challenge, "status": "processing"}
+            authz = self._store.set_authorization(authz.id, authz.status, [
+                challenge if c["type"] == kind else c for c in authz.challenges])
+            job = Validate(authz.id, kind, authz.name, authz.token, orders.key_authorization(
+                authz.token, account.thumbprint))
+        response = _json(200, orders.challenge_json(authz, challenge, base))
+        response.headers.append(("Link", f'<{base}{PREFIX}/authz/{authz.id}>;rel="up"'))
+        response.job = job
+        return response
+
+    def validated(self, job: Validate, error: AcmeProblem | None, now: datetime) -> None:
+        """A challenge checked by the edge: the authorization valid, or invalid with the
+        challenge's error (RFC 8555 7.5.1)."""
+        authz = self._store.authorization(job.authz_id)
+        if authz is None or authz.status != "pending":
+            return
+        outcome: dict[str, Any] = {"type": job.type, "status": "valid",
+                                   "validated": orders.rfc3339(now)}
+        if error is not None:
+            outcome = {"type": job.type, "status": "invalid", "error": error.document()}
+        self._store.set_authorization(authz.id, "valid" if error is None else "invalid", [
+            outcome if c["type"] == job.type else c for c in authz.challenges])
+
+    def _finalize(self, signed: jws.SignedRequest, account: Account, order: Order,
+                  base: str) -> AcmeResponse:
+        payload = signed.json() or {}
+        status = orders.order_status(order, [a for a in map(
+            self._store.authorization, order.authorizations) if a is not None])
+        if status != "ready":
+            raise AcmeProblem("orderNotReady", f"the order is {status}, not ready")
+        try:
+            csr = jws.b64url_decode(payload.get("csr", ""))
+        except ValueError:
+            raise AcmeProblem("malformed", "csr is the CSR's DER in base64url") from None
+        orders.check_csr(csr, order.names, jws.public_key(account.jwk).as_der(private=False))
+        if not self._store.set_order(order.id, "processing", expect="open"):
+            raise AcmeProblem("orderNotReady", "the order is being finalized already")
+        response = _json(200, {})
+        response.headers.append(("Location", f"{base}{PREFIX}/order/{order.id}"))
+        response.job = Issue(order.id, account.id, csr)
+        return response
+
+    def issued(self, job: Issue, serial: str | None, chain: str | None,
+               error: AcmeProblem | None, base: str) -> bytes:
+        """The finalized order's outcome, recorded; the order's JSON to answer with."""
+        if serial is not None and chain is not None:
+            self._store.add_certificate(serial, job.account_id, chain)
+            self._store.set_order(job.order_id, "valid", certificate=serial)
+        else:
+            self._store.set_order(job.order_id, "invalid",
+                                  error=(error or AcmeProblem("serverInternal", "not issued"))
+                                  .document())
+        order = self._store.order(job.order_id)
+        assert order is not None
+        return json.dumps(self.order_json(order, base)).encode()
 
 
 def _contact(value: Any) -> list[str]:

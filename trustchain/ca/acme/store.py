@@ -26,6 +26,31 @@ class Account:
     created_at: str  # RFC 3339
 
 
+@dataclass(frozen=True)
+class Order:
+    id: int
+    account_id: int
+    #: open (pending or ready: decided by its authorizations), processing, valid, invalid
+    status: str
+    expires: str
+    names: list[str]  # as asked, "*." kept
+    authorizations: list[int]
+    certificate: str | None  # serial (hex) once valid
+    error: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Authorization:
+    id: int
+    account_id: int
+    name: str  # without "*."
+    wildcard: bool
+    status: str  # pending, valid, invalid, deactivated
+    expires: str
+    token: str
+    challenges: list[dict[str, Any]]  # {"type", "status", "validated"?, "error"?}
+
+
 class KeyInUse(Exception):
     """Another account has that key already."""
 
@@ -57,3 +82,25 @@ class AcmeStore(Protocol):
 
         :raises KeyInUse: another account has that key.
         """
+
+    def create_order(self, account_id: int, names: list[str],
+                     authorizations: list[tuple[str, bool, str, list[dict[str, Any]]]],
+                     expires: datetime, now: datetime) -> Order:
+        """An order and its authorizations ((name, wildcard, token, challenges) each)."""
+
+    def order(self, order_id: int) -> Order | None: ...
+
+    def set_order(self, order_id: int, status: str, *, certificate: str | None = None,
+                  error: dict[str, Any] | None = None, expect: str | None = None) -> bool:
+        """The order's status (and certificate or error); with ``expect``, only from that
+        status (False if it was another)."""
+
+    def authorization(self, authz_id: int) -> Authorization | None: ...
+
+    def set_authorization(self, authz_id: int, status: str,
+                          challenges: list[dict[str, Any]]) -> Authorization: ...
+
+    def add_certificate(self, serial: str, account_id: int, chain: str) -> None: ...
+
+    def certificate(self, serial: str) -> tuple[int, str] | None:
+        """(account id, PEM chain) of a certificate issued through ACME."""

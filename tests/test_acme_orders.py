@@ -1,0 +1,184 @@
+"""ACME orders end to end on a running node, with certbot's ``acme`` library as the
+client: a network registered, its name's AAAA record in the node's zone, an http-01
+responder run here (on the port the node's ``acme_http01_port`` names), the order
+validated by the node over HTTP, finalized, and the certificate downloaded; ``openssl
+verify`` checks it as a TLS server certificate under the genesis root, and it carries
+SCTs.  Then a dns-01 validation from a TXT record written with ``trustchain record
+add``, and one refusal per rule: a name outside every network (rejectedIdentifier), a
+wrong key authorization (incorrectResponse on the challenge), a CSR whose names are
+not the order's (badCSR), a finalize before the order is ready (orderNotReady)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import josepy
+import pytest
+from acme import challenges, messages
+from acme import client as acme_client
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from bootstrap.init import InitResult
+from tests.support import NodeProcess, run_cli
+
+NAME = "www.alpha.trust.example.net"
+
+
+class Responder(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}
+        super().__init__(("::1", 0), functools.partial(_Handler, self))
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def __init__(self, server: Responder, *args: Any) -> None:
+        self.responder = server
+        super().__init__(*args)
+
+    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        token = self.path.rpartition("/")[2]
+        body = self.responder.tokens.get(token, "").encode()
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def ordering(node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+             ) -> Iterator[tuple[str, list[str | Path], Responder]]:
+    responder = Responder()
+    threading.Thread(target=responder.serve_forever, daemon=True).start()
+    config = data_dir / "trustchain.toml"
+    kept = [line for line in config.read_text().splitlines()
+            if not line.lstrip("# ").startswith("acme_http01_port")]
+    config.write_text("\n".join([f"acme_http01_port = {responder.server_address[1]}", *kept])
+                      + "\n")
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    admin: list[str | Path] = ["--data-dir", data_dir, "--server",
+                               "[{}]:{}".format(*proc.address("quic"))]
+    for command in (["network", "register", "alpha"], ["record", "add", NAME, "AAAA", "::1"]):
+        result = run_cli(*command, *admin)
+        assert result.returncode == 0, result.stderr
+    try:
+        yield "http://[{}]:{}".format(*proc.address("http")), admin, responder
+    finally:
+        responder.shutdown()
+        responder.server_close()
+
+
+def new_client(base: str) -> acme_client.ClientV2:
+    net = acme_client.ClientNetwork(josepy.JWKEC(key=ec.generate_private_key(ec.SECP256R1())),
+                                    alg=josepy.ES256, user_agent="trustchain-tests")
+    client = acme_client.ClientV2(messages.Directory.from_json(
+        net.get(f"{base}/acme/directory").json()), net)
+    client.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True))
+    return client
+
+
+def csr_for(*names: str) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).add_extension(
+        x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+    ).sign(key, hashes.SHA256()).public_bytes(Encoding.PEM)
+
+
+def challenge(order: messages.OrderResource, kind: type) -> messages.ChallengeBody:
+    (authz,) = order.authorizations
+    return next(c for c in authz.body.challenges if isinstance(c.chall, kind))
+
+
+def test_an_http01_order_is_validated_finalized_and_downloaded(
+        ordering: tuple[str, list[str | Path], Responder], data_dir: Path,
+        tmp_path: Path) -> None:
+    base, _admin, responder = ordering
+    client = new_client(base)
+    order = client.new_order(csr_for(NAME))
+    assert order.body.status == messages.STATUS_PENDING
+    body = challenge(order, challenges.HTTP01)
+    response, validation = body.response_and_validation(client.net.key)
+    responder.tokens[body.chall.encode("token")] = validation
+    client.answer_challenge(body, response)
+    done = client.poll_and_finalize(order)
+    assert done.body.status == messages.STATUS_VALID
+    chain = x509.load_pem_x509_certificates(done.fullchain_pem.encode())
+    leaf = chain[0]
+    assert leaf.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName) == [NAME]
+    scts = leaf.extensions.get_extension_for_class(
+        x509.PrecertificateSignedCertificateTimestamps).value
+    assert len(scts) == 2
+    root = tmp_path / "root.pem"
+    root.write_text(run_cli("genesis", "show", "--data-dir", data_dir, "--root-pem").stdout)
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(Encoding.PEM))
+    (tmp_path / "chain.pem").write_bytes(b"".join(c.public_bytes(Encoding.PEM)
+                                                 for c in chain[1:]))
+    verify = subprocess.run(["openssl", "verify", "-purpose", "sslserver", "-CAfile", root,
+                             "-untrusted", tmp_path / "chain.pem", tmp_path / "leaf.pem"],
+                            capture_output=True, text=True, timeout=30)
+    assert verify.returncode == 0 and ": OK" in verify.stdout, verify.stdout + verify.stderr
+
+
+def test_a_dns01_order_reads_the_txt_record_from_the_nodes_zone(
+        ordering: tuple[str, list[str | Path], Responder]) -> None:
+    base, admin, _responder = ordering
+    client = new_client(base)
+    order = client.new_order(csr_for(NAME))
+    body = challenge(order, challenges.DNS01)
+    response, validation = body.response_and_validation(client.net.key)
+    assert validation == josepy.b64encode(hashlib.sha256(
+        body.chall.key_authorization(client.net.key).encode()).digest()).decode()
+    added = run_cli("record", "add", f"_acme-challenge.{NAME}", "TXT", validation, *admin)
+    assert added.returncode == 0, added.stderr
+    client.answer_challenge(body, response)
+    order = client.poll_authorizations(order, datetime.now() + timedelta(seconds=20))
+    with pytest.raises(messages.Error) as other:  # ready, but a CSR for another name
+        client.begin_finalization(order.update(csr_pem=csr_for("api.alpha.trust.example.net")))
+    assert other.value.typ == "urn:ietf:params:acme:error:badCSR", other.value
+    assert client.poll_and_finalize(order).body.status == messages.STATUS_VALID
+
+
+def test_each_order_rule_is_refused_with_its_acme_error(
+        ordering: tuple[str, list[str | Path], Responder]) -> None:
+    base, _admin, responder = ordering
+    client = new_client(base)
+    with pytest.raises(messages.Error) as outside:
+        client.new_order(csr_for("www.example.org"))
+    assert outside.value.typ == "urn:ietf:params:acme:error:rejectedIdentifier"
+    assert outside.value.subproblems and \
+        outside.value.subproblems[0].identifier.value == "www.example.org"
+
+    order = client.new_order(csr_for(NAME))
+    with pytest.raises(messages.Error) as early:
+        client.begin_finalization(order)  # (finalize_order itself waits for "ready")
+    assert early.value.typ == "urn:ietf:params:acme:error:orderNotReady"
+
+    body = challenge(order, challenges.HTTP01)
+    response, _validation = body.response_and_validation(client.net.key)
+    responder.tokens[body.chall.encode("token")] = "another-key-authorization"
+    client.answer_challenge(body, response)
+    with pytest.raises(Exception):  # noqa: B017 - the acme library raises its own on invalid
+        client.poll_authorizations(order, datetime.now() + timedelta(seconds=20))
+    authz = client.net.post(order.body.authorizations[0], None).json()
+    failed = next(c for c in authz["challenges"] if c["type"] == "http-01")
+    assert authz["status"] == "invalid" and failed["status"] == "invalid"
+    assert failed["error"]["type"] == "urn:ietf:params:acme:error:incorrectResponse"

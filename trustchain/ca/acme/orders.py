@@ -1,0 +1,161 @@
+"""Orders, authorizations and challenges (RFC 8555 sections 7.1.3 to 7.1.6, 7.4, 7.5, 8):
+their rules and their JSON, pure.
+
+An order's status follows its authorizations (7.1.6): ``pending`` until every one is
+valid, then ``ready``; ``invalid`` as soon as one is; ``processing`` while its
+certificate is issued, then ``valid``.  A name gets ``http-01`` and ``dns-01``
+challenges; a wildcard (``*.`` then the name, in its authorization without the
+``*.``, ``wildcard: true``) only ``dns-01`` (8.4: http-01 cannot show control of a
+subtree).  The key authorization is the token, a dot and the account key's RFC 7638
+thumbprint (8.1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from trustchain.ca.acme.problems import AcmeProblem
+from trustchain.ca.acme.store import Authorization, Order
+
+#: How long an order and its authorizations may take to complete.
+ORDER_LIFETIME = timedelta(days=7)
+MAX_IDENTIFIERS = 100
+HTTP_01, DNS_01 = "http-01", "dns-01"
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+@dataclass(frozen=True)
+class Validate:
+    """A challenge to check from the CA's side (the edge does the I/O)."""
+
+    authz_id: int
+    type: str
+    name: str
+    token: str
+    key_authorization: str
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A finalized order's certificate to issue (the edge asks the CA)."""
+
+    order_id: int
+    account_id: int
+    csr: bytes  # DER
+
+
+def rfc3339(moment: datetime | str) -> str:
+    text = moment if isinstance(moment, str) else moment.isoformat()
+    return text.replace("+00:00", "Z")
+
+
+def requested_names(payload: dict[str, Any]) -> list[str]:
+    """The order's DNS names, lower-cased, in order, each once.
+
+    :raises AcmeProblem: malformed (not a list of DNS identifiers), unsupportedIdentifier,
+        or rejectedIdentifier (not a host name this CA could name in a certificate).
+    """
+    items = payload.get("identifiers")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_IDENTIFIERS:
+        raise AcmeProblem("malformed", f"identifiers: 1 to {MAX_IDENTIFIERS} objects")
+    names: list[str] = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("value"), str):
+            raise AcmeProblem("malformed", "each identifier has a type and a value")
+        if item.get("type") != "dns":
+            raise AcmeProblem("unsupportedIdentifier", "only dns identifiers are issued for")
+        name = item["value"].lower().rstrip(".")
+        labels = name.split(".")
+        body = labels[1:] if labels[0] == "*" else labels
+        if len(name) > 253 or len(body) < 2 or not all(_LABEL.match(label) for label in body):
+            raise AcmeProblem("rejectedIdentifier", f"{item['value'][:80]!r} is not a host "
+                                                    "name (or a wildcard one label deep)")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def challenges_for(wildcard: bool) -> list[dict[str, Any]]:
+    return [{"type": t, "status": "pending"} for t in ((DNS_01,) if wildcard
+                                                      else (HTTP_01, DNS_01))]
+
+
+def order_status(order: Order, authorizations: list[Authorization]) -> str:
+    if order.status != "open":
+        return order.status
+    if any(a.status in ("invalid", "deactivated") for a in authorizations):
+        return "invalid"
+    return "ready" if all(a.status == "valid" for a in authorizations) else "pending"
+
+
+def key_authorization(token: str, thumbprint: str) -> str:
+    return f"{token}.{thumbprint}"
+
+
+def check_csr(der: bytes, names: list[str], account_key_der: bytes) -> None:
+    """A finalize's CSR: signed by its key, asking for exactly the order's names (SANs, and
+    a CN if any among them), not with the account's key (RFC 8555 7.4, 11.1).
+
+    :raises AcmeProblem: badCSR naming what is wrong.
+    """
+    try:
+        csr = x509.load_der_x509_csr(der)
+        signed = csr.is_signature_valid
+    except (ValueError, InvalidSignature, TypeError):
+        raise AcmeProblem("badCSR", "the CSR does not parse") from None
+    if not signed:
+        raise AcmeProblem("badCSR", "the CSR's signature does not verify")
+    try:
+        sans = csr.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        sans = []
+    common = [str(a.value) for a in csr.subject.get_attributes_for_oid(
+        x509.oid.NameOID.COMMON_NAME)]
+    asked = {n.lower().rstrip(".") for n in [*sans, *common]}
+    if asked != set(names):
+        raise AcmeProblem("badCSR", "the CSR's names are not the order's: it asks for "
+                                    f"{sorted(asked)[:5]}, the order for {names[:5]}")
+    if csr.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) \
+            == account_key_der:
+        raise AcmeProblem("badCSR", "the certificate's key must not be the account key")
+
+
+def order_json(order: Order, authorizations: list[Authorization], base: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "status": order_status(order, authorizations), "expires": rfc3339(order.expires),
+        "identifiers": [{"type": "dns", "value": n} for n in order.names],
+        "authorizations": [f"{base}/acme/authz/{i}" for i in order.authorizations],
+        "finalize": f"{base}/acme/order/{order.id}/finalize"}
+    if order.certificate:
+        body["certificate"] = f"{base}/acme/cert/{order.certificate}"
+    if order.error:
+        body["error"] = order.error
+    return body
+
+
+def challenge_json(authz: Authorization, challenge: dict[str, Any], base: str
+                   ) -> dict[str, Any]:
+    body = {"type": challenge["type"], "status": challenge["status"], "token": authz.token,
+            "url": f"{base}/acme/chall/{authz.id}/{challenge['type']}"}
+    for extra in ("validated", "error"):
+        if extra in challenge:
+            body[extra] = challenge[extra]
+    return body
+
+
+def authz_json(authz: Authorization, base: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "identifier": {"type": "dns", "value": authz.name}, "status": authz.status,
+        "expires": rfc3339(authz.expires),
+        "challenges": [challenge_json(authz, c, base) for c in authz.challenges]}
+    if authz.wildcard:
+        body["wildcard"] = True
+    return body
