@@ -25,6 +25,7 @@ import josepy
 import pytest
 from acme import challenges, messages
 from acme import client as acme_client
+from acme import errors as acme_errors
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -182,3 +183,33 @@ def test_each_order_rule_is_refused_with_its_acme_error(
     failed = next(c for c in authz["challenges"] if c["type"] == "http-01")
     assert authz["status"] == "invalid" and failed["status"] == "invalid"
     assert failed["error"]["type"] == "urn:ietf:params:acme:error:incorrectResponse"
+
+
+def test_caa_records_in_the_nodes_zone_decide_issuance(
+        ordering: tuple[str, list[str | Path], Responder]) -> None:
+    """RFC 8659 at finalize, read from the node's zone: a CAA record at the network's apex
+    naming another CA makes the order invalid (caa); one naming this CA (the origin)
+    for this account and http-01 (RFC 8657) lets it issue."""
+    base, admin, responder = ordering
+    client = new_client(base)
+
+    def order_validated() -> messages.OrderResource:
+        order = client.new_order(csr_for(NAME))
+        body = challenge(order, challenges.HTTP01)
+        response, validation = body.response_and_validation(client.net.key)
+        responder.tokens[body.chall.encode("token")] = validation
+        client.answer_challenge(body, response)
+        return client.poll_authorizations(order, datetime.now() + timedelta(seconds=20))
+
+    zone = "alpha.trust.example.net"
+    assert run_cli("record", "add", zone, "CAA", '0 issue "otherca.example"',
+                   *admin).returncode == 0
+    with pytest.raises(acme_errors.IssuanceError) as refused:
+        client.poll_and_finalize(order_validated())
+    assert refused.value.error.typ == "urn:ietf:params:acme:error:caa", refused.value.error
+    assert run_cli("record", "delete", zone, "CAA", *admin).returncode == 0
+    ours = f'0 issue "trust.example.net; accounturi={client.net.account.uri}; ' \
+        'validationmethods=http-01"'
+    added = run_cli("record", "add", zone, "CAA", ours, *admin)
+    assert added.returncode == 0, added.stderr
+    assert client.poll_and_finalize(order_validated()).body.status == messages.STATUS_VALID

@@ -18,7 +18,7 @@ import logging
 import secrets
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from transport.ca import CaRunner
 from transport.methods import Call, Method, Service, read_body
-from trustchain.ca.acme import jws
+from trustchain.ca.acme import caa, jws
 from trustchain.ca.acme.orders import HTTP_01, Issue, Validate
 from trustchain.ca.acme.problems import AcmeProblem
 from trustchain.ca.acme.server import AcmeRequest, AcmeResponse, AcmeServer, Meta
@@ -57,6 +57,11 @@ HTTP01_MAX = 8 * 1024
 log = logging.getLogger("trustchain.acme")
 
 
+def caa_identities(node: OpenNode) -> tuple[str, ...]:
+    """The names CAA ``issue`` records use for this CA: the federation's origin."""
+    return (node.identity.origin.rstrip(".").lower(),)
+
+
 def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
                authority: CertificateAuthority) -> AcmeServer:
     """The node's ACME server: its nonces prefixed with the node's id (whose they are,
@@ -64,8 +69,6 @@ def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
     limited per client address (the CA's ``address`` limit: 10 in 3 hours by default,
     ``ca_rate_limits`` in trustchain.toml), orders only for the names of one
     registered network (whose intermediate issues)."""
-    origin = node.identity.origin.rstrip(".").lower()
-
     def new_account_limit(client: str | None, now: datetime) -> None:
         if client is not None:
             try:
@@ -89,7 +92,7 @@ def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
                               "network: order for each network on its own")
 
     return AcmeServer(store, nonce_prefix=node.identity.node_id[:8],
-                      meta=Meta(caa_identities=(origin,)), random=secrets.token_bytes,
+                      meta=Meta(caa_identities=caa_identities(node)), random=secrets.token_bytes,
                       new_account_limit=new_account_limit, names_allowed=names_allowed)
 
 
@@ -97,8 +100,9 @@ class Acme:
     """The edge's part: challenges checked over the network, certificates from the CA."""
 
     def __init__(self, server: AcmeServer, ca: CaRunner, zones: Callable[[], ZoneSet],
-                 network: str, http01_port: int) -> None:
+                 network: str, http01_port: int, caa_identities: Sequence[str]) -> None:
         self.server = server
+        self._caa_identities = caa_identities
         self._ca = ca
         self._zones = zones
         self._network = network
@@ -119,6 +123,12 @@ class Acme:
     async def _issue(self, job: Issue, request: AcmeRequest) -> bytes:
         """The CA issues as for its own API (the CSR's checks, the network's intermediate,
         rate limits, CT, the audit log); the ACME account stands for the requester."""
+        account_uri = f"{request.base}/acme/acct/{job.account_id}"
+        try:  # CAA at issuance, from this node's zones (RFC 8659, 8657)
+            for name, method in job.methods:
+                caa.check(name, self._caa_records, self._caa_identities, account_uri, method)
+        except AcmeProblem as refused:
+            return self.server.issued(job, None, None, refused, request.base)
         peer = Peer(Role.ACME, f"acme-account-{job.account_id}", self._network)
         try:
             issued = await self._ca.issue(job.csr, network=None, profile=None, peer=peer,
@@ -146,6 +156,10 @@ class Acme:
         zone = self._zones().find(owner)
         found = zone.get(owner, rdtype) if zone is not None else None
         return list(found) if found is not None else []
+
+    def _caa_records(self, owner: str) -> list[caa.Record]:
+        return [(r.flags, r.tag.decode("ascii", "replace"), r.value.decode("utf-8", "replace"))
+                for r in self._rrset(owner, dns.rdatatype.CAA)]
 
     async def _http01(self, job: Validate) -> AcmeProblem | None:
         """RFC 8555 8.3: GET http://<name>/.well-known/acme-challenge/<token> at the name's

@@ -46,7 +46,13 @@ from trustchain.storage.acme import SqliteAcmeStore
 from trustchain.storage.dns import SqliteZoneStore
 from trustchain.storage.node import NodeStore
 from trustchain.storage.ratelimit import RateLimiter
-from trustchain.wiring.acme import Acme, acme_admin_service, acme_routes, build_acme
+from trustchain.wiring.acme import (
+    Acme,
+    acme_admin_service,
+    acme_routes,
+    build_acme,
+    caa_identities,
+)
 from trustchain.wiring.admission import Admissions, admission_services
 from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_start
 from trustchain.wiring.consensus import build_consensus, consensus_service, membership_hook
@@ -190,7 +196,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                 registry_service(registry, consensus), *admission_services(admissions),
                 leave_service(zones_here), acme_admin_service(acme_store)]
     acme = Acme(build_acme(node, limiter, acme_store, authority), ca, lambda: dns_service.zoneset,
-                node.identity.network_name, config.acme_http01_port)
+                node.identity.network_name, config.acme_http01_port, caa_identities(node))
     app = create_app(genesis_bytes=node.genesis_bytes, services=services,
                      extra=acme_routes(acme))
     limits = HttpLimits.from_config(config)

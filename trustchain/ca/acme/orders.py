@@ -49,6 +49,9 @@ class Issue:
     order_id: int
     account_id: int
     csr: bytes  # DER
+    #: (name as ordered, the challenge type that validated it): for CAA's
+    #: validationmethods (RFC 8657).
+    methods: tuple[tuple[str, str], ...] = ()
 
 
 def rfc3339(moment: datetime | str) -> str:
@@ -159,3 +162,8 @@ def authz_json(authz: Authorization, base: str) -> dict[str, Any]:
     if authz.wildcard:
         body["wildcard"] = True
     return body
+
+
+def validated_by(authz: Authorization) -> str:
+    """The type of the challenge that made ``authz`` valid."""
+    return next((c["type"] for c in authz.challenges if c.get("status") == "valid"), "")

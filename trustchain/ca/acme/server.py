@@ -386,8 +386,9 @@ class AcmeServer:
     def _finalize(self, signed: jws.SignedRequest, account: Account, order: Order,
                   base: str) -> AcmeResponse:
         payload = signed.json() or {}
-        status = orders.order_status(order, [a for a in map(
-            self._store.authorization, order.authorizations) if a is not None])
+        authorizations = [a for a in map(self._store.authorization, order.authorizations)
+                          if a is not None]
+        status = orders.order_status(order, authorizations)
         if status != "ready":
             raise AcmeProblem("orderNotReady", f"the order is {status}, not ready")
         try:
@@ -399,7 +400,9 @@ class AcmeServer:
             raise AcmeProblem("orderNotReady", "the order is being finalized already")
         response = _json(200, {})
         response.headers.append(("Location", f"{base}{PREFIX}/order/{order.id}"))
-        response.job = Issue(order.id, account.id, csr)
+        response.job = Issue(order.id, account.id, csr, tuple(
+            (("*." if a.wildcard else "") + a.name, orders.validated_by(a))
+            for a in authorizations))
         return response
 
     def issued(self, job: Issue, serial: str | None, chain: str | None,
