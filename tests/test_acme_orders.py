@@ -96,8 +96,8 @@ def new_client(base: str) -> acme_client.ClientV2:
     return client
 
 
-def csr_for(*names: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
+def csr_for(*names: str, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
+    key = key or ec.generate_private_key(ec.SECP256R1())
     return x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).add_extension(
         x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
     ).sign(key, hashes.SHA256()).public_bytes(Encoding.PEM)
@@ -138,9 +138,37 @@ def test_an_http01_order_is_validated_finalized_and_downloaded(
                             capture_output=True, text=True, timeout=30)
     assert verify.returncode == 0 and ": OK" in verify.stdout, verify.stdout + verify.stderr
 
+    # Revoked by the account that ordered it: openssl ocsp against the node says so.
+    assert ocsp(base, tmp_path, chain, root) == "good"
+    client.revoke(leaf, 4)  # superseded
+    assert ocsp(base, tmp_path, chain, root) == "revoked"
+    with pytest.raises(messages.Error) as again:
+        client.revoke(leaf, 4)
+    assert again.value.typ == "urn:ietf:params:acme:error:alreadyRevoked"
+    stranger = new_client(base)
+    with pytest.raises(messages.Error) as other:
+        stranger.revoke(leaf, 0)
+    assert other.value.typ in ("urn:ietf:params:acme:error:unauthorized",)
+
+
+def ocsp(base: str, tmp_path: Path, chain: list[x509.Certificate], root: Path) -> str:
+    """``openssl ocsp`` for the chain's leaf against the node's responder: good/revoked."""
+    (tmp_path / "o-leaf.pem").write_bytes(chain[0].public_bytes(Encoding.PEM))
+    (tmp_path / "o-issuer.pem").write_bytes(chain[1].public_bytes(Encoding.PEM))
+    url = chain[0].extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    path = next(d.access_location.value for d in url
+                if d.access_method == x509.oid.AuthorityInformationAccessOID.OCSP)
+    path = "/" + path.split("/", 3)[3]
+    result = subprocess.run(["openssl", "ocsp", "-issuer", tmp_path / "o-issuer.pem", "-cert",
+                             tmp_path / "o-leaf.pem", "-CAfile", root, "-url", base + path],
+                            capture_output=True, text=True, timeout=30)
+    assert "Response verify OK" in result.stdout + result.stderr, result.stdout + result.stderr
+    return result.stdout.split(": ", 1)[1].split()[0]
+
 
 def test_a_dns01_order_reads_the_txt_record_from_the_nodes_zone(
-        ordering: tuple[str, list[str | Path], Responder]) -> None:
+        ordering: tuple[str, list[str | Path], Responder], data_dir: Path,
+        tmp_path: Path) -> None:
     base, admin, _responder = ordering
     client = new_client(base)
     order = client.new_order(csr_for(NAME))
@@ -155,7 +183,19 @@ def test_a_dns01_order_reads_the_txt_record_from_the_nodes_zone(
     with pytest.raises(messages.Error) as other:  # ready, but a CSR for another name
         client.begin_finalization(order.update(csr_pem=csr_for("api.alpha.trust.example.net")))
     assert other.value.typ == "urn:ietf:params:acme:error:badCSR", other.value
-    assert client.poll_and_finalize(order).body.status == messages.STATUS_VALID
+    key = ec.generate_private_key(ec.SECP256R1())
+    done = client.poll_and_finalize(order.update(csr_pem=csr_for(NAME, key=key)))
+    assert done.body.status == messages.STATUS_VALID
+
+    # Revoked with the certificate's own key (jwk), no account: RFC 8555 7.6.
+    chain = x509.load_pem_x509_certificates(done.fullchain_pem.encode())
+    net = acme_client.ClientNetwork(josepy.JWKEC(key=key), alg=josepy.ES256,
+                                    user_agent="trustchain-tests")
+    by_key = acme_client.ClientV2(client.directory, net)
+    by_key.revoke(chain[0], 1)  # keyCompromise
+    root = tmp_path / "root.pem"
+    root.write_text(run_cli("genesis", "show", "--data-dir", data_dir, "--root-pem").stdout)
+    assert ocsp(base, tmp_path, chain, root) == "revoked"
 
 
 def test_each_order_rule_is_refused_with_its_acme_error(

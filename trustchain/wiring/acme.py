@@ -35,7 +35,7 @@ from starlette.routing import Route
 from transport.ca import CaRunner
 from transport.methods import Call, Method, Service, read_body
 from trustchain.ca.acme import caa, jws
-from trustchain.ca.acme.orders import HTTP_01, Issue, Validate
+from trustchain.ca.acme.orders import HTTP_01, Issue, Revoke, Validate
 from trustchain.ca.acme.problems import AcmeProblem
 from trustchain.ca.acme.server import AcmeRequest, AcmeResponse, AcmeServer, Meta
 from trustchain.ca.acme.store import Account
@@ -43,6 +43,7 @@ from trustchain.ca.authority import CertificateAuthority
 from trustchain.ca.errors import CaError
 from trustchain.ca.policy import NotAuthorised, PolicyError, within
 from trustchain.ca.ratelimit import ADDRESS, RateLimited, address_key
+from trustchain.ca.revocation import RevocationReason
 from trustchain.dns.engine import ZoneSet
 from trustchain.errors import BadRequest, NotFound
 from trustchain.identity import Peer, Role
@@ -100,9 +101,12 @@ class Acme:
     """The edge's part: challenges checked over the network, certificates from the CA."""
 
     def __init__(self, server: AcmeServer, ca: CaRunner, zones: Callable[[], ZoneSet],
-                 network: str, http01_port: int, caa_identities: Sequence[str]) -> None:
+                 network: str, http01_port: int, caa_identities: Sequence[str],
+                 announce: Callable[[int, RevocationReason], None]) -> None:
+        """``announce(serial, reason)`` makes a revocation known to the federation."""
         self.server = server
         self._caa_identities = caa_identities
+        self._announce = announce
         self._ca = ca
         self._zones = zones
         self._network = network
@@ -118,7 +122,29 @@ class Acme:
             task.add_done_callback(self._background.discard)
         elif isinstance(job, Issue):  # finalize answers once the certificate is there
             answer.body = await self._issue(job, request)
+        elif isinstance(job, Revoke):
+            refused = self._revoke(job)
+            if refused is not None:
+                return self.server.refuse(request, refused, utcnow())
         return answer
+
+    def _revoke(self, job: Revoke) -> AcmeProblem | None:
+        """Revoked by the CA as through its own API (record, audit, CRL, OCSP), and made
+        known to the federation."""
+        authority = self._ca.authority
+        record = authority.store.certificate(job.serial)
+        if record is None:
+            return AcmeProblem("malformed", "this CA did not issue that certificate",
+                               status=404)
+        if record.revoked_at is not None:
+            return AcmeProblem("alreadyRevoked", f"revoked at {record.revoked_at.isoformat()}")
+        reason = RevocationReason(job.reason)
+        try:
+            authority.revoke(job.serial, reason, actor=job.actor, now=self._ca.now())
+        except CaError as exc:  # revoked meanwhile
+            return AcmeProblem("alreadyRevoked", str(exc))
+        self._announce(job.serial, reason)
+        return None
 
     async def _issue(self, job: Issue, request: AcmeRequest) -> bytes:
         """The CA issues as for its own API (the CSR's checks, the network's intermediate,

@@ -54,6 +54,20 @@ class Issue:
     methods: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class Revoke:
+    """A certificate to revoke (the edge asks the CA, which records it and its audit)."""
+
+    serial: int
+    reason: str  # an RFC 5280 reason name (trustchain.ca.revocation.RevocationReason)
+    actor: str  # for the audit log: the ACME account, or the certificate's own key
+
+
+#: RFC 5280 reason codes a subscriber may give through ACME (RFC 8555 7.6; BR 7.2.2).
+REASONS = {0: "unspecified", 1: "keyCompromise", 3: "affiliationChanged", 4: "superseded",
+           5: "cessationOfOperation", 9: "privilegeWithdrawn"}
+
+
 def rfc3339(moment: datetime | str) -> str:
     text = moment if isinstance(moment, str) else moment.isoformat()
     return text.replace("+00:00", "Z")

@@ -26,8 +26,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from trustchain.ca.acme import jws, orders
-from trustchain.ca.acme.orders import Issue, Validate
+from trustchain.ca.acme.orders import Issue, Revoke, Validate
 from trustchain.ca.acme.problems import PROBLEM_TYPE, AcmeProblem
 from trustchain.ca.acme.store import Account, AcmeStore, Authorization, KeyInUse, Order
 from trustchain.ca.ratelimit import RateLimited
@@ -72,7 +75,7 @@ class AcmeResponse:
     headers: list[tuple[str, str]] = field(default_factory=list)
     #: Work for the edge before (Issue: a finalize answers once it is done) or after
     #: (Validate) it answers.
-    job: Validate | Issue | None = None
+    job: Validate | Issue | Revoke | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ class AcmeServer:
         return {"newNonce": f"{base}{PREFIX}/new-nonce",
                 "newAccount": f"{base}{PREFIX}/new-account",
                 "newOrder": f"{base}{PREFIX}/new-order",
+                "revokeCert": f"{base}{PREFIX}/revoke-cert",
                 "keyChange": f"{base}{PREFIX}/key-change", "meta": meta}
 
     # --- the envelope ---------------------------------------------------------------
@@ -156,7 +160,7 @@ class AcmeServer:
     @staticmethod
     def _known(path: str) -> bool:
         return path in (f"{PREFIX}/new-account", f"{PREFIX}/key-change",
-                        f"{PREFIX}/new-order") or any(
+                        f"{PREFIX}/new-order", f"{PREFIX}/revoke-cert") or any(
             pattern.match(path) for pattern in (_ACCOUNT, _ORDER, _AUTHZ, _CHALLENGE, _CERT))
 
     def _post(self, request: AcmeRequest, now: datetime) -> AcmeResponse:
@@ -168,6 +172,8 @@ class AcmeServer:
             if signed.jwk is None:
                 raise AcmeProblem("malformed", "newAccount is signed with the key itself (jwk)")
             key = signed.jwk
+        elif request.path == f"{PREFIX}/revoke-cert" and signed.jwk is not None:
+            key = signed.jwk  # the certificate's own key (RFC 8555 7.6), checked below
         else:
             if signed.kid is None:
                 raise AcmeProblem("malformed", "this resource takes the account URL (kid), "
@@ -183,6 +189,8 @@ class AcmeServer:
             raise AcmeProblem("unauthorized", f"the account is {account.status}")
         if request.path == f"{PREFIX}/new-account":
             return self._new_account(signed, request.base, request.client, now)
+        if request.path == f"{PREFIX}/revoke-cert":
+            return self._revoke(signed, account)
         assert account is not None
         if request.path == f"{PREFIX}/key-change":
             return self._key_change(signed, account, request)
@@ -418,6 +426,40 @@ class AcmeServer:
         order = self._store.order(job.order_id)
         assert order is not None
         return json.dumps(self.order_json(order, base)).encode()
+
+
+    def _revoke(self, signed: jws.SignedRequest, account: Account | None) -> AcmeResponse:
+        """RFC 8555 7.6: by the account that ordered the certificate, or signed with the
+        certificate's own key (``jwk``)."""
+        payload = signed.json() or {}
+        try:
+            der = jws.b64url_decode(payload.get("certificate", ""))
+            certificate = x509.load_der_x509_certificate(der)
+        except ValueError:
+            raise AcmeProblem("malformed", "certificate is the certificate's DER in "
+                                           "base64url") from None
+        reason = payload.get("reason", 0)
+        if not isinstance(reason, int) or isinstance(reason, bool) or \
+                reason not in orders.REASONS:
+            raise AcmeProblem("badRevocationReason", "reasons: " + ", ".join(
+                f"{code} ({name})" for code, name in orders.REASONS.items()))
+        serial = certificate.serial_number
+        if account is None:  # signed by the certificate's key
+            assert signed.jwk is not None
+            if jws.public_key(signed.jwk).as_der(private=False) != \
+                    certificate.public_key().public_bytes(Encoding.DER,
+                                                          PublicFormat.SubjectPublicKeyInfo):
+                raise AcmeProblem("unauthorized", "the jwk is not the certificate's key")
+            actor = "acme:certificate-key"
+        else:
+            held = self._store.certificate(f"{serial:x}")
+            if held is None or held[0] != account.id:
+                raise AcmeProblem("unauthorized", "this account did not order that "
+                                                  "certificate")
+            actor = f"acme:account-{account.id}"
+        response = AcmeResponse(200)
+        response.job = Revoke(serial, orders.REASONS[reason], actor)
+        return response
 
 
 def _contact(value: Any) -> list[str]:
