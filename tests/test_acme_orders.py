@@ -10,14 +10,16 @@ not the order's (badCSR), a finalize before the order is ready (orderNotReady)."
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import http.server
+import json
 import socket
 import subprocess
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +140,27 @@ def test_an_http01_order_is_validated_finalized_and_downloaded(
                             capture_output=True, text=True, timeout=30)
     assert verify.returncode == 0 and ": OK" in verify.stdout, verify.stdout + verify.stderr
 
+    # ARI (RFC 9773), read by the acme library from the directory's renewalInfo: the
+    # suggested renewal time lies in the window (2/3 to 5/6 of the lifetime).
+    lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    when, _next = client.renewal_time(done.fullchain_pem.encode())
+    assert when is not None
+    when = when.astimezone(UTC)
+    assert leaf.not_valid_before_utc + lifetime * 2 / 3 <= when <= \
+        leaf.not_valid_before_utc + lifetime * 5 / 6 + timedelta(seconds=1)
+    # An order that replaces it: accepted once, refused the second time.
+    replacing = _Payload({"identifiers": [{"type": "dns", "value": NAME}],
+                          "replaces": ari_id(leaf)})
+    assert client.net.post(client.directory["newOrder"], replacing).status_code == 201
+    with pytest.raises(acme_errors.ConflictError):  # 409, alreadyReplaced (RFC 9773 5)
+        client.net.post(client.directory["newOrder"], replacing)
+
     # Revoked by the account that ordered it: openssl ocsp against the node says so.
     assert ocsp(base, tmp_path, chain, root) == "good"
     client.revoke(leaf, 4)  # superseded
     assert ocsp(base, tmp_path, chain, root) == "revoked"
+    when, _next = client.renewal_time(done.fullchain_pem.encode())
+    assert when is not None and when.astimezone(UTC) < datetime.now(UTC)  # renew now
     with pytest.raises(messages.Error) as again:
         client.revoke(leaf, 4)
     assert again.value.typ == "urn:ietf:params:acme:error:alreadyRevoked"
@@ -149,6 +168,25 @@ def test_an_http01_order_is_validated_finalized_and_downloaded(
     with pytest.raises(messages.Error) as other:
         stranger.revoke(leaf, 0)
     assert other.value.typ in ("urn:ietf:params:acme:error:unauthorized",)
+
+
+class _Payload:
+    """A JSON payload the acme library signs as it is (its NewOrder has no replaces)."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+    def json_dumps(self, indent: int | None = None) -> str:
+        return json.dumps(self.body, indent=indent)
+
+
+def ari_id(leaf: x509.Certificate) -> str:
+    """RFC 9773's certificate identifier, computed here from the certificate."""
+    aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    serial = leaf.serial_number.to_bytes((leaf.serial_number.bit_length() + 8) // 8, "big",
+                                         signed=True)
+    return ".".join(base64.urlsafe_b64encode(part).rstrip(b"=").decode()
+                    for part in (aki.key_identifier or b"", serial))
 
 
 def ocsp(base: str, tmp_path: Path, chain: list[x509.Certificate], root: Path) -> str:

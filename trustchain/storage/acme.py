@@ -11,7 +11,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from trustchain.ca.acme.store import Account, Authorization, KeyInUse, Order
+from trustchain.ca.acme.store import Account, AlreadyReplaced, Authorization, KeyInUse, Order
 from trustchain.errors import StorageError
 from trustchain.storage.database import Database
 from trustchain.storage.migrations import Migration, Schema
@@ -72,6 +72,15 @@ ACME_SCHEMA = Schema(
                 account_id INTEGER NOT NULL REFERENCES acme_accounts (id),
                 chain TEXT NOT NULL
             ) STRICT;
+            """,
+        ),
+        Migration(
+            3,
+            "ACME orders that replace a certificate (ARI, RFC 9773): each certificate once",
+            """
+            ALTER TABLE acme_orders ADD COLUMN replaces TEXT;
+            CREATE UNIQUE INDEX acme_orders_replaces ON acme_orders (replaces)
+                WHERE replaces IS NOT NULL;
             """,
         ),
     ),
@@ -192,9 +201,12 @@ class SqliteAcmeStore:
 
     def create_order(self, account_id: int, names: list[str],
                      authorizations: list[tuple[str, bool, str, list[dict[str, Any]]]],
-                     expires: datetime, now: datetime) -> Order:
+                     expires: datetime, now: datetime, replaces: str | None = None) -> Order:
         """An order and its authorizations ((name, wildcard, token, challenges) each), in
-        one transaction."""
+        one transaction.
+
+        :raises AlreadyReplaced: another order replaces that certificate already.
+        """
         try:
             with self.db.transaction() as conn:
                 ids = []
@@ -207,10 +219,12 @@ class SqliteAcmeStore:
                     ids.append(int(cursor.lastrowid or 0))
                 cursor = conn.execute(
                     "INSERT INTO acme_orders (account_id, status, expires, names, "
-                    "authorizations, created_at) VALUES (?, 'open', ?, ?, ?, ?)",
+                    "authorizations, created_at, replaces) VALUES (?, 'open', ?, ?, ?, ?, ?)",
                     (account_id, expires.isoformat(), json.dumps(names), json.dumps(ids),
-                     now.isoformat()))
+                     now.isoformat(), replaces))
                 order_id = int(cursor.lastrowid or 0)
+        except sqlite3.IntegrityError:
+            raise AlreadyReplaced(replaces or "") from None
         except sqlite3.Error as exc:
             raise StorageError(f"acme order: {exc}") from None
         order = self.order(order_id)

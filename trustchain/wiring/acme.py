@@ -35,6 +35,7 @@ from starlette.routing import Route
 from transport.ca import CaRunner
 from transport.methods import Call, Method, Service, read_body
 from trustchain.ca.acme import caa, jws
+from trustchain.ca.acme.ari import CertificateStatus
 from trustchain.ca.acme.orders import HTTP_01, Issue, Revoke, Validate
 from trustchain.ca.acme.problems import AcmeProblem
 from trustchain.ca.acme.server import AcmeRequest, AcmeResponse, AcmeServer, Meta
@@ -92,9 +93,23 @@ def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
             raise AcmeProblem("rejectedIdentifier", "one certificate is for the names of one "
                               "network: order for each network on its own")
 
+    def certificate_status(serial: int) -> CertificateStatus | None:
+        record = authority.store.certificate(serial)
+        if record is None or record.certificate is None:
+            return None
+        certificate = record.certificate
+        try:
+            aki = certificate.extensions.get_extension_for_class(
+                x509.AuthorityKeyIdentifier).value.key_identifier or b""
+        except x509.ExtensionNotFound:
+            return None
+        return CertificateStatus(aki, certificate.not_valid_before_utc,
+                                 certificate.not_valid_after_utc, record.revoked_at is not None)
+
     return AcmeServer(store, nonce_prefix=node.identity.node_id[:8],
                       meta=Meta(caa_identities=caa_identities(node)), random=secrets.token_bytes,
-                      new_account_limit=new_account_limit, names_allowed=names_allowed)
+                      new_account_limit=new_account_limit, names_allowed=names_allowed,
+                      certificate_status=certificate_status)
 
 
 class Acme:

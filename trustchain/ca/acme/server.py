@@ -7,8 +7,9 @@ on the response (:class:`~trustchain.ca.acme.orders.Validate` a challenge,
 report (:meth:`AcmeServer.validated`, :meth:`AcmeServer.issued`).  Built: the
 directory, nonces, accounts (new, existing, ``onlyReturnExisting``, read, update,
 deactivation), key change, orders, authorizations, http-01 and dns-01 challenges,
-finalization and certificate download.  Revocation, ARI, CAA and External Account
-Binding are not built yet, and the directory names only what is.
+finalization, certificate download, revocation and ARI (``renewalInfo``,
+``replaces``).  External Account Binding is not built yet, and the directory names
+only what is.
 
 What every response carries, as clients rely on it: ``Replay-Nonce`` on every answer
 to a POST (errors included: a ``badNonce`` answer carries the nonce to retry with),
@@ -29,10 +30,17 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from trustchain.ca.acme import jws, orders
+from trustchain.ca.acme import ari, jws, orders
 from trustchain.ca.acme.orders import Issue, Revoke, Validate
 from trustchain.ca.acme.problems import PROBLEM_TYPE, AcmeProblem
-from trustchain.ca.acme.store import Account, AcmeStore, Authorization, KeyInUse, Order
+from trustchain.ca.acme.store import (
+    Account,
+    AcmeStore,
+    AlreadyReplaced,
+    Authorization,
+    KeyInUse,
+    Order,
+)
 from trustchain.ca.ratelimit import RateLimited
 
 PREFIX = "/acme"
@@ -91,17 +99,20 @@ class AcmeServer:
     def __init__(self, store: AcmeStore, *, nonce_prefix: str, meta: Meta,
                  random: Callable[[int], bytes],
                  new_account_limit: Callable[[str | None, datetime], None],
-                 names_allowed: Callable[[list[str]], None]) -> None:
+                 names_allowed: Callable[[list[str]], None],
+                 certificate_status: Callable[[int], ari.CertificateStatus | None]) -> None:
         """``new_account_limit(client address, now)`` charges the address's bucket of new
         accounts, or raises :class:`~trustchain.ca.ratelimit.RateLimited`;
         ``names_allowed(names)`` raises an :class:`AcmeProblem` (rejectedIdentifier) for
-        names this CA does not issue for (outside every registered network)."""
+        names this CA does not issue for (outside every registered network);
+        ``certificate_status(serial)`` what ARI needs of a certificate the CA issued."""
         self._store = store
         self._prefix = nonce_prefix  # whose nonce it is, in a federation
         self._meta = meta
         self._random = random
         self._new_account_limit = new_account_limit
         self._names_allowed = names_allowed
+        self._certificate_status = certificate_status
 
     def handle(self, request: AcmeRequest, now: datetime) -> AcmeResponse:
         """Answer ``request``; nothing raises (a refusal is a problem document)."""
@@ -113,6 +124,11 @@ class AcmeServer:
                 response = AcmeResponse(204 if request.method == "GET" else 200,
                                         headers=[("Cache-Control", "no-store")])
                 return self._finish(response, base, now)
+            if path.startswith(f"{PREFIX}/renewal-info/") and request.method in ("GET",
+                                                                                  "HEAD"):
+                response = self._renewal_info(path[len(f"{PREFIX}/renewal-info/"):], now)
+                response.headers.append(("Link", f'<{base}{PREFIX}/directory>;rel="index"'))
+                return response
             if request.method != "POST":
                 raise AcmeProblem("malformed", f"no {request.method} {path[:100]} (POST-as-GET "
                                   "reads ACME resources)", status=405 if self._known(path)
@@ -144,6 +160,7 @@ class AcmeServer:
                 "newAccount": f"{base}{PREFIX}/new-account",
                 "newOrder": f"{base}{PREFIX}/new-order",
                 "revokeCert": f"{base}{PREFIX}/revoke-cert",
+                "renewalInfo": f"{base}{PREFIX}/renewal-info",
                 "keyChange": f"{base}{PREFIX}/key-change", "meta": meta}
 
     # --- the envelope ---------------------------------------------------------------
@@ -347,14 +364,20 @@ class AcmeServer:
                                            "or notAfter")
         names = orders.requested_names(payload)
         self._names_allowed([n.removeprefix("*.") for n in names])
+        replaces = self._replaces(payload["replaces"], account, names) \
+            if "replaces" in payload else None
         authorizations = []
         for name in names:
             wildcard = name.startswith("*.")
             authorizations.append((name.removeprefix("*."), wildcard,
                                    jws.b64url(self._random(32)),
                                    orders.challenges_for(wildcard)))
-        order = self._store.create_order(account.id, names, authorizations,
-                                         now + orders.ORDER_LIFETIME, now)
+        try:
+            order = self._store.create_order(account.id, names, authorizations,
+                                             now + orders.ORDER_LIFETIME, now, replaces)
+        except AlreadyReplaced:
+            raise AcmeProblem("alreadyReplaced", "another order replaces that certificate "
+                                                 "already") from None
         response = _json(201, self.order_json(order, base))
         response.headers.append(("Location", f"{base}{PREFIX}/order/{order.id}"))
         return response
@@ -460,6 +483,42 @@ class AcmeServer:
         response = AcmeResponse(200)
         response.job = Revoke(serial, orders.REASONS[reason], actor)
         return response
+
+
+    def _renewal_info(self, text: str, now: datetime) -> AcmeResponse:
+        """RFC 9773 section 4.2: unauthenticated GET, a suggested window, Retry-After."""
+        aki, serial = ari.parse_cert_id(text)
+        status = self._certificate_status(serial) if serial > 0 else None
+        if status is None or status.authority_key_id != aki:
+            raise AcmeProblem("malformed", "no certificate of this CA has that identifier",
+                              status=404)
+        start, end = ari.window(status, now)
+        jitter = int.from_bytes(self._random(2), "big") % 3600  # spread the clients' polls
+        response = _json(200, {"suggestedWindow": {"start": orders.rfc3339(start),
+                                                   "end": orders.rfc3339(end)}})
+        response.headers.append(("Retry-After", str(int(
+            ari.RETRY_AFTER.total_seconds()) + jitter)))
+        return response
+
+    def _replaces(self, text: Any, account: Account, names: list[str]) -> str:
+        """The serial (hex) an order's ``replaces`` names: a certificate this account got
+        through ACME, sharing a name with the order (RFC 9773 section 5)."""
+        if not isinstance(text, str):
+            raise AcmeProblem("malformed", "replaces is a certificate identifier")
+        _aki, serial = ari.parse_cert_id(text)
+        held = self._store.certificate(f"{serial:x}")
+        if held is None or held[0] != account.id:
+            raise AcmeProblem("malformed", "replaces names no certificate of this account")
+        leaf = x509.load_pem_x509_certificate(held[1].encode())
+        try:
+            old = {n.lower() for n in leaf.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)}
+        except x509.ExtensionNotFound:
+            old = set()
+        if not old & set(names):
+            raise AcmeProblem("malformed", "the order shares no name with the certificate it "
+                                           "replaces")
+        return f"{serial:x}"
 
 
 def _contact(value: Any) -> list[str]:

@@ -55,6 +55,10 @@ class KeyInUse(Exception):
     """Another account has that key already."""
 
 
+class AlreadyReplaced(Exception):
+    """An order replaces that certificate already (ARI, RFC 9773)."""
+
+
 class AcmeStore(Protocol):
     def add_nonce(self, nonce: str, expires: int, now: int) -> None:
         """Store a nonce given out now, good until ``expires`` (Unix seconds)."""
@@ -85,8 +89,11 @@ class AcmeStore(Protocol):
 
     def create_order(self, account_id: int, names: list[str],
                      authorizations: list[tuple[str, bool, str, list[dict[str, Any]]]],
-                     expires: datetime, now: datetime) -> Order:
-        """An order and its authorizations ((name, wildcard, token, challenges) each)."""
+                     expires: datetime, now: datetime, replaces: str | None = None) -> Order:
+        """An order and its authorizations ((name, wildcard, token, challenges) each).
+
+        :raises AlreadyReplaced: another order replaces that certificate (serial) already.
+        """
 
     def order(self, order_id: int) -> Order | None: ...
 
