@@ -17,6 +17,7 @@ tools=(
   "ldns-verify-zone ldnsutils"
   "kzonecheck knot-dnssecutils"
   "nginx nginx"
+  "lego lego"
 )
 
 missing=()

@@ -235,6 +235,10 @@ class NodeConfig(BaseModel):
         80, description="The port the ACME server connects to for http-01 challenges (RFC "
         "8555 8.3 says 80; another only for tests and private setups).",
     )
+    acme_tls_alpn01_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        443, description="The port the ACME server connects to for tls-alpn-01 challenges "
+        "(RFC 8737 says 443; another only for tests and private setups).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
         5, description="How long in-flight requests may run after SIGINT/SIGTERM."

@@ -1,8 +1,9 @@
 """ACME over HTTP: the routes under ``/acme/`` of the node's API (HTTPS, HTTP/3, and the
 plain HTTP port for tests and local clients), each request handed to the core
 (:class:`trustchain.ca.acme.server.AcmeServer`) and its response sent as it is; and the
-core's jobs done here, at the edge: challenges checked (http-01 over the network to the
-name's addresses in this node's zones, dns-01 read from those zones) and certificates
+core's jobs done here, at the edge: challenges checked (http-01 and tls-alpn-01 over the
+network to the name's addresses in this node's zones, dns-01 read from those zones) and
+certificates
 issued by the node's CA, exactly as for its own API.
 
 The request URL the core checks a JWS's ``url`` against is the one the client
@@ -16,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -36,7 +38,7 @@ from transport.ca import CaRunner
 from transport.methods import Call, Method, Service, read_body
 from trustchain.ca.acme import caa, jws
 from trustchain.ca.acme.ari import CertificateStatus
-from trustchain.ca.acme.orders import HTTP_01, Issue, Revoke, Validate
+from trustchain.ca.acme.orders import HTTP_01, TLS_ALPN_01, Issue, Revoke, Validate
 from trustchain.ca.acme.problems import AcmeProblem
 from trustchain.ca.acme.server import AcmeRequest, AcmeResponse, AcmeServer, Meta
 from trustchain.ca.acme.store import Account
@@ -56,6 +58,9 @@ from trustchain.wiring.node import OpenNode, utcnow
 MAX_BODY = 64 * 1024
 HTTP01_TIMEOUT = 10.0
 HTTP01_MAX = 8 * 1024
+ACME_TLS_ALPN = "acme-tls/1"
+#: id-pe-acmeIdentifier (RFC 8737 section 6.1).
+ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 log = logging.getLogger("trustchain.acme")
 
 
@@ -116,16 +121,18 @@ class Acme:
     """The edge's part: challenges checked over the network, certificates from the CA."""
 
     def __init__(self, server: AcmeServer, ca: CaRunner, zones: Callable[[], ZoneSet],
-                 network: str, http01_port: int, caa_identities: Sequence[str],
+                 network: str, ports: tuple[int, int], caa_identities: Sequence[str],
                  announce: Callable[[int, RevocationReason], None]) -> None:
-        """``announce(serial, reason)`` makes a revocation known to the federation."""
+        """``ports``: where http-01 and tls-alpn-01 connect (80 and 443 but in tests);
+        ``announce(serial, reason)`` makes a revocation known to the federation."""
         self.server = server
+        self._tls_alpn01_port = ports[1]
         self._caa_identities = caa_identities
         self._announce = announce
         self._ca = ca
         self._zones = zones
         self._network = network
-        self._http01_port = http01_port
+        self._http01_port = ports[0]
         self._background: set[asyncio.Future[None]] = set()
 
     async def answer(self, request: AcmeRequest) -> AcmeResponse:
@@ -186,7 +193,12 @@ class Acme:
 
     async def _validate(self, job: Validate) -> None:
         try:
-            error = await self._http01(job) if job.type == HTTP_01 else self._dns01(job)
+            if job.type == HTTP_01:
+                error = await self._http01(job)
+            elif job.type == TLS_ALPN_01:
+                error = await self._tls_alpn01(job)
+            else:
+                error = self._dns01(job)
         except Exception as exc:  # a validation never takes the node down
             log.exception("ACME validation of %s failed", job.name)
             error = AcmeProblem("serverInternal", f"the validation failed: {exc}")
@@ -205,8 +217,7 @@ class Acme:
     async def _http01(self, job: Validate) -> AcmeProblem | None:
         """RFC 8555 8.3: GET http://<name>/.well-known/acme-challenge/<token> at the name's
         addresses in this node's zones (no redirect followed, 10 s, 8 KiB)."""
-        addresses = [r.address for t in (dns.rdatatype.AAAA, dns.rdatatype.A)
-                     for r in self._rrset(job.name, t)]
+        addresses = self._addresses(job.name)
         if not addresses:
             return AcmeProblem("dns", f"{job.name} has no A or AAAA record in the zones "
                                       "this node serves")
@@ -226,6 +237,48 @@ class Acme:
         return AcmeProblem("connection", "no address of the name answered: "
                            + "; ".join(errors)[:300])
 
+    def _addresses(self, name: str) -> list[str]:
+        return [r.address for t in (dns.rdatatype.AAAA, dns.rdatatype.A)
+                for r in self._rrset(name, t)]
+
+    async def _tls_alpn01(self, job: Validate) -> AcmeProblem | None:
+        """RFC 8737 3: a TLS connection to the name's addresses (port 443), SNI the name,
+        ALPN ``acme-tls/1`` only; the certificate (its chain is not verified) names
+        exactly the name and carries the critical acmeIdentifier extension holding the
+        SHA-256 of the key authorization."""
+        addresses = self._addresses(job.name)
+        if not addresses:
+            return AcmeProblem("dns", f"{job.name} has no A or AAAA record in the zones "
+                                      "this node serves")
+        expected = b"\x04\x20" + hashlib.sha256(job.key_authorization.encode()).digest()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the challenge certificate is self-signed
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_alpn_protocols([ACME_TLS_ALPN])
+        errors = []
+        for address in addresses:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(
+                    address, self._tls_alpn01_port, ssl=context, server_hostname=job.name),
+                    HTTP01_TIMEOUT)
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                errors.append(f"{address}: {exc}")
+                continue
+            try:
+                tls = writer.get_extra_info("ssl_object")
+                protocol = tls.selected_alpn_protocol() if tls is not None else None
+                der = tls.getpeercert(binary_form=True) if tls is not None else None
+            finally:
+                writer.close()
+            if protocol != ACME_TLS_ALPN or not der:
+                return AcmeProblem("incorrectResponse", f"{address} did not negotiate "
+                                                        f"{ACME_TLS_ALPN}")
+            return _acme_identifier_problem(x509.load_der_x509_certificate(der), job.name,
+                                            expected, address)
+        return AcmeProblem("connection", "no address of the name answered: "
+                           + "; ".join(errors)[:300])
+
     def _dns01(self, job: Validate) -> AcmeProblem | None:
         """RFC 8555 8.4: a TXT record at _acme-challenge.<name> with the base64url SHA-256
         of the key authorization, read from the zones this node serves (no resolver)."""
@@ -238,6 +291,26 @@ class Acme:
             return AcmeProblem("dns", f"no TXT record at _acme-challenge.{job.name}")
         return AcmeProblem("incorrectResponse", f"no TXT record at _acme-challenge.{job.name} "
                                                 "holds the key authorization's digest")
+
+
+def _acme_identifier_problem(certificate: x509.Certificate, name: str, expected: bytes,
+                             address: str) -> AcmeProblem | None:
+    try:
+        sans = certificate.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+        identifier = certificate.extensions.get_extension_for_oid(ACME_IDENTIFIER)
+    except x509.ExtensionNotFound:
+        return AcmeProblem("incorrectResponse", f"{address}'s certificate has no "
+                                                "subjectAltName or acmeIdentifier")
+    if list(sans) != [x509.DNSName(name)]:
+        return AcmeProblem("incorrectResponse", f"{address}'s certificate names other than "
+                                                f"{name} alone")
+    value = identifier.value
+    if not identifier.critical or not isinstance(value, x509.UnrecognizedExtension) or \
+            value.value != expected:
+        return AcmeProblem("incorrectResponse", f"{address}'s acmeIdentifier is not the key "
+                                                "authorization's digest (or not critical)")
+    return None
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -196,7 +196,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                 registry_service(registry, consensus), *admission_services(admissions),
                 leave_service(zones_here), acme_admin_service(acme_store)]
     acme = Acme(build_acme(node, limiter, acme_store, authority), ca, lambda: dns_service.zoneset,
-                node.identity.network_name, config.acme_http01_port, caa_identities(node),
+                node.identity.network_name,
+                (config.acme_http01_port, config.acme_tls_alpn01_port), caa_identities(node),
                 ca_here.announce)
     app = create_app(genesis_bytes=node.genesis_bytes, services=services,
                      extra=acme_routes(acme))

@@ -3,11 +3,11 @@ their rules and their JSON, pure.
 
 An order's status follows its authorizations (7.1.6): ``pending`` until every one is
 valid, then ``ready``; ``invalid`` as soon as one is; ``processing`` while its
-certificate is issued, then ``valid``.  A name gets ``http-01`` and ``dns-01``
-challenges; a wildcard (``*.`` then the name, in its authorization without the
-``*.``, ``wildcard: true``) only ``dns-01`` (8.4: http-01 cannot show control of a
-subtree).  The key authorization is the token, a dot and the account key's RFC 7638
-thumbprint (8.1).
+certificate is issued, then ``valid``.  A name gets ``http-01``, ``dns-01`` and
+``tls-alpn-01`` (RFC 8737) challenges; a wildcard (``*.`` then the name, in its
+authorization without the ``*.``, ``wildcard: true``) only ``dns-01`` (8.4: the others
+cannot show control of a subtree).  The key authorization is the token, a dot and the
+account key's RFC 7638 thumbprint (8.1).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from trustchain.ca.acme.store import Authorization, Order
 #: How long an order and its authorizations may take to complete.
 ORDER_LIFETIME = timedelta(days=7)
 MAX_IDENTIFIERS = 100
-HTTP_01, DNS_01 = "http-01", "dns-01"
+HTTP_01, DNS_01, TLS_ALPN_01 = "http-01", "dns-01", "tls-alpn-01"
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -101,7 +101,7 @@ def requested_names(payload: dict[str, Any]) -> list[str]:
 
 def challenges_for(wildcard: bool) -> list[dict[str, Any]]:
     return [{"type": t, "status": "pending"} for t in ((DNS_01,) if wildcard
-                                                      else (HTTP_01, DNS_01))]
+                                                      else (HTTP_01, DNS_01, TLS_ALPN_01))]
 
 
 def order_status(order: Order, authorizations: list[Authorization]) -> str:

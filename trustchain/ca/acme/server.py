@@ -6,7 +6,8 @@ on the response (:class:`~trustchain.ca.acme.orders.Validate` a challenge,
 :class:`~trustchain.ca.acme.orders.Issue` a certificate) for the edge to do and
 report (:meth:`AcmeServer.validated`, :meth:`AcmeServer.issued`).  Built: the
 directory, nonces, accounts (new, existing, ``onlyReturnExisting``, read, update,
-deactivation), key change, orders, authorizations, http-01 and dns-01 challenges,
+deactivation), key change, orders, authorizations, http-01, dns-01 and tls-alpn-01
+challenges,
 finalization, certificate download, revocation and ARI (``renewalInfo``,
 ``replaces``).  External Account Binding is not built yet, and the directory names
 only what is.
@@ -53,7 +54,7 @@ _ID = r"([1-9][0-9]{0,17})"
 _ACCOUNT = re.compile(rf"^/acme/acct/{_ID}$")
 _ORDER = re.compile(rf"^/acme/order/{_ID}(/finalize)?$")
 _AUTHZ = re.compile(rf"^/acme/authz/{_ID}$")
-_CHALLENGE = re.compile(rf"^/acme/chall/{_ID}/(http-01|dns-01)$")
+_CHALLENGE = re.compile(rf"^/acme/chall/{_ID}/(http-01|dns-01|tls-alpn-01)$")
 _CERT = re.compile(r"^/acme/cert/([0-9a-f]{1,40})$")
 
 
