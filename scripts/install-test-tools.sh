@@ -18,6 +18,7 @@ tools=(
   "kzonecheck knot-dnssecutils"
   "nginx nginx"
   "lego lego"
+  "pebble pebble"
 )
 
 missing=()

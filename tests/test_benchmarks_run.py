@@ -47,3 +47,10 @@ def test_witness_benchmark_runs() -> None:
     out = run_benchmark("benchmarks/witness.py", "--rounds", "2")
     assert "cosignature quorum (3 of 4 witnesses) after the checkpoint: p50" in out
     assert "baseline: one add-checkpoint round trip" in out
+
+
+def test_acme_benchmark_runs() -> None:
+    """A few orders against a node and against Pebble (Debian's, installed by make test)."""
+    out = run_benchmark("benchmarks/acme.py", "--orders", "4", "--clients", "2")
+    assert "trustchain:" in out and "pebble:" in out and "TrustChain / Pebble:" in out
+    assert " 0 failed" in out
