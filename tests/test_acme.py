@@ -252,3 +252,29 @@ def test_new_accounts_are_limited_per_client_address(
     assert (status, body["type"]) == (403, "urn:ietf:params:acme:error:unauthorized")
     missing = run_cli("acme", "accounts", "deactivate", "999", *admin)
     assert missing.returncode == 1 and "no ACME account 999" in missing.stderr
+
+
+def test_terms_of_service_when_the_operator_sets_them(
+        node: InitResult, data_dir: Path, node_processes: list[NodeProcess]) -> None:
+    """``acme_terms_of_service`` (and ``acme_website``) appear in the directory's meta, and
+    a new account must agree (userActionRequired, with the terms' URL, until it does)."""
+    config = data_dir / "trustchain.toml"
+    kept = [line for line in config.read_text().splitlines()
+            if not line.lstrip("# ").startswith(("acme_terms_of_service", "acme_website"))]
+    config.write_text("\n".join(['acme_terms_of_service = "https://ca.example.net/terms"',
+                                 'acme_website = "https://ca.example.net"', *kept]) + "\n")
+    proc = NodeProcess.start(data_dir)
+    node_processes.append(proc)
+    proc.wait_ready()
+    base = "http://[{}]:{}".format(*proc.address("http"))
+    with urllib.request.urlopen(f"{base}/acme/directory", timeout=10) as answer:
+        meta = json.loads(answer.read())["meta"]
+    assert meta["termsOfService"] == "https://ca.example.net/terms"
+    assert meta["website"] == "https://ca.example.net"
+    new_account, key = f"{base}/acme/new-account", ECKey.generate_key("P-256")
+    status, _, body = post(new_account, signed(key, "ES256", new_account, {},
+                                               nonce_=nonce(base)))
+    assert (status, body["type"]) == (403, "urn:ietf:params:acme:error:userActionRequired")
+    assert body["instance"] == "https://ca.example.net/terms"
+    assert post(new_account, signed(key, "ES256", new_account, {"termsOfServiceAgreed": True},
+                                    nonce_=nonce(base)))[0] == 201

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from bootstrap.init import InitResult
 from tests.support import NodeProcess, run_cli
+from tests.trustchain.ca.test_issuance import lint
 
 NAME = "www.alpha.trust.example.net"
 
@@ -139,6 +140,8 @@ def test_an_http01_order_is_validated_finalized_and_downloaded(
                              "-untrusted", tmp_path / "chain.pem", tmp_path / "leaf.pem"],
                             capture_output=True, text=True, timeout=30)
     assert verify.returncode == 0 and ": OK" in verify.stdout, verify.stdout + verify.stderr
+    assert lint("lint_cabf_serverauth_cert", tmp_path / "leaf.pem",
+                "-t", "DV-FINAL-CERTIFICATE") == []  # pkilint: the CA/B Forum server profile
 
     # ARI (RFC 9773), read by the acme library from the directory's renewalInfo: the
     # suggested renewal time lies in the window (2/3 to 5/6 of the lifetime).
@@ -261,6 +264,13 @@ def test_each_order_rule_is_refused_with_its_acme_error(
     failed = next(c for c in authz["challenges"] if c["type"] == "http-01")
     assert authz["status"] == "invalid" and failed["status"] == "invalid"
     assert failed["error"]["type"] == "urn:ietf:params:acme:error:incorrectResponse"
+    assert client.net.post(order.uri, None).json()["status"] == "invalid"
+
+    # The account's orders (RFC 8555 7.1.2.1): the one made, by its URL.
+    account = client.net.post(client.net.account.uri, None).json()
+    listed = client.net.post(account["orders"], None)
+    assert listed.json() == {"orders": [order.uri]} and "next" not in listed.headers.get(
+        "Link", "")
 
 
 def test_caa_records_in_the_nodes_zone_decide_issuance(

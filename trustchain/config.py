@@ -235,6 +235,13 @@ class NodeConfig(BaseModel):
         80, description="The port the ACME server connects to for http-01 challenges (RFC "
         "8555 8.3 says 80; another only for tests and private setups).",
     )
+    acme_terms_of_service: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = Field(
+        None, description="The URL of the terms ACME clients agree to (the directory's "
+        "meta.termsOfService); set, new accounts must agree (termsOfServiceAgreed).",
+    )
+    acme_website: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = Field(
+        None, description="The CA's website, shown in the ACME directory's meta.",
+    )
     acme_tls_alpn01_port: Annotated[int, Field(ge=1, le=65535)] = Field(
         443, description="The port the ACME server connects to for tls-alpn-01 challenges "
         "(RFC 8737 says 443; another only for tests and private setups).",
@@ -390,6 +397,8 @@ def load_config(
 
 #: TOML example values for the settings that default to None (unset).
 _EXAMPLES = {
+    "acme_terms_of_service": '"https://ca.example.net/terms"',
+    "acme_website": '"https://ca.example.net"',
     "ct_tiles_dir": '"/srv/trustchain/ct"',
     "ca_url": '"http://ca.example.net"',
     "ca_workers": "1",

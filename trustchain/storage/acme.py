@@ -278,3 +278,10 @@ class SqliteAcmeStore:
         row = self.db.conn.execute("SELECT account_id, chain FROM acme_certificates "
                                    "WHERE serial = ?", (serial,)).fetchone()
         return (int(row[0]), str(row[1])) if row else None
+
+    def order_ids(self, account_id: int, after: int, limit: int) -> list[int]:
+        """The account's orders, by id, from the first after ``after``, at most ``limit``."""
+        rows = self.db.conn.execute(
+            "SELECT id FROM acme_orders WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (account_id, after, limit)).fetchall()
+        return [int(row[0]) for row in rows]

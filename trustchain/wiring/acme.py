@@ -112,7 +112,8 @@ def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
                                  certificate.not_valid_after_utc, record.revoked_at is not None)
 
     return AcmeServer(store, nonce_prefix=node.identity.node_id[:8],
-                      meta=Meta(caa_identities=caa_identities(node)), random=secrets.token_bytes,
+                      meta=Meta(caa_identities(node), node.config.acme_terms_of_service,
+                                node.config.acme_website), random=secrets.token_bytes,
                       new_account_limit=new_account_limit, names_allowed=names_allowed,
                       certificate_status=certificate_status)
 

@@ -56,6 +56,9 @@ _ORDER = re.compile(rf"^/acme/order/{_ID}(/finalize)?$")
 _AUTHZ = re.compile(rf"^/acme/authz/{_ID}$")
 _CHALLENGE = re.compile(rf"^/acme/chall/{_ID}/(http-01|dns-01|tls-alpn-01)$")
 _CERT = re.compile(r"^/acme/cert/([0-9a-f]{1,40})$")
+_ORDERS = re.compile(rf"^/acme/acct/{_ID}/orders(?:/([0-9]{{1,18}}))?$")
+#: Orders listed per page of an account's orders (RFC 8555 7.1.2.1).
+ORDERS_PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,8 @@ class AcmeServer:
     def _known(path: str) -> bool:
         return path in (f"{PREFIX}/new-account", f"{PREFIX}/key-change",
                         f"{PREFIX}/new-order", f"{PREFIX}/revoke-cert") or any(
-            pattern.match(path) for pattern in (_ACCOUNT, _ORDER, _AUTHZ, _CHALLENGE, _CERT))
+            pattern.match(path) for pattern in (_ACCOUNT, _ORDER, _AUTHZ, _CHALLENGE, _CERT,
+                                                _ORDERS))
 
     def _post(self, request: AcmeRequest, now: datetime) -> AcmeResponse:
         if not self._known(request.path):
@@ -320,6 +324,8 @@ class AcmeServer:
         path, base = request.path, request.base
         if path == f"{PREFIX}/new-order":
             return self._new_order(signed, account, base, now)
+        if found := _ORDERS.match(path):
+            return self._orders(account, int(found[1]), int(found[2] or 0), base)
         if found := _ORDER.match(path):
             order = self._own(self._store.order(int(found[1])), account, "order")
             if found[2]:
@@ -343,6 +349,18 @@ class AcmeServer:
             raise AcmeProblem("malformed", "no certificate of this account has that URL",
                               status=404)
         return AcmeResponse(200, held[1].encode(), "application/pem-certificate-chain")
+
+    def _orders(self, account: Account, owner: int, after: int, base: str) -> AcmeResponse:
+        """The account's orders, a page at a time; the next page's URL in a Link header."""
+        if owner != account.id:
+            raise AcmeProblem("unauthorized", "an account lists only its own orders")
+        ids = self._store.order_ids(account.id, after, ORDERS_PAGE + 1)
+        response = _json(200, {"orders": [f"{base}{PREFIX}/order/{i}"
+                                          for i in ids[:ORDERS_PAGE]]})
+        if len(ids) > ORDERS_PAGE:
+            response.headers.append(("Link", f"<{base}{PREFIX}/acct/{account.id}/orders/"
+                                             f'{ids[ORDERS_PAGE - 1]}>;rel="next"'))
+        return response
 
     @staticmethod
     def _own(item: Order | Authorization | None, account: Account,

@@ -111,3 +111,6 @@ class AcmeStore(Protocol):
 
     def certificate(self, serial: str) -> tuple[int, str] | None:
         """(account id, PEM chain) of a certificate issued through ACME."""
+
+    def order_ids(self, account_id: int, after: int, limit: int) -> list[int]:
+        """The account's orders, by id, from the first after ``after``, at most ``limit``."""
