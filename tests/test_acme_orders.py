@@ -301,3 +301,40 @@ def test_caa_records_in_the_nodes_zone_decide_issuance(
     added = run_cli("record", "add", zone, "CAA", ours, *admin)
     assert added.returncode == 0, added.stderr
     assert client.poll_and_finalize(order_validated()).body.status == messages.STATUS_VALID
+
+
+def test_external_account_binding_decides_who_orders_for_a_network(
+        ordering: tuple[str, list[str | Path], Responder]) -> None:
+    """``trustchain acme eab --network alpha`` mints a key; from then on only accounts
+    bound to alpha with one (RFC 8555 7.3.4, made by the acme library) order alpha's
+    names, and a key binds one account."""
+    base, admin, responder = ordering
+    before = new_client(base)  # made before the network asked for bindings
+    minted = run_cli("acme", "eab", "--network", "alpha", "--json", *admin)
+    assert minted.returncode == 0, minted.stderr
+    eab = json.loads(minted.stdout)
+    with pytest.raises(messages.Error) as unbound:
+        before.new_order(csr_for(NAME))
+    assert unbound.value.typ == "urn:ietf:params:acme:error:unauthorized", unbound.value
+
+    def bound_client() -> acme_client.ClientV2:
+        key = josepy.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+        net = acme_client.ClientNetwork(key, alg=josepy.ES256, user_agent="trustchain-tests")
+        client = acme_client.ClientV2(messages.Directory.from_json(
+            net.get(f"{base}/acme/directory").json()), net)
+        binding = messages.ExternalAccountBinding.from_data(
+            key.public_key(), eab["kid"], eab["hmac_key"], client.directory)
+        client.new_account(messages.NewRegistration.from_data(
+            terms_of_service_agreed=True, external_account_binding=binding))
+        return client
+
+    client = bound_client()
+    order = client.new_order(csr_for(NAME))
+    body = challenge(order, challenges.HTTP01)
+    response, validation = body.response_and_validation(client.net.key)
+    responder.tokens[body.chall.encode("token")] = validation
+    client.answer_challenge(body, response)
+    assert client.poll_and_finalize(order).body.status == messages.STATUS_VALID
+    with pytest.raises(messages.Error) as reused:
+        bound_client()
+    assert reused.value.typ == "urn:ietf:params:acme:error:unauthorized", reused.value

@@ -4,9 +4,10 @@ change their own through the ACME API itself; see docs/acme.md)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from trustchain.cli.common import add_command, add_group, print_json
-from trustchain.cli.remote import add_admin_options, admin_call
+from trustchain.cli.remote import add_admin_options, add_credential_options, admin_call
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -23,6 +24,13 @@ def register(commands: argparse._SubParsersAction) -> None:
                     cmd_acme_accounts_deactivate)
     p.add_argument("account", type=int, metavar="ID")
     add_admin_options(p, json_output=True)
+    p = add_command(sub, "eab", "a new External Account Binding key for a network: from "
+                    "then on its names are ordered only by accounts bound with such a key "
+                    "(the node's admin, or the network's own credential with --cert/--key)",
+                    cmd_acme_eab)
+    p.add_argument("--network", required=True, metavar="NAME")
+    add_admin_options(p, json_output=True)
+    add_credential_options(p)
 
 
 def cmd_acme_accounts_list(args: argparse.Namespace) -> int:
@@ -44,4 +52,15 @@ def cmd_acme_accounts_deactivate(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(f"ACME account {result['id']} is {result['status']}")
+    return 0
+
+
+def cmd_acme_eab(args: argparse.Namespace) -> int:
+    result = admin_call(args, "acme-eab", {"network": args.network}, service="ca")
+    if args.json:
+        print_json(result)
+    else:
+        print(f"network {result['network']}: kid {result['kid']} hmac_key {result['hmac_key']}")
+        print("(certbot: --eab-kid KID --eab-hmac-key KEY; lego: --eab --kid KID --hmac KEY)",
+              file=sys.stderr)
     return 0

@@ -69,6 +69,9 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     # The root holder signs another node's intermediate (trustchain/wiring/federation_ca.py).
     ("ca", "intermediate-sign"): Access.NODE,
     ("ca", "list"): Access.NETWORK,
+    # ACME External Account Binding keys (trustchain/wiring/acme.py): the CA authorises
+    # the node's admin or the network's own admin.
+    ("ca", "acme-eab"): Access.NETWORK,
     ("ca", "ocsp"): Access.PUBLIC,
     ("consensus", "validators"): Access.NODE,
     # Consensus between nodes (transport/consensus.py): messages are signed by their

@@ -83,6 +83,21 @@ ACME_SCHEMA = Schema(
                 WHERE replaces IS NOT NULL;
             """,
         ),
+        Migration(
+            4,
+            "External Account Binding keys, each binding one account to one network",
+            """
+            CREATE TABLE acme_eab (
+                kid TEXT PRIMARY KEY,
+                hmac_key BLOB NOT NULL,
+                network TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                account_id INTEGER REFERENCES acme_accounts (id)
+            ) STRICT;
+            CREATE INDEX acme_eab_network ON acme_eab (network);
+            ALTER TABLE acme_accounts ADD COLUMN network TEXT;
+            """,
+        ),
     ),
 )
 
@@ -285,3 +300,37 @@ class SqliteAcmeStore:
             "SELECT id FROM acme_orders WHERE account_id = ? AND id > ? ORDER BY id LIMIT ?",
             (account_id, after, limit)).fetchall()
         return [int(row[0]) for row in rows]
+
+    def add_eab(self, kid: str, hmac_key: bytes, network: str, now: datetime) -> None:
+        self._write("eab", "INSERT INTO acme_eab (kid, hmac_key, network, created_at) "
+                    "VALUES (?, ?, ?, ?)", (kid, hmac_key, network, now.isoformat()))
+
+    def eab(self, kid: str) -> tuple[bytes, str, int | None] | None:
+        """(HMAC key, network, the account it bound or None) of an EAB key id."""
+        row = self.db.conn.execute("SELECT hmac_key, network, account_id FROM acme_eab "
+                                   "WHERE kid = ?", (kid,)).fetchone()
+        return (bytes(row[0]), str(row[1]), row[2]) if row else None
+
+    def bind_eab(self, kid: str, account_id: int) -> bool:
+        """Bind an unused EAB key to the account and the account to its network, in one
+        transaction; False if the key bound an account already."""
+        try:
+            with self.db.transaction() as conn:
+                cursor = conn.execute("UPDATE acme_eab SET account_id = ? WHERE kid = ? AND "
+                                      "account_id IS NULL", (account_id, kid))
+                if cursor.rowcount != 1:
+                    return False
+                conn.execute("UPDATE acme_accounts SET network = (SELECT network FROM "
+                             "acme_eab WHERE kid = ?) WHERE id = ?", (kid, account_id))
+                return True
+        except sqlite3.Error as exc:
+            raise StorageError(f"acme eab: {exc}") from None
+
+    def eab_networks(self) -> set[str]:
+        """The networks that have minted EAB keys: their names need a bound account."""
+        return {str(r[0]) for r in self.db.conn.execute("SELECT DISTINCT network FROM acme_eab")}
+
+    def account_network(self, account_id: int) -> str | None:
+        row = self.db.conn.execute("SELECT network FROM acme_accounts WHERE id = ?",
+                                   (account_id,)).fetchone()
+        return str(row[0]) if row and row[0] is not None else None

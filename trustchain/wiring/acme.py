@@ -48,7 +48,7 @@ from trustchain.ca.policy import NotAuthorised, PolicyError, within
 from trustchain.ca.ratelimit import ADDRESS, RateLimited, address_key
 from trustchain.ca.revocation import RevocationReason
 from trustchain.dns.engine import ZoneSet
-from trustchain.errors import BadRequest, NotFound
+from trustchain.errors import BadRequest, Forbidden, NotFound
 from trustchain.identity import Peer, Role
 from trustchain.storage.acme import SqliteAcmeStore
 from trustchain.storage.ratelimit import RateLimiter
@@ -84,8 +84,9 @@ def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
                 key = client
             limiter.check({ADDRESS: key}, now)
 
-    def names_allowed(names: list[str]) -> None:
-        zones = [info.zone for info in authority.networks().values()]
+    def network_of(names: list[str]) -> str:
+        networks = authority.networks()
+        zones = [info.zone for info in networks.values()]
         outside = [n for n in names if not any(within(n, zone) for zone in zones)]
         if outside:
             raise AcmeProblem("rejectedIdentifier", "not inside a network registered here: "
@@ -94,9 +95,12 @@ def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
                                    "detail": f"{n} is inside no registered network",
                                    "identifier": {"type": "dns", "value": n}}
                                   for n in outside]})
-        if len({next(z for z in zones if within(n, z)) for n in names}) > 1:
+        homes = {name for name, info in networks.items()
+                 if all(within(n, info.zone) for n in names)}
+        if not homes:
             raise AcmeProblem("rejectedIdentifier", "one certificate is for the names of one "
                               "network: order for each network on its own")
+        return min(homes, key=lambda h: -len(networks[h].zone))  # the innermost
 
     def certificate_status(serial: int) -> CertificateStatus | None:
         record = authority.store.certificate(serial)
@@ -114,7 +118,7 @@ def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
     return AcmeServer(store, nonce_prefix=node.identity.node_id[:8],
                       meta=Meta(caa_identities(node), node.config.acme_terms_of_service,
                                 node.config.acme_website), random=secrets.token_bytes,
-                      new_account_limit=new_account_limit, names_allowed=names_allowed,
+                      new_account_limit=new_account_limit, network_of=network_of,
                       certificate_status=certificate_status)
 
 
@@ -384,3 +388,30 @@ def acme_admin_service(store: SqliteAcmeStore) -> Service:
 
     return Service("admin", (Method(accounts, stoq="acme-accounts"),
                              Method(deactivate, stoq="acme-deactivate")))
+
+
+class EabRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    network: str = Field(min_length=1, max_length=63)
+
+
+def acme_eab_service(store: SqliteAcmeStore, authority: CertificateAuthority,
+                     clock: Callable[[], datetime]) -> Service:
+    """``ca.acme-eab``: a new External Account Binding key for a network, minted by this
+    node's admin or by that network's own admin credential.  From the first key on, the
+    network's names are ordered only by accounts bound to it with one."""
+
+    def mint(call: Call) -> dict[str, Any]:
+        args = call.parse(EabRequest)
+        now = clock()
+        if args.network not in authority.networks():
+            raise NotFound(f"no network {args.network!r} is registered")
+        try:
+            authority.authorise(call.peer, args.network, now)
+        except NotAuthorised as exc:
+            raise Forbidden(str(exc)) from None
+        kid, key = jws.b64url(secrets.token_bytes(12)), secrets.token_bytes(32)
+        store.add_eab(kid, key, args.network, now)
+        return {"network": args.network, "kid": kid, "hmac_key": jws.b64url(key)}
+
+    return Service("ca", (Method(mint, stoq="acme-eab"),))

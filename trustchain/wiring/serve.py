@@ -49,6 +49,7 @@ from trustchain.storage.ratelimit import RateLimiter
 from trustchain.wiring.acme import (
     Acme,
     acme_admin_service,
+    acme_eab_service,
     acme_routes,
     build_acme,
     caa_identities,
@@ -194,7 +195,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                     "log_note_keys": {origin: lg.note_key for origin, lg
                                       in sorted(federation_logs.by_origin().items())}}),
                 registry_service(registry, consensus), *admission_services(admissions),
-                leave_service(zones_here), acme_admin_service(acme_store)]
+                leave_service(zones_here), acme_admin_service(acme_store),
+                acme_eab_service(acme_store, authority, utcnow)]
     acme = Acme(build_acme(node, limiter, acme_store, authority), ca, lambda: dns_service.zoneset,
                 node.identity.network_name,
                 (config.acme_http01_port, config.acme_tls_alpn01_port), caa_identities(node),

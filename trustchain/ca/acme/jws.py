@@ -18,13 +18,13 @@ import base64
 import binascii
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jws as joserfc_jws
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
+from joserfc.jwk import ECKey, JWKRegistry, OctKey, OKPKey, RSAKey
 from joserfc.registry import HeaderParameter
 
 from trustchain.ca.acme.problems import AcmeProblem
@@ -220,3 +220,46 @@ def thumbprint(jwk: Mapping[str, Any]) -> str:
 def canonical_jwk(jwk: Mapping[str, Any]) -> dict[str, Any]:
     """The key's required public members only (what is stored and shown)."""
     return dict(public_key(jwk).as_dict(private=False))
+
+
+#: MACs an External Account Binding may use (RFC 8555 7.3.4).
+EAB_ALGORITHMS = ("HS256", "HS384", "HS512")
+_EAB_REGISTRY = joserfc_jws.JWSRegistry(header_registry={
+    "url": HeaderParameter("the newAccount URL", "str")}, algorithms=EAB_ALGORITHMS)
+_EAB_REGISTRY.max_header_length = 8192
+
+
+def verify_eab(binding: Any, url: str, account_jwk: Mapping[str, Any],
+               key_of: Callable[[str], bytes | None]) -> str:
+    """An External Account Binding (RFC 8555 7.3.4): a flattened JWS MAC'd with the EAB
+    key ``kid`` names (``key_of``), its ``url`` the newAccount URL, no nonce, its payload
+    the account's own key.  Returns that ``kid``.
+
+    :raises AcmeProblem: malformed, or unauthorized (an unknown kid, a bad MAC).
+    """
+    if not isinstance(binding, dict) or set(binding) != {"protected", "payload", "signature"} \
+            or not all(isinstance(v, str) for v in binding.values()):
+        raise AcmeProblem("malformed", "externalAccountBinding is a flattened JWS")
+    try:
+        header = json.loads(b64url_decode(binding["protected"]))
+        payload = json.loads(b64url_decode(binding["payload"]))
+    except (ValueError, UnicodeDecodeError):
+        raise AcmeProblem("malformed", "the binding's parts are not base64url JSON") from None
+    if not isinstance(header, dict) or header.get("alg") not in EAB_ALGORITHMS or \
+            not isinstance(header.get("kid"), str) or "nonce" in header or \
+            set(header) - {"alg", "kid", "url"}:
+        raise AcmeProblem("malformed", "the binding's header has alg (HS256, HS384 or "
+                                       "HS512), kid and url, and no nonce")
+    if header.get("url") != url:
+        raise AcmeProblem("unauthorized", "the binding's url is not the newAccount URL")
+    if not isinstance(payload, dict) or thumbprint(payload) != thumbprint(account_jwk):
+        raise AcmeProblem("malformed", "the binding's payload is not the account's key")
+    secret = key_of(header["kid"])
+    if secret is None:
+        raise AcmeProblem("unauthorized", "no External Account Binding key has that kid")
+    try:
+        joserfc_jws.deserialize_json(dict(binding), OctKey.import_key(secret),  # type: ignore[call-overload]
+                                     registry=_EAB_REGISTRY)
+    except (JoseError, ValueError, TypeError):
+        raise AcmeProblem("unauthorized", "the binding's MAC does not verify") from None
+    return str(header["kid"])

@@ -103,19 +103,19 @@ class AcmeServer:
     def __init__(self, store: AcmeStore, *, nonce_prefix: str, meta: Meta,
                  random: Callable[[int], bytes],
                  new_account_limit: Callable[[str | None, datetime], None],
-                 names_allowed: Callable[[list[str]], None],
+                 network_of: Callable[[list[str]], str],
                  certificate_status: Callable[[int], ari.CertificateStatus | None]) -> None:
         """``new_account_limit(client address, now)`` charges the address's bucket of new
         accounts, or raises :class:`~trustchain.ca.ratelimit.RateLimited`;
-        ``names_allowed(names)`` raises an :class:`AcmeProblem` (rejectedIdentifier) for
-        names this CA does not issue for (outside every registered network);
+        ``network_of(names)`` the registered network whose names they all are, or raises an
+        :class:`AcmeProblem` (rejectedIdentifier);
         ``certificate_status(serial)`` what ARI needs of a certificate the CA issued."""
         self._store = store
         self._prefix = nonce_prefix  # whose nonce it is, in a federation
         self._meta = meta
         self._random = random
         self._new_account_limit = new_account_limit
-        self._names_allowed = names_allowed
+        self._network_of = network_of
         self._certificate_status = certificate_status
 
     def handle(self, request: AcmeRequest, now: datetime) -> AcmeResponse:
@@ -254,9 +254,10 @@ class AcmeServer:
             if existing is None:
                 raise AcmeProblem("accountDoesNotExist", "no account has this key")
             return self._account_answer(200, existing, base)
-        if "externalAccountBinding" in payload:
-            raise AcmeProblem("malformed", "external account binding is not supported by "
-                                           "this server yet")
+        binding = None
+        if "externalAccountBinding" in payload and existing is None:
+            binding = jws.verify_eab(payload["externalAccountBinding"],
+                                     f"{base}{PREFIX}/new-account", signed.jwk, self._eab_key)
         contact = _contact(payload.get("contact", []))
         agreed = payload.get("termsOfServiceAgreed", False)
         if not isinstance(agreed, bool):
@@ -272,7 +273,16 @@ class AcmeServer:
                     "Retry-After": str(exc.retry_seconds)}) from None
         account, created = self._store.create_account(
             thumbprint, jws.canonical_jwk(signed.jwk), contact, agreed, now)
+        if binding is not None and created and not self._store.bind_eab(binding, account.id):
+            raise AcmeProblem("unauthorized", "that External Account Binding key bound "
+                                              "another account already")
         return self._account_answer(201 if created else 200, account, base)
+
+    def _eab_key(self, kid: str) -> bytes | None:
+        found = self._store.eab(kid)
+        if found is None or found[2] is not None:  # unknown, or used: one account per key
+            return None
+        return found[0]
 
     def _account_answer(self, status: int, account: Account, base: str) -> AcmeResponse:
         response = _json(status, self._account_json(account, base))
@@ -382,7 +392,11 @@ class AcmeServer:
             raise AcmeProblem("malformed", "this CA sets the validity itself: no notBefore "
                                            "or notAfter")
         names = orders.requested_names(payload)
-        self._names_allowed([n.removeprefix("*.") for n in names])
+        network = self._network_of([n.removeprefix("*.") for n in names])
+        if network in self._store.eab_networks() and \
+                self._store.account_network(account.id) != network:
+            raise AcmeProblem("unauthorized", f"network {network} issues only to accounts "
+                                              "bound to it by External Account Binding")
         replaces = self._replaces(payload["replaces"], account, names) \
             if "replaces" in payload else None
         authorizations = []

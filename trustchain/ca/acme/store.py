@@ -114,3 +114,15 @@ class AcmeStore(Protocol):
 
     def order_ids(self, account_id: int, after: int, limit: int) -> list[int]:
         """The account's orders, by id, from the first after ``after``, at most ``limit``."""
+
+    def eab(self, kid: str) -> tuple[bytes, str, int | None] | None:
+        """(HMAC key, network, the account it bound or None) of an EAB key id."""
+
+    def bind_eab(self, kid: str, account_id: int) -> bool:
+        """Bind an unused EAB key to the account and the account to its network; False if
+        the key bound an account already."""
+
+    def eab_networks(self) -> set[str]:
+        """The networks that have minted EAB keys: their names need a bound account."""
+
+    def account_network(self, account_id: int) -> str | None: ...
