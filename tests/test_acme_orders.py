@@ -338,3 +338,24 @@ def test_external_account_binding_decides_who_orders_for_a_network(
     with pytest.raises(messages.Error) as reused:
         bound_client()
     assert reused.value.typ == "urn:ietf:params:acme:error:unauthorized", reused.value
+
+
+def test_failed_validations_are_limited_per_account_and_name(
+        ordering: tuple[str, list[str | Path], Responder]) -> None:
+    """The CA's ``authz`` limit (5 failed validations an hour per account and name): after
+    five wrong answers the account's next order for that name is refused (rateLimited,
+    with a Retry-After)."""
+    base, _admin, responder = ordering
+    client = new_client(base)
+    for _ in range(5):
+        order = client.new_order(csr_for(NAME))
+        body = challenge(order, challenges.HTTP01)
+        response, _validation = body.response_and_validation(client.net.key)
+        responder.tokens[body.chall.encode("token")] = "wrong"
+        client.answer_challenge(body, response)
+        with pytest.raises(Exception):  # noqa: B017 - the acme library's own, on invalid
+            client.poll_authorizations(order, datetime.now() + timedelta(seconds=20))
+    with pytest.raises(messages.Error) as limited:
+        client.new_order(csr_for(NAME))
+    assert limited.value.typ == "urn:ietf:params:acme:error:rateLimited", limited.value
+    assert "failed validations" in (limited.value.detail or "")

@@ -80,6 +80,8 @@ DOMAIN = "domain"
 ADDRESS = "address"
 NAMES = "names"
 AUTHZ = "authz"
+#: New ACME orders per account (Let's Encrypt: 300 per 3 hours).
+ORDERS = "orders"
 
 # TATs are floats (seconds since the epoch, about 2.4e-7 s apart today); half a
 # microsecond of slack keeps float rounding from refusing a request retried
@@ -223,6 +225,7 @@ DEFAULT_LIMITS: dict[str, Limit] = {
         Limit(ADDRESS, 10, 3 * _HOUR, what="registrations"),
         Limit(NAMES, 5, timedelta(days=7), what="certificates"),
         Limit(AUTHZ, 5, _HOUR, what="failed validations"),
+        Limit(ORDERS, 300, 3 * _HOUR, what="orders"),
     )
 }
 

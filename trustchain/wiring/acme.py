@@ -45,7 +45,14 @@ from trustchain.ca.acme.store import Account
 from trustchain.ca.authority import CertificateAuthority
 from trustchain.ca.errors import CaError
 from trustchain.ca.policy import NotAuthorised, PolicyError, within
-from trustchain.ca.ratelimit import ADDRESS, RateLimited, address_key
+from trustchain.ca.ratelimit import (
+    ADDRESS,
+    AUTHZ,
+    ORDERS,
+    RateLimited,
+    address_key,
+    authz_key,
+)
 from trustchain.ca.revocation import RevocationReason
 from trustchain.dns.engine import ZoneSet
 from trustchain.errors import BadRequest, Forbidden, NotFound
@@ -76,14 +83,6 @@ def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
     limited per client address (the CA's ``address`` limit: 10 in 3 hours by default,
     ``ca_rate_limits`` in trustchain.toml), orders only for the names of one
     registered network (whose intermediate issues)."""
-    def new_account_limit(client: str | None, now: datetime) -> None:
-        if client is not None:
-            try:
-                key = address_key(client)
-            except ValueError:  # not an IP address (a transport that names clients)
-                key = client
-            limiter.check({ADDRESS: key}, now)
-
     def network_of(names: list[str]) -> str:
         networks = authority.networks()
         zones = [info.zone for info in networks.values()]
@@ -118,8 +117,37 @@ def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
     return AcmeServer(store, nonce_prefix=node.identity.node_id[:8],
                       meta=Meta(caa_identities(node), node.config.acme_terms_of_service,
                                 node.config.acme_website), random=secrets.token_bytes,
-                      new_account_limit=new_account_limit, network_of=network_of,
+                      limits=AcmeLimits(limiter), network_of=network_of,
                       certificate_status=certificate_status)
+
+
+class AcmeLimits:
+    """The ACME limits in the CA's buckets: ``address`` (new accounts per client address,
+    IPv6 by /64), ``orders`` (per account), ``authz`` (failed validations per account
+    and name); each configurable in ``ca_rate_limits``."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    def new_account(self, client: str | None, now: datetime) -> None:
+        if client is not None:
+            try:
+                key = address_key(client)
+            except ValueError:  # not an IP address (a transport that names clients)
+                key = client
+            self._limiter.check({ADDRESS: key}, now)
+
+    def new_order(self, account_id: int, now: datetime) -> None:
+        self._limiter.check({ORDERS: f"acme-account-{account_id}"}, now)
+
+    def may_validate(self, account_id: int, name: str, now: datetime) -> None:
+        key = authz_key(f"acme-account-{account_id}", name)
+        decision = self._limiter.decision(AUTHZ, key, now)
+        if not decision.allowed:
+            raise RateLimited(self._limiter.limits[AUTHZ], key, decision.retry_after, now)
+
+    def failed(self, account_id: int, name: str, now: datetime) -> None:
+        self._limiter.check({AUTHZ: authz_key(f"acme-account-{account_id}", name)}, now)
 
 
 class Acme:

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -90,6 +90,23 @@ class AcmeResponse:
     job: Validate | Issue | Revoke | None = None
 
 
+class Limits(Protocol):
+    """The ACME server's rate limits (the CA's limiter at the edge); each method raises
+    :class:`~trustchain.ca.ratelimit.RateLimited` to refuse."""
+
+    def new_account(self, client: str | None, now: datetime) -> None:
+        """Charge the client address's bucket of new accounts."""
+
+    def new_order(self, account_id: int, now: datetime) -> None:
+        """Charge the account's bucket of new orders (not for ARI replacements)."""
+
+    def may_validate(self, account_id: int, name: str, now: datetime) -> None:
+        """Refuse when the account failed too many validations of ``name`` lately."""
+
+    def failed(self, account_id: int, name: str, now: datetime) -> None:
+        """Count a failed validation of ``name`` by the account."""
+
+
 @dataclass(frozen=True)
 class Meta:
     """The directory's ``meta`` (RFC 8555 section 7.1.1)."""
@@ -101,20 +118,18 @@ class Meta:
 
 class AcmeServer:
     def __init__(self, store: AcmeStore, *, nonce_prefix: str, meta: Meta,
-                 random: Callable[[int], bytes],
-                 new_account_limit: Callable[[str | None, datetime], None],
+                 random: Callable[[int], bytes], limits: Limits,
                  network_of: Callable[[list[str]], str],
                  certificate_status: Callable[[int], ari.CertificateStatus | None]) -> None:
-        """``new_account_limit(client address, now)`` charges the address's bucket of new
-        accounts, or raises :class:`~trustchain.ca.ratelimit.RateLimited`;
-        ``network_of(names)`` the registered network whose names they all are, or raises an
-        :class:`AcmeProblem` (rejectedIdentifier);
-        ``certificate_status(serial)`` what ARI needs of a certificate the CA issued."""
+        """``limits`` the rate limits (:class:`Limits`); ``network_of(names)`` the
+        registered network whose names they all are, or raises an :class:`AcmeProblem`
+        (rejectedIdentifier); ``certificate_status(serial)`` what ARI needs of a
+        certificate the CA issued."""
         self._store = store
         self._prefix = nonce_prefix  # whose nonce it is, in a federation
         self._meta = meta
         self._random = random
-        self._new_account_limit = new_account_limit
+        self._limits = limits
         self._network_of = network_of
         self._certificate_status = certificate_status
 
@@ -266,11 +281,7 @@ class AcmeServer:
             raise AcmeProblem("userActionRequired", "agree to the terms of service first",
                               extra={"instance": self._meta.terms_of_service})
         if existing is None:
-            try:
-                self._new_account_limit(client, now)
-            except RateLimited as exc:
-                raise AcmeProblem("rateLimited", str(exc), headers={
-                    "Retry-After": str(exc.retry_seconds)}) from None
+            _limited(self._limits.new_account, client, now)
         account, created = self._store.create_account(
             thumbprint, jws.canonical_jwk(signed.jwk), contact, agreed, now)
         if binding is not None and created and not self._store.bind_eab(binding, account.id):
@@ -399,6 +410,10 @@ class AcmeServer:
                                               "bound to it by External Account Binding")
         replaces = self._replaces(payload["replaces"], account, names) \
             if "replaces" in payload else None
+        for name in names:
+            _limited(self._limits.may_validate, account.id, name.removeprefix("*."), now)
+        if replaces is None:  # a replacement ARI suggested is not counted (RFC 9773 5)
+            _limited(self._limits.new_order, account.id, now)
         authorizations = []
         for name in names:
             wildcard = name.startswith("*.")
@@ -446,6 +461,11 @@ class AcmeServer:
             outcome = {"type": job.type, "status": "invalid", "error": error.document()}
         self._store.set_authorization(authz.id, "valid" if error is None else "invalid", [
             outcome if c["type"] == job.type else c for c in authz.challenges])
+        if error is not None:
+            try:
+                self._limits.failed(authz.account_id, authz.name, now)
+            except RateLimited:
+                pass  # over the limit already: the next order says so
 
     def _finalize(self, signed: jws.SignedRequest, account: Account, order: Order,
                   base: str) -> AcmeResponse:
@@ -552,6 +572,14 @@ class AcmeServer:
             raise AcmeProblem("malformed", "the order shares no name with the certificate it "
                                            "replaces")
         return f"{serial:x}"
+
+
+def _limited(check: Callable[..., None], *args: Any) -> None:
+    try:
+        check(*args)
+    except RateLimited as exc:
+        raise AcmeProblem("rateLimited", str(exc), headers={
+            "Retry-After": str(exc.retry_seconds)}) from None
 
 
 def _contact(value: Any) -> list[str]:
