@@ -24,13 +24,10 @@ Target (issue 18): TrustChain >= 0.5 x Pebble's rate.
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import ipaddress
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,47 +56,14 @@ from cryptography.hazmat.primitives.serialization import (  # noqa: E402
     PrivateFormat,
 )
 
+from tests.test_acme_orders import Responder, free_port  # noqa: E402
+
 sys.path.insert(0, str(REPO / "benchmarks"))
 from node_process import percentile, start_node  # noqa: E402
 
 ORIGIN = "trust.example.net"
 NAME = f"www.alpha.{ORIGIN}"
 TARGET = 0.5
-
-
-class Responder(http.server.ThreadingHTTPServer):
-    """http-01 for every order of both servers: token -> key authorization."""
-
-    address_family = socket.AF_INET6
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        self.tokens: dict[str, str] = {}
-        super().__init__(("::1", 0), functools.partial(_Handler, self))
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def __init__(self, server: Responder, *args: Any) -> None:
-        self.responder = server
-        super().__init__(*args)
-
-    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
-        body = self.responder.tokens.get(self.path.rpartition("/")[2], "").encode()
-        self.send_response(200 if body else 404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET6) as probe:
-        probe.bind(("::1", 0))
-        return int(probe.getsockname()[1])
 
 
 def run_orders(directory: str, responder: Responder, orders: int, clients: int

@@ -47,19 +47,12 @@ from transport.client import connect  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from ct_submit import make_chains  # noqa: E402
+from federation import cli  # noqa: E402
 from node_process import percentile  # noqa: E402
 
 QUORUM, WITNESSES = 3, 4
 BOUND = 30.0  # the documented bound (transparency.md), also each wait's limit here
 DOCUMENTED = "within 30 s"
-
-
-def cli(env: dict[str, str], *args: str | Path) -> str:
-    result = subprocess.run([sys.executable, "-m", "trustchain", *map(str, args)], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=180)
-    if result.returncode != 0:
-        raise RuntimeError(f"trustchain {args[0]} {args[1]}: {result.stderr[-2000:]}")
-    return result.stdout
 
 
 def http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:

@@ -65,16 +65,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def ordering(node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
-             ) -> Iterator[tuple[str, list[str | Path], Responder]]:
-    responder = Responder()
-    threading.Thread(target=responder.serve_forever, daemon=True).start()
+def start_acme_node(data_dir: Path, node_processes: list[NodeProcess],
+                    **settings: int) -> tuple[str, list[str | Path]]:
+    """A node with these trustchain.toml ``settings`` (the challenge ports), the network
+    alpha registered and its name's AAAA record (::1): its HTTP base URL and the admin
+    options that reach it."""
     config = data_dir / "trustchain.toml"
     kept = [line for line in config.read_text().splitlines()
-            if not line.lstrip("# ").startswith("acme_http01_port")]
-    config.write_text("\n".join([f"acme_http01_port = {responder.server_address[1]}", *kept])
-                      + "\n")
+            if not line.lstrip("# ").startswith(tuple(settings))]
+    config.write_text("\n".join([*(f"{k} = {v}" for k, v in settings.items()), *kept]) + "\n")
     proc = NodeProcess.start(data_dir)
     node_processes.append(proc)
     proc.wait_ready()
@@ -83,8 +82,24 @@ def ordering(node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
     for command in (["network", "register", "alpha"], ["record", "add", NAME, "AAAA", "::1"]):
         result = run_cli(*command, *admin)
         assert result.returncode == 0, result.stderr
+    return "http://[{}]:{}".format(*proc.address("http")), admin
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def ordering(node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
+             ) -> Iterator[tuple[str, list[str | Path], Responder]]:
+    responder = Responder()
+    threading.Thread(target=responder.serve_forever, daemon=True).start()
     try:
-        yield "http://[{}]:{}".format(*proc.address("http")), admin, responder
+        base, admin = start_acme_node(data_dir, node_processes,
+                                      acme_http01_port=responder.server_address[1])
+        yield base, admin, responder
     finally:
         responder.shutdown()
         responder.server_close()

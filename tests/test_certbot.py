@@ -8,10 +8,8 @@ then says revoked); and one with ``--manual`` dns-01 whose hook is a single
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from cryptography import x509
 
 from bootstrap.init import InitResult
 from tests.support import NodeProcess, cli_env, run_cli
-from tests.test_acme_orders import ocsp
+from tests.test_acme_orders import free_port, ocsp, start_acme_node
 
 NAME = "www.alpha.trust.example.net"
 CERTBOT = Path(sys.executable).with_name("certbot")
@@ -27,24 +25,11 @@ CERTBOT = Path(sys.executable).with_name("certbot")
 
 @pytest.fixture
 def node_for_certbot(node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
-                     ) -> Iterator[tuple[str, list[str | Path], int]]:
+                     ) -> tuple[str, list[str | Path], int]:
     assert CERTBOT.exists(), "certbot is a test dependency: make test installs it"
-    with socket.socket(socket.AF_INET6) as probe:  # a free port for certbot's responder
-        probe.bind(("::1", 0))
-        port = probe.getsockname()[1]
-    config = data_dir / "trustchain.toml"
-    kept = [line for line in config.read_text().splitlines()
-            if not line.lstrip("# ").startswith("acme_http01_port")]
-    config.write_text("\n".join([f"acme_http01_port = {port}", *kept]) + "\n")
-    proc = NodeProcess.start(data_dir)
-    node_processes.append(proc)
-    proc.wait_ready()
-    admin: list[str | Path] = ["--data-dir", data_dir, "--server",
-                               "[{}]:{}".format(*proc.address("quic"))]
-    for command in (["network", "register", "alpha"], ["record", "add", NAME, "AAAA", "::1"]):
-        result = run_cli(*command, *admin)
-        assert result.returncode == 0, result.stderr
-    yield "http://[{}]:{}".format(*proc.address("http")), admin, port
+    port = free_port()  # for certbot's own http-01 responder
+    base, admin = start_acme_node(data_dir, node_processes, acme_http01_port=port)
+    return base, admin, port
 
 
 def certbot(tmp_path: Path, base: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -80,8 +65,8 @@ def test_certbot_standalone_obtains_renews_and_revokes(
     live = tmp_path / "config" / "live" / NAME
     first = check(live / "fullchain.pem", root)
 
-    renewed = certbot(tmp_path, base, "renew", "--force-renewal", "--http-01-address", "::1",
-                      "--http-01-port", str(port))
+    renewed = certbot(tmp_path, base, "renew", "--force-renewal", "--no-random-sleep-on-renew",
+                      "--http-01-address", "::1", "--http-01-port", str(port))
     assert renewed.returncode == 0, renewed.stdout + renewed.stderr
     second = check(live / "fullchain.pem", root)
     assert second.serial_number != first.serial_number

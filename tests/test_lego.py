@@ -7,9 +7,7 @@ lego answers with its challenge certificate).  Each carries SCTs and ``openssl v
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,36 +15,20 @@ from cryptography import x509
 
 from bootstrap.init import InitResult
 from tests.support import NodeProcess, run_cli
+from tests.test_acme_orders import free_port, start_acme_node
 from tests.test_certbot import check
 
 NAME = "www.alpha.trust.example.net"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET6) as probe:
-        probe.bind(("::1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def node_for_lego(node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
-                  ) -> Iterator[tuple[str, int, int]]:
+                  ) -> tuple[str, int, int]:
     assert shutil.which("lego"), "lego is a test tool: make test installs it (Debian lego)"
     http_port, tls_port = free_port(), free_port()
-    config = data_dir / "trustchain.toml"
-    kept = [line for line in config.read_text().splitlines()
-            if not line.lstrip("# ").startswith(("acme_http01_port", "acme_tls_alpn01_port"))]
-    config.write_text("\n".join([f"acme_http01_port = {http_port}",
-                                 f"acme_tls_alpn01_port = {tls_port}", *kept]) + "\n")
-    proc = NodeProcess.start(data_dir)
-    node_processes.append(proc)
-    proc.wait_ready()
-    admin: list[str | Path] = ["--data-dir", data_dir, "--server",
-                               "[{}]:{}".format(*proc.address("quic"))]
-    for command in (["network", "register", "alpha"], ["record", "add", NAME, "AAAA", "::1"]):
-        result = run_cli(*command, *admin)
-        assert result.returncode == 0, result.stderr
-    yield "http://[{}]:{}".format(*proc.address("http")), http_port, tls_port
+    base, _admin = start_acme_node(data_dir, node_processes, acme_http01_port=http_port,
+                                   acme_tls_alpn01_port=tls_port)
+    return base, http_port, tls_port
 
 
 @pytest.mark.parametrize("solver", ["http", "tls"])
