@@ -278,3 +278,24 @@ def test_terms_of_service_when_the_operator_sets_them(
     assert body["instance"] == "https://ca.example.net/terms"
     assert post(new_account, signed(key, "ES256", new_account, {"termsOfServiceAgreed": True},
                                     nonce_=nonce(base)))[0] == 201
+
+
+def test_acme_over_http3(acme_node: tuple[NodeProcess, str], node: InitResult) -> None:
+    """The same routes over HTTP/3 (aioquic's H3 engine as the client): the directory with
+    the URLs of the authority asked for, and a nonce from GET newNonce (204)."""
+    import asyncio
+
+    from tests.h3client import h3_get
+
+    proc, _ = acme_node
+    host, port = proc.address("quic")
+    status, _headers, body = asyncio.run(h3_get(
+        host, port, "/acme/directory", root=node.genesis.root_certificate,
+        authority="trust.example.net"))
+    assert status == 200, body
+    assert json.loads(body)["newOrder"] == "https://trust.example.net/acme/new-order"
+    status, headers, _body = asyncio.run(h3_get(
+        host, port, "/acme/new-nonce", root=node.genesis.root_certificate,
+        authority="trust.example.net"))
+    assert status == 204 and headers[b"replay-nonce"] and \
+        headers[b"cache-control"] == b"no-store"

@@ -284,6 +284,10 @@ class H3Server:
                 pseudo[name] = value
             else:
                 headers.append((name, value))
+        if b":authority" in pseudo and not any(name == b"host" for name, _ in headers):
+            # As HTTP/2 and HTTP/3 servers hand it to ASGI (RFC 9114 4.3.1: :authority
+            # stands for Host): URLs the application builds then name the host asked for.
+            headers.append((b"host", pseudo[b":authority"]))
         method = pseudo.get(b":method", b"").decode("ascii", "replace")
         raw_path = pseudo.get(b":path", b"/")
         path, _, query = raw_path.partition(b"?")
