@@ -81,15 +81,35 @@ def test_certbot_standalone_obtains_renews_and_revokes(
 def test_certbot_manual_dns01_with_a_trustchain_record_add_hook(
         node_for_certbot: tuple[str, list[str | Path], int], data_dir: Path,
         tmp_path: Path) -> None:
+    """The hook writes the TXT record with the network's own credential (alpha's admin
+    holds no data directory of the node); that credential changes nothing else."""
     base, admin, _port = node_for_certbot
     root = tmp_path / "root.pem"
     root.write_text(run_cli("genesis", "show", "--data-dir", data_dir, "--root-pem").stdout)
+    own = tmp_path / "alpha-admin"
+    own.mkdir()
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", own / "cred.key",
+                    "-subj", "/CN=alpha operations", "-out", own / "cred.csr"],
+                   check=True, capture_output=True)
+    given = run_cli("ca", "issue", "--csr", own / "cred.csr", "--network", "alpha",
+                    "--profile", "network-admin", *admin)
+    assert given.returncode == 0, given.stderr
+    (own / "cred.pem").write_text(given.stdout)
+    shutil.copy(data_dir / "genesis.json", own / "genesis.json")
+    pin = run_cli("genesis", "show", "--data-dir", data_dir).stdout.split()[0]
+    as_alpha = ["--cert", own / "cred.pem", "--key", own / "cred.key", "--genesis",
+                own / "genesis.json", "--pin", pin, "--data-dir", own / "no-node-here",
+                "--server", admin[-1]]
+    other = run_cli("record", "add", f"api.{NAME[4:]}", "AAAA", "::1", *as_alpha)
+    assert other.returncode == 1 and "only _acme-challenge TXT" in other.stderr, other.stderr
+
     trustchain = shutil.which("trustchain", path=str(Path(sys.executable).parent))
     assert trustchain is not None
     hook = tmp_path / "auth-hook.sh"
     hook.write_text("#!/bin/sh\nexec " + " ".join([
         trustchain, "record", "add", '"_acme-challenge.$CERTBOT_DOMAIN"', "TXT",
-        '"$CERTBOT_VALIDATION"', *map(str, admin)]) + "\n")
+        '"$CERTBOT_VALIDATION"', *map(str, as_alpha)]) + "\n")
     hook.chmod(0o755)
     obtained = certbot(tmp_path, base, "certonly", "--manual", "--preferred-challenges",
                        "dns", "--manual-auth-hook", hook, "--agree-tos",

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from trustchain.cli.common import add_command, add_group, print_json, print_listing, print_rows
-from trustchain.cli.remote import add_admin_options, admin_call, parse_server
+from trustchain.cli.remote import (
+    add_admin_options,
+    add_credential_options,
+    admin_call,
+    parse_server,
+)
 from trustchain.errors import LocalError
 
 
@@ -186,12 +191,14 @@ def _register_record(commands: argparse._SubParsersAction) -> None:
     p.add_argument("value", metavar="VALUE", nargs="+")
     p.add_argument("--ttl", type=int, default=3600, help="seconds (default: 3600)")
     add_admin_options(p)
+    add_credential_options(p)  # (a network's own: _acme-challenge TXT records only)
     p = add_command(sub, "delete", "delete records at NAME (all, of TYPE, or that VALUE)",
                     cmd_record_delete)
     p.add_argument("name", metavar="NAME")
     p.add_argument("type", metavar="TYPE", nargs="?")
     p.add_argument("value", metavar="VALUE", nargs="*")
     add_admin_options(p)
+    add_credential_options(p)
     p = add_command(sub, "list", "list the records of a zone", cmd_record_list)
     p.add_argument("zone", metavar="ZONE")
     add_admin_options(p, json_output=True)

@@ -99,7 +99,9 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("admin", "zone-export"): Access.ADMIN,
     ("admin", "zone-import"): Access.ADMIN,
     ("admin", "records-list"): Access.ADMIN,
-    ("admin", "records-change"): Access.ADMIN,
+    # A network's own credential changes its _acme-challenge TXT records only (the
+    # handler's scope: trustchain/wiring/dns.py), for ACME dns-01 hooks.
+    ("admin", "records-change"): Access.NETWORK,
     ("admin", "secondary-add"): Access.ADMIN,
     ("admin", "secondary-list"): Access.ADMIN,
     ("admin", "secondary-remove"): Access.ADMIN,

@@ -29,6 +29,8 @@ from trustchain.dns.records import RecordSelector as CoreSelector
 from trustchain.dns.service import DnsService
 from trustchain.dns.zone import Zone
 from trustchain.dns.zones import Sign, SigningChoices, Superseded, Zones
+from trustchain.errors import Forbidden
+from trustchain.identity import Peer, Role
 from trustchain.storage.dns import SqliteZoneStore
 from trustchain.wiring.keys import KeystoreDnssecKeys, KeystoreSecrets
 from trustchain.wiring.node import OpenNode, utcnow
@@ -200,11 +202,31 @@ class SharedZones(Protocol):
                      ) -> dict[str, Any]: ...
 
 
-def zone_service(service: DnsService, shared: SharedZones | None = None) -> Service:
+#: The only records a network's own credential changes: ACME dns-01 challenges.
+ACME_CHALLENGE = b"_acme-challenge"
+
+
+def zone_service(service: DnsService, shared: SharedZones | None = None,
+                 network_zone: Callable[[Peer], str] | None = None) -> Service:
     """Zone, record, secondary and DNSSEC management (admin only; networks are registered
     through the consensus: :mod:`trustchain.wiring.registry`).  A change to one of the
-    ``shared`` zones goes to the consensus and is answered once committed."""
+    ``shared`` zones goes to the consensus and is answered once committed.  A network's
+    own admin credential may change ``_acme-challenge`` TXT records inside its network's
+    zone (``network_zone(peer)``: the zone, once the credential is checked), so that an
+    ACME client's dns-01 hook needs no node admin."""
     zones, dnssec = service.zones, service.dnssec
+
+    def in_scope(peer: Peer | None, names: Sequence[dns.name.Name],
+                 types: Sequence[str | None]) -> None:
+        if peer is None or peer.role is not Role.NETWORK:
+            return  # the node's admin (the permission table admits no one else)
+        if network_zone is None:
+            raise Forbidden("a network's credential changes no records on this node")
+        zone = dns.name.from_text(network_zone(peer))
+        if not all(n.labels[:1] == (ACME_CHALLENGE,) and n.is_subdomain(zone) for n in names) \
+                or any((t or "").upper() != "TXT" for t in types):
+            raise Forbidden(f"network {peer.name}'s credential changes only _acme-challenge TXT "
+                            f"records inside {zone}")
 
     def local_only(method: Callable[[Call], Any]) -> Callable[[Call], Any]:
         """Refuse a method on a shared zone (the federation's: no node deletes it alone)."""
@@ -225,6 +247,8 @@ def zone_service(service: DnsService, shared: SharedZones | None = None) -> Serv
             req = call.parse(ChangeSet)
             add = [CoreRecord(parse_name(r.name), r.type, r.data, r.ttl) for r in req.add]
             delete = [CoreSelector(parse_name(s.name), s.type, s.data) for s in req.delete]
+            in_scope(call.peer, [r.name for r in add] + [s.name for s in delete],
+                     [r.type for r in add] + [s.type for s in delete])
             zone = shared.zone_of([r.name for r in add] + [s.name for s in delete])
             if zone is not None:
                 return await shared.change(zone, add, delete)
@@ -292,6 +316,8 @@ def zone_service(service: DnsService, shared: SharedZones | None = None) -> Serv
         req = call.parse(ChangeSet)
         add = [CoreRecord(parse_name(r.name), r.type, r.data, r.ttl) for r in req.add]
         delete = [CoreSelector(parse_name(s.name), s.type, s.data) for s in req.delete]
+        in_scope(call.peer, [r.name for r in add] + [s.name for s in delete],
+                 [r.type for r in add] + [s.type for s in delete])
         return _serial(await changes.change(add, delete))
 
     def secondary_add(call: Call) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from trustchain.datadir import DataDir
 from trustchain.dns.federation import FederationZones
 from trustchain.dns.handler import DnsHandler
 from trustchain.dns.service import DnsService
+from trustchain.identity import Peer
 from trustchain.stoq.router import Router
 from trustchain.storage.acme import SqliteAcmeStore
 from trustchain.storage.dns import SqliteZoneStore
@@ -173,8 +174,13 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     enrolment = enrolment_for(node, utcnow, secrets.token_bytes)
     acme_store = SqliteAcmeStore(node.db)
     admissions = Admissions(consensus, federation.endorsements, enrolment)
+    def network_zone(peer: Peer) -> str:
+        """A network credential's zone, once the CA found the credential good."""
+        authority.authorise(peer, peer.name, utcnow())
+        return authority.networks()[peer.name].zone
+
     services = [*base_services(node, dns_handler, enrolment),
-                zone_service(dns_service, zones_here),
+                zone_service(dns_service, zones_here, network_zone=network_zone),
                 ct_service(ct, logs_here.log_list, cosigning.checkpoint,
                            logs_here.witness_policy),
                 witness_service(witness_here), gossip_service(gossip), ca_service(ca, ca_here),
