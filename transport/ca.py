@@ -81,14 +81,16 @@ class CaRunner:
         return self._clock()
 
     async def issue(self, csr: bytes, *, network: str | None, profile: str | None,
-                    peer: Peer | None, client_address: str | None = None) -> IssuedChain:
-        """The final certificate and its issuer.
+                    peer: Peer | None, client_address: str | None = None,
+                    renews: int | None = None) -> IssuedChain:
+        """The final certificate and its issuer (``renews``: the core's issuance).
 
         :raises PolicyError, RateLimited, CaError: refused, with the reason.
         """
         flow = self.authority.issuance(
             csr, network=network, profile=profile, peer=peer, client_address=client_address,
-            logs=(*self._own, *self.other_logs()), now=self._clock(), serial=new_serial())
+            logs=(*self._own, *self.other_logs()), now=self._clock(), serial=new_serial(),
+            renews=renews)
         answer: Any = None
         while not isinstance(step := advance(flow, answer), IssuedChain):
             try:

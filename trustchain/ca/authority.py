@@ -15,7 +15,9 @@ in worker processes and share its writes' commits with other requests':
 2. :class:`~trustchain.ca.steps.CheckCsr`; lay the certificate out, and
    choose at least two logs that accept its expiry;
 3. :class:`~trustchain.ca.steps.Write`: charge the rate limits and reserve
-   the serial (a refusal is audited instead);
+   the serial (a refusal is audited instead); a renewal inside its
+   predecessor's renewal window is not charged to the ``domain`` and ``names``
+   limits (:data:`RENEWAL_EXEMPT`);
 4. :class:`~trustchain.ca.steps.SignPrecertificate` (linted when ``lint``;
    a lint refusal gives the serial back, audited);
 5. :class:`~trustchain.ca.steps.NeedScts` from the chosen logs;
@@ -65,8 +67,9 @@ from trustchain.ca.profiles import (
     Profile,
     intermediate_builder,
     leaf_validity,
+    renewal_window,
 )
-from trustchain.ca.ratelimit import RateLimited, address_key, names_key
+from trustchain.ca.ratelimit import DOMAIN, NAMES, RateLimited, address_key, names_key
 from trustchain.ca.revoking import CachedCrl, Revocations
 from trustchain.ca.signer import Signer
 from trustchain.ca.steps import (
@@ -86,6 +89,9 @@ from trustchain.identity import Peer, Role, identity_uri
 
 #: A network's intermediate is replaced when it would expire within this.
 ISSUER_RENEWAL = timedelta(days=90)
+#: The limits a renewal inside its predecessor's window is not charged to: it replaces a
+#: certificate rather than adding one (the others, per requester and network, still apply).
+RENEWAL_EXEMPT = frozenset({DOMAIN, NAMES})
 #: Serials are positive and fit a DER INTEGER of 20 octets (RFC 5280 4.1.2.2).
 MAX_SERIAL = 2**159
 #: The audit kind of a reservation settled at start, and the one outcome it has today.
@@ -119,6 +125,8 @@ class _Pending:
     layout: Layout
     reservation: Reservation
     limit_keys: dict[str, str]
+    #: The serial of the certificate this one renews, when that exempted it from limits.
+    renews: int | None = None
 
 
 def derived_serial(serial: int) -> int:
@@ -342,13 +350,18 @@ class CertificateAuthority(Revocations):
 
     def issuance(self, csr: bytes, *, network: str | None, profile: str | None,
                  peer: Peer | None, client_address: str | None, logs: Sequence[CtLog],
-                 now: datetime, serial: int) -> Issuance:
+                 now: datetime, serial: int, renews: int | None = None) -> Issuance:
         """Issue a certificate for ``csr``, one step at a time (module docstring).
 
         ``serial`` is the certificate's, drawn by the caller from a CSPRNG
         (at least 64 random bits, BR 7.1); ``logs`` are those it may submit
         the precertificate to; ``now`` is the request's time (authorisation,
-        the certificate's validity).  The generator returns the issued chain.
+        the certificate's validity).  ``renews`` is the serial of a certificate
+        this one replaces (ACME ARI's ``replaces``): when that certificate is of
+        the same network, shares a name and is inside its renewal window (or
+        revoked), the ``domain`` and ``names`` limits are not charged (Let's
+        Encrypt exempts such renewals likewise); otherwise it is charged as
+        any request.  The generator returns the issued chain.
 
         :raises PolicyError, NotAuthorised, RateLimited, CaError: refused, with the reason.
         """
@@ -357,7 +370,7 @@ class CertificateAuthority(Revocations):
         order = self._order(csr, network, profile, peer, now, derived_serial(serial))
         names: RequestedNames = yield CheckCsr(csr, order.info.zone, order.info.prefixes,
                                                order.profile.name)
-        pending = self._pending(csr, order, names, client_address, now, serial)
+        pending = self._pending(csr, order, names, client_address, now, serial, renews)
         chosen, operators = _choose_logs(logs, pending.reservation.not_after, serial)
         refusal = yield Write(lambda txn, at: self._admit(txn, pending, at))
         if refusal is not None:
@@ -426,7 +439,8 @@ class CertificateAuthority(Revocations):
                       f"{requester.role.value}:{requester.name}")
 
     def _pending(self, csr: bytes, order: _Order, names: RequestedNames,
-                 client_address: str | None, now: datetime, serial: int) -> _Pending:
+                 client_address: str | None, now: datetime, serial: int,
+                 renews: int | None) -> _Pending:
         """Lay out the certificate of a checked request: CRL shard, URLs, limits."""
         uris = ((identity_uri(self.own_network, Role.NETWORK, order.network),)
                 if order.profile.network_identity else ())
@@ -435,6 +449,10 @@ class CertificateAuthority(Revocations):
                 "domain": order.info.zone.rstrip("."), "names": names_key(every_name)}
         if client_address:
             keys["address"] = address_key(client_address)
+        if renews is not None and self._renewal(renews, order.network, every_name, now):
+            keys = {kind: key for kind, key in keys.items() if kind not in RENEWAL_EXEMPT}
+        else:
+            renews = None
         issuer = order.issuer
         shard = serial % self.crl_shards
         layout = Layout(csr, order.profile.name, self._issuer_der(issuer), issuer.key_id,
@@ -443,7 +461,17 @@ class CertificateAuthority(Revocations):
         not_after = leaf_validity(order.profile, issuer.certificate, now)[1]
         return _Pending(layout, Reservation(serial, issuer.key_id, order.network,
                                             order.profile.name, every_name, not_after,
-                                            order.requester, now, shard), keys)
+                                            order.requester, now, shard), keys, renews)
+
+    def _renewal(self, serial: int, network: str, names: list[str], now: datetime) -> bool:
+        """Whether a certificate for ``names`` renews the one of ``serial`` inside its window."""
+        record = self.store.certificate(serial)
+        if record is None or record.certificate is None or record.network != network or \
+                not set(record.names) & set(names):
+            return False
+        start, _end = renewal_window(record.certificate.not_valid_before_utc,
+                                     record.certificate.not_valid_after_utc)
+        return record.revoked_at is not None or now >= start
 
     def _admit(self, txn: Txn, pending: _Pending, now: datetime) -> RateLimited | None:
         """Charge the rate limits and reserve the serial; a rate-limit refusal is audited and
@@ -480,4 +508,5 @@ class CertificateAuthority(Revocations):
             "serial": f"{reservation.serial:x}", "network": reservation.network,
             "profile": reservation.profile, "names": reservation.names,
             "issuer": reservation.issuer_key_id, "logs": [lg.log_id.hex() for lg in logs],
-            "sha256": hashlib.sha256(final).hexdigest()})
+            "sha256": hashlib.sha256(final).hexdigest(),
+            **({"renews": f"{pending.renews:x}"} if pending.renews is not None else {})})

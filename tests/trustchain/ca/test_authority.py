@@ -156,10 +156,10 @@ class World:
                                                        PublicFormat.SubjectPublicKeyInfo),
                       lg.expiry) for name, lg in self.logs.items()]
 
-    def issue(self, names: list[str], serial: int) -> IssuedChain:
+    def issue(self, names: list[str], serial: int, renews: int | None = None) -> IssuedChain:
         flow = self.ca.issuance(csr(names), network=None, profile=None, peer=ADMIN,
                                 client_address="2001:db8::7", logs=self.ct_logs(), now=self.now,
-                                serial=serial)
+                                serial=serial, renews=renews)
         answer: Any = None
         while not isinstance(step := advance(flow, answer), IssuedChain):
             try:
@@ -327,6 +327,27 @@ def test_a_rate_limit_refusal_is_audited_and_reserves_nothing(world: World) -> N
     assert refusal.kind == "ratelimit.refuse"
     assert (refusal.details["limit"], refusal.details["names"]) == ("names", WWW)
     world.issue(["api.alpha.trust.example.net"], serial=0x4006)  # other names: allowed
+
+
+def test_a_renewal_inside_its_window_is_not_charged_to_the_names_limit(world: World) -> None:
+    world.issue(WWW, serial=0x6006)
+    world.now += timedelta(minutes=1)
+    with pytest.raises(RateLimited, match="'names'"):  # too early: charged as any request
+        world.issue(WWW, serial=0x6007, renews=0x6006)
+    with pytest.raises(RateLimited, match="'names'"):  # not the same names
+        world.issue(WWW, serial=0x6007, renews=0x1)
+    # Inside the window (from 2/3 of the 90 days), the renewal takes nothing from the
+    # bucket, which refilled meanwhile: one more certificate for the names fits after it.
+    world.now += timedelta(days=61)
+    world.issue(WWW, serial=0x6008, renews=0x6006)
+    world.issue(WWW, serial=0x6009)
+    with pytest.raises(RateLimited, match="'names'"):
+        world.issue(WWW, serial=0x600A)
+    # A revoked certificate may be replaced at once.
+    world.ca.revoke(0x6009, RevocationReason.KEY_COMPROMISE, actor="admin:ops", now=world.now)
+    world.issue(WWW, serial=0x600B, renews=0x6009)
+    issued = [r for r in AuditLog(world.db).records() if r.kind == "cert.issue"]
+    assert [r.details.get("renews") for r in issued] == [None, "6006", None, "6009"]
 
 
 def test_issued_revoked_and_rate_limited_state_survive_a_restart(world: World) -> None:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from trustchain.ca.acme import jws
 from trustchain.ca.acme.problems import AcmeProblem
+from trustchain.ca.profiles import renewal_window
 
 #: How long a client should wait before asking again, before the jitter.
 RETRY_AFTER = timedelta(hours=6)
@@ -61,5 +62,4 @@ def parse_cert_id(text: str) -> tuple[bytes, int]:
 def window(status: CertificateStatus, now: datetime) -> tuple[datetime, datetime]:
     if status.revoked:
         return now - timedelta(days=1), now - timedelta(seconds=1)
-    lifetime = status.not_after - status.not_before
-    return status.not_before + lifetime * 2 / 3, status.not_before + lifetime * 5 / 6
+    return renewal_window(status.not_before, status.not_after)
