@@ -225,7 +225,7 @@ def ocsp(base: str, tmp_path: Path, chain: list[x509.Certificate], root: Path) -
 def test_a_dns01_order_reads_the_txt_record_from_the_nodes_zone(
         ordering: tuple[str, list[str | Path], Responder], data_dir: Path,
         tmp_path: Path) -> None:
-    base, admin, _responder = ordering
+    base, admin, responder = ordering
     client = new_client(base)
     order = client.new_order(csr_for(NAME))
     body = challenge(order, challenges.DNS01)
@@ -243,15 +243,43 @@ def test_a_dns01_order_reads_the_txt_record_from_the_nodes_zone(
     done = client.poll_and_finalize(order.update(csr_pem=csr_for(NAME, key=key)))
     assert done.body.status == messages.STATUS_VALID
 
-    # Revoked with the certificate's own key (jwk), no account: RFC 8555 7.6.
+    # RFC 8555 7.6. A certificate made up with this one's serial and one's own key
+    # revokes nothing; an account holding a valid authorization for the name revokes it;
+    # its own key (jwk, no account) then finds it revoked.
     chain = x509.load_pem_x509_certificates(done.fullchain_pem.encode())
-    net = acme_client.ClientNetwork(josepy.JWKEC(key=key), alg=josepy.ES256,
-                                    user_agent="trustchain-tests")
-    by_key = acme_client.ClientV2(client.directory, net)
-    by_key.revoke(chain[0], 1)  # keyCompromise
+    forger = ec.generate_private_key(ec.SECP256R1())
+    forged = x509.CertificateBuilder().subject_name(chain[0].subject).issuer_name(
+        chain[0].issuer).public_key(forger.public_key()).serial_number(
+        chain[0].serial_number).not_valid_before(chain[0].not_valid_before_utc
+                                                 ).not_valid_after(chain[0].not_valid_after_utc
+                                                                   ).add_extension(
+        x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False).sign(
+        forger, hashes.SHA256())
+    with pytest.raises(messages.Error) as made_up:
+        by_key_of(client, forger).revoke(forged, 1)
+    assert made_up.value.typ == "urn:ietf:params:acme:error:malformed", made_up.value
+    holder = new_client(base)
+    held = holder.new_order(csr_for(NAME))
+    body = challenge(held, challenges.HTTP01)
+    response, validation = body.response_and_validation(holder.net.key)
+    responder.tokens[body.chall.encode("token")] = validation
+    holder.answer_challenge(body, response)
+    holder.poll_authorizations(held, datetime.now() + timedelta(seconds=20))
+    holder.revoke(chain[0], 1)  # keyCompromise
     root = tmp_path / "root.pem"
     root.write_text(run_cli("genesis", "show", "--data-dir", data_dir, "--root-pem").stdout)
     assert ocsp(base, tmp_path, chain, root) == "revoked"
+    with pytest.raises(messages.Error) as again:
+        by_key_of(client, key).revoke(chain[0], 1)
+    assert again.value.typ == "urn:ietf:params:acme:error:alreadyRevoked", again.value
+
+
+def by_key_of(client: acme_client.ClientV2,
+              key: ec.EllipticCurvePrivateKey) -> acme_client.ClientV2:
+    """A client with no account, signing with a certificate's key (jwk)."""
+    net = acme_client.ClientNetwork(josepy.JWKEC(key=key), alg=josepy.ES256,
+                                    user_agent="trustchain-tests")
+    return acme_client.ClientV2(client.directory, net)
 
 
 def test_each_order_rule_is_refused_with_its_acme_error(
@@ -332,7 +360,7 @@ def test_external_account_binding_decides_who_orders_for_a_network(
         before.new_order(csr_for(NAME))
     assert unbound.value.typ == "urn:ietf:params:acme:error:unauthorized", unbound.value
 
-    def bound_client() -> acme_client.ClientV2:
+    def bound_client(eab: dict[str, str] = eab) -> acme_client.ClientV2:
         key = josepy.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
         net = acme_client.ClientNetwork(key, alg=josepy.ES256, user_agent="trustchain-tests")
         client = acme_client.ClientV2(messages.Directory.from_json(
@@ -354,6 +382,21 @@ def test_external_account_binding_decides_who_orders_for_a_network(
         bound_client()
     assert reused.value.typ == "urn:ietf:params:acme:error:unauthorized", reused.value
 
+    # The operator lists the keys (never their HMAC keys) and withdraws an unused one,
+    # which binds no account from then on; the network still needs bound accounts.
+    spare = json.loads(run_cli("acme", "eab", "--network", "alpha", "--json", *admin).stdout)
+    withdrawn = run_cli("acme", "eab", "withdraw", spare["kid"], *admin)
+    assert withdrawn.returncode == 0 and "withdrawn" in withdrawn.stdout, withdrawn.stderr
+    listed = run_cli("acme", "eab", "list", "--network", "alpha", "--json", *admin)
+    keys = {k["kid"]: k for k in json.loads(listed.stdout)["keys"]}
+    assert set(keys) == {eab["kid"], spare["kid"]} and "hmac_key" not in listed.stdout
+    assert keys[eab["kid"]]["account_id"] == int(client.net.account.uri.rsplit("/", 1)[1])
+    assert keys[spare["kid"]]["withdrawn_at"] and keys[spare["kid"]]["account_id"] is None
+    with pytest.raises(messages.Error) as gone:
+        bound_client(spare)
+    assert gone.value.typ == "urn:ietf:params:acme:error:unauthorized", gone.value
+    assert "alpha" in run_cli("acme", "eab", "list", *admin).stdout
+
 
 def test_failed_validations_are_limited_per_account_and_name(
         ordering: tuple[str, list[str | Path], Responder]) -> None:
@@ -374,3 +417,50 @@ def test_failed_validations_are_limited_per_account_and_name(
         client.new_order(csr_for(NAME))
     assert limited.value.typ == "urn:ietf:params:acme:error:rateLimited", limited.value
     assert "failed validations" in (limited.value.detail or "")
+
+
+def test_a_replacement_of_a_revoked_certificate_is_not_held_by_the_names_limit(
+        node: InitResult, data_dir: Path, node_processes: list[NodeProcess]) -> None:
+    """With one certificate a week per set of names, a second order for them is refused at
+    finalize (rateLimited), but an order that ``replaces`` the first once it is revoked
+    (its ARI window is now) is issued: the CA does not charge a renewal inside its window
+    to the names and domain limits."""
+    config = data_dir / "trustchain.toml"
+    config.write_text(config.read_text() + "\n[ca_rate_limits.names]\ncount = 1\n"
+                      "period_seconds = 604800\n")
+    responder = Responder()
+    threading.Thread(target=responder.serve_forever, daemon=True).start()
+    try:
+        base, _admin = start_acme_node(data_dir, node_processes,
+                                       acme_http01_port=responder.server_address[1])
+        client = new_client(base)
+
+        def validated(order: messages.OrderResource) -> messages.OrderResource:
+            for authz in order.authorizations:
+                if authz.body.status == messages.STATUS_PENDING:
+                    body = next(c for c in authz.body.challenges
+                                if isinstance(c.chall, challenges.HTTP01))
+                    response, validation = body.response_and_validation(client.net.key)
+                    responder.tokens[body.chall.encode("token")] = validation
+                    client.answer_challenge(body, response)
+            return order
+
+        first = client.poll_and_finalize(validated(client.new_order(csr_for(NAME))))
+        leaf = x509.load_pem_x509_certificate(first.fullchain_pem.encode())
+        with pytest.raises(acme_errors.IssuanceError) as limited:
+            client.poll_and_finalize(validated(client.new_order(csr_for(NAME))))
+        assert limited.value.error.typ == "urn:ietf:params:acme:error:rateLimited"
+        client.revoke(leaf, 1)  # keyCompromise: ARI's window is now
+        csr = csr_for(NAME)
+        answer = client.net.post(client.directory["newOrder"], _Payload(
+            {"identifiers": [{"type": "dns", "value": NAME}], "replaces": ari_id(leaf)}))
+        body = messages.Order.from_json(answer.json())
+        replacing = messages.OrderResource(
+            body=body, uri=answer.headers["Location"], csr_pem=csr, authorizations=[
+                client._authzr_from_response(client._post_as_get(url), uri=url)
+                for url in body.authorizations])
+        renewed = client.poll_and_finalize(validated(replacing))
+        assert renewed.body.status == messages.STATUS_VALID
+    finally:
+        responder.shutdown()
+        responder.server_close()

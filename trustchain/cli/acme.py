@@ -24,13 +24,27 @@ def register(commands: argparse._SubParsersAction) -> None:
                     cmd_acme_accounts_deactivate)
     p.add_argument("account", type=int, metavar="ID")
     add_admin_options(p, json_output=True)
-    p = add_command(sub, "eab", "a new External Account Binding key for a network: from "
-                    "then on its names are ordered only by accounts bound with such a key "
-                    "(the node's admin, or the network's own credential with --cert/--key)",
+    p = add_command(sub, "eab", "External Account Binding keys: 'eab --network N' mints a "
+                    "new key for a network (from then on its names are ordered only by "
+                    "accounts bound with such a key); 'eab list', 'eab withdraw KID'. The "
+                    "node's admin, or the network's own credential with --cert/--key",
                     cmd_acme_eab)
-    p.add_argument("--network", required=True, metavar="NAME")
+    p.add_argument("--network", metavar="NAME", help="the network to mint a key for")
     add_admin_options(p, json_output=True)
     add_credential_options(p)
+    keys = p.add_subparsers(dest="eab_command", required=False, metavar="COMMAND")
+    q = add_command(keys, "list", "the EAB keys (never their HMAC keys): kid, network, "
+                    "created, the account each bound, withdrawn", cmd_acme_eab_list)
+    q.add_argument("--network", metavar="NAME",
+                   help="only this network's (a network's credential sees its own)")
+    add_admin_options(q, json_output=True)
+    add_credential_options(q)
+    q = add_command(keys, "withdraw", "an EAB key binds no account from now on (an account "
+                    "it bound stays bound: 'acme accounts deactivate' ends that)",
+                    cmd_acme_eab_withdraw)
+    q.add_argument("kid", metavar="KID")
+    add_admin_options(q, json_output=True)
+    add_credential_options(q)
 
 
 def cmd_acme_accounts_list(args: argparse.Namespace) -> int:
@@ -56,6 +70,10 @@ def cmd_acme_accounts_deactivate(args: argparse.Namespace) -> int:
 
 
 def cmd_acme_eab(args: argparse.Namespace) -> int:
+    if args.network is None:
+        print("trustchain acme eab: name the network to mint a key for (--network NAME), "
+              "or 'eab list' / 'eab withdraw KID'", file=sys.stderr)
+        return 2
     result = admin_call(args, "acme-eab", {"network": args.network}, service="ca")
     if args.json:
         print_json(result)
@@ -63,4 +81,29 @@ def cmd_acme_eab(args: argparse.Namespace) -> int:
         print(f"network {result['network']}: kid {result['kid']} hmac_key {result['hmac_key']}")
         print("(certbot: --eab-kid KID --eab-hmac-key KEY; lego: --eab --kid KID --hmac KEY)",
               file=sys.stderr)
+    return 0
+
+
+def cmd_acme_eab_list(args: argparse.Namespace) -> int:
+    result = admin_call(args, "acme-eab-list", {"network": args.network}, service="ca")
+    if args.json:
+        print_json(result)
+        return 0
+    if not result["keys"]:
+        print("no EAB keys" + (f" of network {args.network}" if args.network else ""))
+    for key in result["keys"]:
+        bound = f"account {key['account_id']}" if key["account_id"] is not None else "unused"
+        withdrawn = f"  withdrawn {key['withdrawn_at'][:19]}" if key["withdrawn_at"] else ""
+        print(f"{key['kid']}  {key['network']:<16}  {key['created_at'][:19]}  {bound}"
+              f"{withdrawn}")
+    return 0
+
+
+def cmd_acme_eab_withdraw(args: argparse.Namespace) -> int:
+    result = admin_call(args, "acme-eab-withdraw", {"kid": args.kid}, service="ca")
+    if args.json:
+        print_json(result)
+    else:
+        print(f"EAB key {result['kid']} of network {result['network']} withdrawn "
+              f"at {result['withdrawn_at'][:19]}")
     return 0

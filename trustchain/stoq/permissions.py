@@ -72,6 +72,8 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     # ACME External Account Binding keys (trustchain/wiring/acme.py): the CA authorises
     # the node's admin or the network's own admin.
     ("ca", "acme-eab"): Access.NETWORK,
+    ("ca", "acme-eab-list"): Access.NETWORK,
+    ("ca", "acme-eab-withdraw"): Access.NETWORK,
     ("ca", "ocsp"): Access.PUBLIC,
     ("consensus", "validators"): Access.NODE,
     # Consensus between nodes (transport/consensus.py): messages are signed by their

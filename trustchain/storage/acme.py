@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from trustchain.ca.acme.store import Account, AlreadyReplaced, Authorization, KeyInUse, Order
+from trustchain.ca.acme.store import (
+    Account,
+    AlreadyReplaced,
+    Authorization,
+    EabKey,
+    KeyInUse,
+    NewAuthorization,
+    Order,
+)
 from trustchain.errors import StorageError
 from trustchain.storage.database import Database
 from trustchain.storage.migrations import Migration, Schema
@@ -98,6 +107,19 @@ ACME_SCHEMA = Schema(
             ALTER TABLE acme_accounts ADD COLUMN network TEXT;
             """,
         ),
+        Migration(
+            5,
+            "EAB keys can be withdrawn; an invalid order no longer holds the certificate it "
+            "was to replace (RFC 9773 5); valid authorizations found for reuse by an index",
+            """
+            ALTER TABLE acme_eab ADD COLUMN withdrawn_at TEXT;
+            DROP INDEX acme_orders_replaces;
+            CREATE UNIQUE INDEX acme_orders_replaces ON acme_orders (replaces)
+                WHERE replaces IS NOT NULL AND status != 'invalid';
+            CREATE INDEX acme_authorizations_reuse ON acme_authorizations
+                (account_id, name, wildcard, expires) WHERE status = 'valid';
+            """,
+        ),
     ),
 )
 
@@ -108,6 +130,12 @@ def _account(row: sqlite3.Row | tuple[Any, ...]) -> Account:
 
 
 _COLUMNS = "id, thumbprint, jwk, status, contact, terms_agreed, created_at"
+_AUTHZ_COLUMNS = "id, account_id, name, wildcard, status, expires, token, challenges"
+
+
+def _authorization(row: sqlite3.Row | tuple[Any, ...]) -> Authorization:
+    return Authorization(int(row[0]), int(row[1]), str(row[2]), bool(row[3]), str(row[4]),
+                         str(row[5]), str(row[6]), json.loads(row[7]))
 
 
 class SqliteAcmeStore:
@@ -215,17 +243,26 @@ class SqliteAcmeStore:
     # --- orders, authorizations, certificates ---------------------------------------
 
     def create_order(self, account_id: int, names: list[str],
-                     authorizations: list[tuple[str, bool, str, list[dict[str, Any]]]],
+                     authorizations: Sequence[NewAuthorization | int],
                      expires: datetime, now: datetime, replaces: str | None = None) -> Order:
-        """An order and its authorizations ((name, wildcard, token, challenges) each), in
-        one transaction.
+        """An order and its new authorizations (or the ids of reused ones), in one
+        transaction.
 
-        :raises AlreadyReplaced: another order replaces that certificate already.
+        :raises AlreadyReplaced: another order that is not invalid replaces that
+            certificate already (an expired one is marked invalid first).
         """
         try:
             with self.db.transaction() as conn:
+                if replaces is not None:  # an expired order no longer holds it
+                    conn.execute("UPDATE acme_orders SET status = 'invalid' WHERE replaces = ? "
+                                 "AND status = 'open' AND expires <= ?",
+                                 (replaces, now.isoformat()))
                 ids = []
-                for name, wildcard, token, challenges in authorizations:
+                for item in authorizations:
+                    if isinstance(item, int):
+                        ids.append(item)
+                        continue
+                    name, wildcard, token, challenges = item
                     cursor = conn.execute(
                         "INSERT INTO acme_authorizations (account_id, name, wildcard, status, "
                         "expires, token, challenges) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
@@ -249,11 +286,12 @@ class SqliteAcmeStore:
     def order(self, order_id: int) -> Order | None:
         row = self.db.conn.execute(
             "SELECT id, account_id, status, expires, names, authorizations, certificate, "
-            "error FROM acme_orders WHERE id = ?", (order_id,)).fetchone()
+            "error, replaces FROM acme_orders WHERE id = ?", (order_id,)).fetchone()
         if row is None:
             return None
         return Order(int(row[0]), int(row[1]), str(row[2]), str(row[3]), json.loads(row[4]),
-                     json.loads(row[5]), row[6], json.loads(row[7]) if row[7] else None)
+                     json.loads(row[5]), row[6], json.loads(row[7]) if row[7] else None,
+                     row[8])
 
     def set_order(self, order_id: int, status: str, *, certificate: str | None = None,
                   error: dict[str, Any] | None = None, expect: str | None = None) -> bool:
@@ -269,17 +307,26 @@ class SqliteAcmeStore:
 
     def authorization(self, authz_id: int) -> Authorization | None:
         row = self.db.conn.execute(
-            "SELECT id, account_id, name, wildcard, status, expires, token, challenges "
-            "FROM acme_authorizations WHERE id = ?", (authz_id,)).fetchone()
-        if row is None:
-            return None
-        return Authorization(int(row[0]), int(row[1]), str(row[2]), bool(row[3]), str(row[4]),
-                             str(row[5]), str(row[6]), json.loads(row[7]))
+            f"SELECT {_AUTHZ_COLUMNS} FROM acme_authorizations WHERE id = ?",
+            (authz_id,)).fetchone()
+        return _authorization(row) if row else None
 
-    def set_authorization(self, authz_id: int, status: str,
-                          challenges: list[dict[str, Any]]) -> Authorization:
-        self._write("authorization", "UPDATE acme_authorizations SET status = ?, "
-                    "challenges = ? WHERE id = ?", (status, json.dumps(challenges), authz_id))
+    def reusable_authorization(self, account_id: int, name: str, wildcard: bool,
+                               valid_after: datetime) -> Authorization | None:
+        row = self.db.conn.execute(
+            f"SELECT {_AUTHZ_COLUMNS} FROM acme_authorizations WHERE account_id = ? AND "
+            "name = ? AND wildcard = ? AND status = 'valid' AND expires > ? "
+            "ORDER BY expires DESC LIMIT 1",
+            (account_id, name, int(wildcard), valid_after.isoformat())).fetchone()
+        return _authorization(row) if row else None
+
+    def set_authorization(self, authz_id: int, status: str, challenges: list[dict[str, Any]],
+                          expires: datetime | None = None) -> Authorization:
+        sql = "UPDATE acme_authorizations SET status = ?, challenges = ?"
+        args: tuple[Any, ...] = (status, json.dumps(challenges))
+        if expires is not None:
+            sql, args = sql + ", expires = ?", (*args, expires.isoformat())
+        self._write("authorization", sql + " WHERE id = ?", (*args, authz_id))
         authz = self.authorization(authz_id)
         assert authz is not None
         return authz
@@ -306,10 +353,26 @@ class SqliteAcmeStore:
                     "VALUES (?, ?, ?, ?)", (kid, hmac_key, network, now.isoformat()))
 
     def eab(self, kid: str) -> tuple[bytes, str, int | None] | None:
-        """(HMAC key, network, the account it bound or None) of an EAB key id."""
+        """(HMAC key, network, the account it bound or None) of an EAB key id; None when
+        unknown or withdrawn."""
         row = self.db.conn.execute("SELECT hmac_key, network, account_id FROM acme_eab "
-                                   "WHERE kid = ?", (kid,)).fetchone()
+                                   "WHERE kid = ? AND withdrawn_at IS NULL", (kid,)).fetchone()
         return (bytes(row[0]), str(row[1]), row[2]) if row else None
+
+    def eab_keys(self, network: str | None = None) -> list[EabKey]:
+        """The EAB keys minted (of ``network``, or all), oldest first."""
+        rows = self.db.conn.execute(
+            "SELECT kid, network, created_at, account_id, withdrawn_at FROM acme_eab "
+            "WHERE ? IS NULL OR network = ? ORDER BY created_at, kid",
+            (network, network)).fetchall()
+        return [EabKey(str(r[0]), str(r[1]), str(r[2]), r[3], r[4]) for r in rows]
+
+    def withdraw_eab(self, kid: str, now: datetime) -> EabKey | None:
+        """The key binds no account from now on (one it bound stays bound); None if there
+        is no such key.  Its network still needs bound accounts."""
+        self._write("eab", "UPDATE acme_eab SET withdrawn_at = ? WHERE kid = ? AND "
+                    "withdrawn_at IS NULL", (now.isoformat(), kid))
+        return next((k for k in self.eab_keys() if k.kid == kid), None)
 
     def bind_eab(self, kid: str, account_id: int) -> bool:
         """Bind an unused EAB key to the account and the account to its network, in one
@@ -317,7 +380,8 @@ class SqliteAcmeStore:
         try:
             with self.db.transaction() as conn:
                 cursor = conn.execute("UPDATE acme_eab SET account_id = ? WHERE kid = ? AND "
-                                      "account_id IS NULL", (account_id, kid))
+                                      "account_id IS NULL AND withdrawn_at IS NULL",
+                                      (account_id, kid))
                 if cursor.rowcount != 1:
                     return False
                 conn.execute("UPDATE acme_accounts SET network = (SELECT network FROM "

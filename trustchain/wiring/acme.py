@@ -21,7 +21,7 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -188,7 +188,8 @@ class Acme:
         known to the federation."""
         authority = self._ca.authority
         record = authority.store.certificate(job.serial)
-        if record is None:
+        if record is None or record.certificate is None or \
+                record.certificate.public_bytes(Encoding.DER) != job.certificate:
             return AcmeProblem("malformed", "this CA did not issue that certificate",
                                status=404)
         if record.revoked_at is not None:
@@ -209,20 +210,20 @@ class Acme:
             for name, method in job.methods:
                 caa.check(name, self._caa_records, self._caa_identities, account_uri, method)
         except AcmeProblem as refused:
-            return self.server.issued(job, None, None, refused, request.base)
+            return self.server.issued(job, None, None, refused, request.base, utcnow())
         peer = Peer(Role.ACME, f"acme-account-{job.account_id}", self._network)
         try:
             issued = await self._ca.issue(job.csr, network=None, profile=None, peer=peer,
-                                          client_address=request.client)
+                                          client_address=request.client, renews=job.replaces)
         except RateLimited as exc:
             return self.server.issued(job, None, None, AcmeProblem("rateLimited", str(exc)),
-                                      request.base)
+                                      request.base, utcnow())
         except (PolicyError, NotAuthorised, CaError) as exc:
             return self.server.issued(job, None, None, AcmeProblem("badCSR", str(exc)),
-                                      request.base)
+                                      request.base, utcnow())
         chain = "".join(x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
                         for der in issued.chain)
-        return self.server.issued(job, f"{issued.serial:x}", chain, None, request.base)
+        return self.server.issued(job, f"{issued.serial:x}", chain, None, request.base, utcnow())
 
     async def _validate(self, job: Validate) -> None:
         try:
@@ -423,23 +424,61 @@ class EabRequest(BaseModel):
     network: str = Field(min_length=1, max_length=63)
 
 
+class EabListRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    network: str | None = Field(default=None, min_length=1, max_length=63)
+
+
+class EabWithdrawRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kid: str = Field(min_length=1, max_length=64)
+
+
 def acme_eab_service(store: SqliteAcmeStore, authority: CertificateAuthority,
                      clock: Callable[[], datetime]) -> Service:
-    """``ca.acme-eab``: a new External Account Binding key for a network, minted by this
-    node's admin or by that network's own admin credential.  From the first key on, the
-    network's names are ordered only by accounts bound to it with one."""
+    """External Account Binding keys per network, each call by this node's admin or by
+    that network's own admin credential: ``ca.acme-eab`` mints one (from the first key
+    on, the network's names are ordered only by accounts bound to it with one),
+    ``ca.acme-eab-list`` lists them (never their HMAC keys), ``ca.acme-eab-withdraw``
+    withdraws one (it binds no account from then on; one it bound stays bound)."""
+
+    def authorised(call: Call, network: str, now: datetime) -> None:
+        try:
+            authority.authorise(call.peer, network, now)
+        except NotAuthorised as exc:
+            raise Forbidden(str(exc)) from None
 
     def mint(call: Call) -> dict[str, Any]:
         args = call.parse(EabRequest)
         now = clock()
         if args.network not in authority.networks():
             raise NotFound(f"no network {args.network!r} is registered")
-        try:
-            authority.authorise(call.peer, args.network, now)
-        except NotAuthorised as exc:
-            raise Forbidden(str(exc)) from None
+        authorised(call, args.network, now)
         kid, key = jws.b64url(secrets.token_bytes(12)), secrets.token_bytes(32)
         store.add_eab(kid, key, args.network, now)
         return {"network": args.network, "kid": kid, "hmac_key": jws.b64url(key)}
 
-    return Service("ca", (Method(mint, stoq="acme-eab"),))
+    def listed(call: Call) -> dict[str, Any]:
+        args = call.parse(EabListRequest)
+        network = args.network
+        if network is None and call.peer is not None and call.peer.role is Role.NETWORK:
+            network = call.peer.name  # a network's credential sees its own keys
+        if network is not None:
+            authorised(call, network, clock())
+        elif call.peer is None or call.peer.role is not Role.ADMIN:
+            raise Forbidden("name the network (--network) whose keys to list")
+        return {"keys": [asdict(key) for key in store.eab_keys(network)]}
+
+    def withdraw(call: Call) -> dict[str, Any]:
+        args = call.parse(EabWithdrawRequest)
+        now = clock()
+        key = next((k for k in store.eab_keys() if k.kid == args.kid), None)
+        if key is None:
+            raise NotFound(f"no EAB key {args.kid!r}")
+        authorised(call, key.network, now)
+        withdrawn = store.withdraw_eab(args.kid, now)
+        assert withdrawn is not None
+        return asdict(withdrawn)
+
+    return Service("ca", (Method(mint, stoq="acme-eab"), Method(listed, stoq="acme-eab-list"),
+                          Method(withdraw, stoq="acme-eab-withdraw")))

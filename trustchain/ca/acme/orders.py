@@ -26,6 +26,11 @@ from trustchain.ca.acme.store import Authorization, Order
 
 #: How long an order and its authorizations may take to complete.
 ORDER_LIFETIME = timedelta(days=7)
+#: How long a valid authorization stands for its account's later orders (Let's Encrypt
+#: allows 30 days; the Baseline Requirements 3.2.2.4 allow far more).
+AUTHZ_VALID_LIFETIME = timedelta(days=30)
+#: A valid authorization is reused only if it stays valid at least this long.
+AUTHZ_REUSE_MARGIN = timedelta(days=1)
 MAX_IDENTIFIERS = 100
 HTTP_01, DNS_01, TLS_ALPN_01 = "http-01", "dns-01", "tls-alpn-01"
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -52,6 +57,8 @@ class Issue:
     #: (name as ordered, the challenge type that validated it): for CAA's
     #: validationmethods (RFC 8657).
     methods: tuple[tuple[str, str], ...] = ()
+    #: The serial of the certificate the order replaces (ARI), for the CA's renewal rules.
+    replaces: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,10 @@ class Revoke:
     serial: int
     reason: str  # an RFC 5280 reason name (trustchain.ca.revocation.RevocationReason)
     actor: str  # for the audit log: the ACME account, or the certificate's own key
+    #: The certificate as the client sent it (DER): the edge revokes only if it is the
+    #: one the CA issued with that serial (a certificate made up with another's serial
+    #: and one's own key or names revokes nothing).
+    certificate: bytes = b""
 
 
 #: RFC 5280 reason codes a subscriber may give through ACME (RFC 8555 7.6; BR 7.2.2).
@@ -104,10 +115,26 @@ def challenges_for(wildcard: bool) -> list[dict[str, Any]]:
                                                       else (HTTP_01, DNS_01, TLS_ALPN_01))]
 
 
-def order_status(order: Order, authorizations: list[Authorization]) -> str:
+def _expired(expires: str, now: datetime) -> bool:
+    return datetime.fromisoformat(expires) <= now
+
+
+def authz_status(authz: Authorization, now: datetime) -> str:
+    """Its status at ``now``: a pending or valid one past its expiry is expired (RFC 8555
+    7.1.6)."""
+    if authz.status in ("pending", "valid") and _expired(authz.expires, now):
+        return "expired"
+    return authz.status
+
+
+def order_status(order: Order, authorizations: list[Authorization], now: datetime) -> str:
+    """Its status at ``now``, from its authorizations while it is open; an open order past
+    its expiry, or with an authorization that failed or expired, is invalid."""
     if order.status != "open":
         return order.status
-    if any(a.status in ("invalid", "deactivated") for a in authorizations):
+    if _expired(order.expires, now) or any(
+            authz_status(a, now) in ("invalid", "deactivated", "expired")
+            for a in authorizations):
         return "invalid"
     return "ready" if all(a.status == "valid" for a in authorizations) else "pending"
 
@@ -145,9 +172,10 @@ def check_csr(der: bytes, names: list[str], account_key_der: bytes) -> None:
         raise AcmeProblem("badCSR", "the certificate's key must not be the account key")
 
 
-def order_json(order: Order, authorizations: list[Authorization], base: str) -> dict[str, Any]:
+def order_json(order: Order, authorizations: list[Authorization], base: str,
+               now: datetime) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "status": order_status(order, authorizations), "expires": rfc3339(order.expires),
+        "status": order_status(order, authorizations, now), "expires": rfc3339(order.expires),
         "identifiers": [{"type": "dns", "value": n} for n in order.names],
         "authorizations": [f"{base}/acme/authz/{i}" for i in order.authorizations],
         "finalize": f"{base}/acme/order/{order.id}/finalize"}
@@ -168,9 +196,9 @@ def challenge_json(authz: Authorization, challenge: dict[str, Any], base: str
     return body
 
 
-def authz_json(authz: Authorization, base: str) -> dict[str, Any]:
+def authz_json(authz: Authorization, base: str, now: datetime) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "identifier": {"type": "dns", "value": authz.name}, "status": authz.status,
+        "identifier": {"type": "dns", "value": authz.name}, "status": authz_status(authz, now),
         "expires": rfc3339(authz.expires),
         "challenges": [challenge_json(authz, c, base) for c in authz.challenges]}
     if authz.wildcard:

@@ -8,9 +8,11 @@ report (:meth:`AcmeServer.validated`, :meth:`AcmeServer.issued`).  Built: the
 directory, nonces, accounts (new, existing, ``onlyReturnExisting``, read, update,
 deactivation), key change, orders, authorizations, http-01, dns-01 and tls-alpn-01
 challenges,
-finalization, certificate download, revocation and ARI (``renewalInfo``,
-``replaces``).  External Account Binding is not built yet, and the directory names
-only what is.
+finalization, certificate download, revocation, ARI (``renewalInfo``,
+``replaces``) and External Account Binding (per network: the directory says
+``externalAccountRequired: false`` as not every network needs one).  Valid
+authorizations are reused by their account's later orders; orders and authorizations
+expire (their status says so at the time asked).
 
 What every response carries, as clients rely on it: ``Replay-Nonce`` on every answer
 to a POST (errors included: a ``badNonce`` answer carries the nonce to retry with),
@@ -40,6 +42,7 @@ from trustchain.ca.acme.store import (
     AlreadyReplaced,
     Authorization,
     KeyInUse,
+    NewAuthorization,
     Order,
 )
 from trustchain.ca.ratelimit import RateLimited
@@ -227,7 +230,7 @@ class AcmeServer:
         if request.path == f"{PREFIX}/new-account":
             return self._new_account(signed, request.base, request.client, now)
         if request.path == f"{PREFIX}/revoke-cert":
-            return self._revoke(signed, account)
+            return self._revoke(signed, account, now)
         assert account is not None
         if request.path == f"{PREFIX}/key-change":
             return self._key_change(signed, account, request)
@@ -350,19 +353,22 @@ class AcmeServer:
         if found := _ORDER.match(path):
             order = self._own(self._store.order(int(found[1])), account, "order")
             if found[2]:
-                return self._finalize(signed, account, order, base)
-            return _json(200, self.order_json(order, base))
+                return self._finalize(signed, account, order, base, now)
+            return _json(200, self.order_json(order, base, now))
         if found := _AUTHZ.match(path):
             authz = self._own(self._store.authorization(int(found[1])), account,
                               "authorization")
             payload = signed.json()
             if payload is not None and payload.get("status") == "deactivated":
+                if orders.authz_status(authz, now) not in ("pending", "valid"):
+                    raise AcmeProblem("malformed", "only a pending or valid authorization is "
+                                                   "deactivated")
                 authz = self._store.set_authorization(authz.id, "deactivated", authz.challenges)
-            return _json(200, orders.authz_json(authz, base))
+            return _json(200, orders.authz_json(authz, base, now))
         if found := _CHALLENGE.match(path):
             authz = self._own(self._store.authorization(int(found[1])), account,
                               "authorization")
-            return self._challenge(signed, account, authz, found[2], base)
+            return self._challenge(signed, account, authz, found[2], base, now)
         found = _CERT.match(path)
         assert found is not None
         held = self._store.certificate(found[1])
@@ -391,10 +397,10 @@ class AcmeServer:
                               status=404)
         return item
 
-    def order_json(self, order: Order, base: str) -> dict[str, Any]:
+    def order_json(self, order: Order, base: str, now: datetime) -> dict[str, Any]:
         authorizations = [a for a in map(self._store.authorization, order.authorizations)
                           if a is not None]
-        return orders.order_json(order, authorizations, base)
+        return orders.order_json(order, authorizations, base, now)
 
     def _new_order(self, signed: jws.SignedRequest, account: Account, base: str,
                    now: datetime) -> AcmeResponse:
@@ -414,30 +420,43 @@ class AcmeServer:
             _limited(self._limits.may_validate, account.id, name.removeprefix("*."), now)
         if replaces is None:  # a replacement ARI suggested is not counted (RFC 9773 5)
             _limited(self._limits.new_order, account.id, now)
-        authorizations = []
+        # The account's valid authorizations are reused (RFC 8555 7.4 allows it; CAA is
+        # checked again at issuance); the order expires no later than they do.
+        authorizations: list[NewAuthorization | int] = []
+        expires = now + orders.ORDER_LIFETIME
         for name in names:
             wildcard = name.startswith("*.")
+            held = self._store.reusable_authorization(
+                account.id, name.removeprefix("*."), wildcard, now + orders.AUTHZ_REUSE_MARGIN)
+            if held is not None:
+                authorizations.append(held.id)
+                expires = min(expires, datetime.fromisoformat(held.expires))
+                continue
             authorizations.append((name.removeprefix("*."), wildcard,
                                    jws.b64url(self._random(32)),
                                    orders.challenges_for(wildcard)))
         try:
-            order = self._store.create_order(account.id, names, authorizations,
-                                             now + orders.ORDER_LIFETIME, now, replaces)
+            order = self._store.create_order(account.id, names, authorizations, expires, now,
+                                             replaces)
         except AlreadyReplaced:
             raise AcmeProblem("alreadyReplaced", "another order replaces that certificate "
                                                  "already") from None
-        response = _json(201, self.order_json(order, base))
+        response = _json(201, self.order_json(order, base, now))
         response.headers.append(("Location", f"{base}{PREFIX}/order/{order.id}"))
         return response
 
     def _challenge(self, signed: jws.SignedRequest, account: Account, authz: Authorization,
-                   kind: str, base: str) -> AcmeResponse:
+                   kind: str, base: str, now: datetime) -> AcmeResponse:
         challenge = next((c for c in authz.challenges if c["type"] == kind), None)
         if challenge is None:
             raise AcmeProblem("malformed", f"this authorization has no {kind} challenge",
                               status=404)
         job = None
-        if signed.json() is not None and challenge["status"] == "pending" and \
+        responded = signed.json() is not None
+        if responded and orders.authz_status(authz, now) == "expired":
+            raise AcmeProblem("malformed", f"the authorization expired at {authz.expires}: "
+                                           "order again", status=404)
+        if responded and challenge["status"] == "pending" and \
                 authz.status == "pending":  # a response to it: validate (once)
             challenge = {**challenge, "status": "processing"}
             authz = self._store.set_authorization(authz.id, authz.status, [
@@ -460,7 +479,8 @@ class AcmeServer:
         if error is not None:
             outcome = {"type": job.type, "status": "invalid", "error": error.document()}
         self._store.set_authorization(authz.id, "valid" if error is None else "invalid", [
-            outcome if c["type"] == job.type else c for c in authz.challenges])
+            outcome if c["type"] == job.type else c for c in authz.challenges],
+            now + orders.AUTHZ_VALID_LIFETIME if error is None else None)
         if error is not None:
             try:
                 self._limits.failed(authz.account_id, authz.name, now)
@@ -468,11 +488,11 @@ class AcmeServer:
                 pass  # over the limit already: the next order says so
 
     def _finalize(self, signed: jws.SignedRequest, account: Account, order: Order,
-                  base: str) -> AcmeResponse:
+                  base: str, now: datetime) -> AcmeResponse:
         payload = signed.json() or {}
         authorizations = [a for a in map(self._store.authorization, order.authorizations)
                           if a is not None]
-        status = orders.order_status(order, authorizations)
+        status = orders.order_status(order, authorizations, now)
         if status != "ready":
             raise AcmeProblem("orderNotReady", f"the order is {status}, not ready")
         try:
@@ -486,11 +506,11 @@ class AcmeServer:
         response.headers.append(("Location", f"{base}{PREFIX}/order/{order.id}"))
         response.job = Issue(order.id, account.id, csr, tuple(
             (("*." if a.wildcard else "") + a.name, orders.validated_by(a))
-            for a in authorizations))
+            for a in authorizations), int(order.replaces, 16) if order.replaces else None)
         return response
 
     def issued(self, job: Issue, serial: str | None, chain: str | None,
-               error: AcmeProblem | None, base: str) -> bytes:
+               error: AcmeProblem | None, base: str, now: datetime) -> bytes:
         """The finalized order's outcome, recorded; the order's JSON to answer with."""
         if serial is not None and chain is not None:
             self._store.add_certificate(serial, job.account_id, chain)
@@ -501,12 +521,14 @@ class AcmeServer:
                                   .document())
         order = self._store.order(job.order_id)
         assert order is not None
-        return json.dumps(self.order_json(order, base)).encode()
+        return json.dumps(self.order_json(order, base, now)).encode()
 
 
-    def _revoke(self, signed: jws.SignedRequest, account: Account | None) -> AcmeResponse:
-        """RFC 8555 7.6: by the account that ordered the certificate, or signed with the
-        certificate's own key (``jwk``)."""
+    def _revoke(self, signed: jws.SignedRequest, account: Account | None,
+                now: datetime) -> AcmeResponse:
+        """RFC 8555 7.6: by the account that ordered the certificate, by an account that
+        holds valid authorizations for every name in it, or signed with the certificate's
+        own key (``jwk``).  The edge checks that the certificate is the CA's own."""
         payload = signed.json() or {}
         try:
             der = jws.b64url_decode(payload.get("certificate", ""))
@@ -529,14 +551,30 @@ class AcmeServer:
             actor = "acme:certificate-key"
         else:
             held = self._store.certificate(f"{serial:x}")
-            if held is None or held[0] != account.id:
-                raise AcmeProblem("unauthorized", "this account did not order that "
-                                                  "certificate")
+            if (held is None or held[0] != account.id) and \
+                    not self._authorized_for(account, certificate, now):
+                raise AcmeProblem("unauthorized", "this account neither ordered that "
+                                  "certificate nor holds valid authorizations for its names")
             actor = f"acme:account-{account.id}"
         response = AcmeResponse(200)
-        response.job = Revoke(serial, orders.REASONS[reason], actor)
+        response.job = Revoke(serial, orders.REASONS[reason], actor, der)
         return response
 
+
+    def _authorized_for(self, account: Account, certificate: x509.Certificate,
+                        now: datetime) -> bool:
+        """The account holds a valid authorization for each of the certificate's names
+        (which are DNS names only: an address is never authorized through ACME here)."""
+        try:
+            sans = certificate.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return False
+        names = [n.lower() for n in sans.get_values_for_type(x509.DNSName)]
+        return bool(names) and len(names) == len(sans) and all(
+            self._store.reusable_authorization(account.id, n.removeprefix("*."),
+                                               n.startswith("*."), now) is not None
+            for n in names)
 
     def _renewal_info(self, text: str, now: datetime) -> AcmeResponse:
         """RFC 9773 section 4.2: unauthenticated GET, a suggested window, Retry-After."""

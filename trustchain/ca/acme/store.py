@@ -10,6 +10,7 @@ One account per key: its RFC 7638 thumbprint is unique.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ class Order:
     authorizations: list[int]
     certificate: str | None  # serial (hex) once valid
     error: dict[str, Any] | None
+    replaces: str | None = None  # the serial (hex) of the certificate it replaces (ARI)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,21 @@ class Authorization:
     expires: str
     token: str
     challenges: list[dict[str, Any]]  # {"type", "status", "validated"?, "error"?}
+
+
+@dataclass(frozen=True)
+class EabKey:
+    """An External Account Binding key as the operator sees it (never its HMAC key)."""
+
+    kid: str
+    network: str
+    created_at: str  # RFC 3339
+    account_id: int | None  # the account it bound, once used
+    withdrawn_at: str | None  # when withdrawn: it binds no account from then on
+
+
+#: A new authorization of an order: (name without "*.", wildcard, token, challenges).
+NewAuthorization = tuple[str, bool, str, list[dict[str, Any]]]
 
 
 class KeyInUse(Exception):
@@ -88,11 +105,13 @@ class AcmeStore(Protocol):
         """
 
     def create_order(self, account_id: int, names: list[str],
-                     authorizations: list[tuple[str, bool, str, list[dict[str, Any]]]],
+                     authorizations: Sequence[NewAuthorization | int],
                      expires: datetime, now: datetime, replaces: str | None = None) -> Order:
-        """An order and its authorizations ((name, wildcard, token, challenges) each).
+        """An order and its authorizations: new ones, or the ids of the account's valid
+        ones it reuses.
 
-        :raises AlreadyReplaced: another order replaces that certificate (serial) already.
+        :raises AlreadyReplaced: another order that is not invalid (nor expired) replaces
+            that certificate (serial) already (RFC 9773 section 5).
         """
 
     def order(self, order_id: int) -> Order | None: ...
@@ -104,8 +123,14 @@ class AcmeStore(Protocol):
 
     def authorization(self, authz_id: int) -> Authorization | None: ...
 
-    def set_authorization(self, authz_id: int, status: str,
-                          challenges: list[dict[str, Any]]) -> Authorization: ...
+    def set_authorization(self, authz_id: int, status: str, challenges: list[dict[str, Any]],
+                          expires: datetime | None = None) -> Authorization:
+        """The authorization's status and challenges (and expiry, when given)."""
+
+    def reusable_authorization(self, account_id: int, name: str, wildcard: bool,
+                               valid_after: datetime) -> Authorization | None:
+        """The account's valid authorization of ``name`` (and ``wildcard``) that is still
+        valid at ``valid_after``, the latest to expire; None if there is none."""
 
     def add_certificate(self, serial: str, account_id: int, chain: str) -> None: ...
 
@@ -116,13 +141,15 @@ class AcmeStore(Protocol):
         """The account's orders, by id, from the first after ``after``, at most ``limit``."""
 
     def eab(self, kid: str) -> tuple[bytes, str, int | None] | None:
-        """(HMAC key, network, the account it bound or None) of an EAB key id."""
+        """(HMAC key, network, the account it bound or None) of an EAB key id; None when
+        unknown or withdrawn."""
 
     def bind_eab(self, kid: str, account_id: int) -> bool:
         """Bind an unused EAB key to the account and the account to its network; False if
-        the key bound an account already."""
+        the key bound an account already or was withdrawn meanwhile."""
 
     def eab_networks(self) -> set[str]:
-        """The networks that have minted EAB keys: their names need a bound account."""
+        """The networks that have minted EAB keys (withdrawn ones included): their names
+        need a bound account."""
 
     def account_network(self, account_id: int) -> str | None: ...
