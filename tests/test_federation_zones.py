@@ -7,6 +7,7 @@ dnspython."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -287,3 +288,38 @@ def test_a_networks_credential_issued_at_node_1_acts_at_the_others_until_revoked
         return after.returncode == 1 and "was revoked" in after.stderr
 
     wait_for("node-3 refuses the revoked credential", refused)
+
+
+def test_acme_at_node_4_validates_dns01_from_the_replicated_zone(
+        federation: Federation, tmp_path: Path) -> None:
+    """An ACME client at node-4: its dns-01 TXT record written at node-2 reaches node-4's
+    copy of the zone by consensus, node-4's CA issues for network alpha (registered at
+    node-1), with SCTs from logs of two other operators."""
+    from acme import challenges, messages
+
+    from tests.test_acme_orders import challenge, csr_for, new_client
+
+    name = f"acme.alpha.{ORIGIN}".rstrip(".")
+    client = new_client("http://" + nodes(federation)["node-4"]["http"])
+    order = client.new_order(csr_for(name))
+    body = challenge(order, challenges.DNS01)
+    response, validation = body.response_and_validation(client.net.key)
+    added = run_cli("record", "add", f"_acme-challenge.{name}", "TXT", validation,
+                    *admin(federation, "node-2"), env=federation.env)
+    assert added.returncode == 0, added.stderr
+    wait_for("node-4 serves the TXT record", lambda: bool(
+        ask(dns_port(federation, "node-4"), f"_acme-challenge.{name}", "TXT").answer))
+    client.answer_challenge(body, response)
+    done = client.poll_and_finalize(order)
+    assert done.body.status == messages.STATUS_VALID
+    leaf = x509.load_pem_x509_certificate(done.fullchain_pem.encode())
+    scts = leaf.extensions.get_extension_for_class(
+        x509.PrecertificateSignedCertificateTimestamps).value
+    node_4 = next(n["node_id"] for n in federation.status()["nodes"] if n["name"] == "node-4")
+    listing = json.loads(run_cli("ct", "logs", "--data-dir", federation.base / "node-4",
+                                 "--server", nodes(federation)["node-4"]["quic"],
+                                 env=federation.env).stdout)
+    own_logs = {log["log_id"] for operator in listing["operators"]
+                if operator["name"] == node_4 for log in operator["logs"]}
+    assert len(own_logs) >= 1 and len(scts) == 2
+    assert not {base64.b64encode(s.log_id).decode() for s in scts} & own_logs
