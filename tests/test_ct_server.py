@@ -139,9 +139,11 @@ def test_ct_client_commands(
     common = ["--server", f"[{qhost}]:{qport}", "--data-dir", data_dir]
     listing = json.loads(run_cli("ct", "logs", *common).stdout)
     assert len(listing["operators"][0]["logs"]) == 2
-    sth = run_cli("ct", "get-sth", "a", *common)
+    sth = run_cli("ct", "get-sth", "a", "--json", *common)
     assert sth.returncode == 0 and json.loads(sth.stdout)["tree_size"] == 3
     assert "signature verified" in sth.stderr
+    human = run_cli("ct", "get-sth", "a", *common)
+    assert human.stdout.startswith("log a: tree size 3, signed "), human.stdout
     pem = tmp_path / "admin.pem"
     pem.write_bytes(admin_cert.public_bytes(Encoding.PEM))
     included = run_cli("ct", "verify-inclusion", pem, "--log", "a", *common)

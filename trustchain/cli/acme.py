@@ -11,8 +11,17 @@ from trustchain.cli.remote import add_admin_options, add_credential_options, adm
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    sub = add_group(commands, "acme", "the ACME server's accounts (admin)")
-    accounts = add_group(sub, "accounts", "the ACME accounts of this node")
+    sub = add_group(commands, "acme", "the ACME server's accounts (admin)", examples="""
+trustchain acme accounts list --data-dir data --json
+trustchain acme accounts deactivate 7 --data-dir data
+trustchain acme eab --network alpha --data-dir data   # a key for certbot --eab-kid/--eab-hmac-key
+trustchain acme eab list --network alpha --data-dir data
+trustchain acme eab withdraw KID --data-dir data
+""")
+    accounts = add_group(sub, "accounts", "the ACME accounts of this node", examples="""
+trustchain acme accounts list --after 100 --limit 50 --data-dir data
+trustchain acme accounts deactivate 7 --data-dir data
+""")
     p = add_command(accounts, "list", "accounts by id: status, contacts, key",
                     cmd_acme_accounts_list)
     p.add_argument("--after", type=int, default=0, metavar="ID",

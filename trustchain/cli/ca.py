@@ -27,7 +27,13 @@ if TYPE_CHECKING:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    sub = add_group(commands, "ca", "the certificate authority (admin)")
+    sub = add_group(commands, "ca", "the certificate authority (admin)", examples="""
+trustchain network register alpha --data-dir data      # the CA issues for registered networks
+trustchain ca issue --csr www.csr --data-dir data > www.pem
+trustchain ca list --network alpha --json --data-dir data
+trustchain ca revoke 3f2a9c --reason key-compromise --data-dir data
+trustchain ca rotate alpha --data-dir data
+""")
     p = add_command(sub, "issue", "certificate for a CSR, logged in two CT logs; PEM chain "
                     "on stdout", cmd_ca_issue)
     p.add_argument("--csr", required=True, metavar="FILE", help="PEM or DER CSR ('-': stdin)")
@@ -62,7 +68,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE")
     add_key_store(p)
 
-    sub = add_group(commands, "audit", "the CA's hash-chained audit log")
+    sub = add_group(commands, "audit", "the CA's hash-chained audit log", examples="""
+trustchain audit verify --data-dir data
+trustchain audit verify --data-dir data --json
+""")
     p = add_command(sub, "verify", "recompute the hash chain; exit 1 if anything was altered",
                     cmd_audit_verify)
     add_data_dir(p)

@@ -61,10 +61,17 @@ def add_command(commands: argparse._SubParsersAction, name: str, help_text: str,
     return parser
 
 
-def add_group(commands: argparse._SubParsersAction, name: str,
-              help_text: str) -> argparse._SubParsersAction:
-    """A command group (``trustchain NAME COMMAND ...``); its subcommands are required."""
-    group = commands.add_parser(name, help=help_text)
+def add_group(commands: argparse._SubParsersAction, name: str, help_text: str, *,
+              examples: str = "") -> argparse._SubParsersAction:
+    """A command group (``trustchain NAME COMMAND ...``); its subcommands are required.
+
+    ``examples``: command lines, one per line (``#`` comments allowed), shown at the end
+    of the group's ``--help``: every group has some.
+    """
+    group = commands.add_parser(
+        name, help=help_text, description=help_text, epilog="examples:\n" + "\n".join(
+            f"  {line}" for line in examples.strip().splitlines()) if examples else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     return group.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
 
 

@@ -7,10 +7,11 @@ import argparse
 import base64
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from trustchain.cli.common import add_command, add_group, print_json
+from trustchain.cli.common import add_command, add_group, add_json, print_json
 from trustchain.cli.remote import CtCall, Node, add_trust_anchor, ct_session, parse_server, trust_anchor
 from trustchain.errors import LocalError, RemoteError
 
@@ -21,12 +22,19 @@ T = TypeVar("T")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    sub = add_group(commands, "ct", "certificate transparency logs of a node")
-    _node_options(add_command(sub, "logs", "the node's logs as Chrome/Apple log-list JSON",
-                              cmd_ct_logs))
+    sub = add_group(commands, "ct", "certificate transparency logs of a node", examples="""
+trustchain ct logs --server '[::1]:8853' --data-dir data
+trustchain ct get-sth a --server '[::1]:8853' --data-dir data
+trustchain ct verify-inclusion www.pem --server '[::1]:8853' --data-dir data
+trustchain ct verify-consistency a 10 20 --server '[::1]:8853' --data-dir data
+""")
+    p = add_command(sub, "logs", "the node's logs as Chrome/Apple log-list JSON", cmd_ct_logs)
+    add_json(p, "JSON (the output is the log list's JSON either way)")
+    _node_options(p)
     p = add_command(sub, "get-sth", "a log's signed tree head, its signature checked",
                     cmd_ct_get_sth)
     p.add_argument("log", metavar="LOG")
+    add_json(p, "the tree head as RFC 6962 get-sth JSON")
     _node_options(p)
     p = add_command(sub, "verify-inclusion", "prove a certificate is in a log",
                     cmd_ct_verify_inclusion)
@@ -142,7 +150,14 @@ def cmd_ct_get_sth(args: argparse.Namespace) -> int:
     async def sth(call: CtCall) -> Any:
         return (await _signed_head(call, args.log))[1]
 
-    print_json(_session(args, sth))
+    head = _session(args, sth)
+    if args.json:
+        print_json(head)
+    else:
+        when = datetime.fromtimestamp(head["timestamp"] / 1000, UTC)
+        print(f"log {args.log}: tree size {head['tree_size']}, signed "
+              f"{when.isoformat(timespec='milliseconds').replace('+00:00', 'Z')}, "
+              f"root hash {base64.b64decode(head['sha256_root_hash']).hex()}")
     print("tree head signature verified with the log's key", file=sys.stderr)
     return 0
 

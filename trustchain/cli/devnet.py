@@ -45,7 +45,11 @@ _DEVNET_HELP = ("development only: DIR/passphrase holds a random passphrase that
 
 def register(commands: argparse._SubParsersAction) -> None:
     sub = add_group(commands, "devnet", "a local federation of N nodes on this machine "
-                    "(development and tests)")
+                    "(development and tests)", examples="""
+trustchain devnet up --nodes 4 --base-dir devnet
+trustchain devnet status --base-dir devnet --json
+trustchain devnet down --base-dir devnet
+""")
     p = add_command(sub, "up", "create the devnet if DIR has none, start its nodes that are "
                     "down, and wait until they are ready", cmd_up)
     p.add_argument("--nodes", type=_node_count, metavar="N",

@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trustchain.cli.common import add_command, add_group, print_json, print_listing, print_rows
+from trustchain.cli.common import (
+    add_command,
+    add_group,
+    print_json,
+    print_listing,
+    print_rows,
+    progress,
+)
 from trustchain.cli.remote import (
     add_admin_options,
     add_credential_options,
@@ -27,7 +34,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _register_zone(commands: argparse._SubParsersAction) -> None:
-    sub = add_group(commands, "zone", "zones this node serves (admin)")
+    sub = add_group(commands, "zone", "zones this node serves (admin)", examples="""
+trustchain zone create example.net --data-dir data
+trustchain zone list --json --data-dir data
+trustchain zone show example.net --data-dir data
+trustchain zone export example.net --data-dir data > example.net.zone
+trustchain zone import example.net.zone --origin example.net --data-dir data
+trustchain zone ttl example.net 300 --data-dir data
+""")
     p = add_command(sub, "create", "create a zone (SOA and NS filled in)", cmd_zone_create)
     p.add_argument("zone", metavar="ZONE")
     p.add_argument("--ns", action="append", metavar="NAME",
@@ -60,7 +74,11 @@ def _register_zone(commands: argparse._SubParsersAction) -> None:
     _add_dnssec_choices(p)
     add_admin_options(p)
 
-    secondary = add_group(sub, "secondary", "secondaries: NOTIFY and TSIG-authorised transfers")
+    secondary = add_group(sub, "secondary", "secondaries: NOTIFY and TSIG-authorised transfers", examples="""
+trustchain zone secondary add example.net '[2001:db8::53]:53' --data-dir data
+trustchain zone secondary list --json --data-dir data
+trustchain zone secondary remove example.net '[2001:db8::53]:53' --data-dir data
+""")
     p = add_command(secondary, "add", "let a secondary transfer ZONE (prints its TSIG key)",
                     cmd_secondary_add)
     p.add_argument("zone", metavar="ZONE")
@@ -119,6 +137,9 @@ def cmd_zone_import(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise LocalError(f"cannot read {args.file}: {exc}") from None
     body = {"text": text, "replace": args.replace, "dnssec": _dnssec_choice(args)}
+    report = progress(sys.stderr.isatty())
+    report(f"sending {args.file} ({len(text.encode()):,} bytes, {text.count(chr(10)):,} "
+           "lines); the node parses, checks and signs it in one step")
     return _new_zone(args, "zone-import", body, "imported", origin=args.origin)
 
 
@@ -184,7 +205,13 @@ def cmd_secondary_add(args: argparse.Namespace) -> int:
 
 
 def _register_record(commands: argparse._SubParsersAction) -> None:
-    sub = add_group(commands, "record", "records in the zones (admin)")
+    sub = add_group(commands, "record", "records in the zones (admin)", examples="""
+trustchain record add www.example.net AAAA 2001:db8::80 --data-dir data
+trustchain record add example.net TXT "v=spf1 -all" --ttl 300 --data-dir data   # one string
+trustchain record add example.net TXT part-one part-two --data-dir data         # two strings
+trustchain record delete www.example.net AAAA --data-dir data
+trustchain record list example.net --json --data-dir data
+""")
     p = add_command(sub, "add", "add a record (the zone is found from NAME)", cmd_record_add)
     p.add_argument("name", metavar="NAME")
     p.add_argument("type", metavar="TYPE")
@@ -215,7 +242,7 @@ def cmd_record_list(args: argparse.Namespace) -> int:
 
 def cmd_record_add(args: argparse.Namespace) -> int:
     return _change(args, {"add": [{"name": args.name, "type": args.type, "ttl": args.ttl,
-                                   "data": " ".join(args.value)}]})
+                                   "data": record_data(args.type, args.value)}]})
 
 
 def cmd_record_delete(args: argparse.Namespace) -> int:
@@ -223,8 +250,31 @@ def cmd_record_delete(args: argparse.Namespace) -> int:
     if args.type:
         selector["type"] = args.type
     if args.value:
-        selector["data"] = " ".join(args.value)
+        selector["data"] = record_data(args.type or "", args.value)
     return _change(args, {"delete": [selector]})
+
+
+def record_data(rdtype: str, values: list[str]) -> str:
+    """The record's data in zone-file form from the command's arguments.
+
+    For TXT (and SPF) each argument is one string as the user means it
+    (``record add NAME TXT "hello world"`` is one string, two arguments two), split
+    into 255-byte character-strings when longer (RFC 1035 3.3.14: a DKIM key, say),
+    quoted and escaped by dnspython; arguments already quoted as in a zone file
+    (``'"a" "b"'``) are taken as written.  Other types: the arguments joined by spaces.
+    """
+    if rdtype.upper() not in ("TXT", "SPF"):
+        return " ".join(values)
+    if all(len(v) >= 2 and v.startswith('"') and v.endswith('"') for v in values):
+        return " ".join(values)
+    import dns.rdataclass
+    import dns.rdatatype
+    from dns.rdtypes.txtbase import TXTBase
+
+    chunks = [raw[i:i + 255] or b"" for raw in (v.encode() for v in values)
+              for i in range(0, max(len(raw), 1), 255)]
+    return TXTBase(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype.upper()),
+                   chunks).to_text()
 
 
 def _change(args: argparse.Namespace, change: dict[str, Any]) -> int:

@@ -13,7 +13,12 @@ from trustchain.cli.remote import add_admin_options, admin_call
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    sub = add_group(commands, "dnssec", "DNSSEC of the zones (admin)")
+    sub = add_group(commands, "dnssec", "DNSSEC of the zones (admin)", examples="""
+trustchain dnssec ds example.net --data-dir data         # for the parent zone
+trustchain dnssec status example.net --json --data-dir data
+trustchain dnssec rollover example.net --zsk --data-dir data
+trustchain dnssec ds-published example.net --data-dir data
+""")
     p = add_command(sub, "ds", "the DS set for the parent zone", cmd_dnssec_ds)
     p.add_argument("zone", metavar="ZONE")
     add_admin_options(p, json_output=True)

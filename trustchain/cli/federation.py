@@ -23,7 +23,12 @@ from trustchain.errors import LocalError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    sub = add_group(commands, "federation", "the federation's consensus, as a node sees it")
+    sub = add_group(commands, "federation", "the federation's consensus, as a node sees it", examples="""
+trustchain federation status --data-dir data
+trustchain federation status --json --data-dir data
+trustchain federation validator 3e19cced12a152158ddfcffa59a8868f --stake 100 --data-dir data
+trustchain federation leave --data-dir data
+""")
     p = add_command(sub, "status", "nodes, validators and stake, committed height and hash, "
                     "last block time, peers connected, evidence", cmd_federation_status)
     p.add_argument("--server", metavar="[ADDR]:PORT",

@@ -24,7 +24,11 @@ if TYPE_CHECKING:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    sub = add_group(commands, "genesis", "the genesis document and its pin")
+    sub = add_group(commands, "genesis", "the genesis document and its pin", examples="""
+trustchain genesis show --data-dir data            # the SHA-256 pin
+trustchain genesis show --data-dir data --root-pem > root.pem
+trustchain genesis verify data/genesis.json --pin 8673e212...
+""")
     p = add_command(sub, "show", "print the genesis SHA-256 pin (--json: and its content)",
                     cmd_genesis_show)
     add_data_dir(p)

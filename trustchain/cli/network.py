@@ -13,7 +13,12 @@ from trustchain.errors import LocalError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    sub = add_group(commands, "network", "federated networks under the origin (admin)")
+    sub = add_group(commands, "network", "federated networks under the origin (admin)", examples="""
+trustchain network register alpha --data-dir data
+trustchain network register beta --delegate ns1.beta.example=2001:db8::53 --data-dir data
+trustchain network list --json --data-dir data
+trustchain network show alpha --data-dir data
+""")
     p = add_command(sub, "register", "give a network its zone NAME.<origin>", cmd_network_register)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--delegate", action="append", metavar="NS[=ADDR,...]",

@@ -76,7 +76,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="with --approval operator: how long to wait (default: 600); run again "
                    "to resume")
 
-    sub = add_group(commands, "node", "enrolments of joining nodes (admin)")
+    sub = add_group(commands, "node", "enrolments of joining nodes (admin)", examples="""
+trustchain node list --data-dir data
+trustchain node approve 3e19cced12a152158ddfcffa59a8868f --data-dir data
+trustchain node reject 3e19cced12a152158ddfcffa59a8868f --data-dir data
+""")
     add_admin_options(add_command(sub, "list", "list enrolment requests", cmd_node_list),
                       json_output=True)
     for name, help_text, func in (

@@ -18,7 +18,11 @@ BAR = 30
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    sub = add_group(commands, "sim", "simulate the consensus (the real code, a virtual network)")
+    sub = add_group(commands, "sim", "simulate the consensus (the real code, a virtual network)", examples="""
+trustchain sim list
+trustchain sim run partition --seed 7 --runs 20
+trustchain sim run partition --plot partition.png --json
+""")
     p = add_command(sub, "run", "run a scenario file; exit 1 if a check fails", cmd_sim_run)
     p.add_argument("scenario", metavar="SCENARIO", help="a name from 'sim list', or a .toml file")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
