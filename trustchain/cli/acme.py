@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from trustchain.cli.common import add_command, add_group, print_json
 from trustchain.cli.remote import add_admin_options, add_credential_options, admin_call
@@ -56,17 +58,24 @@ trustchain acme accounts deactivate 7 --data-dir data
     add_credential_options(q)
 
 
-def cmd_acme_accounts_list(args: argparse.Namespace) -> int:
-    result = admin_call(args, "acme-accounts", {"after": args.after, "limit": args.limit})
+def _listed(args: argparse.Namespace, result: dict[str, Any], key: str, empty: str,
+            line: Callable[[dict[str, Any]], str]) -> int:
+    """``--json``: the node's answer as it is; else a line per item, or ``empty``."""
     if args.json:
         print_json(result)
-        return 0
-    if not result["accounts"]:
-        print("no ACME accounts" + (f" after {args.after}" if args.after else ""))
-    for account in result["accounts"]:
-        print(f"{account['id']:>6}  {account['status']:<11}  {account['key_type']:<3}  "
-              f"{account['created_at'][:19]}  {', '.join(account['contact']) or '-'}")
+    elif not result[key]:
+        print(empty)
+    for item in [] if args.json else result[key]:
+        print(line(item))
     return 0
+
+
+def cmd_acme_accounts_list(args: argparse.Namespace) -> int:
+    result = admin_call(args, "acme-accounts", {"after": args.after, "limit": args.limit})
+    return _listed(args, result, "accounts", "no ACME accounts" + (
+        f" after {args.after}" if args.after else ""), lambda account: (
+        f"{account['id']:>6}  {account['status']:<11}  {account['key_type']:<3}  "
+        f"{account['created_at'][:19]}  {', '.join(account['contact']) or '-'}"))
 
 
 def cmd_acme_accounts_deactivate(args: argparse.Namespace) -> int:
@@ -95,17 +104,14 @@ def cmd_acme_eab(args: argparse.Namespace) -> int:
 
 def cmd_acme_eab_list(args: argparse.Namespace) -> int:
     result = admin_call(args, "acme-eab-list", {"network": args.network}, service="ca")
-    if args.json:
-        print_json(result)
-        return 0
-    if not result["keys"]:
-        print("no EAB keys" + (f" of network {args.network}" if args.network else ""))
-    for key in result["keys"]:
+
+    def line(key: dict[str, Any]) -> str:
         bound = f"account {key['account_id']}" if key["account_id"] is not None else "unused"
         withdrawn = f"  withdrawn {key['withdrawn_at'][:19]}" if key["withdrawn_at"] else ""
-        print(f"{key['kid']}  {key['network']:<16}  {key['created_at'][:19]}  {bound}"
-              f"{withdrawn}")
-    return 0
+        return f"{key['kid']}  {key['network']:<16}  {key['created_at'][:19]}  {bound}{withdrawn}"
+
+    return _listed(args, result, "keys", "no EAB keys" + (
+        f" of network {args.network}" if args.network else ""), line)
 
 
 def cmd_acme_eab_withdraw(args: argparse.Namespace) -> int:
