@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from transport.periodic import cancel
 from transport.workers import InlineWork, Work
 from trustchain.ct.log import BadSubmission, Issued, Log, check_submission
 from trustchain.ct.sequencer import identity
@@ -29,6 +30,10 @@ from trustchain.storage.ct_tiles import TileDirectory, TilePlan
 log = logging.getLogger("trustchain.ct")
 
 SEQUENCE_INTERVAL = 0.2
+
+#: Told of each submission to a log here: the log, its outcome (sequenced, duplicate,
+#: refused, failed) and, for a new entry, the seconds until it was under a signed head.
+SubmissionObserver = Callable[[str, str, float | None], None]
 
 
 def sct_json(sct: SCT) -> dict[str, object]:
@@ -82,6 +87,10 @@ class LogRunner:
         self.base_url = ""
         #: Called after each sequencing that signed a new checkpoint (cosigning wakes).
         self.on_head: Callable[[], None] = lambda: None
+        #: Also called then, in order (the web console's search index catches up).
+        self.head_listeners: list[Callable[[], None]] = []
+        #: Told of each submission's outcome (the node's metrics), when set.
+        self.on_submission: SubmissionObserver | None = None
 
     def log_list(self, base_url: str) -> dict[str, object]:
         """The logs in the shape of Chrome's and Apple's log lists (v3).
@@ -99,12 +108,7 @@ class LogRunner:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._task)
         self._sequence_all()  # nothing acknowledged is lost; pending work is finished
         self._writer.shutdown(wait=True)
 
@@ -118,14 +122,32 @@ class LogRunner:
         target = self.logs.get(name)
         if target is None:
             raise BadSubmission(f"no log {name!r}")
-        checked = await self.work.run(check_submission, list(chain), target.roots,
-                                      target.expiry, precert)
-        submission = target.accept(checked)
+        observe = self.on_submission
+        try:
+            checked = await self.work.run(check_submission, list(chain), target.roots,
+                                          target.expiry, precert)
+            submission = target.accept(checked)
+        except BadSubmission:
+            if observe is not None:
+                observe(name, "refused", None)
+            raise
         if submission.index is not None:
+            if observe is not None:
+                observe(name, "duplicate", None)
             return target.sct(submission.index)
-        waiter: asyncio.Future[SCT] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[SCT] = loop.create_future()
         self._waiting.setdefault((name, identity(submission.entry)), []).append(waiter)
-        return await waiter
+        if observe is None:
+            return await waiter
+        accepted = loop.time()
+        try:
+            sct = await waiter
+        except BadSubmission:
+            observe(name, "failed", None)
+            raise
+        observe(name, "sequenced", loop.time() - accepted)
+        return sct
 
     def public_key_der(self, name: str) -> bytes:
         """Log ``name``'s public key, SubjectPublicKeyInfo DER."""
@@ -141,6 +163,8 @@ class LogRunner:
             done = self._integrate_all()
             if done:
                 self.on_head()
+                for listener in self.head_listeners:
+                    listener()
             plans = [(name, plan) for name, plan, _ in done if plan is not None]
             try:
                 if plans:

@@ -13,6 +13,16 @@ import logging
 from collections.abc import Awaitable, Callable
 
 
+async def cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` (if any) and wait until it has stopped, also mid-round."""
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
 class Periodic:
     def __init__(self, job: Callable[[], Awaitable[None]], interval: float, what: str,
                  log: logging.Logger) -> None:
@@ -28,13 +38,8 @@ class Periodic:
 
     async def stop(self) -> None:
         """Cancel the job, also mid-round; it is not run again."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
