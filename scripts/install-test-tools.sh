@@ -19,6 +19,7 @@ tools=(
   "nginx nginx"
   "lego lego"
   "pebble pebble"
+  "systemd-analyze systemd"
 )
 
 missing=()

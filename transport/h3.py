@@ -385,7 +385,9 @@ class H3Server:
         try:
             await self._app(scope, receive, send)
         except Exception:
-            log.exception("ASGI application failed on HTTP/3")
+            log.exception("ASGI application failed on HTTP/3", extra={
+                "client": self._client[0] if self._client else None, "transport": "h3",
+                "method": scope["method"]})
             if not request.started and self._requests.get(stream_id) is request:
                 self._refuse(stream_id, Problem(500))
 

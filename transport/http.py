@@ -169,7 +169,7 @@ class Gate:
             self.open[client] = held
         self.total -= 1
 
-    def warn(self, client: str, now: float, what: str) -> None:
+    def warn(self, client: str, now: float, what: str, status: int | None = None) -> None:
         """Log ``what`` unless ``client`` was warned about in the last minute (then count it)."""
         last, skipped = self._warned.get(client, (None, 0))
         if last is not None and now - last < WARN_INTERVAL:
@@ -179,7 +179,10 @@ class Gate:
             self._warned = {c: w for c, w in self._warned.items() if now - w[0] < WARN_INTERVAL}
         self._warned[client] = (now, 0)
         more = f" ({skipped} more from it since the last warning)" if skipped else ""
-        log.warning("%s: client %s: %s%s", self.name, client, what, more)
+        fields: dict[str, object] = {"client": client, "transport": self.name}
+        if status is not None:
+            fields["status"] = status
+        log.warning("%s: client %s: %s%s", self.name, client, what, more, extra=fields)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -293,7 +296,8 @@ class EdgeProtocol(HttpToolsProtocol):
             self._release()
             raise
         except Exception as exc:  # timeouts, resets and TLS alerts alike: nothing to answer
-            log.debug("%s: TLS handshake with %s failed: %r", self.gate.name, self._client, exc)
+            log.debug("%s: TLS handshake with %s failed: %r", self.gate.name, self._client, exc,
+                      extra={"client": self._client, "transport": self.gate.name})
             start.close()
             transport.close()
             self._release()
@@ -433,7 +437,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if app is service_unavailable:  # uvicorn's cap on requests in progress
             self.gate.warn(self._client or "unknown", self.loop.time(),
-                           "answered 503: too many requests in progress")
+                           "answered 503: too many requests in progress", 503)
             app = _busy
         super()._start_asgi_task(cycle, app)
 
@@ -476,7 +480,8 @@ class EdgeProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, detail: str) -> None:
         """Answer ``status`` and close, reading no further request."""
         self._cancel_timer()
-        self.gate.warn(self._client or "unknown", self.loop.time(), f"answered {status}: {detail}")
+        self.gate.warn(self._client or "unknown", self.loop.time(), f"answered {status}: {detail}",
+                       status)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if cycle.response_started or self._in_head:  # a response is on its way: cut it

@@ -136,7 +136,8 @@ class NodeQuicProtocol(CoalescedTransmit):
                 now=self._services.clock(),
             )
         except PeerCertificateError as exc:
-            log.info("refused client %s: %s", self._client, exc)
+            log.info("refused client %s: %s", self._client, exc,
+                     extra={"client": self.client_host, "transport": "quic"})
             # A transport-level close (frame type given): a CRYPTO_ERROR, as TLS would send.
             self._quic.close(error_code=BAD_CERTIFICATE, frame_type=0, reason_phrase=str(exc))
             if self._stoq is not None:
@@ -193,8 +194,10 @@ class NodeQuicProtocol(CoalescedTransmit):
         try:
             outcome = self._services.router.dispatch(received.request, self.peer)
         except Exception:
-            log.exception("stoq handler %s.%s failed", received.request.service,
-                          received.request.method)
+            request = received.request
+            log.exception("stoq handler %s.%s failed", request.service, request.method, extra={
+                "client": self.client_host, "transport": "stoq",
+                "method": f"{request.service}.{request.method}"})
             stoq.abort(received.stream_id, ErrorCode.INTERNAL_ERROR)
             return
         if isinstance(outcome, tuple):
@@ -205,7 +208,9 @@ class NodeQuicProtocol(CoalescedTransmit):
             try:
                 status, message = await outcome
             except Exception:
-                log.exception("stoq handler failed")
+                log.exception("stoq handler failed", extra={
+                    "client": self.client_host, "transport": "stoq",
+                    "method": f"{received.request.service}.{received.request.method}"})
                 stoq.abort(received.stream_id, ErrorCode.INTERNAL_ERROR)
             else:
                 stoq.send_response(received.stream_id, status, message)

@@ -247,6 +247,10 @@ class NodeConfig(BaseModel):
         "(RFC 8737 says 443; another only for tests and private setups).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="How the node writes its log to stderr: text lines, or json: "
+        "one JSON object per line (time, level, logger, event, request fields, exception).",
+    )
     shutdown_grace_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
         5, description="How long in-flight requests may run after SIGINT/SIGTERM."
     )

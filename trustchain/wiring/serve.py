@@ -42,6 +42,8 @@ from trustchain.dns.federation import FederationZones
 from trustchain.dns.handler import DnsHandler
 from trustchain.dns.service import DnsService
 from trustchain.identity import Peer
+from trustchain.logformat import apply_format
+from trustchain.sdnotify import notify
 from trustchain.stoq.router import Router
 from trustchain.storage.acme import SqliteAcmeStore
 from trustchain.storage.dns import SqliteZoneStore
@@ -260,9 +262,11 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         cosigning.start()
         gossip.start()
         log.info("node ready")
+        notify("READY=1", "STATUS=serving")
         maintenance = asyncio.ensure_future(_maintain(dns_service, limiter, stop))
         await stop.wait()
         log.info("shutting down")
+        notify("STOPPING=1", "STATUS=shutting down")
         await maintenance
     finally:
         await cosigning.stop()
@@ -307,6 +311,7 @@ def run(
     with layout.lock():
         config = load_config(data_dir, overrides)
         logging.getLogger("trustchain").setLevel(config.log_level.upper())
+        apply_format(config.log_format)
         node = open_node(layout, config, passphrase)
         node.db.checkpoint_in_background()  # no commit pays for a checkpoint
         try:
