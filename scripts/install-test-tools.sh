@@ -19,6 +19,8 @@ tools=(
   "nginx nginx"
   "lego lego"
   "pebble pebble"
+  "chromium chromium"
+  "chromedriver chromium-driver"
   "systemd-analyze systemd"
 )
 

@@ -54,3 +54,10 @@ def test_acme_benchmark_runs() -> None:
     out = run_benchmark("benchmarks/acme.py", "--orders", "4", "--clients", "2")
     assert "trustchain:" in out and "pebble:" in out and "TrustChain / Pebble:" in out
     assert " 0 failed" in out
+
+
+def test_console_benchmark_runs() -> None:
+    """The console's search beside /healthz, with a small log."""
+    out = run_benchmark("benchmarks/console.py", "--entries", "300", "--samples", "10")
+    assert "search: one exact name: p50" in out and "/healthz (baseline): p50" in out
+    assert "indexed 300 entries" in out

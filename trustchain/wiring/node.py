@@ -48,6 +48,7 @@ from trustchain.storage.audit import AUDIT_SCHEMA
 from trustchain.storage.ca import CA_SCHEMA
 from trustchain.storage.consensus import CONSENSUS_SCHEMA
 from trustchain.storage.ct import CT_SCHEMA
+from trustchain.storage.ct_search import CTSEARCH_SCHEMA
 from trustchain.storage.database import Database, open_database
 from trustchain.storage.dns import DNS_SCHEMA
 from trustchain.storage.migrations import migrate
@@ -60,7 +61,7 @@ log = logging.getLogger("trustchain.node")
 
 #: Every schema the node applies at start; later services add theirs here.
 SCHEMAS = (NODE_SCHEMA, DNS_SCHEMA, CT_SCHEMA, CA_SCHEMA, RATELIMIT_SCHEMA, AUDIT_SCHEMA,
-           CONSENSUS_SCHEMA, WITNESS_SCHEMA, ACME_SCHEMA)
+           CONSENSUS_SCHEMA, WITNESS_SCHEMA, ACME_SCHEMA, CTSEARCH_SCHEMA)
 #: The CT logs every node runs (two, so a certificate can carry SCTs from two logs).
 
 

@@ -60,6 +60,7 @@ from trustchain.wiring.acme import (
 from trustchain.wiring.admission import Admissions, admission_services
 from trustchain.wiring.ca import build_ca, ca_limiter, ca_service, reconcile_at_start
 from trustchain.wiring.consensus import build_consensus, consensus_service, membership_hook
+from trustchain.wiring.console import console_routes
 from trustchain.wiring.ct import build_ct_logs, ct_service, ct_tiles_root, log_prefix
 from trustchain.wiring.dns import build_dns, zone_service
 from trustchain.wiring.federation import (
@@ -210,7 +211,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                 (config.acme_http01_port, config.acme_tls_alpn01_port), caa_identities(node),
                 ca_here.announce)
     app = create_app(genesis_bytes=node.genesis_bytes, services=services,
-                     extra=acme_routes(acme))
+                     extra=[*acme_routes(acme), *console_routes(node.db, ct, authority.store,
+                                                                dns_service, services)])
     limits = HttpLimits.from_config(config)
     http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds,
                         limits=limits)
