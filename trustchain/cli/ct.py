@@ -86,6 +86,29 @@ def _session(args: argparse.Namespace, work: Callable[[CtCall], Awaitable[T]]) -
 QUORUM_WAIT = 15.0
 
 
+class _QuorumWait:
+    """Polling for a checkpoint that carries the quorum, within a bound: ``again()`` in
+    the handler of a quorum refusal re-raises it once past the deadline, tells a terminal
+    once that it waits, and returns how long to wait before the next look."""
+
+    POLL = 0.5
+
+    def __init__(self, wait: float) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self._deadline = time.monotonic() + wait
+        self._told = False
+
+    def again(self) -> float:
+        if self._clock() > self._deadline:
+            raise  # noqa: PLE0704 - called in the handler: the refusal, as it is
+        if not self._told and sys.stderr.isatty():
+            print("waiting for the witnesses' cosignatures ...", file=sys.stderr)
+            self._told = True
+        return self.POLL
+
+
 async def _witnessed_head(call: CtCall, log: str, policy_file: str | None,
                           wait: float = QUORUM_WAIT) -> tuple[TreeHead, set[str]]:
     """The log's checkpoint as a tree head, its RFC 6962 signature checked with the key of
@@ -95,7 +118,6 @@ async def _witnessed_head(call: CtCall, log: str, policy_file: str | None,
     :raises MonitorError: no checkpoint with the quorum by then.
     """
     import asyncio
-    import time
 
     from trustchain.ct import monitor, tiles
     from trustchain.ct.policy import PolicyError, parse_policy
@@ -109,7 +131,7 @@ async def _witnessed_head(call: CtCall, log: str, policy_file: str | None,
             policy = parse_policy((await call("witness-policy", {}))["policy"])
         except PolicyError as exc:
             raise RemoteError(f"the node's witness policy: {exc}") from None
-    deadline, told = time.monotonic() + wait, False
+    waiting = _QuorumWait(wait)
     while True:
         text = (await call("checkpoint", {"log": log}))["checkpoint"]
         origin = text.split("\n", 1)[0]
@@ -120,12 +142,7 @@ async def _witnessed_head(call: CtCall, log: str, policy_file: str | None,
         try:
             return head, monitor.require_quorum(text, policy)
         except monitor.MonitorError:
-            if time.monotonic() > deadline:
-                raise
-            if not told and sys.stderr.isatty():
-                print("waiting for the witnesses' cosignatures ...", file=sys.stderr)
-                told = True
-            await asyncio.sleep(0.5)  # polling the log with a bound
+            await asyncio.sleep(waiting.again())  # polling the log with a bound
 
 
 async def _signed_head(call: CtCall, log: str) -> tuple[TreeHead, Any]:
@@ -285,7 +302,7 @@ def _inclusion_by_tiles(url: str, key_b64: str, der: bytes, issuer: bytes | None
             raise RemoteError(f"cannot fetch {base}/{path}: {exc}") from None
 
     policy = _read_policy(policy_file) if policy_file is not None else None
-    deadline, told = time.monotonic() + wait, False
+    waiting = _QuorumWait(wait)
     while True:
         proven = monitor.verify_tiles(fetch, key, der, issuer)
         if policy is None:
@@ -294,12 +311,7 @@ def _inclusion_by_tiles(url: str, key_b64: str, der: bytes, issuer: bytes | None
         try:
             witnesses = monitor.require_quorum(proven.checkpoint, policy)
         except monitor.MonitorError:
-            if time.monotonic() > deadline:
-                raise
-            if not told and sys.stderr.isatty():
-                print("waiting for the witnesses' cosignatures ...", file=sys.stderr)
-                told = True
-            time.sleep(0.5)  # polling the static files with a bound
+            time.sleep(waiting.again())  # polling the static files with a bound
             continue
         return (f"OK: entry {proven.index} of {proven.origin}, included in its signed "
                 f"checkpoint of {proven.tree_size}, cosigned by {len(witnesses)} witnesses "
