@@ -143,3 +143,15 @@ def test_a_node_with_log_format_json_writes_json_lines(
     assert refusal["level"] == "warning"
     client = str(ipaddress.ip_network(f"{host}/64", strict=False))  # the caps' key: an IPv6 /64
     assert (refusal["client"], refusal["transport"], refusal["status"]) == (client, "http", 414)
+
+
+def test_devnet_knows_the_ready_line_in_either_format(logged) -> None:
+    """``devnet up`` waits for each node's ready line: in JSON too (its nodes inherit
+    TRUSTCHAIN_LOG_FORMAT)."""
+    from trustchain.cli.devnet import _READY
+
+    logger, stream = logged
+    logger.info("node ready")
+    assert _READY.search(stream.getvalue().encode())
+    assert _READY.search(b"2026-12-03 06:20:44,588 INFO trustchain.node: node ready\n")
+    assert not _READY.search(b'{"event":"node ready soon"}\n')

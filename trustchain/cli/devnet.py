@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 READY_SECONDS = 60.0
 STOP_SECONDS = 15.0
 LOG_FILE = "serve.log"
-_READY = re.compile(rb": node ready\s*$", re.M)
+#: The node's "node ready" log line, as text (``name: node ready``) or as a JSON line
+#: (``"event": "node ready"``: log_format = "json").
+_READY = re.compile(rb'(?:: node ready\s*|"event": ?"node ready".*)$', re.M)
 #: Settings the devnet owns: an inherited TRUSTCHAIN_<SETTING> must not override them.
 _OWNED = {f"TRUSTCHAIN_{name}" for name in (
     "LISTEN", "PEERS", "DNS_PORT", "QUIC_PORT", "HTTPS_PORT", "HTTP_PORT", "DATA_DIR", "PASSPHRASE")}
