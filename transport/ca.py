@@ -49,6 +49,8 @@ HEDGE_AFTER = 1.5
 SCT_BOUND = 10.0
 #: Submit a chain (base64 DER) to another node's log: (operator, log name, chain) -> SCT.
 RemoteSubmit = Callable[[str, str, list[str]], Awaitable[bytes]]
+#: Told of each issuance's outcome: the chain issued, or the error that refused it.
+IssuanceObserver = Callable[[IssuedChain | Exception], None]
 
 
 def new_serial() -> int:
@@ -76,6 +78,8 @@ class CaRunner:
         self.other_logs: Callable[[], Sequence[CtLog]] = lambda: ()
         #: How other nodes' logs are asked (set by the federation).
         self.remote: RemoteSubmit | None = None
+        #: Told of each issuance's outcome (the node's metrics), when set.
+        self.on_outcome: IssuanceObserver | None = None
 
     def now(self) -> datetime:
         return self._clock()
@@ -87,6 +91,19 @@ class CaRunner:
 
         :raises PolicyError, RateLimited, CaError: refused, with the reason.
         """
+        try:
+            issued = await self._issue(csr, network, profile, peer, client_address, renews)
+        except Exception as exc:
+            if self.on_outcome is not None:
+                self.on_outcome(exc)
+            raise
+        if self.on_outcome is not None:
+            self.on_outcome(issued)
+        return issued
+
+    async def _issue(self, csr: bytes, network: str | None, profile: str | None,
+                     peer: Peer | None, client_address: str | None,
+                     renews: int | None) -> IssuedChain:
         flow = self.authority.issuance(
             csr, network=network, profile=profile, peer=peer, client_address=client_address,
             logs=(*self._own, *self.other_logs()), now=self._clock(), serial=new_serial(),

@@ -86,6 +86,13 @@ class ConsensusRunner:
         self._catching_up: asyncio.Task[None] | None = None
         self._distrusted: set[str] = set()
         self.evidence: list[Evidence] = []
+        #: Evidence found since start (``evidence`` keeps only the latest).
+        self.evidence_found = 0
+        #: Told, for each operation committed, the seconds since it joined this node's
+        #: pool (the node's metrics), when set.
+        self.on_commit_latency: Callable[[float], None] | None = None
+        #: Operation digest -> loop time it joined the pool (only while observed).
+        self._pooled_at: dict[bytes, float] = {}
         #: Operation digest -> who waits for its block (:meth:`committed_height`).
         self._waiting: dict[bytes, list[asyncio.Future[int]]] = {}
         #: Operations submitted here that the other nodes have not been told of yet.
@@ -141,6 +148,8 @@ class ConsensusRunner:
         except CanonicalJSONError as exc:
             raise BadRequest(f"not an operation: {exc}") from None
         self.ledger.submit(entry)
+        if self.on_commit_latency is not None and self._loop is not None:
+            self._pooled_at[entry.operation.digest] = self._loop.time()
         if gossip:
             if not self._outbox:
                 assert self._loop is not None
@@ -281,6 +290,8 @@ class ConsensusRunner:
             self.on_commit(committed)
             if self._waiting:
                 self._wake_waiters(committed)
+            if self._pooled_at:
+                self._observe_latency(committed)
         self._arm()
 
     def _report(self, evidence: Evidence) -> None:
@@ -290,6 +301,7 @@ class ConsensusRunner:
         log.warning("evidence: %s by %s at height %d round %d", type(evidence).__name__,
                     evidence.offender, first.height, first.round)
         self.evidence = [*self.evidence, evidence][-KEPT_EVIDENCE:]
+        self.evidence_found += 1
         if isinstance(evidence, DuplicateVote):
             try:
                 self.submit(Entry(operation=Operation(
@@ -297,6 +309,16 @@ class ConsensusRunner:
                     body=evidence_body(evidence))))
             except Unavailable:
                 log.warning("evidence not submitted: the operation pool is full")
+
+    def _observe_latency(self, committed: Committed) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        for raw in committed.block.operations:
+            since = self._pooled_at.pop(decode_entry(raw).operation.digest, None)
+            if since is not None and self.on_commit_latency is not None:
+                self.on_commit_latency(now - since)
+        if len(self._pooled_at) > len(self.ledger.pool):  # some left the pool uncommitted
+            self._pooled_at = {d: t for d, t in self._pooled_at.items() if d in self.ledger.pool}
 
     def _wake_waiters(self, committed: Committed) -> None:
         for raw in committed.block.operations:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -48,14 +49,23 @@ log = logging.getLogger("trustchain.dns")
 UDP_RECEIVE_BUFFER = 4 << 20
 
 
+@dataclass
+class RrlCounts:
+    """What response rate limiting withheld, ever (read by the node's metrics)."""
+
+    dropped: int = 0
+    slipped: int = 0
+
+
 class UdpDnsProtocol(asyncio.DatagramProtocol):
     """Queries go through :class:`NetworkQueues` (``sock``: the transport's socket, read
     ahead of the event loop), then the handler, then rate limiting."""
 
     def __init__(self, handler: DnsHandler, limiter: ResponseRateLimiter | None = None,
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None, counts: RrlCounts | None = None) -> None:
         self._handler = handler
         self._limiter = limiter
+        self._counts = counts if counts is not None else RrlCounts()
         self._transport: asyncio.DatagramTransport | None = None
         self._queues = NetworkQueues(self._answer, what="dns/udp", sock=sock)
 
@@ -84,8 +94,10 @@ class UdpDnsProtocol(asyncio.DatagramProtocol):
             action = self._limiter.decide(addr[0], data, response,
                                           asyncio.get_running_loop().time())
             if action is Action.DROP:
+                self._counts.dropped += 1
                 return
             if action is Action.SLIP:
+                self._counts.slipped += 1
                 slipped = truncated(data)
                 if slipped is None:
                     return
@@ -172,14 +184,23 @@ class DnsListener:
         self._port = port
         self._idle_timeout = idle_timeout
         self._closers: list[Any] = []
+        #: What rate limiting withheld on every address, ever.
+        self.rrl = RrlCounts()
+        self._udp: list[UdpDnsProtocol] = []
+
+    @property
+    def udp_dropped(self) -> int:
+        """UDP queries dropped unread (their network had too many waiting), ever."""
+        return sum(protocol.dropped for protocol in self._udp)
 
     async def start(self) -> list[tuple[str, int]]:
         loop = asyncio.get_running_loop()
         bound = []
         for address in self._addresses:
             udp, tcp, port = self._bind_pair(address)
-            transport, _ = await loop.create_datagram_endpoint(
-                partial(UdpDnsProtocol, self._handler, self._limiter, udp), sock=udp)
+            transport, protocol = await loop.create_datagram_endpoint(
+                partial(UdpDnsProtocol, self._handler, self._limiter, udp, self.rrl), sock=udp)
+            self._udp.append(protocol)
             server = await loop.create_server(
                 lambda: TcpDnsProtocol(self._stream_handler, self._idle_timeout), sock=tcp,
                 backlog=1024)

@@ -29,7 +29,12 @@ from aioquic.asyncio.server import QuicServer
 from aioquic.buffer import Buffer
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import HandshakeCompleted, ProtocolNegotiated, QuicEvent
+from aioquic.quic.events import (
+    HandshakeCompleted,
+    ProtocolNegotiated,
+    QuicEvent,
+    StreamDataReceived,
+)
 from aioquic.quic.packet import QuicErrorCode, QuicPacketType, pull_quic_header
 from aioquic.quic.retry import QuicRetryTokenHandler
 from cryptography import x509
@@ -57,6 +62,20 @@ BAD_CERTIFICATE = QuicErrorCode.CRYPTO_ERROR + 42
 
 
 @dataclass
+class QuicStats:
+    """What the endpoint's connections did, ever (read by the node's metrics)."""
+
+    #: Connections accepted: a connection state made for a client.
+    accepted: int = 0
+    #: ALPN -> client-initiated bidirectional streams opened.
+    streams: dict[str, int] = field(default_factory=dict)
+
+
+#: Told of each stoq/1 request or push answered: service, method, status (None: reset).
+StoqObserver = Callable[[str, str, int | None], None]
+
+
+@dataclass
 class QuicServices:
     """What a connection needs from the node."""
 
@@ -72,6 +91,9 @@ class QuicServices:
     #: The REST API, served over HTTP/3 (ALPN h3) when given.
     app: h3.ASGIApp | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    stats: QuicStats = field(default_factory=QuicStats)
+    #: Told of each stoq/1 answer (the node's metrics), when set.
+    on_stoq: StoqObserver | None = None
 
 
 class NodeQuicProtocol(CoalescedTransmit):
@@ -84,6 +106,10 @@ class NodeQuicProtocol(CoalescedTransmit):
         self._h3: h3.H3Server | None = None
         self.peer: Peer | None = None
         self._client: tuple[str, int] | None = None
+        self._alpn = ""
+        #: Client-initiated bidirectional streams seen so far (their ids are sequential).
+        self._streams = 0
+        services.stats.accepted += 1
 
     @property
     def client_host(self) -> str | None:
@@ -95,7 +121,14 @@ class NodeQuicProtocol(CoalescedTransmit):
         super().datagram_received(data, addr)
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived) and event.stream_id % 4 == 0 \
+                and event.stream_id // 4 >= self._streams:
+            opened = event.stream_id // 4 + 1
+            streams = self._services.stats.streams
+            streams[self._alpn] = streams.get(self._alpn, 0) + opened - self._streams
+            self._streams = opened
         if isinstance(event, ProtocolNegotiated):
+            self._alpn = event.alpn_protocol or ""
             if event.alpn_protocol == doq.ALPN:
                 self._doq = doq.DoqServer(
                     self._quic, max_streams_in_flight=self._services.max_queries_in_flight
@@ -170,8 +203,10 @@ class NodeQuicProtocol(CoalescedTransmit):
             outcome = self._services.router.dispatch(request, self.peer)
         except Exception:
             log.exception("stoq push handler %s.%s failed", request.service, request.method)
+            self._observe(request.service, request.method, None)
             return
         if isinstance(outcome, tuple):
+            self._observe(request.service, request.method, outcome[0])
             if outcome[0] != Status.OK:
                 log.debug("stoq push %s.%s from %s refused: %d", request.service,
                           request.method, self._client, outcome[0])
@@ -179,10 +214,13 @@ class NodeQuicProtocol(CoalescedTransmit):
 
         async def finish() -> None:
             try:
-                await outcome
+                status, _ = await outcome
             except Exception:
                 log.exception("stoq push handler %s.%s failed", request.service,
                               request.method)
+                self._observe(request.service, request.method, None)
+            else:
+                self._observe(request.service, request.method, status)
 
         task = asyncio.ensure_future(finish())
         self._services.tasks.add(task)
@@ -191,17 +229,18 @@ class NodeQuicProtocol(CoalescedTransmit):
     def _dispatch(self, received: RequestReceived) -> None:
         assert self._stoq is not None
         stoq = self._stoq
+        service, method = received.request.service, received.request.method
         try:
             outcome = self._services.router.dispatch(received.request, self.peer)
         except Exception:
-            request = received.request
-            log.exception("stoq handler %s.%s failed", request.service, request.method, extra={
-                "client": self.client_host, "transport": "stoq",
-                "method": f"{request.service}.{request.method}"})
+            log.exception("stoq handler %s.%s failed", service, method, extra={
+                "client": self.client_host, "transport": "stoq", "method": f"{service}.{method}"})
             stoq.abort(received.stream_id, ErrorCode.INTERNAL_ERROR)
+            self._observe(service, method, None)
             return
         if isinstance(outcome, tuple):
             stoq.send_response(received.stream_id, *outcome)
+            self._observe(service, method, outcome[0])
             return
 
         async def finish() -> None:
@@ -209,16 +248,22 @@ class NodeQuicProtocol(CoalescedTransmit):
                 status, message = await outcome
             except Exception:
                 log.exception("stoq handler failed", extra={
-                    "client": self.client_host, "transport": "stoq",
-                    "method": f"{received.request.service}.{received.request.method}"})
+                    "client": self.client_host, "transport": "stoq", "method": f"{service}.{method}"})
                 stoq.abort(received.stream_id, ErrorCode.INTERNAL_ERROR)
+                self._observe(service, method, None)
             else:
                 stoq.send_response(received.stream_id, status, message)
+                self._observe(service, method, status)
             self.transmit_soon()
 
         task = asyncio.ensure_future(finish())
         self._services.tasks.add(task)
         task.add_done_callback(self._services.tasks.discard)
+
+
+    def _observe(self, service: str, method: str, status: int | None) -> None:
+        if self._services.on_stoq is not None:
+            self._services.on_stoq(service, method, status)
 
 
 class GuardedQuicServer(QuicServer):
@@ -259,6 +304,11 @@ class GuardedQuicServer(QuicServer):
         protocol = self._protocols.get(data[1:1 + self._configuration.connection_id_length])
         return isinstance(protocol, NodeQuicProtocol) and protocol.peer is not None \
             and protocol.peer.role is Role.NODE
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (aioquic keys each by all its connection ids)."""
+        return len(set(self._protocols.values()))
 
     def close(self) -> None:
         self._queues.close()
@@ -339,6 +389,29 @@ class QuicEndpoint:
             log.info("listening: quic on %s/udp (%s)", format_address(*bound),
                      ", ".join(self._alpns))
         return self.bound
+
+    @property
+    def stats(self) -> QuicStats:
+        return self._services.stats
+
+    def observe_stoq(self, observer: StoqObserver) -> None:
+        """Tell ``observer`` of each stoq/1 answer from now on."""
+        self._services.on_stoq = observer
+
+    def open_connections(self) -> int:
+        return sum(server.open_connections for server in self._servers)
+
+    def retries(self) -> int:
+        """Retry packets sent, ever."""
+        return sum(server.retries for server in self._servers)
+
+    def refused(self) -> int:
+        """New connections refused for their address's open ones, ever."""
+        return sum(server.refused for server in self._servers)
+
+    def dropped(self) -> int:
+        """Datagrams dropped unread (their network had too many waiting), ever."""
+        return sum(server.dropped for server in self._servers)
 
     async def stop(self) -> None:
         for server in self._servers:

@@ -391,7 +391,8 @@ class CertificateAuthority(Revocations):
         final: bytes = yield SignFinal(pending.layout, pre, tuple(
             (sct, lg.key) for (_, sct), lg in zip(scts, used, strict=True)))
         yield Write(lambda txn, at: self._record(txn, pending, final, used, at))
-        return IssuedChain(serial, [final, pending.layout.issuer], tuple(lg.ref for lg in used))
+        return IssuedChain(serial, [final, pending.layout.issuer], tuple(lg.ref for lg in used),
+                           order.network, order.profile.name)
 
     def reconcile(self, now: datetime, actor: str = "ca") -> list[int]:
         """Mark every unfinished reservation ``abandoned``, each with a ``cert.reconcile``

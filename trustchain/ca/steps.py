@@ -66,6 +66,9 @@ class IssuedChain:
     chain: list[bytes]  # DER: the certificate, then its issuer
     #: The logs whose SCTs it carries (refs: ``operator/name`` for other nodes' logs).
     logs: tuple[str, ...] = ()
+    #: The network it was issued for and its profile.
+    network: str = ""
+    profile: str = ""
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,9 @@ class ZoneServer:
         self._lock = threading.Lock()
         self._secondaries: list[Secondary] = []
         self._keyring: dict[dns.name.Name, dns.tsig.Key] = {}
+        #: Queries answered from the cache, and by the engine, ever (the node's metrics).
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     def publish(self, zones: Mapping[dns.name.Name, Zone],
                 signed: Mapping[dns.name.Name, SignedZone]) -> None:
@@ -163,8 +166,9 @@ class ZoneServer:
         try:
             cached = self._cache[key]
         except KeyError:
-            pass
+            self.cache_misses += 1
         else:
+            self.cache_hits += 1
             return None if cached is None else query[:2] + cached[2:]
         zoneset = self.zoneset
         depends = Dependencies()

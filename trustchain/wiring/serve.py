@@ -43,6 +43,7 @@ from trustchain.dns.handler import DnsHandler
 from trustchain.dns.service import DnsService
 from trustchain.identity import Peer
 from trustchain.logformat import apply_format
+from trustchain.metrics import NodeMetrics
 from trustchain.sdnotify import notify
 from trustchain.stoq.router import Router
 from trustchain.storage.acme import SqliteAcmeStore
@@ -76,6 +77,7 @@ from trustchain.wiring.federation_ct import FederationCtNode
 from trustchain.wiring.federation_ct import wire as wire_ct
 from trustchain.wiring.gossip import Gossip, gossip_service
 from trustchain.wiring.http import create_app
+from trustchain.wiring.metrics import DnsCounting, counted_services, instrument, with_metrics
 from trustchain.wiring.node import (
     OpenNode,
     dns_query_service,
@@ -137,7 +139,10 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         log.info("CA: every precertificate is linted with pkilint before it is logged")
     notifier = Notifier()
     dns_service = build_dns(node, notifier)
-    dns_handler: DnsHandler = dns_service.handle
+    metrics = NodeMetrics()  # GET /metrics on the plain-HTTP port
+    dns_counting = DnsCounting(metrics.dns, dns_service)
+    dns_handler: DnsHandler = dns_counting.handler(dns_service.handle)
+    dns_stream = dns_counting.stream(dns_service.handle_stream)
     founders = frozenset(v.node_id for v in node.genesis.body.validators)
     federation_zones = FederationZones(dns.name.from_text(node.identity.origin), founders)
     federation_ca = FederationCa(node.genesis.root_certificate, node.identity.origin.lower())
@@ -206,6 +211,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                 registry_service(registry, consensus), *admission_services(admissions),
                 leave_service(zones_here), acme_admin_service(acme_store),
                 acme_eab_service(acme_store, authority, utcnow)]
+    services = counted_services(services, metrics)
     acme = Acme(build_acme(node, limiter, acme_store, authority), ca, lambda: dns_service.zoneset,
                 node.identity.network_name,
                 (config.acme_http01_port, config.acme_tls_alpn01_port), caa_identities(node),
@@ -214,8 +220,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                      extra=[*acme_routes(acme), *console_routes(node.db, ct, authority.store,
                                                                 dns_service, services)])
     limits = HttpLimits.from_config(config)
-    http = HttpListener(app, config.listen, config.http_port, config.shutdown_grace_seconds,
-                        limits=limits)
+    http = HttpListener(with_metrics(app, metrics), config.listen, config.http_port,
+                        config.shutdown_grace_seconds, limits=limits)
     infra_cas = list(node.credentials.node.chain)
     https = HttpListener(
         app, config.listen, config.https_port, config.shutdown_grace_seconds, limits=limits,
@@ -227,14 +233,14 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
             node.identity.network_name),
     )
     dns_listener = DnsListener(
-        dns_handler, dns_service.handle_stream, config.listen, config.dns_port,
+        dns_handler, dns_stream, config.listen, config.dns_port,
         rate_limit=config.dns_rate_limit, slip=config.dns_rate_limit_slip,
         idle_timeout=config.dns_tcp_idle_timeout_seconds,
     )
     quic = QuicEndpoint(
         QuicServices(
             dns=dns_handler,
-            dns_stream=dns_service.handle_stream,
+            dns_stream=dns_stream,
             router=build_router(services),
             root=node.credentials.root,
             network=node.identity.network_name,
@@ -250,6 +256,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         retry_above_per_second=config.quic_retry_above_per_second,
         max_connections_per_address=config.quic_max_connections_per_address,
     )
+    instrument(metrics, dns_service=dns_service, dns_listener=dns_listener, quic=quic, ct=ct,
+               cosigning=cosigning, ca=ca, consensus=consensus, peers=peers)
     try:
         ct.start()
         await dns_listener.start()

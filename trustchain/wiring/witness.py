@@ -199,6 +199,12 @@ class Cosigning:
             return text
         return text + "".join(line for _, line in sorted(held[1].items()))
 
+    def cosignatures(self, name: str) -> int:
+        """How many witnesses cosigned log ``name``'s current checkpoint so far."""
+        held = self._cosigned.get(name)
+        return len(held[1]) if held is not None and \
+            held[0] == self._runner.logs[name].checkpoint() else 0
+
     def start(self) -> None:
         self._runner.on_head = self._rounds.wake.set
         self._rounds.start()
