@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from bootstrap.devnet import DEVNET_PARAMETERS
 from bootstrap.init import InitResult, init_node
 from tests.support import PASSPHRASE, NodeProcess
 
@@ -33,10 +34,13 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def node(data_dir: Path) -> InitResult:
-    """A freshly initialised node in ``data_dir`` (real Argon2id, real keys)."""
+    """A freshly initialised node in ``data_dir`` (real Argon2id, real keys), with the
+    devnet's proof parameters: a ``network register`` proves its work and time in about
+    0.4 s instead of 4 (the proofs are as real, only smaller; the defaults are a
+    production network's)."""
     return init_node(
         data_dir, PASSPHRASE, network_name="testnet", origin="trust.example.net.",
-        now=datetime.now(UTC),
+        now=datetime.now(UTC), parameters=DEVNET_PARAMETERS,
     )
 
 
