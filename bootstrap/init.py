@@ -108,8 +108,11 @@ def init_node(
     parameters: ProofParameters | None = None,
     kdf: KdfParams | None = None,
     progress: Progress = lambda _msg: None,
+    serve_zones: bool = True,
 ) -> InitResult:
-    """Create a node with a fresh genesis in ``data_dir`` (created if missing).
+    """Create a node with a fresh genesis in ``data_dir`` (created if missing);
+    ``serve_zones=False`` writes ``serve_federation_zones = false`` into its
+    ``trustchain.toml`` (``init --no-zone``).
 
     :raises AlreadyInitialisedError: if ``data_dir`` already holds a node.
     :raises DataDirLockedError: if another process is using ``data_dir``.
@@ -123,7 +126,9 @@ def init_node(
             node.keystore, [node.founder], network_name=network_name, origin=origin, now=now,
             root_key_type=root_key_type, parameters=parameters, progress=progress,
         )
-        finish_node(node, founding, config_text=None, now=now, progress=progress)
+        config_text = None if serve_zones else default_config_text(
+            serve_federation_zones=False)
+        finish_node(node, founding, config_text=config_text, now=now, progress=progress)
         return InitResult(pin=founding.pin, node_id=node.founder.node_id,
                           genesis=founding.genesis, keys=node.keystore.records())
 

@@ -127,6 +127,13 @@ class NodeConfig(BaseModel):
         "the listen addresses that are not wildcards (with only '::', the loopback address, "
         "which suits a single machine only: set this on a public node).",
     )
+    serve_federation_zones: bool = Field(
+        True, description="Answer DNS queries for the federation's zones (the origin and "
+        "the hosted networks').  false ('trustchain init --no-zone'): this node's operator "
+        "answers for them elsewhere; the node still keeps them (ACME reads them), takes "
+        "part in their consensus and signing, and is named in their NS sets, so keep it "
+        "true on every node of a federation of several.",
+    )
     dns_port: Port = Field(8053, description="DNS over UDP and TCP (production: 53).")
     quic_port: Port = Field(8853, description="QUIC: ALPNs doq, stoq/1, h3 (production: 853).")
     https_port: Port = Field(8443, description="REST API over HTTPS/1.1 (production: 443).")
@@ -409,9 +416,10 @@ _EXAMPLES = {
 }
 
 
-def default_config_text() -> str:
-    """The commented ``trustchain.toml`` that ``trustchain init`` writes."""
-    defaults = NodeConfig()
+def default_config_text(**settings: Any) -> str:
+    """The commented ``trustchain.toml`` that ``trustchain init`` writes (with ``settings``
+    in place of their defaults)."""
+    defaults = NodeConfig(**settings)
     lines = [
         "# TrustChain node configuration.",
         "# Overridden by TRUSTCHAIN_<SETTING> environment variables and command-line flags.",

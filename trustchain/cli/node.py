@@ -43,6 +43,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help=f"network name (default: {DEFAULT_NETWORK_NAME})")
     p.add_argument("--origin", default=DEFAULT_ORIGIN,
                    help=f"DNS zone origin (default: {DEFAULT_ORIGIN})")
+    p.add_argument("--no-zone", action="store_true",
+                   help="do not answer DNS for the origin zone (its operator answers for it "
+                        "elsewhere): serve_federation_zones = false in trustchain.toml")
     p.add_argument("--root-key-type", choices=["ecdsa-p384", "ecdsa-p256"], default="ecdsa-p384",
                    help="genesis root key type (default: ecdsa-p384)")
 
@@ -124,6 +127,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         now=datetime.now(UTC),
         root_key_type=KeyType(args.root_key_type),
         progress=progress(sys.stderr.isatty()),
+        serve_zones=not args.no_zone,
     )
     print(f"initialised node {result.node_id} in {args.data_dir}")
     print(f"network {result.genesis.body.network_name}, origin {result.genesis.body.origin}")

@@ -196,8 +196,11 @@ class FederationDns:
                  operations: NodeOperations, *, zsk: SigningKey, ksk: SigningKey | None,
                  addresses: Sequence[str], founders: frozenset[str],
                  clock: Callable[[], datetime],
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, serve: bool = True) -> None:
+        """``serve=False``: the zones are kept and signed as ever but not answered for
+        (``serve_federation_zones = false``)."""
         self.zones = zones
+        self._serve = serve
         self._dns = dns_service
         self.operations = operations
         self._runner = operations.runner
@@ -235,7 +238,7 @@ class FederationDns:
 
     def served(self) -> dict[dns.name.Name, Zone]:
         """The federation zones this node serves now: those its ZSK is published for."""
-        if not self.serving():
+        if not self._serve or not self.serving():
             return {}
         return {o: z for o, z in self.zones.zones.items() if self._agreed(o) is not None}
 

@@ -38,6 +38,7 @@ from trustchain.config import load_config
 from trustchain.consensus.tendermint import Committed
 from trustchain.ct.federation import FederationLogs
 from trustchain.datadir import DataDir
+from trustchain.dns.engine import ZoneSet
 from trustchain.dns.federation import FederationZones
 from trustchain.dns.handler import DnsHandler
 from trustchain.dns.service import DnsService
@@ -155,7 +156,11 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
         consensus, node_id=node.identity.node_id, chain_id=node.identity.genesis_sha256,
         node_key=node_signing_key(node.keystore, CONSENSUS_ED25519_PURPOSE))
     zones_here = FederationDns(federation_zones, dns_service, operations, zsk=zsk, ksk=ksk,
-                               addresses=config.advertised(), founders=founders, clock=utcnow)
+                               addresses=config.advertised(), founders=founders, clock=utcnow,
+                               serve=config.serve_federation_zones)
+    if not config.serve_federation_zones:
+        log.info("not answering DNS for the federation's zones (serve_federation_zones = "
+                 "false); they are kept, signed and read by ACME as ever")
     ca_here = FederationCaNode(federation_ca, authority, operations, peers, clock=utcnow)
     witness_here, cosigning = build_witnessing(node, ct, federation_logs, peers, operations)
     gossip = Gossip(federation_logs, operations, peers)
@@ -212,7 +217,15 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                 leave_service(zones_here), acme_admin_service(acme_store),
                 acme_eab_service(acme_store, authority, utcnow)]
     services = counted_services(services, metrics)
-    acme = Acme(build_acme(node, limiter, acme_store, authority), ca, lambda: dns_service.zoneset,
+    def acme_zones() -> ZoneSet:
+        """The zones ACME reads (dns-01, CAA, http-01's addresses): the served ones, and
+        the federation's whether answered for or not."""
+        served = dns_service.zoneset
+        if config.serve_federation_zones:
+            return served
+        return ZoneSet({**served.zones, **federation_zones.zones}, served.version)
+
+    acme = Acme(build_acme(node, limiter, acme_store, authority), ca, acme_zones,
                 node.identity.network_name,
                 (config.acme_http01_port, config.acme_tls_alpn01_port), caa_identities(node),
                 ca_here.announce)
