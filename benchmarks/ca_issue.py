@@ -57,7 +57,7 @@ from trustchain.storage.database import open_database  # noqa: E402
 from trustchain.storage.node import NodeStore  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from node_process import cpu_seconds, percentile, start_node  # noqa: E402
+from node_process import cpu_seconds, init_node, node_env, percentile, start_node  # noqa: E402
 
 ORIGIN = "trust.example.net"
 NETWORK = "bench"
@@ -233,9 +233,7 @@ def main() -> int:
                         help="turn on pre-issuance linting (ca_lint): pkilint on every precertificate")
     args = parser.parse_args()
     passphrase = secrets.token_urlsafe(24)
-    env = {**os.environ, "TRUSTCHAIN_PASSPHRASE": passphrase, "TRUSTCHAIN_HTTP_PORT": "0",
-           "TRUSTCHAIN_HTTPS_PORT": "0", "TRUSTCHAIN_QUIC_PORT": "0", "TRUSTCHAIN_DNS_PORT": "0",
-           "TRUSTCHAIN_LOG_LEVEL": "info"}
+    env = node_env(passphrase)
     over = (f"{args.connections} QUIC connections" if args.via == "stoq"
             else "HTTPS/1.1 connections (curl)")
     print(f"cpus: {os.cpu_count()}; certificates: {args.certificates:,}; "
@@ -249,9 +247,7 @@ def main() -> int:
           f"with nothing else running; 0.4 x the floor: {0.4 * raw:,.0f}/s")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "node"
-        subprocess.run([sys.executable, "-m", "trustchain", "init", "--data-dir", str(data),
-                        "--origin", ORIGIN + "."], env=env, check=True, capture_output=True,
-                       cwd=REPO)
+        init_node(data, env, "--origin", ORIGIN + ".")
         limits = "".join(f"[ca_rate_limits.{name}]\ncount = 1000000000\nperiod_seconds = 1\n"
                          for name in ("identity", "network", "domain", "names"))
         per_connection = -(-args.concurrency // args.connections) + 10

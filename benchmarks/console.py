@@ -29,7 +29,6 @@ import http.client
 import os
 import random
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ from trustchain.wiring.node import open_node  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from ct_submit import make_chains  # noqa: E402
-from node_process import percentile, start_node  # noqa: E402
+from node_process import init_node, node_env, percentile, start_node  # noqa: E402
 
 TARGET_MS = 200.0
 
@@ -116,14 +115,11 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=300)
     args = parser.parse_args()
     passphrase = secrets.token_urlsafe(24)
-    env = {**os.environ, "TRUSTCHAIN_PASSPHRASE": passphrase, "TRUSTCHAIN_HTTP_PORT": "0",
-           "TRUSTCHAIN_HTTPS_PORT": "0", "TRUSTCHAIN_QUIC_PORT": "0", "TRUSTCHAIN_DNS_PORT": "0",
-           "TRUSTCHAIN_LOG_LEVEL": "info"}
+    env = node_env(passphrase)
     print(f"cpus: {os.cpu_count()}; entries: {args.entries:,}; samples: {args.samples} each")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "node"
-        subprocess.run([sys.executable, "-m", "trustchain", "init", "--data-dir", str(data)],
-                       env=env, check=True, capture_output=True, cwd=REPO)
+        init_node(data, env)
         serials = fill(data, passphrase, args.entries)
         start = time.perf_counter()
         proc, ports = start_node(data, env, "http")

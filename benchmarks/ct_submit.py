@@ -32,7 +32,6 @@ import os
 import random
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +53,7 @@ from trustchain.storage.database import open_database  # noqa: E402
 from trustchain.storage.node import NodeStore  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from node_process import cpu_seconds, percentile, start_node  # noqa: E402
+from node_process import cpu_seconds, init_node, node_env, percentile, start_node  # noqa: E402
 
 
 def make_chains(data: Path, passphrase: str, count: int) -> list[list[str]]:
@@ -158,14 +157,11 @@ def main() -> int:
     parser.add_argument("--proof-samples", type=int, default=10_000)
     args = parser.parse_args()
     passphrase = secrets.token_urlsafe(24)
-    env = {**os.environ, "TRUSTCHAIN_PASSPHRASE": passphrase, "TRUSTCHAIN_HTTP_PORT": "0",
-           "TRUSTCHAIN_HTTPS_PORT": "0", "TRUSTCHAIN_QUIC_PORT": "0", "TRUSTCHAIN_DNS_PORT": "0",
-           "TRUSTCHAIN_LOG_LEVEL": "info"}
+    env = node_env(passphrase)
     print(f"cpus: {os.cpu_count()}; entries: {args.entries:,}; connections: {args.connections}")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "node"
-        subprocess.run([sys.executable, "-m", "trustchain", "init", "--data-dir", str(data)],
-                       env=env, check=True, capture_output=True, cwd=REPO)
+        init_node(data, env)
         chains = make_chains(data, passphrase, args.entries)
         raw = floor(chains)
         print(f"floor (parse + verify the chain + sign the SCT, in-process): {raw:,.0f} chains/s")

@@ -36,6 +36,20 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def node_env(passphrase: str) -> dict[str, str]:
+    """A benchmark node's environment: its passphrase, every port ephemeral (the node's log
+    says which: :func:`start_node` reads them)."""
+    return {**os.environ, "TRUSTCHAIN_PASSPHRASE": passphrase, "TRUSTCHAIN_HTTP_PORT": "0",
+            "TRUSTCHAIN_HTTPS_PORT": "0", "TRUSTCHAIN_QUIC_PORT": "0", "TRUSTCHAIN_DNS_PORT": "0",
+            "TRUSTCHAIN_LOG_LEVEL": "info"}
+
+
+def init_node(data: Path, env: dict[str, str], *options: str) -> None:
+    """``trustchain init`` of a fresh node in ``data``."""
+    subprocess.run([sys.executable, "-m", "trustchain", "init", "--data-dir", str(data),
+                    *options], env=env, check=True, capture_output=True, cwd=REPO)
+
+
 def start_node(data: Path, env: dict[str, str],
                *listeners: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
     """``trustchain serve`` on ``data``, ready; with the ports of ``listeners`` (http, quic, ...)."""
