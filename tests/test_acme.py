@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jws as joserfc_jws
 from joserfc.jwk import ECKey, OKPKey
 from joserfc.registry import HeaderParameter
+from prometheus_client.parser import text_string_to_metric_families
 
 from bootstrap.init import InitResult
 from tests.support import NodeProcess, run_cli
@@ -239,6 +240,11 @@ def test_new_accounts_are_limited_per_client_address(
     assert int(headers["Retry-After"]) > 0 and "registrations" in body["detail"]
     assert post(new_account, signed(keys[0], "ES256", new_account, {},
                                     nonce_=nonce(base)))[0] == 200
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as scraped:
+        families = {f.name: f for f in text_string_to_metric_families(scraped.read().decode())}
+    assert any(sample.labels == {"limit": "address"} and sample.value >= 1
+               for sample in families["trustchain_ca_rate_limited"].samples), \
+        "the refusal is counted in the node's metrics"
 
     admin = ["--data-dir", data_dir, "--server", "[{}]:{}".format(*proc.address("quic"))]
     listed = run_cli("acme", "accounts", "list", "--json", *admin)

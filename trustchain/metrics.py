@@ -94,8 +94,9 @@ class NodeMetrics:
             "class: not_authorised, policy, rate_limited, bad_request, ca (a step failed: "
             "a log, the linter, a signature), other", ["reason"], registry=r)
         self.ca_rate_limited = Counter(
-            "trustchain_ca_rate_limited", "Certificate requests refused by a rate limit, "
-            "by the limit's name", ["limit"], registry=r)
+            "trustchain_ca_rate_limited", "Requests refused by a rate limit (certificate "
+            "requests; ACME new accounts, orders and validations), by the limit's name",
+            ["limit"], registry=r)
         self.ca_revocation_requests = Counter(
             "trustchain_ca_revocation_requests", "CRL and OCSP requests (HTTP and stoq/1), "
             "by kind (crl, ocsp) and outcome (ok, error)", ["kind", "outcome"], registry=r)

@@ -77,12 +77,15 @@ def caa_identities(node: OpenNode) -> tuple[str, ...]:
 
 
 def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
-               authority: CertificateAuthority) -> AcmeServer:
+               authority: CertificateAuthority,
+               on_limited: Callable[[RateLimited], None] = lambda _refused: None
+               ) -> AcmeServer:
     """The node's ACME server: its nonces prefixed with the node's id (whose they are,
     in a federation), its identity for CAA the federation's origin, new accounts
     limited per client address (the CA's ``address`` limit: 10 in 3 hours by default,
     ``ca_rate_limits`` in trustchain.toml), orders only for the names of one
-    registered network (whose intermediate issues)."""
+    registered network (whose intermediate issues); ``on_limited`` hears of each request
+    a rate limit refuses (the node's metrics)."""
     def network_of(names: list[str]) -> str:
         networks = authority.networks()
         zones = [info.zone for info in networks.values()]
@@ -117,7 +120,7 @@ def build_acme(node: OpenNode, limiter: RateLimiter, store: SqliteAcmeStore,
     return AcmeServer(store, nonce_prefix=node.identity.node_id[:8],
                       meta=Meta(caa_identities(node), node.config.acme_terms_of_service,
                                 node.config.acme_website), random=secrets.token_bytes,
-                      limits=AcmeLimits(limiter), network_of=network_of,
+                      limits=AcmeLimits(limiter, on_limited), network_of=network_of,
                       certificate_status=certificate_status)
 
 
@@ -126,8 +129,17 @@ class AcmeLimits:
     IPv6 by /64), ``orders`` (per account), ``authz`` (failed validations per account
     and name); each configurable in ``ca_rate_limits``."""
 
-    def __init__(self, limiter: RateLimiter) -> None:
+    def __init__(self, limiter: RateLimiter,
+                 on_limited: Callable[[RateLimited], None] = lambda _refused: None) -> None:
         self._limiter = limiter
+        self._on_limited = on_limited
+
+    def _check(self, keys: dict[str, str], now: datetime) -> None:
+        try:
+            self._limiter.check(keys, now)
+        except RateLimited as refused:
+            self._on_limited(refused)
+            raise
 
     def new_account(self, client: str | None, now: datetime) -> None:
         if client is not None:
@@ -135,16 +147,18 @@ class AcmeLimits:
                 key = address_key(client)
             except ValueError:  # not an IP address (a transport that names clients)
                 key = client
-            self._limiter.check({ADDRESS: key}, now)
+            self._check({ADDRESS: key}, now)
 
     def new_order(self, account_id: int, now: datetime) -> None:
-        self._limiter.check({ORDERS: f"acme-account-{account_id}"}, now)
+        self._check({ORDERS: f"acme-account-{account_id}"}, now)
 
     def may_validate(self, account_id: int, name: str, now: datetime) -> None:
         key = authz_key(f"acme-account-{account_id}", name)
         decision = self._limiter.decision(AUTHZ, key, now)
         if not decision.allowed:
-            raise RateLimited(self._limiter.limits[AUTHZ], key, decision.retry_after, now)
+            refused = RateLimited(self._limiter.limits[AUTHZ], key, decision.retry_after, now)
+            self._on_limited(refused)
+            raise refused
 
     def failed(self, account_id: int, name: str, now: datetime) -> None:
         self._limiter.check({AUTHZ: authz_key(f"acme-account-{account_id}", name)}, now)

@@ -234,6 +234,12 @@ def observe_issuance(metrics: NodeMetrics) -> Callable[[IssuedChain | Exception]
     return observe
 
 
+def observe_rate_limit(metrics: NodeMetrics) -> Callable[[RateLimited], None]:
+    """Counts a request ACME's own limits refused (new accounts, orders, failed
+    validations); the CA's are counted by :func:`observe_issuance`."""
+    return lambda refused: metrics.ca_rate_limited.labels(refused.name).inc()
+
+
 def observe_submission(metrics: NodeMetrics) -> Callable[[str, str, float | None], None]:
     def observe(log: str, outcome: str, merged_after: float | None) -> None:
         metrics.ct_submissions.labels(log, outcome).inc()

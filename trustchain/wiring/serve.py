@@ -78,7 +78,13 @@ from trustchain.wiring.federation_ct import FederationCtNode
 from trustchain.wiring.federation_ct import wire as wire_ct
 from trustchain.wiring.gossip import Gossip, gossip_service
 from trustchain.wiring.http import create_app
-from trustchain.wiring.metrics import DnsCounting, counted_services, instrument, with_metrics
+from trustchain.wiring.metrics import (
+    DnsCounting,
+    counted_services,
+    instrument,
+    observe_rate_limit,
+    with_metrics,
+)
 from trustchain.wiring.node import (
     OpenNode,
     dns_query_service,
@@ -225,7 +231,8 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
             return served
         return ZoneSet({**served.zones, **federation_zones.zones}, served.version)
 
-    acme = Acme(build_acme(node, limiter, acme_store, authority), ca, acme_zones,
+    acme = Acme(build_acme(node, limiter, acme_store, authority, observe_rate_limit(metrics)),
+                ca, acme_zones,
                 node.identity.network_name,
                 (config.acme_http01_port, config.acme_tls_alpn01_port), caa_identities(node),
                 ca_here.announce)
