@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import socket
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,7 +125,9 @@ def test_a_node_with_log_format_json_writes_json_lines(
     config = data_dir / CONFIG_FILE_NAME
     default = config.read_text()
     assert 'log_format = "text"' in default.splitlines()  # init writes the setting
-    config.write_text(default.replace('log_format = "text"', 'log_format = "json"'))
+    assert "access_log = false" in default.splitlines()
+    config.write_text(default.replace('log_format = "text"', 'log_format = "json"')
+                      .replace("access_log = false", "access_log = true"))
     proc = NodeProcess.start(data_dir)
     node_processes.append(proc)
     proc.wait_ready()
@@ -133,6 +136,9 @@ def test_a_node_with_log_format_json_writes_json_lines(
         conn.sendall(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nhost: x\r\n\r\n")
         assert conn.recv(4096).startswith(b"HTTP/1.1 414")
     proc.wait_for(r"answered 414")
+    with urllib.request.urlopen(f"http://[{host}]:{port}/healthz", timeout=10) as answer:
+        assert answer.status == 200
+    proc.wait_for(r"GET /healthz 200")
     assert proc.stop(signal.SIGTERM) == 0
     entries = [json.loads(line) for line in proc.log]
     for entry in entries:
@@ -143,6 +149,10 @@ def test_a_node_with_log_format_json_writes_json_lines(
     assert refusal["level"] == "warning"
     client = str(ipaddress.ip_network(f"{host}/64", strict=False))  # the caps' key: an IPv6 /64
     assert (refusal["client"], refusal["transport"], refusal["status"]) == (client, "http", 414)
+    [access] = [entry for entry in entries if entry["logger"] == "trustchain.access"]
+    assert (access["client"], access["transport"], access["method"], access["status"]) == (
+        host, "http", "GET", 200)
+    assert isinstance(access["duration_ms"], float) and access["duration_ms"] >= 0
 
 
 def test_devnet_knows_the_ready_line_in_either_format(logged) -> None:

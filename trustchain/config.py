@@ -258,6 +258,11 @@ class NodeConfig(BaseModel):
         "text", description="How the node writes its log to stderr: text lines, or json: "
         "one JSON object per line (time, level, logger, event, request fields, exception).",
     )
+    access_log: bool = Field(
+        False, description="Log every HTTP request (HTTP, HTTPS, HTTP/3) at info: client, "
+        "transport, method, path, status and duration (fields of its own with "
+        "log_format = json).  Off by default: CT and ACME take thousands a second.",
+    )
     shutdown_grace_seconds: Annotated[int, Field(ge=0, le=600)] = Field(
         5, description="How long in-flight requests may run after SIGINT/SIGTERM."
     )

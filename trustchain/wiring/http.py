@@ -13,13 +13,17 @@ same shape stoq/1 answers with.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from transport.methods import Service, routes
 from transport.problem import problem_response
@@ -55,3 +59,39 @@ def create_app(*, genesis_bytes: bytes, services: Iterable[Service] = (),
         ],
         exception_handlers={HTTPException: _http_error},
     )
+
+
+#: One line per HTTP request, at info, when ``access_log = true`` (off by default: the CT
+#: and ACME paths take thousands of requests a second).
+ACCESS = logging.getLogger("trustchain.access")
+
+
+def with_access_log(app: ASGIApp, transport: str) -> ASGIApp:
+    """``app`` logging each request on :data:`ACCESS` once answered: the client's
+    address, ``transport``, method, path, status and duration (as JSON fields with
+    ``log_format = "json"``).  Costs a level check per request while the log is off."""
+
+    async def logged(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not ACCESS.isEnabledFor(logging.INFO):
+            await app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 0
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        finally:
+            client: Any = scope.get("client")
+            duration = round((time.perf_counter() - started) * 1000, 1)
+            ACCESS.info("%s %s %s %d %.1f ms", client[0] if client else "-", scope["method"],
+                        scope["path"], status, duration, extra={
+                            "client": client[0] if client else None, "transport": transport,
+                            "method": scope["method"], "status": status,
+                            "duration_ms": duration})
+
+    return logged

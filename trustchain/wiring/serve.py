@@ -77,7 +77,7 @@ from trustchain.wiring.federation_ca import FederationCaNode, intermediate_servi
 from trustchain.wiring.federation_ct import FederationCtNode
 from trustchain.wiring.federation_ct import wire as wire_ct
 from trustchain.wiring.gossip import Gossip, gossip_service
-from trustchain.wiring.http import create_app
+from trustchain.wiring.http import ACCESS, create_app, with_access_log
 from trustchain.wiring.metrics import (
     DnsCounting,
     counted_services,
@@ -240,11 +240,13 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                      extra=[*acme_routes(acme), *console_routes(node.db, ct, authority.store,
                                                                 dns_service, services)])
     limits = HttpLimits.from_config(config)
-    http = HttpListener(with_metrics(app, metrics), config.listen, config.http_port,
+    http = HttpListener(with_access_log(with_metrics(app, metrics), "http"), config.listen,
+                        config.http_port,
                         config.shutdown_grace_seconds, limits=limits)
     infra_cas = list(node.credentials.node.chain)
     https = HttpListener(
-        app, config.listen, config.https_port, config.shutdown_grace_seconds, limits=limits,
+        with_access_log(app, "https"), config.listen, config.https_port,
+        config.shutdown_grace_seconds, limits=limits,
         tls=https_context(node.credentials.node, [node.credentials.root, *infra_cas]),
         identify=https_peer(
             node.credentials.root,
@@ -267,7 +269,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
             clock=utcnow,
             max_message=config.stoq_max_message_bytes,
             max_queries_in_flight=config.quic_max_streams_in_flight,
-            app=LimitedApp(app, H3Limits.from_config(config)),
+            app=LimitedApp(with_access_log(app, "h3"), H3Limits.from_config(config)),
         ),
         node.credentials.node,
         config.listen,
@@ -341,6 +343,7 @@ def run(
     with layout.lock():
         config = load_config(data_dir, overrides)
         logging.getLogger("trustchain").setLevel(config.log_level.upper())
+        ACCESS.setLevel(logging.INFO if config.access_log else logging.WARNING)
         apply_format(config.log_format)
         node = open_node(layout, config, passphrase)
         node.db.checkpoint_in_background()  # no commit pays for a checkpoint
