@@ -92,17 +92,21 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def ordering(node: InitResult, data_dir: Path, node_processes: list[NodeProcess]
-             ) -> Iterator[tuple[str, list[str | Path], Responder]]:
-    responder = Responder()
-    threading.Thread(target=responder.serve_forever, daemon=True).start()
-    try:
-        base, admin = start_acme_node(data_dir, node_processes,
-                                      acme_http01_port=responder.server_address[1])
-        yield base, admin, responder
-    finally:
-        responder.shutdown()
-        responder.server_close()
+def responder() -> Iterator[Responder]:
+    """The http-01 responder, serving until the test ends."""
+    serving = Responder()
+    threading.Thread(target=serving.serve_forever, daemon=True).start()
+    yield serving
+    serving.shutdown()
+    serving.server_close()
+
+
+@pytest.fixture
+def ordering(node: InitResult, data_dir: Path, node_processes: list[NodeProcess],
+             responder: Responder) -> tuple[str, list[str | Path], Responder]:
+    base, admin = start_acme_node(data_dir, node_processes,
+                                  acme_http01_port=responder.server_address[1])
+    return base, admin, responder
 
 
 def new_client(base: str) -> acme_client.ClientV2:
@@ -126,6 +130,20 @@ def challenge(order: messages.OrderResource, kind: type) -> messages.ChallengeBo
     return next(c for c in authz.body.challenges if isinstance(c.chall, kind))
 
 
+def answered(client: acme_client.ClientV2, order: messages.OrderResource,
+             responder: Responder) -> messages.OrderResource:
+    """``order`` with the http-01 challenge of each pending authorization answered (the
+    responder serves the key authorization); reused valid ones are left as they are."""
+    for authz in order.authorizations:
+        if authz.body.status == messages.STATUS_PENDING:
+            body = next(c for c in authz.body.challenges
+                        if isinstance(c.chall, challenges.HTTP01))
+            response, validation = body.response_and_validation(client.net.key)
+            responder.tokens[body.chall.encode("token")] = validation
+            client.answer_challenge(body, response)
+    return order
+
+
 def test_an_http01_order_is_validated_finalized_and_downloaded(
         ordering: tuple[str, list[str | Path], Responder], data_dir: Path,
         tmp_path: Path) -> None:
@@ -133,11 +151,7 @@ def test_an_http01_order_is_validated_finalized_and_downloaded(
     client = new_client(base)
     order = client.new_order(csr_for(NAME))
     assert order.body.status == messages.STATUS_PENDING
-    body = challenge(order, challenges.HTTP01)
-    response, validation = body.response_and_validation(client.net.key)
-    responder.tokens[body.chall.encode("token")] = validation
-    client.answer_challenge(body, response)
-    done = client.poll_and_finalize(order)
+    done = client.poll_and_finalize(answered(client, order, responder))
     assert done.body.status == messages.STATUS_VALID
     chain = x509.load_pem_x509_certificates(done.fullchain_pem.encode())
     leaf = chain[0]
@@ -259,11 +273,7 @@ def test_a_dns01_order_reads_the_txt_record_from_the_nodes_zone(
         by_key_of(client, forger).revoke(forged, 1)
     assert made_up.value.typ == "urn:ietf:params:acme:error:malformed", made_up.value
     holder = new_client(base)
-    held = holder.new_order(csr_for(NAME))
-    body = challenge(held, challenges.HTTP01)
-    response, validation = body.response_and_validation(holder.net.key)
-    responder.tokens[body.chall.encode("token")] = validation
-    holder.answer_challenge(body, response)
+    held = answered(holder, holder.new_order(csr_for(NAME)), responder)
     holder.poll_authorizations(held, datetime.now() + timedelta(seconds=20))
     holder.revoke(chain[0], 1)  # keyCompromise
     root = tmp_path / "root.pem"
@@ -325,11 +335,7 @@ def test_caa_records_in_the_nodes_zone_decide_issuance(
     client = new_client(base)
 
     def order_validated() -> messages.OrderResource:
-        order = client.new_order(csr_for(NAME))
-        body = challenge(order, challenges.HTTP01)
-        response, validation = body.response_and_validation(client.net.key)
-        responder.tokens[body.chall.encode("token")] = validation
-        client.answer_challenge(body, response)
+        order = answered(client, client.new_order(csr_for(NAME)), responder)
         return client.poll_authorizations(order, datetime.now() + timedelta(seconds=20))
 
     zone = "alpha.trust.example.net"
@@ -372,11 +378,7 @@ def test_external_account_binding_decides_who_orders_for_a_network(
         return client
 
     client = bound_client()
-    order = client.new_order(csr_for(NAME))
-    body = challenge(order, challenges.HTTP01)
-    response, validation = body.response_and_validation(client.net.key)
-    responder.tokens[body.chall.encode("token")] = validation
-    client.answer_challenge(body, response)
+    order = answered(client, client.new_order(csr_for(NAME)), responder)
     assert client.poll_and_finalize(order).body.status == messages.STATUS_VALID
     with pytest.raises(messages.Error) as reused:
         bound_client()
@@ -420,7 +422,8 @@ def test_failed_validations_are_limited_per_account_and_name(
 
 
 def test_a_replacement_of_a_revoked_certificate_is_not_held_by_the_names_limit(
-        node: InitResult, data_dir: Path, node_processes: list[NodeProcess]) -> None:
+        node: InitResult, data_dir: Path, node_processes: list[NodeProcess],
+        responder: Responder) -> None:
     """With one certificate a week per set of names, a second order for them is refused at
     finalize (rateLimited), but an order that ``replaces`` the first once it is revoked
     (its ARI window is now) is issued: the CA does not charge a renewal inside its window
@@ -428,39 +431,23 @@ def test_a_replacement_of_a_revoked_certificate_is_not_held_by_the_names_limit(
     config = data_dir / "trustchain.toml"
     config.write_text(config.read_text() + "\n[ca_rate_limits.names]\ncount = 1\n"
                       "period_seconds = 604800\n")
-    responder = Responder()
-    threading.Thread(target=responder.serve_forever, daemon=True).start()
-    try:
-        base, _admin = start_acme_node(data_dir, node_processes,
-                                       acme_http01_port=responder.server_address[1])
-        client = new_client(base)
-
-        def validated(order: messages.OrderResource) -> messages.OrderResource:
-            for authz in order.authorizations:
-                if authz.body.status == messages.STATUS_PENDING:
-                    body = next(c for c in authz.body.challenges
-                                if isinstance(c.chall, challenges.HTTP01))
-                    response, validation = body.response_and_validation(client.net.key)
-                    responder.tokens[body.chall.encode("token")] = validation
-                    client.answer_challenge(body, response)
-            return order
-
-        first = client.poll_and_finalize(validated(client.new_order(csr_for(NAME))))
-        leaf = x509.load_pem_x509_certificate(first.fullchain_pem.encode())
-        with pytest.raises(acme_errors.IssuanceError) as limited:
-            client.poll_and_finalize(validated(client.new_order(csr_for(NAME))))
-        assert limited.value.error.typ == "urn:ietf:params:acme:error:rateLimited"
-        client.revoke(leaf, 1)  # keyCompromise: ARI's window is now
-        csr = csr_for(NAME)
-        answer = client.net.post(client.directory["newOrder"], _Payload(
-            {"identifiers": [{"type": "dns", "value": NAME}], "replaces": ari_id(leaf)}))
-        body = messages.Order.from_json(answer.json())
-        replacing = messages.OrderResource(
-            body=body, uri=answer.headers["Location"], csr_pem=csr, authorizations=[
-                client._authzr_from_response(client._post_as_get(url), uri=url)
-                for url in body.authorizations])
-        renewed = client.poll_and_finalize(validated(replacing))
-        assert renewed.body.status == messages.STATUS_VALID
-    finally:
-        responder.shutdown()
-        responder.server_close()
+    base, _admin = start_acme_node(data_dir, node_processes,
+                                   acme_http01_port=responder.server_address[1])
+    client = new_client(base)
+    first = client.poll_and_finalize(answered(client, client.new_order(csr_for(NAME)),
+                                              responder))
+    leaf = x509.load_pem_x509_certificate(first.fullchain_pem.encode())
+    with pytest.raises(acme_errors.IssuanceError) as limited:
+        client.poll_and_finalize(answered(client, client.new_order(csr_for(NAME)), responder))
+    assert limited.value.error.typ == "urn:ietf:params:acme:error:rateLimited"
+    client.revoke(leaf, 1)  # keyCompromise: ARI's window is now
+    csr = csr_for(NAME)
+    answer = client.net.post(client.directory["newOrder"], _Payload(
+        {"identifiers": [{"type": "dns", "value": NAME}], "replaces": ari_id(leaf)}))
+    body = messages.Order.from_json(answer.json())
+    replacing = messages.OrderResource(
+        body=body, uri=answer.headers["Location"], csr_pem=csr, authorizations=[
+            client._authzr_from_response(client._post_as_get(url), uri=url)
+            for url in body.authorizations])
+    renewed = client.poll_and_finalize(answered(client, replacing, responder))
+    assert renewed.body.status == messages.STATUS_VALID

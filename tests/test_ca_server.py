@@ -88,6 +88,16 @@ def make_csr(tmp_path: Path, *names: str) -> Path:
     return tmp_path / "csr.pem"
 
 
+def credential_csr(directory: Path) -> Path:
+    """A CSR for a network's admin credential (no names): ``cred.csr``, its key
+    ``cred.key``, in ``directory``."""
+    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", directory / "cred.key",
+                    "-subj", "/CN=alpha operations", "-out", directory / "cred.csr"],
+                   check=True, capture_output=True)
+    return directory / "cred.csr"
+
+
 def split_chain(text: str, tmp_path: Path) -> tuple[Path, Path]:
     blocks = [b + "-----END CERTIFICATE-----\n" for b in text.split("-----END CERTIFICATE-----\n")
               if b.strip()]
@@ -698,10 +708,7 @@ def test_a_federated_network_acts_for_itself_with_its_credential(
     assert run_cli("network", "register", "beta", *admin).returncode == 0
     own = tmp_path / "alpha-admin"
     own.mkdir()
-    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", own / "cred.key",
-                    "-subj", "/CN=alpha operations", "-out", own / "cred.csr"],
-                   check=True, capture_output=True)
+    credential_csr(own)
     refused = run_cli("ca", "issue", "--csr", own / "cred.csr", "--profile", "network-admin",
                       *admin)
     assert refused.returncode == 1 and "name the network" in refused.stderr

@@ -18,6 +18,7 @@ from cryptography import x509
 from bootstrap.init import InitResult
 from tests.support import NodeProcess, cli_env, run_cli
 from tests.test_acme_orders import free_port, ocsp, start_acme_node
+from tests.test_ca_server import credential_csr
 
 NAME = "www.alpha.trust.example.net"
 CERTBOT = Path(sys.executable).with_name("certbot")
@@ -88,10 +89,7 @@ def test_certbot_manual_dns01_with_a_trustchain_record_add_hook(
     root.write_text(run_cli("genesis", "show", "--data-dir", data_dir, "--root-pem").stdout)
     own = tmp_path / "alpha-admin"
     own.mkdir()
-    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", own / "cred.key",
-                    "-subj", "/CN=alpha operations", "-out", own / "cred.csr"],
-                   check=True, capture_output=True)
+    credential_csr(own)
     given = run_cli("ca", "issue", "--csr", own / "cred.csr", "--network", "alpha",
                     "--profile", "network-admin", *admin)
     assert given.returncode == 0, given.stderr

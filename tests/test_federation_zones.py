@@ -227,14 +227,11 @@ def test_a_networks_credential_issued_at_node_1_acts_at_the_others_until_revoked
     operates an intermediate for alpha: node-3 (stoq/1) and node-2 (HTTPS, curl) issue for
     alpha with it, never having seen it; revoked at node-1, it is refused at node-3 once
     the revocation is committed.  (Runs after node-4 was killed and restarted.)"""
-    from tests.test_ca_server import make_csr, split_chain
+    from tests.test_ca_server import credential_csr, make_csr, split_chain
 
     wait_for("every node operates an intermediate for alpha", lambda: all(len(
         federation.consensus_status(n)["intermediates"].get("alpha", [])) == 4 for n in NAMES))
-    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", tmp_path / "cred.key",
-                    "-subj", "/CN=alpha operations", "-out", tmp_path / "cred.csr"],
-                   check=True, capture_output=True)
+    credential_csr(tmp_path)
     given = run_cli("ca", "issue", "--csr", tmp_path / "cred.csr", "--network", "alpha",
                     "--profile", "network-admin", *admin(federation, "node-1"),
                     env=federation.env)

@@ -193,6 +193,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
     enrolment = enrolment_for(node, utcnow, secrets.token_bytes)
     acme_store = SqliteAcmeStore(node.db)
     admissions = Admissions(consensus, federation.endorsements, enrolment)
+
     def network_zone(peer: Peer) -> str:
         """A network credential's zone, once the CA found the credential good."""
         authority.authorise(peer, peer.name, utcnow())
@@ -223,6 +224,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                 leave_service(zones_here), acme_admin_service(acme_store),
                 acme_eab_service(acme_store, authority, utcnow)]
     services = counted_services(services, metrics)
+
     def acme_zones() -> ZoneSet:
         """The zones ACME reads (dns-01, CAA, http-01's addresses): the served ones, and
         the federation's whether answered for or not."""
@@ -241,8 +243,7 @@ async def serve_node(node: OpenNode, stop: asyncio.Event) -> None:
                                                                 dns_service, services)])
     limits = HttpLimits.from_config(config)
     http = HttpListener(with_access_log(with_metrics(app, metrics), "http"), config.listen,
-                        config.http_port,
-                        config.shutdown_grace_seconds, limits=limits)
+                        config.http_port, config.shutdown_grace_seconds, limits=limits)
     infra_cas = list(node.credentials.node.chain)
     https = HttpListener(
         with_access_log(app, "https"), config.listen, config.https_port,
