@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from bootstrap.init import InitResult
 from tests.support import NodeProcess, run_cli
 from tests.test_ct_server import node_chain, request, start_node
+from tests.test_federation import wait_for
 from trustchain.datadir import DataDir
 from trustchain.storage.database import open_database
 from trustchain.storage.node import NodeStore
@@ -88,8 +89,11 @@ def test_nginx_serves_tiles_and_the_client_proves_inclusion(
     logs = json.loads(request(host, port, "GET", "/logs")[2])["operators"][0]["logs"]
     key = logs[0]["key"]
     tiles_dir = DataDir(data_dir).ct_tiles_dir / "a"
-    assert (tiles_dir / "checkpoint").read_bytes() == request(
-        host, port, "GET", "/logs/a/checkpoint")[2]
+    # The file is rewritten once cosignatures arrive, a moment after the node serves them:
+    # the same bytes soon.
+    wait_for("the checkpoint file is the one the node serves", lambda: (
+        tiles_dir / "checkpoint").read_bytes() == request(host, port, "GET",
+                                                          "/logs/a/checkpoint")[2])
     work = tmp_path / "nginx"
     work.mkdir()
     nginx_port, pid = start_nginx(tiles_dir, work)

